@@ -1,0 +1,141 @@
+"""Model sizes, config validation, and the pretraining model.
+
+:class:`ScratchBertForPreTraining` is Hugging Face's ``BertForPreTraining`` with one change
+in ``forward``: when labels are given, the vocabulary projection runs only at the masked
+positions (a *sparse prediction head*, as in Cramming and MosaicBERT). With 15% masking
+this skips ~85% of the largest matmul of a small model and its softmax. The weights and the
+saved checkpoint are exactly ``BertForPreTraining``'s, so ``BertForPreTraining``,
+``BertForMaskedLM`` and ``BertForQuestionAnswering`` all load what it saves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scratchbert.errors import ScratchBertError
+
+
+@dataclass(frozen=True)
+class Size:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+
+
+# nano: for tests; tiny/mini/small/medium: Turc et al. 2019 ("Well-Read Students"); base: BERT-base.
+PRESETS: dict[str, Size] = {
+    "nano": Size(64, 2, 2, 256),
+    "tiny": Size(128, 2, 2, 512),
+    "mini": Size(256, 4, 4, 1024),
+    "small": Size(512, 4, 8, 2048),
+    "medium": Size(512, 8, 8, 2048),
+    "base": Size(768, 12, 12, 3072),
+}
+
+
+def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size: int | None = None,
+                 num_hidden_layers: int | None = None, num_attention_heads: int | None = None,
+                 intermediate_size: int | None = None, max_position_embeddings: int | None = None,
+                 dropout: float = 0.1, attn_implementation: str = "sdpa"):
+    """A validated ``BertConfig`` from a preset, with any size overridden explicitly."""
+    from transformers import BertConfig
+
+    if preset not in PRESETS:
+        raise ScratchBertError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    size = PRESETS[preset]
+    hidden = hidden_size or size.hidden_size
+    layers = num_hidden_layers or size.num_hidden_layers
+    heads = num_attention_heads or size.num_attention_heads
+    inter = intermediate_size or (4 * hidden if hidden_size and not intermediate_size else size.intermediate_size)
+    positions = max_position_embeddings or max(512, max_seq_len)
+    if min(hidden, layers, heads, inter, vocab_size) <= 0:
+        raise ScratchBertError("model sizes must be positive integers")
+    if hidden % heads:
+        raise ScratchBertError(f"hidden size {hidden} is not divisible by {heads} attention heads; pick a head count that divides it (e.g. {hidden // 64 or 1})")
+    if positions < max_seq_len:
+        raise ScratchBertError(f"max position embeddings {positions} is shorter than the sequence length {max_seq_len}; raise --max-position-embeddings")
+    if not 0 <= dropout < 1:
+        raise ScratchBertError(f"dropout {dropout} must lie in [0, 1)")
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=inter,
+                        max_position_embeddings=positions, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout, architectures=["BertForPreTraining"])
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def check_tokenizer_matches(config, tokenizer, where: str) -> None:
+    """A model and a tokenizer must agree on the vocabulary size."""
+    if config.vocab_size != len(tokenizer):
+        raise ScratchBertError(f"the tokenizer has {len(tokenizer)} tokens but the model at {where} expects {config.vocab_size}; use the tokenizer the model was trained with")
+
+
+def count_parameters(model, exclude_embeddings: bool = False) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if exclude_embeddings:
+        n -= sum(p.numel() for name, p in model.named_parameters() if "embeddings" in name)
+    return n
+
+
+def flops_per_token(config, seq_len: int, mlm_fraction: float = 0.15, sparse_head: bool = True) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward; 2 FLOPs per multiply-add)."""
+    h, L, i, v = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
+    per_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * seq_len * h  # projections + MLP + attention scores/values
+    head = 2 * (h * h + h * v) * (mlm_fraction if sparse_head else 1.0)
+    return 3.0 * (L * per_layer + head)
+
+
+def _pretraining_model_class():
+    import torch
+    from torch.nn import functional as F
+    from transformers import BertForPreTraining
+    from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
+
+    class ScratchBertForPreTraining(BertForPreTraining):
+        """``BertForPreTraining`` whose MLM logits are computed at masked positions only.
+
+        With ``labels``, ``prediction_logits`` has shape ``(n_masked, vocab)`` in the
+        row-major order of ``labels != -100``; without, it is the usual full tensor.
+        """
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                    inputs_embeds=None, labels=None, next_sentence_label=None, **kwargs):
+            outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
+            sequence_output, pooled_output = outputs[0], outputs[1]
+            nsp_logits = self.cls.seq_relationship(pooled_output)
+            if labels is None:
+                return BertForPreTrainingOutput(prediction_logits=self.cls.predictions(sequence_output),
+                                                seq_relationship_logits=nsp_logits)
+            masked = labels != -100
+            mlm_logits = self.cls.predictions(sequence_output[masked])
+            loss = F.cross_entropy(mlm_logits.float(), labels[masked])
+            if next_sentence_label is not None:
+                loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
+            return BertForPreTrainingOutput(loss=loss, prediction_logits=mlm_logits,
+                                            seq_relationship_logits=nsp_logits)
+
+    return ScratchBertForPreTraining
+
+
+_CLASS = None
+
+
+def pretraining_model_class():
+    """The sparse-head pretraining model class (built lazily: importing torch is slow)."""
+    global _CLASS
+    if _CLASS is None:
+        _CLASS = _pretraining_model_class()
+    return _CLASS
+
+
+def load_pretrained_config(model_dir):
+    """Read a model folder's config with a clear error when it is not a model folder."""
+    from pathlib import Path
+
+    from transformers import BertConfig
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise ScratchBertError(f"{model_dir} is not a model folder (no config.json); point --model at the output of `scratchbert pretrain`")
+    return BertConfig.from_pretrained(str(model_dir))

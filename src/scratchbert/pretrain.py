@@ -1,0 +1,247 @@
+"""Pretrain BERT from scratch on an MLM+NSP dataset with the Hugging Face ``Trainer``.
+
+What the ``Trainer`` gives us (and we do not rewrite): the loop, gradient clipping,
+bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
+``resume_from_checkpoint``, TensorBoard logs and the tqdm progress bar. What we add:
+
+* the sparse-head model and the dynamic-masking collator (see :mod:`scratchbert.modeling`,
+  :mod:`scratchbert.pretraining_data`);
+* length-grouped batches padded to the longest member (``group_by_length``), so little
+  compute goes to padding;
+* a *time budget*: ``time_budget_minutes`` stops training on the clock, and the learning
+  rate schedule (linear warmup, then linear decay to zero) follows whichever of the step or
+  time budgets is further along, so a budgeted run still anneals to the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import atomic_output_dir, write_json
+
+
+@dataclass
+class PretrainConfig:
+    dataset: str = field(metadata={"help": "dataset folder (from `scratchbert dataset`)"})
+    out: str = field(metadata={"help": "output folder for the pretrained model and tokenizer"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder (default: the one stored with the dataset)"})
+    preset: str = field(default="tiny", metadata={"help": "model size: nano, tiny, mini, small, medium, base"})
+    hidden_size: int | None = field(default=None, metadata={"help": "override the preset's hidden size"})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "override the preset's layer count"})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "override the preset's head count"})
+    intermediate_size: int | None = field(default=None, metadata={"help": "override the preset's MLP size"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: use --epochs or the time budget)"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training set when --max-steps is -1 and no time budget"})
+    time_budget_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes of training; the LR schedule follows the clock"})
+    batch_size: int = field(default=64, metadata={"help": "examples per optimizer step (per device)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    warmup_fraction: float = field(default=0.06, metadata={"help": "fraction of the budget (steps or time) spent warming up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
+    precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: bf16 where the hardware has it, fp16 on older GPUs)"})
+    torch_compile: bool = field(default=False, metadata={"help": "compile the model with torch.compile"})
+    eval_steps: int = field(default=500, metadata={"help": "evaluate every N steps (0: only at the end)"})
+    eval_max_examples: int = field(default=2000, metadata={"help": "validation examples used by periodic evaluation"})
+    save_steps: int = field(default=1000, metadata={"help": "checkpoint every N steps"})
+    logging_steps: int = field(default=50, metadata={"help": "log every N steps"})
+    checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: OUT-checkpoints); a rerun resumes from the latest"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep the checkpoints after a successful run"})
+    num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes"})
+    seed: int = field(default=42, metadata={"help": "random seed"})
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPUs.
+
+    CPUs with AVX512-BF16/AMX do run bf16 autocast, but measured on this project's 2-core
+    machine (benchmarks/pretrain_throughput.py) it is several times *slower* than fp32 for
+    the small presets: the casts cost more than the small matmuls save. Ask for
+    ``bf16`` explicitly to use it on a CPU.
+    """
+    import torch
+
+    if precision not in {"auto", "bf16", "fp16", "fp32"}:
+        raise ScratchBertError(f"precision {precision!r} is not one of auto, bf16, fp16, fp32")
+    if precision != "auto":
+        if precision == "fp16" and not torch.cuda.is_available():
+            raise ScratchBertError("fp16 needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def lr_lambda(progress: float, warmup_fraction: float) -> float:
+    """Linear warmup to 1 over ``warmup_fraction`` of the run, then linear decay to 0."""
+    if progress < warmup_fraction:
+        return max(progress / warmup_fraction, 1e-3)
+    return max(0.0, (1.0 - progress) / max(1e-9, 1.0 - warmup_fraction))
+
+
+def _per_example_counts(logits, labels):
+    """Reduce logits to per-example counts ``(batch, 3)``: correct masked tokens, masked tokens, NSP guess.
+
+    The sparse head returns logits for the masked tokens of the whole batch; the Trainer
+    concatenates and truncates evaluation outputs per example, so we hand it per-example
+    rows instead of a flat token list.
+    """
+    import torch
+
+    mlm_logits, nsp_logits = logits[0], logits[1]
+    mlm_labels = labels[0]
+    masked = mlm_labels != -100
+    correct = torch.zeros_like(mlm_labels)
+    correct[masked] = (mlm_logits.argmax(-1) == mlm_labels[masked]).long()
+    return torch.stack([correct.sum(1), masked.sum(1), nsp_logits.argmax(-1)], dim=1)
+
+
+def _mlm_nsp_metrics(eval_pred) -> dict:
+    import numpy as np
+
+    counts, (_, nsp_labels) = eval_pred.predictions, eval_pred.label_ids
+    return {"mlm_accuracy": float(counts[:, 0].sum() / max(counts[:, 1].sum(), 1)),
+            "nsp_accuracy": float(np.mean(counts[:, 2] == nsp_labels))}
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Pretrain, save the model and tokenizer into ``cfg.out`` and return the metrics."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+    from scratchbert.modeling import build_config, check_tokenizer_matches, count_parameters, pretraining_model_class
+    from scratchbert.pretraining_data import MlmNspCollator, load_pretraining_dataset, tokenizer_fingerprint
+    from scratchbert.tokenizer import load_tokenizer
+
+    ds, info = load_pretraining_dataset(cfg.dataset)
+    tok_dir = cfg.tokenizer or str(Path(cfg.dataset) / "tokenizer")
+    tokenizer = load_tokenizer(tok_dir)
+    if tokenizer_fingerprint(tokenizer) != info["tokenizer_fingerprint"]:
+        raise ScratchBertError(f"tokenizer {tok_dir} is not the one dataset {cfg.dataset} was built with; pass the dataset's tokenizer or rebuild the dataset")
+    if cfg.max_steps <= 0 and not cfg.time_budget_minutes and cfg.epochs <= 0:
+        raise ScratchBertError("nothing to train: give --max-steps, --epochs or --time-budget-minutes")
+    if cfg.batch_size <= 0 or cfg.learning_rate <= 0:
+        raise ScratchBertError("batch size and learning rate must be positive")
+    config = build_config(cfg.preset, len(tokenizer), info["max_seq_len"], hidden_size=cfg.hidden_size,
+                          num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                          intermediate_size=cfg.intermediate_size, dropout=cfg.dropout)
+    check_tokenizer_matches(config, tokenizer, cfg.dataset)
+    precision = resolve_precision(cfg.precision)
+    set_seed(cfg.seed)
+    model = pretraining_model_class()(config)
+    checkpoint_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}-checkpoints")
+    resume = _latest_checkpoint(checkpoint_dir)
+
+    eval_ds = ds["validation"]
+    if cfg.eval_max_examples and len(eval_ds) > cfg.eval_max_examples:
+        eval_ds = eval_ds.select(range(cfg.eval_max_examples))
+    budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
+    max_steps = cfg.max_steps
+    if max_steps <= 0 and budget_s:
+        max_steps = 10_000_000  # the clock stops the run; the schedule follows the clock
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=max(cfg.batch_size, 64),
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
+        max_grad_norm=cfg.max_grad_norm, max_steps=max_steps, num_train_epochs=cfg.epochs,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
+        optim="adamw_torch_fused",
+        torch_compile=cfg.torch_compile,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        dataloader_num_workers=cfg.num_workers, dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=cfg.num_workers > 0,
+        train_sampling_strategy="group_by_length", length_column_name="length",
+        remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
+        report_to=_report_to(), seed=cfg.seed, disable_tqdm=False,
+    )
+
+    tokens = {"count": 0}
+    start = {"time": None}
+
+    class _Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            start["time"] = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kw):
+            if budget_s and time.monotonic() - start["time"] >= budget_s:
+                control.should_training_stop = True
+                control.should_save = False
+
+    class _Trainer(Trainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                opt = optimizer if optimizer is not None else self.optimizer
+                total = cfg.max_steps if cfg.max_steps > 0 else (None if budget_s else num_training_steps)
+
+                def schedule(step):
+                    progress = step / total if total else 0.0
+                    if budget_s and start["time"] is not None:
+                        progress = max(progress, (time.monotonic() - start["time"]) / budget_s)
+                    return lr_lambda(min(progress, 1.0), cfg.warmup_fraction)
+
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+        def compute_loss(self, model, inputs, return_outputs=False, **kw):
+            if model.training:
+                tokens["count"] += int(inputs["attention_mask"].sum())
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
+
+    trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
+                       data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability), callbacks=[_Clock()],
+                       compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    train_seconds = time.perf_counter() - t0
+    final_eval = trainer.evaluate() if len(eval_ds) else {}
+    metrics = {
+        "train_loss": result.training_loss, "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 2), "train_tokens": tokens["count"],
+        "tokens_per_second": tokens["count"] / max(train_seconds, 1e-9),
+        "parameters": count_parameters(model), "precision": precision, "resumed": bool(resume),
+        **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
+    }
+    metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
+    with atomic_output_dir(cfg.out) as tmp:
+        unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+        unwrapped.config.architectures = ["BertForPreTraining"]
+        unwrapped.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(Path(tmp) / "metrics.json", metrics)
+        write_json(Path(tmp) / "log_history.json", {"log_history": trainer.state.log_history})
+        tb = checkpoint_dir / "runs"
+        if tb.is_dir():
+            shutil.copytree(tb, Path(tmp) / "tensorboard")
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return metrics
+
+
+def _report_to() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    return ["tensorboard"] if os.environ.get("SCRATCHBERT_TENSORBOARD", "1") != "0" else []

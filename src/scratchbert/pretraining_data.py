@@ -1,0 +1,290 @@
+"""Documents -> masked-LM + next-sentence-prediction examples, the way BERT built them.
+
+This follows ``create_instances_from_document`` of Google's ``create_pretraining_data.py``:
+sentences of one document are gathered into segments until a target length is reached
+(shorter with probability ``short_seq_prob``), split at a random sentence boundary into A
+and B; half of the time B is replaced by sentences from a *different* document (label 1),
+and the longer side is truncated (alternating front and back) to fit. Masking is *not*
+stored: :class:`MlmNspCollator` masks dynamically at batch time (80/10/10), so each epoch
+sees new masks and the stored dataset holds only ``input_ids``, ``token_type_ids``,
+``next_sentence_label`` and ``length``.
+
+transformers 5 no longer ships ``TextDatasetForNextSentencePrediction``; this stage is ours,
+built on ``datasets`` (batched ``map``, ``num_proc``, Arrow on disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import atomic_output_dir, read_json, write_json
+
+DATASET_INFO = "scratchbert_dataset.json"
+
+
+@dataclass
+class DatasetConfig:
+    corpus: str = field(metadata={"help": "corpus: .txt file or folder, s3://bucket/prefix, or hf://name[/config]"})
+    tokenizer: str = field(metadata={"help": "tokenizer folder (from `scratchbert tokenizer`)"})
+    out: str = field(metadata={"help": "output folder (a datasets DatasetDict saved with save_to_disk)"})
+    max_seq_len: int = field(default=128, metadata={"help": "tokens per example, [CLS] and [SEP]s included"})
+    short_seq_prob: float = field(default=0.1, metadata={"help": "probability of a shorter target length"})
+    random_next_prob: float = field(default=0.5, metadata={"help": "probability that segment B comes from another document"})
+    dupe_factor: int = field(default=1, metadata={"help": "times each document is turned into examples (new splits and pairings)"})
+    valid_corpus: str | None = field(default=None, metadata={"help": "separate validation corpus (default: hold out documents of --corpus)"})
+    validation_fraction: float = field(default=0.02, metadata={"help": "fraction of documents held out for validation when no --valid-corpus"})
+    max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the corpus (at a document boundary)"})
+    valid_max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the validation corpus"})
+    num_proc: int | None = field(default=None, metadata={"help": "worker processes for the map (default: all cores)"})
+    seed: int = field(default=12345, metadata={"help": "random seed"})
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the vocabulary: a model, dataset and tokenizer must agree on it."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256("\n".join(t for t, _ in vocab).encode()).hexdigest()[:16]
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random) -> None:
+    while len(a) + len(b) > max_tokens:
+        longer = a if len(a) > len(b) else b
+        if rng.random() < 0.5:
+            del longer[0]
+        else:
+            longer.pop()
+
+
+def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, short_seq_prob: float,
+               random_next_prob: float, rng: random.Random, cls_id: int, sep_id: int):
+    """Yield (input_ids, token_type_ids, is_random_next) for one document (BERT's algorithm)."""
+    document = docs[doc_index]
+    max_tokens = max_seq_len - 3
+    target = rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+    chunk: list[list[int]] = []
+    length = 0
+    i = 0
+    while i < len(document):
+        chunk.append(document[i])
+        length += len(document[i])
+        if i == len(document) - 1 or length >= target:
+            if chunk:
+                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+                a = [t for s in chunk[:a_end] for t in s]
+                b: list[int] = []
+                is_random = len(chunk) == 1 or rng.random() < random_next_prob
+                if is_random:
+                    b_target = target - len(a)
+                    other = doc_index
+                    for _ in range(10):
+                        other = rng.randrange(len(docs))
+                        if other != doc_index:
+                            break
+                    if other == doc_index:
+                        return  # no other document to draw a negative from
+                    rdoc = docs[other]
+                    start = rng.randrange(len(rdoc))
+                    for s in rdoc[start:]:
+                        b.extend(s)
+                        if len(b) >= b_target:
+                            break
+                    i -= len(chunk) - a_end  # the unused sentences go back into the stream
+                else:
+                    b = [t for s in chunk[a_end:] for t in s]
+                if a and b:
+                    _truncate_pair(a, b, max_tokens, rng)
+                    ids = [cls_id, *a, sep_id, *b, sep_id]
+                    types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+                    yield ids, types, int(is_random)
+            chunk, length = [], 0
+        i += 1
+
+
+def _make_examples(batch, indices, *, tokenizer_path, max_seq_len, short_seq_prob, random_next_prob,
+                   dupe_factor, seed):
+    """Batched ``datasets.map`` function: documents (text) -> examples.
+
+    Negatives are drawn from other documents of the same batch (batches hold many
+    documents, in corpus order), which keeps each worker independent of the others.
+    """
+    from scratchbert.corpus import split_sentences
+
+    tok = _cached_tokenizer(tokenizer_path)
+    sentences = [split_sentences(text) for text in batch["text"]]
+    flat = [s for doc in sentences for s in doc]
+    encoded = tok(flat, add_special_tokens=False, return_attention_mask=False,
+                  return_token_type_ids=False)["input_ids"] if flat else []
+    docs, k = [], 0
+    for doc in sentences:
+        ids = [e for e in encoded[k:k + len(doc)] if e]
+        k += len(doc)
+        docs.append(ids)
+    out = {"input_ids": [], "token_type_ids": [], "next_sentence_label": [], "length": []}
+    rng = random.Random(seed * 1_000_003 + indices[0])
+    for _ in range(dupe_factor):
+        for d in range(len(docs)):
+            if not docs[d]:
+                continue
+            for ids, types, label in _instances(d, docs, max_seq_len, short_seq_prob, random_next_prob, rng,
+                                                tok.cls_token_id, tok.sep_token_id):
+                out["input_ids"].append(ids)
+                out["token_type_ids"].append(types)
+                out["next_sentence_label"].append(label)
+                out["length"].append(len(ids))
+    return out
+
+
+_TOKENIZERS: dict = {}
+
+
+def _cached_tokenizer(path: str):
+    if path not in _TOKENIZERS:
+        from scratchbert.tokenizer import load_tokenizer
+
+        _TOKENIZERS[path] = load_tokenizer(path)
+    return _TOKENIZERS[path]
+
+
+def _features():
+    from datasets import Features, Sequence, Value
+
+    return Features({
+        "input_ids": Sequence(Value("int32")),
+        "token_type_ids": Sequence(Value("int8")),
+        "next_sentence_label": Value("int8"),
+        "length": Value("int16"),
+    })
+
+
+def _examples(documents: list[str], cfg: DatasetConfig, num_proc: int, seed: int):
+    from datasets import Dataset
+
+    docs = Dataset.from_dict({"text": documents})
+    # ~40 batches per worker keeps negatives varied and the load balanced.
+    batch_size = max(8, min(1000, len(documents) // max(1, num_proc * 4)))
+    return docs.map(
+        _make_examples, batched=True, batch_size=batch_size, with_indices=True,
+        remove_columns=["text"], features=_features(), num_proc=num_proc if len(documents) >= 2 * num_proc else None,
+        desc="MLM+NSP examples",
+        fn_kwargs=dict(tokenizer_path=str(Path(cfg.tokenizer).resolve()), max_seq_len=cfg.max_seq_len,
+                       short_seq_prob=cfg.short_seq_prob, random_next_prob=cfg.random_next_prob,
+                       dupe_factor=cfg.dupe_factor, seed=seed),
+    )
+
+
+def _split_stats(ds, max_seq_len: int) -> dict:
+    lengths = np.asarray(ds["length"], dtype=np.int64)
+    labels = np.asarray(ds["next_sentence_label"], dtype=np.int64)
+    n = len(lengths)
+    return {"examples": n, "tokens": int(lengths.sum()),
+            "mean_length": float(lengths.mean()) if n else 0.0,
+            "random_next_fraction": float(labels.mean()) if n else 0.0,
+            "padding_fraction_if_padded_to_max": float(1 - lengths.sum() / (n * max_seq_len)) if n else 0.0}
+
+
+def build_dataset(cfg: DatasetConfig) -> dict:
+    """Build the train/validation MLM+NSP dataset into ``cfg.out``; return its statistics."""
+    from datasets import DatasetDict, disable_caching
+
+    from scratchbert.corpus import load_documents
+
+    if cfg.max_seq_len < 8:
+        raise ScratchBertError(f"max sequence length {cfg.max_seq_len} is too short for two segments; use 32 or more")
+    if not 0 <= cfg.random_next_prob <= 1 or not 0 <= cfg.short_seq_prob <= 1:
+        raise ScratchBertError("random-next and short-sequence probabilities must lie in [0, 1]")
+    t0 = time.perf_counter()
+    tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
+    num_proc = cfg.num_proc or os.cpu_count() or 1
+    documents = load_documents(cfg.corpus, cfg.max_bytes)
+    if len(documents) < 2:
+        raise ScratchBertError(f"corpus {cfg.corpus} has {len(documents)} document; next-sentence prediction needs at least two (separate documents with a blank line)")
+    if cfg.valid_corpus:
+        train_docs, valid_docs = documents, load_documents(cfg.valid_corpus, cfg.valid_max_bytes)
+        if len(valid_docs) < 2:
+            raise ScratchBertError(f"validation corpus {cfg.valid_corpus} has fewer than two documents; NSP needs at least two")
+    else:
+        rng = random.Random(cfg.seed)
+        n_valid = max(2, round(len(documents) * cfg.validation_fraction))
+        if len(documents) - n_valid < 2:
+            raise ScratchBertError(f"corpus {cfg.corpus} has only {len(documents)} documents, too few to hold out {n_valid} for validation; add documents or pass --valid-corpus")
+        valid_idx = set(rng.sample(range(len(documents)), n_valid))
+        train_docs = [d for i, d in enumerate(documents) if i not in valid_idx]
+        valid_docs = [d for i, d in enumerate(documents) if i in valid_idx]
+    disable_caching()  # the output folder is the cache; don't litter ~/.cache with copies
+    ds = DatasetDict({"train": _examples(train_docs, cfg, num_proc, cfg.seed),
+                      "validation": _examples(valid_docs, cfg, num_proc, cfg.seed + 1)})
+    if len(ds["train"]) == 0:
+        raise ScratchBertError(f"corpus {cfg.corpus} produced no training examples; it needs documents of several sentences")
+    stats = {"seconds": round(time.perf_counter() - t0, 3), "max_seq_len": cfg.max_seq_len,
+             "train_documents": len(train_docs), "validation_documents": len(valid_docs)}
+    for split in ("train", "validation"):
+        stats.update({f"{split}_{k}": v for k, v in _split_stats(ds[split], cfg.max_seq_len).items()})
+    with atomic_output_dir(cfg.out) as tmp:
+        ds.save_to_disk(str(tmp), num_proc=None)
+        tok.save_pretrained(Path(tmp) / "tokenizer")
+        write_json(Path(tmp) / DATASET_INFO, {"max_seq_len": cfg.max_seq_len, "vocab_size": len(tok),
+                                              "tokenizer_fingerprint": tokenizer_fingerprint(tok)})
+        write_json(Path(tmp) / "metrics.json", stats)
+    return stats
+
+
+def load_pretraining_dataset(path: str | Path):
+    """Load a folder written by :func:`build_dataset`: (DatasetDict, info dict)."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / DATASET_INFO).is_file():
+        raise ScratchBertError(f"{path} is not a scratchbert dataset (no {DATASET_INFO}); build it with `scratchbert dataset --out {path}`")
+    return load_from_disk(str(path)), read_json(path / DATASET_INFO)
+
+
+class MlmNspCollator:
+    """Pads a batch and masks it dynamically: 15% of tokens, of which 80% [MASK], 10% random, 10% kept.
+
+    The 80/10/10 replacement is transformers' ``DataCollatorForLanguageModeling.torch_mask_tokens``;
+    padding and the special-token mask are done here with tensor operations because the
+    stock collator pads through the tokenizer and finds special tokens with a Python loop
+    per sequence, which costs more than a small model's training step on a CPU.
+    ``seed`` fixes the masking (evaluation); leave it ``None`` for training so that each
+    DataLoader worker draws its own masks.
+    """
+
+    def __init__(self, tokenizer, mlm_probability: float = 0.15, pad_to_multiple_of: int | None = 8,
+                 seed: int | None = None):
+        import torch
+        from transformers import DataCollatorForLanguageModeling
+
+        if not 0 < mlm_probability < 1:
+            raise ScratchBertError(f"masking probability {mlm_probability} must lie in (0, 1)")
+        self._masker = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+        self.pad_id = tokenizer.pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        longest = max(len(e["input_ids"]) for e in examples)
+        m = self.pad_to_multiple_of
+        if m:
+            longest = (longest + m - 1) // m * m
+        input_ids = torch.full((len(examples), longest), self.pad_id, dtype=torch.long)
+        token_type_ids = torch.zeros((len(examples), longest), dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(e["input_ids"])
+            token_type_ids[i, :n] = torch.as_tensor(e["token_type_ids"])
+            attention_mask[i, :n] = 1
+        special = torch.isin(input_ids, self.special_ids)
+        input_ids, labels = self._masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+                "labels": labels,
+                "next_sentence_label": torch.tensor([int(e["next_sentence_label"]) for e in examples])}

@@ -1,0 +1,114 @@
+"""Train a WordPiece vocabulary on a corpus and save it as a Hugging Face fast tokenizer."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import atomic_output_dir, write_json
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# Below this a WordPiece vocabulary cannot hold the special tokens plus a basic alphabet.
+MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 64
+
+
+@dataclass
+class TokenizerConfig:
+    corpus: str = field(metadata={"help": "corpus: .txt file or folder, s3://bucket/prefix, or hf://name[/config]"})
+    out: str = field(metadata={"help": "output folder for the tokenizer (AutoTokenizer.from_pretrained loads it)"})
+    vocab_size: int = field(default=30522, metadata={"help": "WordPiece vocabulary size (BERT's is 30522)"})
+    lowercase: bool = field(default=True, metadata={"help": "lower-case the text (an uncased model)"})
+    strip_accents: bool | None = field(default=None, metadata={"help": "strip accents (default: same as --lowercase)"})
+    min_frequency: int = field(default=2, metadata={"help": "minimum pair frequency for a merge"})
+    limit_alphabet: int = field(default=1000, metadata={"help": "at most this many initial characters"})
+    max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the corpus (at a document boundary)"})
+    heldout_fraction: float = field(default=0.02, metadata={"help": "fraction of documents held out to report the unknown-token rate"})
+    seed: int = field(default=0, metadata={"help": "random seed for the held-out split"})
+
+
+def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=strip_accents, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) -> dict:
+    """Train the tokenizer, save it to ``cfg.out`` and return its report (also ``metrics.json``)."""
+    from tokenizers import processors, trainers
+    from transformers import BertTokenizerFast
+
+    if cfg.vocab_size < MIN_VOCAB_SIZE:
+        raise ScratchBertError(f"vocab size {cfg.vocab_size} is too small for the {len(SPECIAL_TOKENS)} special tokens and a basic alphabet; use --vocab-size {MIN_VOCAB_SIZE} or more")
+    if not 0 <= cfg.heldout_fraction < 1:
+        raise ScratchBertError(f"heldout fraction {cfg.heldout_fraction} must be in [0, 1)")
+    t0 = time.perf_counter()
+    if documents is None:
+        from scratchbert.corpus import load_documents
+
+        documents = load_documents(cfg.corpus, cfg.max_bytes)
+    rng = random.Random(cfg.seed)
+    n_held = int(len(documents) * cfg.heldout_fraction) if len(documents) > 1 else 0
+    held_idx = set(rng.sample(range(len(documents)), n_held))
+    train_docs = [d for i, d in enumerate(documents) if i not in held_idx]
+    held_docs = [d for i, d in enumerate(documents) if i in held_idx] or train_docs[:50]
+
+    strip = cfg.lowercase if cfg.strip_accents is None else cfg.strip_accents
+    tok = _bert_wordpiece(cfg.lowercase, strip)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
+        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##", show_progress=True,
+    )
+    # Lines (paragraphs) are the natural unit: the trainer parallelises over them in Rust.
+    lines = (line for doc in train_docs for line in doc.split("\n"))
+    tok.train_from_iterator(lines, trainer=trainer, length=sum(d.count("\n") + 1 for d in train_docs))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    train_seconds = time.perf_counter() - t0
+    hf_tok = BertTokenizerFast(tokenizer_object=tok, do_lower_case=cfg.lowercase, strip_accents=strip,
+                               unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                               cls_token="[CLS]", mask_token="[MASK]")
+    report = {"vocab_size": hf_tok.vocab_size, "train_documents": len(train_docs),
+              "heldout_documents": len(held_docs), "train_seconds": round(train_seconds, 3),
+              **tokenizer_quality(hf_tok, held_docs)}
+    with atomic_output_dir(cfg.out) as tmp:
+        hf_tok.save_pretrained(tmp)
+        write_json(Path(tmp) / "metrics.json", report)
+    return report
+
+
+def tokenizer_quality(tokenizer, documents: list[str]) -> dict:
+    """Unknown-token rate and tokens per word (BERT pre-tokenizer words) on ``documents``."""
+    lines = [line for doc in documents for line in doc.split("\n")]
+    backend = tokenizer.backend_tokenizer
+    words = sum(len(backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(l))) for l in lines)
+    enc = tokenizer(lines, add_special_tokens=False)["input_ids"]
+    n_tokens = sum(len(ids) for ids in enc)
+    unk = tokenizer.unk_token_id
+    n_unk = sum(ids.count(unk) for ids in enc)
+    return {"unk_rate": n_unk / max(n_tokens, 1), "tokens_per_word": n_tokens / max(words, 1),
+            "heldout_tokens": n_tokens}
+
+
+def load_tokenizer(path: str | Path):
+    """Load a tokenizer folder written by :func:`train_tokenizer`, with a clear error if it is not one."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
+        raise ScratchBertError(f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); run `scratchbert tokenizer --out {path}` first")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != "[UNK]"]
+    if missing:
+        raise ScratchBertError(f"tokenizer {path} lacks the BERT special tokens {missing}; train it with `scratchbert tokenizer`")
+    return tok
