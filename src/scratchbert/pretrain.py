@@ -56,6 +56,7 @@ class PretrainConfig:
     save_steps: int = field(default=1000, metadata={"help": "checkpoint every N steps"})
     logging_steps: int = field(default=50, metadata={"help": "log every N steps"})
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: OUT-checkpoints); a rerun resumes from the latest"})
+    checkpoint_uri: str | None = field(default=None, metadata={"help": "s3://bucket/prefix that mirrors every checkpoint, so a run on a killed pod resumes from it"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the checkpoints after a successful run"})
     num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes"})
     seed: int = field(default=42, metadata={"help": "random seed"})
@@ -120,6 +121,35 @@ def _latest_checkpoint(checkpoint_dir: Path) -> str | None:
     return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
 
 
+def _fetch_remote_checkpoint(uri: str, checkpoint_dir: Path) -> str | None:
+    """Download the latest complete checkpoint mirrored at ``uri``; None when there is none yet."""
+    from scratchbert import storage
+
+    try:
+        version = storage.read_manifest(uri)["version"]
+    except ScratchBertError:
+        return None  # nothing published there yet: a fresh run
+    target = checkpoint_dir / version
+    if not target.is_dir():
+        storage.fetch_published(f"{uri.rstrip('/')}/{version}", target)
+    return str(target)
+
+
+def _mirror_callback(uri: str, checkpoint_dir: Path):
+    """A callback that publishes each saved checkpoint to ``uri`` (manifest last, then LATEST)."""
+    from transformers import TrainerCallback
+
+    from scratchbert import storage
+
+    class _Mirror(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            folder = checkpoint_dir / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                storage.publish(folder, uri, version=folder.name)
+
+    return _Mirror()
+
+
 def pretrain(cfg: PretrainConfig) -> dict:
     """Pretrain, save the model and tokenizer into ``cfg.out`` and return the metrics."""
     import torch
@@ -147,6 +177,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model = pretraining_model_class()(config)
     checkpoint_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}-checkpoints")
     resume = _latest_checkpoint(checkpoint_dir)
+    if resume is None and cfg.checkpoint_uri:
+        resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
 
     eval_ds = ds["validation"]
     if cfg.eval_max_examples and len(eval_ds) > cfg.eval_max_examples:
@@ -210,7 +242,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
     trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
-                       data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability), callbacks=[_Clock()],
+                       data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability),
+                       callbacks=[_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else []),
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,455 @@
+"""Object storage through the ``minio`` SDK: any S3 endpoint (SeaweedFS, MinIO, AWS S3, ...).
+
+Where the endpoint and keys come from
+-------------------------------------
+The standard AWS variable names, read from the environment (or a dict you pass):
+
+* ``AWS_ENDPOINT_URL`` (required): ``http://127.0.0.1:8333``, ``https://s3.amazonaws.com``,
+  ``http://seaweedfs.kubeflow:8333``. The scheme decides TLS (``https`` = secure); the URL
+  may not have a path.
+* ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (required).
+* ``AWS_SESSION_TOKEN`` (optional): for temporary credentials.
+* ``AWS_REGION`` (optional): saves a bucket-location request; AWS needs it for new buckets.
+
+:class:`scratchbert.objectstore.EmbeddedS3` hands out exactly these variables from its
+``env()``.
+
+Addresses are ``s3://bucket/prefix`` (:func:`parse_s3_uri`).
+
+Published models
+----------------
+:func:`publish` writes a model folder to ``s3://bucket/prefix/<version>/``, then
+``<version>/manifest.json`` (every file with its size and SHA-256), then
+``s3://bucket/prefix/LATEST`` (the version, one line). The manifest is written last, so a
+version without one is not published (a publish that died half-way), and
+:func:`fetch_published` refuses it; it checks every file against the manifest. Nothing
+stops a later writer from overwriting objects, but such a change is detected on fetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Iterator, Mapping
+from urllib.parse import urlsplit
+
+from tqdm.auto import tqdm
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import atomic_output_dir
+
+if TYPE_CHECKING:  # minio is imported lazily: importing this module must stay cheap
+    from minio import Minio
+
+ENV_ENDPOINT = "AWS_ENDPOINT_URL"
+ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+ENV_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+ENV_REGION = "AWS_REGION"
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+MANIFEST_FORMAT = "scratchbert-published-model/1"
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_CHUNK = 1 << 20
+_MISSING = ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound")  # S3 error codes for "no such object"
+
+
+# --------------------------------------------------------------------------------------------
+# Addresses and clients
+# --------------------------------------------------------------------------------------------
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/prefix`` into ``(bucket, prefix)``.
+
+    The prefix loses its leading slashes and keeps a trailing one (``""`` for the whole
+    bucket). The bucket name must follow the S3 naming rules.
+
+    Raises:
+        ScratchBertError: not an ``s3://`` address, no bucket, an invalid bucket name, or a
+            ``..`` path component.
+    """
+    from minio.helpers import check_bucket_name
+
+    text = str(uri)
+    if not text.startswith("s3://"):
+        raise ScratchBertError(f"{text!r} is not an S3 address; write it as s3://bucket/prefix")
+    bucket, _, prefix = text[len("s3://"):].partition("/")
+    if not bucket:
+        raise ScratchBertError(f"S3 address {text!r} names no bucket; write it as s3://bucket/prefix")
+    try:
+        check_bucket_name(bucket, strict=True)
+    except ValueError:
+        raise ScratchBertError(
+            f"S3 address {text!r} has an invalid bucket name {bucket!r}; use 3-63 lowercase letters, digits, dots or hyphens") from None
+    prefix = prefix.lstrip("/")
+    if ".." in PurePosixPath(prefix).parts:
+        raise ScratchBertError(f"S3 address {text!r} contains a '..' component; give the plain prefix")
+    return bucket, prefix
+
+
+def client_from_env(env: Mapping[str, str] | None = None) -> "Minio":
+    """Return a :class:`minio.Minio` client for the endpoint and keys in ``env`` (default: ``os.environ``).
+
+    Raises:
+        ScratchBertError: a required variable is missing or ``AWS_ENDPOINT_URL`` is malformed.
+    """
+    from minio import Minio
+
+    env = os.environ if env is None else env
+
+    def need(name: str, example: str) -> str:
+        value = (env.get(name) or "").strip()
+        if not value:
+            raise ScratchBertError(f"environment variable {name} is not set, so S3 cannot be reached; export {name}={example}")
+        return value
+
+    endpoint = need(ENV_ENDPOINT, "http://127.0.0.1:8333")
+    access_key = need(ENV_ACCESS_KEY, "<your access key>")
+    secret_key = need(ENV_SECRET_KEY, "<your secret key>")
+    url = urlsplit(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/") or url.query:
+        raise ScratchBertError(
+            f"{ENV_ENDPOINT}={endpoint!r} is not an endpoint URL; give scheme, host and port only, e.g. http://127.0.0.1:8333 or https://s3.amazonaws.com")
+    return Minio(
+        url.netloc,
+        access_key=access_key,
+        secret_key=secret_key,
+        session_token=(env.get(ENV_SESSION_TOKEN) or None),
+        secure=url.scheme == "https",
+        region=(env.get(ENV_REGION) or None),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Plain transfers
+# --------------------------------------------------------------------------------------------
+
+
+def download(uri: str, local_dir: str | os.PathLike, *, client: "Minio | None" = None,
+             overwrite: bool = False) -> Path:
+    """Download one object, or every object under a prefix, into ``local_dir``.
+
+    ``s3://bucket/path/file.txt`` (an existing object) lands as ``local_dir/file.txt`` and
+    that file's path is returned; otherwise every object under ``s3://bucket/path/`` lands
+    at its path relative to the prefix and ``local_dir`` is returned. ``local_dir`` appears
+    complete or not at all (see :func:`scratchbert.outputs.atomic_output_dir`); an existing
+    non-empty ``local_dir`` is replaced only with ``overwrite=True``.
+
+    Raises:
+        ScratchBertError: nothing exists at ``uri``, the bucket is missing, the endpoint
+            refuses the request, or ``local_dir`` is not empty.
+    """
+    bucket, key = parse_s3_uri(uri)
+    client = client or client_from_env()
+    out = _check_out_dir(local_dir, overwrite)
+    with _s3_errors(uri):
+        if key and not key.endswith("/") and _exists(client, bucket, key):
+            name = PurePosixPath(key).name
+            with atomic_output_dir(out) as tmp:
+                client.fget_object(bucket, key, str(tmp / name))
+            return out / name
+        prefix = _as_dir(key)
+        objects = [(o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=prefix, recursive=True)
+                   if not o.object_name.endswith("/")]
+        if not objects:
+            raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
+        with atomic_output_dir(out) as tmp, _progress(objects, f"download {uri}") as bar:
+            for name, size in objects:
+                client.fget_object(bucket, name, str(tmp / _safe_relative(name[len(prefix):], uri)))
+                bar.update(size)
+    return out
+
+
+def upload_dir(local_dir: str | os.PathLike, uri: str, *, client: "Minio | None" = None,
+               create_bucket: bool = True) -> list[str]:
+    """Upload every file under ``local_dir`` to ``uri`` (``s3://bucket/prefix``), keeping relative paths.
+
+    The bucket is created when missing (unless ``create_bucket=False``). Returns the object
+    names written, in upload order.
+
+    Raises:
+        ScratchBertError: ``local_dir`` is not a folder or holds no files, or S3 refuses.
+    """
+    bucket, key = parse_s3_uri(uri)
+    client = client or client_from_env()
+    files = _local_files(local_dir)
+    with _s3_errors(uri):
+        if create_bucket:
+            _ensure_bucket(client, bucket)
+        return _upload_files(client, bucket, _as_dir(key), files, f"upload {uri}")
+
+
+# --------------------------------------------------------------------------------------------
+# Published models: files, then manifest.json, then LATEST
+# --------------------------------------------------------------------------------------------
+
+
+def default_version(now: datetime | None = None) -> str:
+    """A version name from the UTC time, e.g. ``20261125T140501Z`` (sorts by time)."""
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = None, *,
+            client: "Minio | None" = None) -> str:
+    """Publish a model folder as ``dest_uri/<version>/`` and return that URI (with a trailing slash).
+
+    Order of writes: every file, then ``<version>/manifest.json`` (relative path, size and
+    SHA-256 of each file, the version and the UTC creation time), then ``dest_uri/LATEST``
+    holding the version. A reader that trusts only the manifest therefore never sees a
+    half-published model. The bucket is created when missing. ``version`` defaults to
+    :func:`default_version`; an already published version is never overwritten.
+
+    Raises:
+        ScratchBertError: ``local_dir`` is not a folder of files or has its own
+            ``manifest.json``, the version name is invalid or already published, or S3 refuses.
+    """
+    bucket, key = parse_s3_uri(dest_uri)
+    client = client or client_from_env()
+    version = default_version() if version is None else str(version)
+    if not _VERSION_RE.fullmatch(version) or version == LATEST:
+        raise ScratchBertError(
+            f"version {version!r} for {dest_uri} is not a valid name; use letters, digits, '.', '_' or '-' (e.g. 20261125T140501Z)")
+    files = _local_files(local_dir)
+    if MANIFEST in files:
+        raise ScratchBertError(f"{Path(local_dir) / MANIFEST} exists, but publish writes {MANIFEST} itself; rename or remove that file")
+    base = _as_dir(key)
+    version_prefix = f"{base}{version}/"
+    final_uri = f"s3://{bucket}/{version_prefix}"
+    entries = [{"path": rel, "size": path.stat().st_size, "sha256": _sha256(path)}
+               for rel, path in tqdm(files.items(), desc="sha256", unit="file", disable=len(files) < 2)]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": version,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": entries,
+    }
+    with _s3_errors(dest_uri):
+        _ensure_bucket(client, bucket)
+        if _exists(client, bucket, version_prefix + MANIFEST):
+            raise ScratchBertError(f"version {version} is already published at {final_uri}; choose another version")
+        _upload_files(client, bucket, version_prefix, files, f"publish {final_uri}")
+        _put_bytes(client, bucket, version_prefix + MANIFEST,
+                   (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), "application/json")
+        _put_bytes(client, bucket, base + LATEST, (version + "\n").encode(), "text/plain")
+    return final_uri
+
+
+def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: "Minio | None" = None,
+                    overwrite: bool = False) -> Path:
+    """Download a published model into ``local_dir`` and verify every file; return ``local_dir``.
+
+    ``uri`` is either a version (``s3://models/bert/20261125T140501Z``) or the prefix it was
+    published under (``s3://models/bert``), in which case ``LATEST`` picks the version.
+    Every file listed in ``manifest.json`` is downloaded and its size and SHA-256 checked;
+    ``local_dir`` appears only when all of them match (and replaces an existing non-empty
+    folder only with ``overwrite=True``).
+
+    Raises:
+        ScratchBertError: no manifest (not published, or the publish did not finish), a
+            file is missing or differs from the manifest, or S3 refuses.
+    """
+    from minio.error import S3Error
+
+    bucket, key = parse_s3_uri(uri)
+    client = client or client_from_env()
+    out = _check_out_dir(local_dir, overwrite)
+    with _s3_errors(uri):
+        version_prefix, manifest = _resolve_manifest(client, bucket, _as_dir(key), uri)
+        version_uri = f"s3://{bucket}/{version_prefix}"
+        files = manifest["files"]
+        with atomic_output_dir(out) as tmp, _progress([(f["path"], f["size"]) for f in files], f"fetch {version_uri}") as bar:
+            for entry in files:
+                rel = entry["path"]
+                target = tmp / _safe_relative(rel, version_uri)
+                try:
+                    client.fget_object(bucket, version_prefix + rel, str(target))
+                except S3Error as exc:
+                    if exc.code not in _MISSING:
+                        raise
+                    raise ScratchBertError(
+                        f"{version_uri}{rel} is listed in {MANIFEST} but missing from the store; the published model is damaged, publish it again") from None
+                size, digest = target.stat().st_size, _sha256(target)
+                if size != entry["size"] or digest != entry["sha256"]:
+                    raise ScratchBertError(
+                        f"{version_uri}{rel} does not match {MANIFEST} (size {size} vs {entry['size']}, sha256 {digest[:12]}... vs "
+                        f"{entry['sha256'][:12]}...); the object was changed or corrupted after publishing, publish the model again")
+                bar.update(size)
+    return out
+
+
+def read_manifest(uri: str, *, client: "Minio | None" = None) -> dict:
+    """Return the manifest of a published model (``uri`` as for :func:`fetch_published`).
+
+    The returned dict also carries ``"uri"``: the version's address.
+    """
+    bucket, key = parse_s3_uri(uri)
+    client = client or client_from_env()
+    with _s3_errors(uri):
+        version_prefix, manifest = _resolve_manifest(client, bucket, _as_dir(key), uri)
+    return {**manifest, "uri": f"s3://{bucket}/{version_prefix}"}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_manifest(client: "Minio", bucket: str, prefix: str, uri: str) -> tuple[str, dict]:
+    """Find the manifest for ``prefix`` (a version, or a publish root through LATEST)."""
+    raw = _get_bytes(client, bucket, prefix + MANIFEST)
+    version_prefix = prefix
+    if raw is None:
+        latest = _get_bytes(client, bucket, prefix + LATEST)
+        if latest is not None:
+            version = latest.decode("utf-8", "replace").strip()
+            if not _VERSION_RE.fullmatch(version):
+                raise ScratchBertError(f"s3://{bucket}/{prefix}{LATEST} holds {version!r}, not a version name; publish the model again")
+            version_prefix = f"{prefix}{version}/"
+            raw = _get_bytes(client, bucket, version_prefix + MANIFEST)
+    if raw is None:
+        raise ScratchBertError(
+            f"no {MANIFEST} at s3://{bucket}/{version_prefix}: the model is not published or the publish did not finish; "
+            f"publish it again or point at a complete version")
+    try:
+        manifest = json.loads(raw)
+        files = manifest["files"]
+        for entry in files:
+            if not (isinstance(entry["path"], str) and isinstance(entry["size"], int) and isinstance(entry["sha256"], str)):
+                raise TypeError(entry)
+    except (ValueError, KeyError, TypeError):
+        raise ScratchBertError(
+            f"s3://{bucket}/{version_prefix}{MANIFEST} is not a valid scratchbert manifest; publish the model again") from None
+    return version_prefix, manifest
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str) -> Iterator[None]:
+    """Turn S3 and connection failures into one-sentence ScratchBertErrors."""
+    from minio.error import MinioException, S3Error
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code == "NoSuchBucket":
+            msg = f"the bucket of {uri} does not exist; create it or fix the address"
+        elif exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            msg = (f"S3 refused access to {uri} ({exc.code}); check {ENV_ACCESS_KEY}, {ENV_SECRET_KEY} "
+                   f"and the permissions of that key")
+        else:
+            msg = f"S3 request for {uri} failed ({exc.code}: {exc.message}); check the address and the server"
+        raise ScratchBertError(msg) from exc
+    except (MinioException, HTTPError) as exc:
+        raise ScratchBertError(
+            f"could not reach S3 for {uri} ({type(exc).__name__}: {exc}); check {ENV_ENDPOINT} and that the server is running") from exc
+
+
+def _exists(client: "Minio", bucket: str, name: str) -> bool:
+    from minio.error import S3Error
+
+    try:
+        client.stat_object(bucket, name)
+        return True
+    except S3Error as exc:
+        if exc.code in _MISSING:
+            return False
+        raise
+
+
+def _get_bytes(client: "Minio", bucket: str, name: str) -> bytes | None:
+    from minio.error import S3Error
+
+    try:
+        response = client.get_object(bucket, name)
+    except S3Error as exc:
+        if exc.code in _MISSING:
+            return None
+        raise
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def _put_bytes(client: "Minio", bucket: str, name: str, data: bytes, content_type: str) -> None:
+    client.put_object(bucket, name, io.BytesIO(data), len(data), content_type=content_type)
+
+
+def _ensure_bucket(client: "Minio", bucket: str) -> None:
+    from minio.error import S3Error
+
+    if client.bucket_exists(bucket):
+        return
+    try:
+        client.make_bucket(bucket)
+    except S3Error as exc:  # someone else created it in between
+        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+def _upload_files(client: "Minio", bucket: str, prefix: str, files: dict[str, Path], desc: str) -> list[str]:
+    names = []
+    with _progress([(rel, p.stat().st_size) for rel, p in files.items()], desc) as bar:
+        for rel, path in files.items():
+            client.fput_object(bucket, prefix + rel, str(path))
+            names.append(prefix + rel)
+            bar.update(path.stat().st_size)
+    return names
+
+
+def _local_files(local_dir: str | os.PathLike) -> dict[str, Path]:
+    """Map relative POSIX path -> file for every file under ``local_dir`` (sorted)."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise ScratchBertError(f"{root} is not a folder; give the folder to upload")
+    files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+    if not files:
+        raise ScratchBertError(f"folder {root} holds no files; give a folder with the files to upload")
+    return files
+
+
+def _check_out_dir(local_dir: str | os.PathLike, overwrite: bool) -> Path:
+    out = Path(local_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ScratchBertError(f"{out} exists and is not a folder; give a folder to download into")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ScratchBertError(f"download folder {out} is not empty; give an empty or new folder, or pass overwrite=True to replace it")
+    return out
+
+
+def _safe_relative(rel: str, where: str) -> Path:
+    """``rel`` as a relative local path, refusing absolute paths and ``..`` (path traversal)."""
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or ".." in parts:
+        raise ScratchBertError(f"object path {rel!r} under {where} would land outside the download folder; rename the object")
+    return Path(*parts)
+
+
+def _as_dir(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _sha256(path: Path) -> str:
+    # A chunked loop rather than hashlib.file_digest: that needs Python 3.11, we support 3.10.
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _progress(items: list[tuple[str, int]], desc: str):
+    """A byte-counting tqdm bar, shown for transfers of more than one file."""
+    with tqdm(total=sum(size for _, size in items), desc=desc, unit="B", unit_scale=True,
+              unit_divisor=1024, disable=len(items) < 2) as bar:
+        yield bar
