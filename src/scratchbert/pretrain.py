@@ -51,6 +51,10 @@ class PretrainConfig:
     mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: bf16 where the hardware has it, fp16 on older GPUs)"})
     torch_compile: bool = field(default=False, metadata={"help": "compile the model with torch.compile"})
+    sparse_head: bool = field(default=True, metadata={"help": "compute MLM logits at masked positions only (off: the stock BertForPreTraining head)"})
+    group_by_length: bool = field(default=True, metadata={"help": "batch examples of similar length and pad to the longest (off: random batches)"})
+    pad_to_max_length: bool = field(default=False, metadata={"help": "pad every batch to the maximum sequence length (the stock recipe)"})
+    optimizer: str = field(default="adamw_torch_fused", metadata={"help": "Trainer optimizer name (adamw_torch_fused, adamw_torch, ...)"})
     eval_steps: int = field(default=500, metadata={"help": "evaluate every N steps (0: only at the end)"})
     eval_max_examples: int = field(default=2000, metadata={"help": "validation examples used by periodic evaluation"})
     save_steps: int = field(default=1000, metadata={"help": "checkpoint every N steps"})
@@ -102,6 +106,8 @@ def _per_example_counts(logits, labels):
     mlm_logits, nsp_logits = logits[0], logits[1]
     mlm_labels = labels[0]
     masked = mlm_labels != -100
+    if mlm_logits.dim() == 3:  # the stock head: logits at every position
+        mlm_logits = mlm_logits[masked]
     correct = torch.zeros_like(mlm_labels)
     correct[masked] = (mlm_logits.argmax(-1) == mlm_labels[masked]).long()
     return torch.stack([correct.sum(1), masked.sum(1), nsp_logits.argmax(-1)], dim=1)
@@ -174,7 +180,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     check_tokenizer_matches(config, tokenizer, cfg.dataset)
     precision = resolve_precision(cfg.precision)
     set_seed(cfg.seed)
-    model = pretraining_model_class()(config)
+    if cfg.sparse_head:
+        model = pretraining_model_class()(config)
+    else:
+        from transformers import BertForPreTraining
+
+        model = BertForPreTraining(config)
     checkpoint_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}-checkpoints")
     resume = _latest_checkpoint(checkpoint_dir)
     if resume is None and cfg.checkpoint_uri:
@@ -196,14 +207,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
         max_grad_norm=cfg.max_grad_norm, max_steps=max_steps, num_train_epochs=cfg.epochs,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
-        optim="adamw_torch_fused",
+        optim=cfg.optimizer,
         torch_compile=cfg.torch_compile,
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         dataloader_num_workers=cfg.num_workers, dataloader_pin_memory=cuda,
         dataloader_persistent_workers=cfg.num_workers > 0,
-        train_sampling_strategy="group_by_length", length_column_name="length",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=_report_to(), seed=cfg.seed, disable_tqdm=False,
     )
@@ -242,7 +253,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
     trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
-                       data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability),
+                       data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
+                                                    pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8),
                        callbacks=[_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else []),
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
     t0 = time.perf_counter()

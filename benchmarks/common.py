@@ -1,0 +1,89 @@
+"""Shared helpers for the benchmarks: data location, the stock recipe, timing, JSON output.
+
+Benchmarks are never tests: they print one JSON document on stdout and compare side by side
+in the same run. They read ``../shared/data`` and print ``{"skipped": reason}`` without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SCRATCHBERT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+ENWIKI_TRAIN = SHARED_DATA / "enwiki" / "train.txt"
+ENWIKI_VALID = SHARED_DATA / "enwiki" / "valid.txt"
+WIKITEXT2_BYTES = 11_000_000  # the size of WikiText-2's raw text, as the article used
+
+# The article's recipe: BERT-base, Hugging Face defaults, lr 5e-5, batch 16, no warmup,
+# fp32, padding to max length, MLM logits over every position.
+ARTICLE = dict(learning_rate=5e-5, batch_size=16, warmup_fraction=0.0, weight_decay=0.0,
+               adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, dropout=0.1)
+
+
+def emit(result: dict) -> None:
+    result.setdefault("machine", {"cpu": platform.processor() or platform.machine(),
+                                  "cores": os.cpu_count(), "python": sys.version.split()[0]})
+    try:
+        import torch
+
+        result["machine"]["torch"] = torch.__version__
+        result["machine"]["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            result["machine"]["gpu"] = torch.cuda.get_device_name()
+    except ImportError:
+        pass
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def require_shared_data() -> None:
+    if not ENWIKI_TRAIN.is_file():
+        emit({"skipped": f"{ENWIKI_TRAIN} not found (the benchmarks read ../shared/data)"})
+        sys.exit(0)
+
+
+def matmul_peak(dtype_name: str = "bfloat16", n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large square ``torch.mm`` on this machine (the best of ``repeats``)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        n = max(n, 8192)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128,
+                  max_bytes: int = WIKITEXT2_BYTES, valid: bool = True) -> tuple[Path, Path, dict]:
+    """Tokenizer and MLM+NSP dataset for the first ``max_bytes`` of enwiki (cached in ``workdir``)."""
+    from scratchbert.pretraining_data import DatasetConfig, build_dataset
+    from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
+
+    tok, data = workdir / f"tok-{vocab_size}-{max_bytes}", workdir / f"data-{vocab_size}-{max_bytes}-{max_seq_len}"
+    timings = {}
+    if not tok.is_dir():
+        t = time.perf_counter()
+        train_tokenizer(TokenizerConfig(corpus=str(ENWIKI_TRAIN), out=str(tok), vocab_size=vocab_size, max_bytes=max_bytes))
+        timings["tokenizer_seconds"] = time.perf_counter() - t
+    if not data.is_dir():
+        t = time.perf_counter()
+        build_dataset(DatasetConfig(corpus=str(ENWIKI_TRAIN), tokenizer=str(tok), out=str(data), max_seq_len=max_seq_len,
+                                    max_bytes=max_bytes, valid_corpus=str(ENWIKI_VALID) if valid else None,
+                                    valid_max_bytes=2_000_000))
+        timings["dataset_seconds"] = time.perf_counter() - t
+    return tok, data, timings

@@ -1,0 +1,149 @@
+"""Pretraining throughput: scratchbert's path vs the stock Hugging Face path, same run.
+
+Stock: ``BertForPreTraining`` + ``Trainer``, every example padded to the maximum length, MLM
+logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW.
+scratchbert: the sparse prediction head, length-grouped batches padded to the longest
+member, the tensor collator, fused AdamW, SDPA, and each precision this machine offers
+(``torch.compile`` measured as an option).
+
+Reports real (non-padding) tokens per second after a warm-up, the ratio to stock, and the
+model FLOP/s achieved against a large ``torch.mm`` measured in the same run.
+
+    python benchmarks/pretrain_throughput.py [--presets tiny,base] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, matmul_peak, prepared_data, require_shared_data  # noqa: E402
+
+os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
+
+
+def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: int, precision: str,
+            fused: bool, grouped: bool, compile_model: bool = False, remove_unused: bool = True) -> dict:
+    """Train ``warmup + steps`` steps with the Trainer; tokens/s over the last ``steps``."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    state = {"tokens": 0, "t0": None, "t1": None}
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, st, control, **kw):
+            if st.global_step == warmup:
+                state["t0"] = time.perf_counter()
+                state["tokens"] = 0
+
+        def on_step_end(self, args, st, control, **kw):
+            state["t1"] = time.perf_counter()
+
+    class Counting(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, **kw):
+            state["tokens"] += int(inputs["attention_mask"].sum())
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
+            learning_rate=1e-4, bf16=precision == "bf16", fp16=precision == "fp16",
+            use_cpu=not torch.cuda.is_available(), optim="adamw_torch_fused" if fused else "adamw_torch",
+            train_sampling_strategy="group_by_length" if grouped else "random", length_column_name="length",
+            remove_unused_columns=remove_unused, label_names=["labels", "next_sentence_label"],
+            save_strategy="no", eval_strategy="no", logging_steps=10_000, report_to=[],
+            dataloader_num_workers=0, disable_tqdm=True, torch_compile=compile_model,
+        )
+        Counting(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                 callbacks=[Clock()]).train()
+    seconds = state["t1"] - state["t0"]
+    return {"tokens_per_second": state["tokens"] / seconds, "seconds": seconds, "steps": steps}
+
+
+def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size: int, steps: int, warmup: int,
+               precisions: list[str], try_compile: bool, peak_bf16: float, peak_fp32: float) -> dict:
+    import torch
+    from transformers import BertForPreTraining, DataCollatorForLanguageModeling
+
+    from scratchbert.modeling import build_config, flops_per_token, pretraining_model_class
+    from scratchbert.pretraining_data import MlmNspCollator
+
+    config = build_config(preset, len(tokenizer), max_seq_len, dropout=0.1)
+    n = (warmup + steps) * batch_size
+    data = dataset.shuffle(seed=0).select(range(min(n * 2, len(dataset))))
+    out: dict = {"batch_size": batch_size, "max_seq_len": max_seq_len, "vocab_size": config.vocab_size}
+
+    torch.manual_seed(0)
+    stock_config = build_config(preset, len(tokenizer), max_seq_len, dropout=0.1)
+    stock = BertForPreTraining(stock_config)
+    stock_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, pad_to_multiple_of=max_seq_len)
+    out["stock"] = measure(stock, stock_collator, data.remove_columns(["length"]), batch_size=batch_size, steps=steps,
+                           warmup=warmup, precision="fp32", fused=False, grouped=False)
+    stock_fpt = flops_per_token(config, max_seq_len, sparse_head=False)
+    # Stock computes on every padded position: model FLOP/s counts the useful (real) tokens only.
+    out["stock"]["model_tflops"] = out["stock"]["tokens_per_second"] * stock_fpt / 1e12
+    del stock
+
+    variants = [(p, False) for p in precisions] + ([(precisions[-1], True)] if try_compile else [])
+    for precision, compiled in variants:
+        name = f"scratchbert_{precision}" + ("_compiled" if compiled else "")
+        torch.manual_seed(0)
+        model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=0.1))
+        try:
+            r = measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=steps, warmup=warmup,
+                        precision=precision, fused=True, grouped=True, compile_model=compiled, remove_unused=False)
+        except Exception as e:  # torch.compile can fail on some setups: report, don't hide
+            out[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            continue
+        mean_len = sum(data["length"]) / len(data)
+        r["model_tflops"] = r["tokens_per_second"] * flops_per_token(config, int(mean_len)) / 1e12
+        peak = peak_bf16 if precision in ("bf16", "fp16") else peak_fp32
+        r["fraction_of_matmul_peak"] = r["model_tflops"] * 1e12 / peak
+        r["speedup_vs_stock"] = r["tokens_per_second"] / out["stock"]["tokens_per_second"]
+        out[name] = r
+    best = max((v for k, v in out.items() if k.startswith("scratchbert_") and "tokens_per_second" in v),
+               key=lambda v: v["tokens_per_second"])
+    out["best_speedup_vs_stock"] = best["speedup_vs_stock"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="tiny,base")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
+    args = p.parse_args()
+    require_shared_data()
+    import torch
+
+    from scratchbert.tokenizer import load_tokenizer
+    from scratchbert.pretraining_data import load_pretraining_dataset
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tok_dir, data_dir, _ = prepared_data(work, max_seq_len=args.max_seq_len, valid=False)
+    tokenizer = load_tokenizer(tok_dir)
+    ds, _ = load_pretraining_dataset(data_dir)
+    cuda = torch.cuda.is_available()
+    peak_bf16, peak_fp32 = matmul_peak("bfloat16"), matmul_peak("float32")
+    precisions = ["fp32", "bf16"] if not cuda else ["bf16"]
+    result = {"benchmark": "pretrain_throughput", "matmul_peak_tflops": {"bf16": peak_bf16 / 1e12, "fp32": peak_fp32 / 1e12}}
+    batch = {"nano": 64, "tiny": 64, "mini": 32, "small": 32, "medium": 16, "base": 16}
+    for preset in args.presets.split(","):
+        bs = batch.get(preset, 16) * (4 if cuda else 1)
+        result[preset] = run_preset(preset, tokenizer, ds["train"], max_seq_len=args.max_seq_len, batch_size=bs,
+                                    steps=args.steps, warmup=args.warmup, precisions=precisions,
+                                    try_compile=args.compile, peak_bf16=peak_bf16, peak_fp32=peak_fp32)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Time to quality: MLM/NSP accuracy on enwiki/valid.txt after the same wall-clock budget.
+
+Both recipes pretrain on the first 11 MB of ``enwiki/train.txt`` (the size of WikiText-2)
+for ``--minutes`` of training each, one after the other on the same machine, then are
+evaluated by ``scratchbert evaluate`` on examples built from ``enwiki/valid.txt`` (fixed,
+seeded masking).
+
+* article: BERT-base, Hugging Face defaults as the article used them: lr 5e-5, batch 16,
+  no warmup, fp32, padding to the maximum length, MLM logits at every position, AdamW
+  (0.9, 0.999, 1e-8), dropout 0.1;
+* scratchbert: the defaults of ``scratchbert pretrain`` (``--preset`` as given).
+
+    python benchmarks/time_to_quality.py --minutes 20 [--preset tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ARTICLE, emit, prepared_data, require_shared_data  # noqa: E402
+
+os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
+
+
+def train_and_evaluate(name: str, data_dir: Path, work: Path, minutes: float, **overrides) -> dict:
+    from scratchbert.evaluation import EvalConfig, evaluate_model
+    from scratchbert.pretrain import PretrainConfig, pretrain
+
+    out = work / f"model-{name}"
+    cfg = PretrainConfig(dataset=str(data_dir), out=str(out), time_budget_minutes=minutes, eval_steps=0,
+                         save_steps=10**9, logging_steps=100, **overrides)
+    t = time.perf_counter()
+    train = pretrain(cfg)
+    wall = time.perf_counter() - t
+    metrics = evaluate_model(EvalConfig(model=str(out), dataset=str(data_dir), out=str(work / f"eval-{name}"),
+                                        max_examples=4000))
+    return {"recipe": {k: v for k, v in vars(cfg).items() if k not in ("dataset", "out")},
+            "train_wall_seconds": round(wall, 1), "steps": train["steps"], "train_tokens": train["train_tokens"],
+            "tokens_per_second": train["tokens_per_second"], "mlm_accuracy": metrics["mlm_accuracy"],
+            "nsp_accuracy": metrics["nsp_accuracy"], "perplexity": metrics["perplexity"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=20.0, help="training budget of each recipe")
+    p.add_argument("--preset", default="tiny", help="scratchbert's model size")
+    p.add_argument("--skip-article", action="store_true")
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
+    args = p.parse_args()
+    require_shared_data()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    _, data_dir, prep = prepared_data(work, valid=True)
+    result = {"benchmark": "time_to_quality", "minutes_each": args.minutes, "data_prep": prep,
+              "article_reported": {"mlm_accuracy": 0.149, "nsp_accuracy": 0.789, "note": "20 epochs, 2 GPU hours"}}
+    result["scratchbert"] = train_and_evaluate("scratchbert", data_dir, work, args.minutes, preset=args.preset)
+    if not args.skip_article:
+        result["article"] = train_and_evaluate("article", data_dir, work, args.minutes, preset="base",
+                                               sparse_head=False, group_by_length=False, pad_to_max_length=True,
+                                               precision="fp32", optimizer="adamw_torch", **ARTICLE)
+        for k in ("mlm_accuracy", "nsp_accuracy"):
+            result[f"{k}_gain"] = result["scratchbert"][k] - result["article"][k]
+    result["beats_article_numbers"] = (result["scratchbert"]["mlm_accuracy"] > 0.149
+                                       and result["scratchbert"]["nsp_accuracy"] > 0.789)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""`scratchbert submit` against a stand-in for the KFP API client.
+
+There is no Kubeflow cluster here, so these tests record what `submit` asks of a
+`kfp.Client`: upload once, a new version only when the YAML changed, a run with the typed
+parameters, and waiting when asked.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from pipelines import submit as submit_mod  # noqa: E402
+
+
+class FakeClient:
+    def __init__(self):
+        self.pipelines: dict[str, str] = {}
+        self.versions: dict[str, list] = {}
+        self.calls: list[tuple] = []
+
+    def get_pipeline_id(self, name):
+        return self.pipelines.get(name)
+
+    def upload_pipeline(self, path, pipeline_name=None, description=None):
+        pid = f"p-{len(self.pipelines)}"
+        self.pipelines[pipeline_name] = pid
+        # KFP creates a first version named after the pipeline
+        self.versions[pid] = [SimpleNamespace(display_name=pipeline_name, pipeline_version_id=f"{pid}-v0")]
+        self.calls.append(("upload_pipeline", pipeline_name))
+        return SimpleNamespace(pipeline_id=pid)
+
+    def list_pipeline_versions(self, pipeline_id, page_size=200):
+        return SimpleNamespace(pipeline_versions=list(self.versions[pipeline_id]))
+
+    def upload_pipeline_version(self, path, pipeline_version_name, pipeline_id=None):
+        v = SimpleNamespace(display_name=pipeline_version_name,
+                            pipeline_version_id=f"{pipeline_id}-v{len(self.versions[pipeline_id])}")
+        self.versions[pipeline_id].append(v)
+        self.calls.append(("upload_pipeline_version", pipeline_version_name))
+        return v
+
+    def create_experiment(self, name):
+        self.calls.append(("create_experiment", name))
+        return SimpleNamespace(experiment_id=f"e-{name}")
+
+    def run_pipeline(self, experiment_id, job_name, params=None, pipeline_id=None, version_id=None):
+        self.calls.append(("run_pipeline", experiment_id, pipeline_id, version_id, params))
+        return SimpleNamespace(run_id="r-1")
+
+    def wait_for_run_completion(self, run_id, timeout):
+        self.calls.append(("wait", run_id, timeout))
+        return SimpleNamespace(state="SUCCEEDED")
+
+
+@pytest.fixture
+def package(tmp_path):
+    p = tmp_path / "pipeline.yaml"
+    p.write_text("pipelineInfo: {name: scratchbert}\n")
+    return p
+
+
+def test_first_submit_uploads_and_runs_with_typed_params(package, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    client = FakeClient()
+    params = submit_mod._parse_params(["preset=tiny", "pretrain_max_steps=200", "qa_on_gpu=true", "learning_rate=0.001"])
+    assert params == {"preset": "tiny", "pretrain_max_steps": 200, "qa_on_gpu": True, "learning_rate": 0.001}
+    out = submit_mod.submit(None, "exp", params, package, wait=True, timeout_minutes=1, client=client)
+    assert [c[0] for c in client.calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "wait"]
+    run = client.calls[2]
+    assert run[1] == "e-exp" and run[2] == "p-0" and run[3] == "p-0-v0" and run[4] == params
+    assert out["state"] == "SUCCEEDED" and out["run_id"] == "r-1"
+    assert client.calls[3][2] == 60
+
+
+def test_resubmit_uploads_one_version_per_distinct_yaml(package):
+    client = FakeClient()
+    submit_mod.submit(None, "exp", {}, package, client=client)
+    # the first upload's version carries KFP's default name, so the next submit adds the
+    # hash-named version once; after that the same YAML never uploads again
+    submit_mod.submit(None, "exp", {}, package, client=client)
+    submit_mod.submit(None, "exp", {}, package, client=client)
+    assert [c[0] for c in client.calls].count("upload_pipeline") == 1
+    uploads = [c for c in client.calls if c[0] == "upload_pipeline_version"]
+    assert [u[1] for u in uploads] == [submit_mod.version_name(package)]
+    package.write_text("pipelineInfo: {name: scratchbert}\n# changed\n")
+    submit_mod.submit(None, "exp", {}, package, client=client)
+    submit_mod.submit(None, "exp", {}, package, client=client)
+    uploads = [c for c in client.calls if c[0] == "upload_pipeline_version"]
+    assert len(uploads) == 2 and uploads[1][1] == submit_mod.version_name(package)
+    assert client.calls[-1][3] == "p-0-v2"
+
+
+def test_missing_package_and_bad_param_are_one_line_errors(tmp_path):
+    with pytest.raises(SystemExit, match="compile.py"):
+        submit_mod.submit(None, "exp", {}, tmp_path / "nope.yaml", client=FakeClient())
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        submit_mod._parse_params(["preset"])
