@@ -89,8 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
 # sub-parser and sets ``_run`` (a callable taking the parsed args). They live beside the
 # code they drive; modules that are not installed are skipped.
 EXTRA_COMMANDS = {
+    "run-local": ("scratchbert.local_run", "add_parser"),
+    "submit": ("scratchbert.cli", "_add_submit"),
     "ask": ("scratchbert.cli", "_add_ask"),
 }
+
+
+def _add_submit(sub) -> None:
+    """``scratchbert submit`` lives with the pipeline in the checkout (``pipelines/submit.py``)."""
+    from scratchbert.local_run import checkout_root
+
+    try:
+        root = str(checkout_root())
+    except ScratchBertError:
+        return  # an installed library without the checkout: no pipeline to submit
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    importlib.import_module("pipelines.submit").add_parser(sub)
 
 
 def _add_ask(sub) -> None:

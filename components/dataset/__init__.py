@@ -1,0 +1,1 @@
+"""The dataset component: see component.py and README.md."""

@@ -1,0 +1,1 @@
+"""The qa_finetune component: see component.py and README.md."""

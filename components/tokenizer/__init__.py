@@ -1,0 +1,1 @@
+"""The tokenizer component: see component.py and README.md."""

