@@ -1,0 +1,743 @@
+"""SQuAD v1.1 extractive question answering: load, validate, featurise, fine-tune, answer, score.
+
+The flow follows Hugging Face ``examples/pytorch/question-answering/run_qa.py`` and
+``utils_qa.py`` (the reference way to do this), written as library functions:
+
+1. :func:`load_squad` reads SQuAD v1.1 from a local JSON file, ``s3://`` or ``hf://`` and
+   flattens it to the ``datasets`` layout of ``rajpurkar/squad`` (id, title, context,
+   question, answers{text, answer_start}), checking every answer against its context.
+2. :func:`prepare_train_features` / :func:`prepare_eval_features` cut each (question,
+   context) pair into windows of ``max_seq_len`` tokens that overlap by ``doc_stride``
+   tokens, and label the answer span (or the [CLS] token when a window misses the answer).
+3. :func:`finetune_qa` fine-tunes ``BertForQuestionAnswering`` with the HF ``Trainer``,
+   predicts start/end logits on the eval windows, turns them into answers with
+   :func:`postprocess_predictions` and scores them with the SQuAD v1.1 metric.
+4. :func:`answer` answers one question about one context with a saved model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.metrics import squad_metric
+from scratchbert.outputs import atomic_output_dir, write_json
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+HF_PREFIX = "hf://"
+S3_PREFIX = "s3://"
+# The columns (and their types) of the Hub's rajpurkar/squad, which every source is turned into.
+SQUAD_COLUMNS = ("id", "title", "context", "question", "answers")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class QAConfig:
+    """Settings of the SQuAD v1.1 fine-tuning stage (``scratchbert qa-finetune``)."""
+
+    model: str = field(metadata=_help(
+        "Folder of the pretrained model (save_pretrained of a BERT model plus its fast tokenizer)."))
+    train: str = field(metadata=_help(
+        "Training set: a SQuAD v1.1 JSON file, an s3://bucket/key URI, or hf://rajpurkar/squad[/split]."))
+    eval: str = field(metadata=_help(
+        "Evaluation set, same forms as --train (hf:// defaults to the 'validation' split)."))
+    out: str = field(metadata=_help(
+        "Output folder: fine-tuned model and tokenizer, metrics.json, predictions.json, log_history.json."))
+    max_seq_len: int = field(default=384, metadata=_help(
+        "Tokens per window (question + context + special tokens); at most the model's max_position_embeddings."))
+    doc_stride: int = field(default=128, metadata=_help(
+        "Tokens of overlap between consecutive windows of a long context; must be smaller than --max-seq-len."))
+    max_answer_len: int = field(default=30, metadata=_help("Longest answer, in tokens, that post-processing may return."))
+    n_best: int = field(default=20, metadata=_help(
+        "How many start and end candidates post-processing combines per window."))
+    # Measured on the synthetic set (300 steps, batch 32, MLM-pretrained models; eval F1):
+    # 64 wide: 3e-4 20, 5e-4 31, 1e-3 51, 3e-3 73, 6e-3 69; 128 wide: 3e-4 75, 1e-3 81, 3e-3 74.
+    # The best rate falls as width (and run length) grows, so 5e-4 serves tiny to small presets;
+    # BERT-base wants 3e-5 to 5e-5.
+    learning_rate: float = field(default=5e-4, metadata=_help(
+        "Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (nano: ~3e-3, BERT-base: 5e-5)."))
+    batch_size: int = field(default=32, metadata=_help("Windows per training batch (and per prediction batch)."))
+    epochs: float = field(default=2.0, metadata=_help("Passes over the training windows (ignored when --max-steps > 0)."))
+    max_steps: int = field(default=-1, metadata=_help("Stop after this many optimizer steps; -1 trains for --epochs."))
+    warmup_ratio: float = field(default=0.1, metadata=_help(
+        "Fraction of the steps spent warming the learning rate up from 0; it then decays linearly to 0."))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (not applied to biases and LayerNorm)."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Clip gradients to this global norm."))
+    seed: int = field(default=42, metadata=_help("Random seed for the QA head, data order and dropout."))
+    max_train_examples: Optional[int] = field(default=None, metadata=_help(
+        "Use only the first N training questions (for quick runs)."))
+    max_eval_examples: Optional[int] = field(default=None, metadata=_help(
+        "Use only the first N evaluation questions (for quick runs)."))
+    repair_answer_starts: bool = field(default=True, metadata=_help(
+        "Move an answer_start that does not point at its answer text to the nearest occurrence of that text "
+        "(counted in metrics.json); when off, such an answer is an error."))
+    bf16: str = field(default="auto", metadata=_help(
+        "bfloat16 mixed precision: 'auto' (on when the GPU supports it), 'true' or 'false'."))
+    num_workers: int = field(default=0, metadata=_help(
+        "Worker processes for tokenisation and data loading (0: in the main process)."))
+    logging_steps: int = field(default=50, metadata=_help("Log loss and learning rate every N steps."))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validating SQuAD
+# --------------------------------------------------------------------------------------------
+
+
+def _squad_features() -> "datasets.Features":
+    import datasets
+
+    return datasets.Features({
+        "id": datasets.Value("string"),
+        "title": datasets.Value("string"),
+        "context": datasets.Value("string"),
+        "question": datasets.Value("string"),
+        "answers": {
+            "text": datasets.List(datasets.Value("string")),
+            "answer_start": datasets.List(datasets.Value("int32")),
+        },
+    })
+
+
+def _flatten_squad_json(data: Any, where: str) -> list[dict]:
+    """Turn the nested SQuAD v1.1 JSON (data/paragraphs/qas/answers) into flat records."""
+
+    def need(obj: Any, key: str, kind: type | tuple, path: str) -> Any:
+        if not isinstance(obj, dict) or key not in obj:
+            raise ScratchBertError(
+                f"{where} is not SQuAD v1.1 JSON: {path} has no '{key}' key; "
+                "give a file laid out like train-v1.1.json (data -> paragraphs -> qas -> answers)")
+        value = obj[key]
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise ScratchBertError(
+                f"{where} is not SQuAD v1.1 JSON: {path}['{key}'] is a {type(value).__name__}, "
+                f"expected a {names}; fix the file")
+        return value
+
+    records = []
+    for a, article in enumerate(need(data, "data", list, "the top level")):
+        title = article.get("title", "") if isinstance(article, dict) else ""
+        for p, paragraph in enumerate(need(article, "paragraphs", list, f"data[{a}]")):
+            ppath = f"data[{a}].paragraphs[{p}]"
+            context = need(paragraph, "context", str, ppath)
+            for q, qa in enumerate(need(paragraph, "qas", list, ppath)):
+                qpath = f"{ppath}.qas[{q}]"
+                qid = str(need(qa, "id", (str, int), qpath))
+                question = need(qa, "question", str, qpath)
+                answers = need(qa, "answers", list, qpath)
+                if not answers or qa.get("is_impossible"):
+                    raise ScratchBertError(
+                        f"{where}: question {qid} has no answer (a SQuAD v2.0 question?); scratchbert "
+                        "fine-tunes on SQuAD v1.1 only, so remove unanswerable questions from the file")
+                texts, starts = [], []
+                for n, ans in enumerate(answers):
+                    texts.append(need(ans, "text", str, f"{qpath}.answers[{n}]"))
+                    starts.append(need(ans, "answer_start", int, f"{qpath}.answers[{n}]"))
+                records.append({"id": qid, "title": str(title), "context": context, "question": question,
+                                "answers": {"text": texts, "answer_start": starts}})
+    return records
+
+
+def check_answers(records: list[dict], where: str, *, repair: bool = True) -> int:
+    """Check that every answer text sits at its ``answer_start`` in the context; return the repair count.
+
+    With ``repair`` an answer whose text is elsewhere in the context is moved (in place) to the
+    occurrence nearest to the given ``answer_start``; an answer whose text does not occur in
+    the context at all is always an error, as is a duplicate question id.
+    """
+    repaired = 0
+    seen: set[str] = set()
+    for rec in records:
+        qid, context = rec["id"], rec["context"]
+        if qid in seen:
+            raise ScratchBertError(f"{where}: question id {qid} appears twice; give every question a unique id")
+        seen.add(qid)
+        if not rec["question"].strip():
+            raise ScratchBertError(f"{where}: question {qid} is empty; remove it or write the question")
+        starts = rec["answers"]["answer_start"]
+        for n, (text, start) in enumerate(zip(rec["answers"]["text"], starts)):
+            if not text:
+                raise ScratchBertError(f"{where}: question {qid} has an empty answer text; remove that answer")
+            if 0 <= start and context[start:start + len(text)] == text:
+                continue
+            occurrences = _find_all(context, text)
+            if not occurrences:
+                raise ScratchBertError(
+                    f"{where}: the answer {text!r} of question {qid} does not occur in its context; "
+                    "correct the answer text or remove the question")
+            if not repair:
+                raise ScratchBertError(
+                    f"{where}: the answer {text!r} of question {qid} is not at answer_start {start} of its context "
+                    f"(it occurs at {occurrences[:5]}); correct answer_start or turn repair_answer_starts on")
+            starts[n] = min(occurrences, key=lambda i: (abs(i - start), i))
+            repaired += 1
+    return repaired
+
+
+def _find_all(text: str, sub: str) -> list[int]:
+    found, i = [], text.find(sub)
+    while i >= 0:
+        found.append(i)
+        i = text.find(sub, i + 1)
+    return found
+
+
+def _read_json_file(path: Path, where: str) -> Any:
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if len(files) != 1:
+            raise ScratchBertError(
+                f"{where} is a folder with {len(files)} .json files; point at one SQuAD v1.1 JSON file")
+        path = files[0]
+    if not path.is_file():
+        raise ScratchBertError(f"SQuAD file {where} does not exist; check the path or give an s3:// or hf:// source")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ScratchBertError(f"{where} is not valid JSON ({e}); give a SQuAD v1.1 JSON file") from None
+
+
+def _load_hub_records(source: str, split: str) -> list[dict]:
+    """``hf://owner/name[/split]`` -> flat records, through ``datasets.load_dataset``."""
+    import datasets
+
+    parts = source[len(HF_PREFIX):].strip("/").split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ScratchBertError(
+            f"{source} is not a Hub dataset address; write hf://owner/name or hf://owner/name/split")
+    repo = "/".join(parts[:2])
+    split = parts[2] if len(parts) == 3 else split
+    try:
+        ds = datasets.load_dataset(repo, split=split)
+    except Exception as e:  # network, unknown repo, unknown split: one sentence, not a traceback
+        raise ScratchBertError(f"could not load {repo} split {split} from the Hugging Face Hub ({e}); "
+                               "check the name and the network, or pass a local SQuAD JSON file") from None
+    missing = set(SQUAD_COLUMNS) - set(ds.column_names) - {"title"}
+    if missing:
+        raise ScratchBertError(f"{source} has no {sorted(missing)} columns; give a dataset laid out like rajpurkar/squad")
+    return [{"id": str(r["id"]), "title": r.get("title") or "", "context": r["context"], "question": r["question"],
+             "answers": {"text": list(r["answers"]["text"]), "answer_start": list(r["answers"]["answer_start"])}}
+            for r in ds]
+
+
+def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool = True,
+               max_examples: Optional[int] = None) -> tuple["datasets.Dataset", int]:
+    """Load SQuAD v1.1 as a flat ``datasets.Dataset`` and return it with the number of repaired answers.
+
+    ``source`` is a local SQuAD v1.1 JSON file (or a folder holding exactly one), an
+    ``s3://bucket/key`` URI, or ``hf://owner/name[/split]`` (``split`` is used when the
+    address names none). Every answer is checked with :func:`check_answers`;
+    ``max_examples`` keeps the first N questions after the check.
+    """
+    import datasets
+
+    source = str(source)
+    if source.startswith(HF_PREFIX):
+        records = _load_hub_records(source, split)
+    elif source.startswith(S3_PREFIX):
+        from scratchbert.storage import download  # imported here: only S3 sources need minio
+
+        with tempfile.TemporaryDirectory(prefix="scratchbert-squad-") as tmp:
+            local = Path(download(source, Path(tmp) / "squad"))
+            records = _flatten_squad_json(_read_json_file(local, source), source)
+    else:
+        records = _flatten_squad_json(_read_json_file(Path(source), source), source)
+    if not records:
+        raise ScratchBertError(f"{source} holds no questions; give a SQuAD v1.1 file with at least one question")
+    repaired = check_answers(records, source, repair=repair_answer_starts)
+    if max_examples is not None:
+        records = records[:max_examples]
+    columns = {name: [r[name] for r in records] for name in SQUAD_COLUMNS}
+    return datasets.Dataset.from_dict(columns, features=_squad_features()), repaired
+
+
+# --------------------------------------------------------------------------------------------
+# Features: (question, context) -> overlapping token windows
+# --------------------------------------------------------------------------------------------
+
+
+def _tokenize_windows(tokenizer: "PreTrainedTokenizerFast", examples: dict, max_seq_len: int, doc_stride: int):
+    # Leading spaces in questions waste tokens and can push a window out of bounds (as in run_qa.py).
+    questions = [q.lstrip() for q in examples["question"]]
+    return tokenizer(
+        questions,
+        examples["context"],
+        truncation="only_second",
+        max_length=max_seq_len,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,  # padded per batch by the collator: far less waste than padding to max_seq_len
+    )
+
+
+def _context_mask(tokenized, i: int) -> np.ndarray:
+    return np.array([s == 1 for s in tokenized.sequence_ids(i)], dtype=bool)
+
+
+def prepare_train_features(examples: dict, tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
+                           doc_stride: int) -> dict:
+    """Batched ``datasets.map`` function: SQuAD rows -> training windows with start/end token labels.
+
+    A window that does not contain the whole (first) answer is labelled with the [CLS] index
+    for both start and end, as in the BERT paper and ``run_qa.py``.
+    """
+    tokenized = _tokenize_windows(tokenizer, examples, max_seq_len, doc_stride)
+    sample_mapping = tokenized.pop("overflow_to_sample_mapping")
+    offset_mapping = tokenized.pop("offset_mapping")
+    starts, ends = [], []
+    for i, offsets in enumerate(offset_mapping):
+        input_ids = tokenized["input_ids"][i]
+        cls_index = input_ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in input_ids else 0
+        answers = examples["answers"][sample_mapping[i]]
+        ctx = np.flatnonzero(_context_mask(tokenized, i))
+        offs = np.asarray(offsets, dtype=np.int64)
+        start_char = answers["answer_start"][0]
+        end_char = start_char + len(answers["text"][0])
+        if len(ctx) == 0 or not (offs[ctx[0], 0] <= start_char and offs[ctx[-1], 1] >= end_char):
+            starts.append(cls_index)
+            ends.append(cls_index)
+            continue
+        # Context offsets are non-decreasing, so two binary searches find the span: the last
+        # token starting at or before start_char, and the first token ending at or after end_char.
+        starts.append(int(ctx[np.searchsorted(offs[ctx, 0], start_char, side="right") - 1]))
+        ends.append(int(ctx[np.searchsorted(offs[ctx, 1], end_char, side="left")]))
+    tokenized["start_positions"] = starts
+    tokenized["end_positions"] = ends
+    return tokenized
+
+
+def prepare_eval_features(examples: dict, tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
+                          doc_stride: int) -> dict:
+    """Batched ``datasets.map`` function: SQuAD rows -> prediction windows.
+
+    Each window keeps the id of its question (``example_id``) and an ``offset_mapping`` in
+    which every token outside the context is ``None``, so post-processing can only pick
+    context spans and can map them back to characters.
+    """
+    tokenized = _tokenize_windows(tokenizer, examples, max_seq_len, doc_stride)
+    sample_mapping = tokenized.pop("overflow_to_sample_mapping")
+    tokenized["example_id"] = [examples["id"][s] for s in sample_mapping]
+    tokenized["offset_mapping"] = [
+        [tuple(o) if in_ctx else None for o, in_ctx in zip(offsets, _context_mask(tokenized, i))]
+        for i, offsets in enumerate(tokenized["offset_mapping"])
+    ]
+    return tokenized
+
+
+def question_token_limit(tokenizer: "PreTrainedTokenizerFast", max_seq_len: int, doc_stride: int) -> int:
+    """Most question tokens a window may hold so that long contexts still cut into sane windows.
+
+    The fast tokenizer needs more than ``doc_stride`` context tokens next to the question (it
+    panics otherwise), and each window moves on by (context tokens - ``doc_stride``), so a
+    long question can make a window per token. With ``room`` = max_seq_len - special tokens
+    - doc_stride, a question keeps ``max(room // 2, min(64, room - 16))`` tokens: windows
+    always move on by at least min(room / 2, 16) tokens, and questions of up to 64 tokens
+    (the original BERT's cap) stay whole wherever the room allows. 384/128 keeps 126.
+    """
+    room = max_seq_len - tokenizer.num_special_tokens_to_add(pair=True) - doc_stride
+    return max(room // 2, min(64, room - 16))
+
+
+def fit_questions(dataset: "datasets.Dataset", tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
+                  doc_stride: int) -> tuple["datasets.Dataset", int]:
+    """Cut questions longer than :func:`question_token_limit` tokens; return the dataset and how many were cut."""
+    limit = question_token_limit(tokenizer, max_seq_len, doc_stride)
+    questions, cut = _truncate_questions(tokenizer, dataset["question"], limit)
+    if not cut:
+        return dataset, 0
+    log.warning("cut %d questions to %d tokens to fit %d-token windows with stride %d",
+                cut, limit, max_seq_len, doc_stride)
+    return dataset.remove_columns("question").add_column("question", questions).select_columns(
+        list(dataset.column_names)), cut
+
+
+def _truncate_questions(tokenizer, questions: list[str], limit: int) -> tuple[list[str], int]:
+    if limit < 1:
+        raise ScratchBertError("the windows leave no room for the question (max_seq_len minus special tokens minus "
+                               "doc_stride is below 2); lower doc_stride or raise max_seq_len")
+    questions = [q.lstrip() for q in questions]
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    cut = 0
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        if len(offsets) > limit:
+            questions[i] = questions[i][:offsets[limit - 1][1]]
+            cut += 1
+    return questions, cut
+
+
+def build_features(dataset: "datasets.Dataset", tokenizer, max_seq_len: int, doc_stride: int, *, train: bool,
+                   num_proc: Optional[int] = None) -> "datasets.Dataset":
+    """Cut a flat SQuAD dataset into training (``train=True``) or prediction windows.
+
+    Questions too long for the windows are cut first (:func:`fit_questions`).
+    """
+    dataset, _ = fit_questions(dataset, tokenizer, max_seq_len, doc_stride)
+    fn = prepare_train_features if train else prepare_eval_features
+    return dataset.map(
+        fn,
+        batched=True,
+        remove_columns=dataset.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "doc_stride": doc_stride},
+        num_proc=num_proc if num_proc and num_proc > 1 else None,
+        desc=f"Windows for {'training' if train else 'prediction'}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing: start/end logits per window -> n-best answers per question
+# --------------------------------------------------------------------------------------------
+
+
+def _window_candidates(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, n_best: int,
+                       max_answer_len: int) -> list[tuple[float, int, int]]:
+    """(score, start_char, end_char) of the best spans of one window, context tokens only.
+
+    Unlike ``utils_qa.py``, tokens outside the context are masked *before* taking the top
+    ``n_best`` starts and ends, so the question tokens never crowd out valid candidates.
+    """
+    n = len(offsets)  # logits of a batch are padded beyond the window's own length
+    in_ctx = np.array([o is not None for o in offsets], dtype=bool)
+    if not in_ctx.any():
+        return []
+    s_log = np.asarray(start_logits[:n], dtype=np.float64)
+    e_log = np.asarray(end_logits[:n], dtype=np.float64)
+    ctx = np.flatnonzero(in_ctx)
+    k = min(n_best, len(ctx))
+    top_s = ctx[np.argsort(-s_log[ctx], kind="stable")[:k]]
+    top_e = ctx[np.argsort(-e_log[ctx], kind="stable")[:k]]
+    length = top_e[None, :] - top_s[:, None] + 1
+    valid = (length >= 1) & (length <= max_answer_len)
+    si, ei = np.nonzero(valid)
+    scores = s_log[top_s[si]] + e_log[top_e[ei]]
+    return [(float(sc), offsets[s][0], offsets[e][1]) for sc, s, e in zip(scores, top_s[si], top_e[ei])]
+
+
+def postprocess_predictions(examples: "datasets.Dataset | dict", features: "datasets.Dataset | dict",
+                            start_logits: np.ndarray, end_logits: np.ndarray, *, n_best: int = 20,
+                            max_answer_len: int = 30) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """Turn window logits into answers, as ``utils_qa.postprocess_qa_predictions`` does for SQuAD v1.
+
+    ``examples`` (a Dataset or a dict of columns) have ``id`` and ``context``; ``features``
+    (from :func:`prepare_eval_features`) have ``example_id`` and ``offset_mapping``; ``start_logits``/``end_logits`` are
+    ``[n_features, seq_len]`` (rows may be padded past a window's length). Every span with
+    start <= end, at most ``max_answer_len`` tokens, built from the top ``n_best`` starts and
+    ends of each window, is scored by start + end logit; spans found in several overlapping
+    windows keep their best score. Returns ``(predictions, nbest)``: ``predictions`` maps
+    each id to its best answer text (empty when no valid span exists); ``nbest`` maps each id
+    to up to ``n_best`` dicts ``text, score`` (softmax over the kept candidates), ``logit``,
+    ``start``, ``end`` (character offsets in the context), best first.
+    """
+    feature_ids = features["example_id"]
+    offset_maps = features["offset_mapping"]
+    by_example: dict[str, list[int]] = {}
+    for i, eid in enumerate(feature_ids):
+        by_example.setdefault(eid, []).append(i)
+    if len(start_logits) != len(feature_ids) or len(end_logits) != len(feature_ids):
+        raise ValueError(f"{len(feature_ids)} features but {len(start_logits)}/{len(end_logits)} rows of logits")
+
+    predictions: dict[str, str] = {}
+    nbest: dict[str, list[dict]] = {}
+    ids, contexts = examples["id"], examples["context"]
+    for eid, context in zip(ids, contexts):
+        best: dict[tuple[int, int], float] = {}
+        for i in by_example.get(eid, []):
+            for score, s, e in _window_candidates(start_logits[i], end_logits[i], offset_maps[i], n_best,
+                                                  max_answer_len):
+                if score > best.get((s, e), -math.inf):
+                    best[(s, e)] = score
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:n_best]
+        if not ranked:  # no valid span in any window (a tiny max_answer_len, say): answer nothing
+            nbest[eid] = [{"text": "", "score": 1.0, "logit": 0.0, "start": 0, "end": 0}]
+            predictions[eid] = ""
+            continue
+        logits = np.array([sc for _, sc in ranked])
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        nbest[eid] = [{"text": context[s:e], "score": float(p), "logit": float(sc), "start": int(s), "end": int(e)}
+                      for ((s, e), sc), p in zip(ranked, probs)]
+        predictions[eid] = nbest[eid][0]["text"]
+    return predictions, nbest
+
+
+def squad_scores(predictions: dict[str, str], references: "datasets.Dataset | list[dict]") -> dict[str, float]:
+    """Exact match and F1 (0-100, official SQuAD v1.1 semantics) of ``predictions`` (id -> text)."""
+    refs = references.to_list() if hasattr(references, "to_list") else references
+    metric = squad_metric()
+    return metric.compute(
+        predictions=[{"id": r["id"], "prediction_text": predictions.get(r["id"], "")} for r in refs],
+        references=[{"id": r["id"], "answers": r["answers"]} for r in refs],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Model folder checks and fine-tuning
+# --------------------------------------------------------------------------------------------
+
+
+def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder"):
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise ScratchBertError(f"{what} {path} does not exist; pass the folder written by the pretrain stage")
+    if not (path / "config.json").is_file():
+        raise ScratchBertError(f"{what} {path} has no config.json; pass a folder saved with save_pretrained")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        raise ScratchBertError(
+            f"{what} {path} has no tokenizer (tokenizer.json or vocab.txt); save the tokenizer into the model folder")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ScratchBertError(
+            f"the tokenizer in {path} is not a fast tokenizer, which SQuAD windows need for character offsets; "
+            "save a tokenizers-backed tokenizer (tokenizer.json) into the folder")
+    return tokenizer, config
+
+
+def _validate(cfg: QAConfig) -> None:
+    checks = [
+        (cfg.max_seq_len >= 16, f"max_seq_len {cfg.max_seq_len} is too small; use at least 16 (384 is usual)"),
+        (0 < cfg.doc_stride < cfg.max_seq_len,
+         f"doc_stride {cfg.doc_stride} must be positive and smaller than max_seq_len {cfg.max_seq_len}; "
+         "use about a third of max_seq_len"),
+        (cfg.max_answer_len >= 1, f"max_answer_len {cfg.max_answer_len} must be at least 1"),
+        (cfg.n_best >= 1, f"n_best {cfg.n_best} must be at least 1"),
+        (cfg.learning_rate > 0, f"learning_rate {cfg.learning_rate} must be positive"),
+        (cfg.batch_size >= 1, f"batch_size {cfg.batch_size} must be at least 1"),
+        (cfg.max_steps > 0 or cfg.epochs > 0, "epochs must be positive when max_steps is -1; set one of them"),
+        (0 <= cfg.warmup_ratio < 1, f"warmup_ratio {cfg.warmup_ratio} must be in [0, 1)"),
+        (cfg.weight_decay >= 0, f"weight_decay {cfg.weight_decay} must not be negative"),
+        (cfg.max_train_examples is None or cfg.max_train_examples >= 1, "max_train_examples must be at least 1"),
+        (cfg.max_eval_examples is None or cfg.max_eval_examples >= 1, "max_eval_examples must be at least 1"),
+        (cfg.num_workers >= 0, f"num_workers {cfg.num_workers} must not be negative"),
+        (cfg.logging_steps >= 1, f"logging_steps {cfg.logging_steps} must be at least 1"),
+        (str(cfg.bf16).lower() in ("auto", "true", "false"), f"bf16 {cfg.bf16!r} must be auto, true or false"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ScratchBertError(f"QA fine-tuning: {message}")
+
+
+def _use_bf16(setting: str) -> bool:
+    import torch
+
+    setting = str(setting).lower()
+    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if setting == "true" and torch.cuda.is_available() and not supported:
+        raise ScratchBertError("bf16 is true but this GPU has no bfloat16 support; use --bf16 auto or false")
+    # 'auto' stays off on CPU: bf16 autocast there is slower than float32 on most CPUs.
+    return setting == "true" or (setting == "auto" and supported)
+
+
+def _report_to() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return ["none"]
+    return ["tensorboard"]
+
+
+def finetune_qa(cfg: QAConfig) -> dict:
+    """Fine-tune a pretrained BERT on SQuAD v1.1, evaluate it, and write everything to ``cfg.out``.
+
+    ``cfg.out`` receives (atomically: all of it or nothing) the fine-tuned
+    ``BertForQuestionAnswering`` and its tokenizer at the top (``from_pretrained(out)``
+    works), ``metrics.json`` (exact_match, f1, counts, timings, train_loss,
+    answer_starts_repaired, ...), ``predictions.json`` (question id -> answer),
+    ``log_history.json`` (the Trainer's log, for training curves) and TensorBoard logs under
+    ``runs/``. Returns the metrics.
+    """
+    import torch
+    from transformers import (BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments,
+                              set_seed)
+
+    _validate(cfg)
+    tokenizer, config = _load_tokenizer_and_config(cfg.model)
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is not None and cfg.max_seq_len > max_pos:
+        raise ScratchBertError(
+            f"max_seq_len {cfg.max_seq_len} is longer than the {max_pos} positions of the model in {cfg.model}; "
+            f"use --max-seq-len {max_pos} or less")
+    if len(tokenizer) > config.vocab_size:
+        raise ScratchBertError(
+            f"the tokenizer in {cfg.model} has {len(tokenizer)} tokens but the model only {config.vocab_size}; "
+            "save the tokenizer the model was pretrained with into the folder")
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    if question_token_limit(tokenizer, cfg.max_seq_len, cfg.doc_stride) < 8:
+        raise ScratchBertError(
+            f"doc_stride {cfg.doc_stride} leaves room for fewer than 8 question tokens in a {cfg.max_seq_len}-token "
+            f"window; use doc_stride at most {cfg.max_seq_len - specials - 16} (about a third of max_seq_len is usual)")
+    bf16 = _use_bf16(cfg.bf16)
+
+    train_set, train_repaired = load_squad(cfg.train, split="train", repair_answer_starts=cfg.repair_answer_starts,
+                                           max_examples=cfg.max_train_examples)
+    eval_set, eval_repaired = load_squad(cfg.eval, split="validation", repair_answer_starts=cfg.repair_answer_starts,
+                                         max_examples=cfg.max_eval_examples)
+    if train_repaired or eval_repaired:
+        log.warning("moved answer_start of %d training and %d evaluation answers to where their text is",
+                    train_repaired, eval_repaired)
+    num_proc = cfg.num_workers or None
+    if cfg.num_workers > 0:  # forked data-loader workers and the tokenizer's own thread pool do not mix
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    train_set, train_cut = fit_questions(train_set, tokenizer, cfg.max_seq_len, cfg.doc_stride)
+    eval_set, eval_cut = fit_questions(eval_set, tokenizer, cfg.max_seq_len, cfg.doc_stride)
+    train_features = build_features(train_set, tokenizer, cfg.max_seq_len, cfg.doc_stride, train=True,
+                                    num_proc=num_proc)
+    eval_features = build_features(eval_set, tokenizer, cfg.max_seq_len, cfg.doc_stride, train=False,
+                                   num_proc=num_proc)
+
+    set_seed(cfg.seed)  # before the model: the new QA head is initialised from the seed
+    model = BertForQuestionAnswering.from_pretrained(cfg.model, local_files_only=True)
+
+    with atomic_output_dir(cfg.out) as tmp:
+        args = TrainingArguments(
+            output_dir=str(tmp),
+            per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size,
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            lr_scheduler_type="linear",
+            warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of the total steps
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
+            bf16=bf16,
+            logging_strategy="steps",
+            logging_steps=cfg.logging_steps,
+            logging_first_step=True,
+            report_to=_report_to(),
+            # The whole run lives in a temporary folder that only becomes `out` at the end, so
+            # mid-run checkpoints there could not be resumed from anyway.
+            save_strategy="no",
+            eval_strategy="no",
+            seed=cfg.seed,
+            dataloader_num_workers=cfg.num_workers,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            disable_tqdm=False,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_features,
+            data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None),
+            processing_class=tokenizer,
+        )
+        t0 = time.perf_counter()
+        train_result = trainer.train()
+        train_seconds = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        predict_set = eval_features.remove_columns(["example_id", "offset_mapping"])
+        output = trainer.predict(predict_set)
+        start_logits, end_logits = (np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
+        predictions, _ = postprocess_predictions(eval_set, eval_features, start_logits, end_logits,
+                                                 n_best=cfg.n_best, max_answer_len=cfg.max_answer_len)
+        scores = squad_scores(predictions, eval_set)
+        eval_seconds = time.perf_counter() - t0
+
+        metrics = {
+            "exact_match": float(scores["exact_match"]),
+            "f1": float(scores["f1"]),
+            "train_examples": len(train_set),
+            "eval_examples": len(eval_set),
+            "train_features": len(train_features),
+            "eval_features": len(eval_features),
+            "train_seconds": round(train_seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
+            "train_loss": float(train_result.training_loss),
+            "train_steps": int(trainer.state.global_step),
+            "answer_starts_repaired": train_repaired + eval_repaired,
+            "questions_truncated": train_cut + eval_cut,
+            "train_answer_starts_repaired": train_repaired,
+            "eval_answer_starts_repaired": eval_repaired,
+            "bf16": int(bf16),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        }
+        trainer.save_model(str(tmp))  # model, config and (processing_class) tokenizer
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; qa_config.json says the same in JSON
+        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "predictions.json", predictions)
+        (tmp / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+        write_json(tmp / "qa_config.json", asdict(cfg))
+        del trainer
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    log.info("SQuAD fine-tuning done: EM %.2f, F1 %.2f -> %s", metrics["exact_match"], metrics["f1"], cfg.out)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Answering with a fine-tuned model
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_qa_model(path: str, _stamp: float):
+    """Load model and tokenizer once per folder version (``_stamp``: config.json's mtime)."""
+    from transformers import BertForQuestionAnswering
+
+    tokenizer, _ = _load_tokenizer_and_config(path, "QA model folder")
+    model = BertForQuestionAnswering.from_pretrained(path, local_files_only=True)
+    model.eval()
+    return tokenizer, model
+
+
+def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int = 1, *, max_seq_len: int = 384,
+           doc_stride: int = 128, max_answer_len: int = 30, n_best: int = 20) -> list[dict]:
+    """Answer ``question`` from ``context`` with a fine-tuned QA model folder (e.g. ``finetune_qa``'s out).
+
+    Returns up to ``top_k`` dicts ``text`` (a span of ``context``), ``score`` (probability
+    among the candidates), ``start`` and ``end`` (character offsets: ``context[start:end] ==
+    text``), best first. Long contexts are cut into overlapping windows as in training.
+    """
+    import torch
+
+    if not question.strip() or not context.strip():
+        raise ScratchBertError("answer() needs a non-empty question and context; pass both")
+    if top_k < 1:
+        raise ScratchBertError(f"top_k {top_k} must be at least 1")
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ScratchBertError(f"QA model folder {path} has no config.json; pass the out folder of qa-finetune")
+    tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime)
+    max_seq_len = min(max_seq_len, model.config.max_position_embeddings)
+    doc_stride = min(doc_stride, max_seq_len // 2)
+    questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
+    examples = {"id": ["q"], "question": questions, "context": [context]}
+    features = prepare_eval_features(examples, tokenizer, max_seq_len, doc_stride)
+    batch = tokenizer.pad({k: features[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in features},
+                          return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**{k: v.to(model.device) for k, v in batch.items()})
+    _, nbest = postprocess_predictions(examples, features, out.start_logits.float().cpu().numpy(),
+                                       out.end_logits.float().cpu().numpy(), n_best=max(n_best, top_k),
+                                       max_answer_len=max_answer_len)
+    return [{k: c[k] for k in ("text", "score", "start", "end")} for c in nbest["q"][:top_k]]
+
+
+__all__ = [
+    "QAConfig", "answer", "build_features", "check_answers", "finetune_qa", "fit_questions", "load_squad",
+    "postprocess_predictions", "prepare_eval_features", "prepare_train_features", "question_token_limit",
+    "squad_metric", "squad_scores",
+]
