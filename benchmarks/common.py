@@ -74,7 +74,8 @@ def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128
     from scratchbert.pretraining_data import DatasetConfig, build_dataset
     from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
 
-    tok, data = workdir / f"tok-{vocab_size}-{max_bytes}", workdir / f"data-{vocab_size}-{max_bytes}-{max_seq_len}"
+    tok, data = (workdir / f"tok-{vocab_size}-{max_bytes}",
+                 workdir / f"data-{vocab_size}-{max_bytes}-{max_seq_len}-{'enwiki-valid' if valid else 'heldout'}")
     timings = {}
     if not tok.is_dir():
         t = time.perf_counter()

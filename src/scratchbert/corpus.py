@@ -128,7 +128,7 @@ def _hf_documents(uri: str) -> list[str]:
     if column not in ds.column_names:
         raise ScratchBertError(f"dataset {uri} has no column {column!r} (it has {ds.column_names}); add ?column=NAME to the URI")
     rows = ds[column]
-    if name == "wikitext":
+    if name.rsplit("/", 1)[-1] == "wikitext":  # "wikitext" or its current home "Salesforce/wikitext"
         return _wikitext_documents(rows)
     docs = ("\n".join(line.strip() for line in (r or "").split("\n") if line.strip()) for r in rows)
     return [d for d in docs if d]
@@ -162,6 +162,7 @@ _ABBREVIATIONS = frozenset(
     etc al jan feb mar apr jun jul aug sep sept oct nov dec e.g i.e u.s u.k u.n a.m p.m
     ph.d b.a m.a b.sc m.sc d.c n.y l.a op no. ave blvd rd mrs. messrs""".split()
 )
+_NUMERO = frozenset({"no", "nos"})
 _BOUNDARY = re.compile(r"([.!?])([\"'”’)\]]*)\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 
 
@@ -174,7 +175,9 @@ def split_sentences(text: str) -> list[str]:
             if m.group(1) == ".":
                 word = paragraph[start:m.start()].rsplit(None, 1)[-1] if paragraph[start:m.start()].strip() else ""
                 word = word.lstrip("\"'“‘([").lower()
-                if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+                if word in _NUMERO and not paragraph[m.end():m.end() + 1].isdigit():
+                    pass  # "no." ends a sentence unless a number follows ("No. 5")
+                elif word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
                     continue
                 if "." in word and len(word) <= 6 and all(len(p) <= 2 for p in word.split(".")):
                     continue  # dotted abbreviations we do not list: "u.s.a", "e.v"

@@ -110,7 +110,8 @@ def _pretraining_model_class():
                                                 seq_relationship_logits=nsp_logits)
             masked = labels != -100
             mlm_logits = self.cls.predictions(sequence_output[masked])
-            loss = F.cross_entropy(mlm_logits.float(), labels[masked])
+            # a batch with nothing masked contributes no MLM loss (not NaN)
+            loss = F.cross_entropy(mlm_logits.float(), labels[masked]) if masked.any() else mlm_logits.sum() * 0.0
             if next_sentence_label is not None:
                 loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
             return BertForPreTrainingOutput(loss=loss, prediction_logits=mlm_logits,

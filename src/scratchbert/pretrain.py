@@ -62,7 +62,7 @@ class PretrainConfig:
     checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: OUT-checkpoints); a rerun resumes from the latest"})
     checkpoint_uri: str | None = field(default=None, metadata={"help": "s3://bucket/prefix that mirrors every checkpoint, so a run on a killed pod resumes from it"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep the checkpoints after a successful run"})
-    num_workers: int = field(default=1, metadata={"help": "DataLoader worker processes"})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader worker processes (default: 0 on a CPU, where a worker steals a core from the model; 4 on a GPU)"})
     seed: int = field(default=42, metadata={"help": "random seed"})
 
 
@@ -122,9 +122,13 @@ def _mlm_nsp_metrics(eval_pred) -> dict:
 
 
 def _latest_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    """The newest *complete* checkpoint: a kill while saving leaves a folder without
+    ``trainer_state.json`` (the Trainer writes it last), which is skipped."""
+    if not checkpoint_dir.is_dir():
+        return None
+    complete = [p for p in checkpoint_dir.glob("checkpoint-*")
+                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def _fetch_remote_checkpoint(uri: str, checkpoint_dir: Path) -> str | None:
@@ -199,6 +203,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if max_steps <= 0 and budget_s:
         max_steps = 10_000_000  # the clock stops the run; the schedule follows the clock
     cuda = torch.cuda.is_available()
+    workers = cfg.num_workers if cfg.num_workers is not None else (min(4, (os.cpu_count() or 2) - 1) if cuda else 0)
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -212,8 +217,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        dataloader_num_workers=cfg.num_workers, dataloader_pin_memory=cuda,
-        dataloader_persistent_workers=cfg.num_workers > 0,
+        dataloader_num_workers=workers, dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=workers > 0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=_report_to(), seed=cfg.seed, disable_tqdm=False,

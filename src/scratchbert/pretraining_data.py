@@ -82,13 +82,10 @@ def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, sh
                 is_random = len(chunk) == 1 or rng.random() < random_next_prob
                 if is_random:
                     b_target = target - len(a)
-                    other = doc_index
-                    for _ in range(10):
-                        other = rng.randrange(len(docs))
-                        if other != doc_index:
-                            break
-                    if other == doc_index:
+                    if len(docs) < 2:
                         return  # no other document to draw a negative from
+                    other = rng.randrange(len(docs) - 1)
+                    other += other >= doc_index  # any document but this one
                     rdoc = docs[other]
                     start = rng.randrange(len(rdoc))
                     for s in rdoc[start:]:
@@ -109,15 +106,17 @@ def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, sh
 
 def _make_examples(batch, indices, *, tokenizer_path, max_seq_len, short_seq_prob, random_next_prob,
                    dupe_factor, seed):
-    """Batched ``datasets.map`` function: documents (text) -> examples.
+    """Batched ``datasets.map`` function: groups of documents (text) -> examples.
 
-    Negatives are drawn from other documents of the same batch (batches hold many
-    documents, in corpus order), which keeps each worker independent of the others.
+    Each row holds a fixed group of documents (in corpus order); negatives are drawn from
+    other documents of the same group, which keeps each worker independent of the others,
+    and the random generator is seeded by the group, so the examples do not depend on the
+    number of workers.
     """
     from scratchbert.corpus import split_sentences
 
     tok = _cached_tokenizer(tokenizer_path)
-    sentences = [split_sentences(text) for text in batch["text"]]
+    sentences = [split_sentences(text) for group in batch["text"] for text in group]
     flat = [s for doc in sentences for s in doc]
     encoded = tok(flat, add_special_tokens=False, return_attention_mask=False,
                   return_token_type_ids=False)["input_ids"] if flat else []
@@ -125,13 +124,12 @@ def _make_examples(batch, indices, *, tokenizer_path, max_seq_len, short_seq_pro
     for doc in sentences:
         ids = [e for e in encoded[k:k + len(doc)] if e]
         k += len(doc)
-        docs.append(ids)
+        if ids:  # a document can normalise to nothing (e.g. only control characters)
+            docs.append(ids)
     out = {"input_ids": [], "token_type_ids": [], "next_sentence_label": [], "length": []}
     rng = random.Random(seed * 1_000_003 + indices[0])
     for _ in range(dupe_factor):
         for d in range(len(docs)):
-            if not docs[d]:
-                continue
             for ids, types, label in _instances(d, docs, max_seq_len, short_seq_prob, random_next_prob, rng,
                                                 tok.cls_token_id, tok.sep_token_id):
                 out["input_ids"].append(ids)
@@ -166,12 +164,15 @@ def _features():
 def _examples(documents: list[str], cfg: DatasetConfig, num_proc: int, seed: int):
     from datasets import Dataset
 
-    docs = Dataset.from_dict({"text": documents})
-    # ~40 batches per worker keeps negatives varied and the load balanced.
-    batch_size = max(8, min(1000, len(documents) // max(1, num_proc * 4)))
-    return docs.map(
-        _make_examples, batched=True, batch_size=batch_size, with_indices=True,
-        remove_columns=["text"], features=_features(), num_proc=num_proc if len(documents) >= 2 * num_proc else None,
+    # Fixed groups of 8..1000 documents (about 32 groups for a mid-sized corpus): negatives
+    # stay varied, the load is balanced, and since the grouping does not depend on
+    # ``num_proc`` the same seed gives the same examples on any number of cores.
+    n_groups = max(1, len(documents) // max(8, min(1000, len(documents) // 32)))
+    bounds = np.linspace(0, len(documents), n_groups + 1).round().astype(int)
+    groups = Dataset.from_dict({"text": [documents[a:b] for a, b in zip(bounds[:-1], bounds[1:])]})
+    return groups.map(
+        _make_examples, batched=True, batch_size=1, with_indices=True,
+        remove_columns=["text"], features=_features(), num_proc=num_proc if n_groups >= 2 * num_proc else None,
         desc="MLM+NSP examples",
         fn_kwargs=dict(tokenizer_path=str(Path(cfg.tokenizer).resolve()), max_seq_len=cfg.max_seq_len,
                        short_seq_prob=cfg.short_seq_prob, random_next_prob=cfg.random_next_prob,
@@ -284,6 +285,10 @@ class MlmNspCollator:
             token_type_ids[i, :n] = torch.as_tensor(e["token_type_ids"])
             attention_mask[i, :n] = 1
         special = torch.isin(input_ids, self.special_ids)
+        if self._masker.seed is not None and self._masker.generator is None:
+            # torch_mask_tokens draws from ``generator``, which the stock collator creates
+            # from ``seed`` in its own __call__ (per DataLoader worker), not here.
+            self._masker.create_rng()
         input_ids, labels = self._masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
         return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
                 "labels": labels,

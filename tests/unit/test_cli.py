@@ -1,0 +1,126 @@
+"""scratchbert.cli: generated sub-commands, one-line errors, and the stages chained end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratchbert import cli, synthetic
+
+
+def _run(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SCRATCHBERT_TENSORBOARD": "0"}
+    return subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_scratchbert_help_and_version_from_the_installed_command():
+    bin_dir = Path(sys.executable).parent
+    exe = str(bin_dir / "scratchbert") if (bin_dir / "scratchbert").exists() else "scratchbert"
+    done = _run(exe, "--help")
+    assert done.returncode == 0, done.stderr
+    for stage in cli.STAGES:
+        assert stage in done.stdout
+    version = _run(exe, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("scratchbert ")
+
+
+@pytest.mark.parametrize("command", [*cli.STAGES, *cli.EXTRA_COMMANDS])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith(f"usage: scratchbert {command}")
+    if command in cli.STAGES:
+        module, cls_name, _, _ = cli.STAGES[command]
+        cls = getattr(importlib.import_module(module), cls_name)
+        for f in dataclasses.fields(cls):  # one flag per config field: the CLI cannot drift from the library
+            assert "--" + f.name.replace("_", "-") in help_text
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "usage: scratchbert" in capsys.readouterr().out
+
+
+def test_flags_become_typed_config_values():
+    from scratchbert.pretrain import PretrainConfig
+    from scratchbert.tokenizer import TokenizerConfig
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["tokenizer", "--corpus", "c.txt", "--out", "o", "--no-lowercase", "--vocab-size", "500"])
+    cfg = cli.config_from_args(TokenizerConfig, args)
+    assert (cfg.corpus, cfg.out, cfg.lowercase, cfg.vocab_size, cfg.strip_accents, cfg.max_bytes) == (
+        "c.txt", "o", False, 500, None, None)
+    args = parser.parse_args(["pretrain", "--dataset", "d", "--out", "o", "--time-budget-minutes", "0.5",
+                              "--keep-checkpoints", "--learning-rate", "2e-3"])
+    cfg = cli.config_from_args(PretrainConfig, args)
+    assert cfg.time_budget_minutes == 0.5 and cfg.keep_checkpoints is True and cfg.learning_rate == 0.002
+    assert cfg.preset == PretrainConfig.__dataclass_fields__["preset"].default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tokenizer", "--corpus", "c.txt", "--out", "o", "--vocab-size", "many"])
+
+
+@pytest.fixture
+def one_document(tmp_path):
+    path = tmp_path / "one-doc.txt"
+    path.write_text("A single document. It has two sentences.\n")
+    return path
+
+
+@pytest.mark.parametrize("command, args, words", [
+    ("tokenizer", ["--corpus", "{tmp}/missing.txt", "--out", "{tmp}/out"], "does not exist"),
+    ("dataset", ["--corpus", "{one_doc}", "--tokenizer", "{tok}", "--out", "{tmp}/out"], "has 1 document"),
+    ("pretrain", ["--dataset", "{tmp}", "--out", "{tmp}/out"], "is not a scratchbert dataset"),
+    ("evaluate", ["--model", "{tmp}", "--dataset", "{tmp}", "--out", "{tmp}/out"], "is not a model folder"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(command, args, words, tmp_path, one_document,
+                                                          trained_tokenizer):
+    args = [a.format(tmp=tmp_path, one_doc=one_document, tok=trained_tokenizer) for a in args]
+    done = _run(sys.executable, "-m", "scratchbert.cli", command, *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"scratchbert {command}: error: ") and words in lines[0]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_stages_chained_through_main_write_the_documented_metrics(tmp_path, capsys):
+    corpus = synthetic.write_corpus(tmp_path / "corpus.txt", 200, seed=5)
+    tok, data, model, ev = (str(tmp_path / n) for n in ("tok", "data", "model", "eval"))
+
+    assert cli.main(["tokenizer", "--corpus", str(corpus), "--out", tok, "--vocab-size", "800"]) == 0
+    assert cli.main(["dataset", "--corpus", str(corpus), "--tokenizer", tok, "--out", data, "--max-seq-len", "64",
+                     "--validation-fraction", "0.1", "--num-proc", "1"]) == 0
+    assert cli.main(["pretrain", "--dataset", data, "--out", model, "--preset", "nano", "--max-steps", "6",
+                     "--batch-size", "8", "--eval-steps", "0", "--num-workers", "0", "--logging-steps", "2"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", model, "--dataset", data, "--out", ev, "--max-examples", "32"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+
+    def metrics(folder):
+        return json.loads((Path(folder) / "metrics.json").read_text())
+
+    # the keys the README's stage table promises
+    assert {"vocab_size", "unk_rate", "tokens_per_word"} <= metrics(tok).keys()
+    assert metrics(tok)["vocab_size"] == 800
+    assert {f"{s}_{k}" for s in ("train", "validation") for k in ("examples", "tokens", "random_next_fraction")} \
+        <= metrics(data).keys()
+    assert {"train_loss", "steps", "tokens_per_second", "val_mlm_accuracy", "val_nsp_accuracy"} <= metrics(model).keys()
+    assert metrics(model)["steps"] == 6
+    assert {"mlm_accuracy", "nsp_accuracy", "perplexity"} <= metrics(ev).keys()
+    assert printed == metrics(ev) and metrics(ev)["examples"] == 32
+    assert (Path(ev) / "report.md").is_file()
+    # the model folder is a standard Hugging Face folder with its tokenizer
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    assert len(AutoTokenizer.from_pretrained(model)) == 800
+    assert BertForMaskedLM.from_pretrained(model).config.vocab_size == 800

@@ -1,0 +1,116 @@
+"""scratchbert.evaluation: fixed-mask MLM/NSP metrics, perplexity, the fill-mask report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.evaluation import FILL_MASK_SENTENCES, EvalConfig, evaluate_model
+
+
+@pytest.fixture(scope="module")
+def evaluated(pretrained_nano, built_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run1"
+    metrics = evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(built_dataset), out=str(out),
+                                        batch_size=64))
+    return out, metrics
+
+
+def test_two_runs_give_identical_metrics(evaluated, pretrained_nano, built_dataset, tmp_path):
+    out, first = evaluated
+    second = evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(built_dataset),
+                                       out=str(tmp_path / "run2"), batch_size=64))
+    first, second = dict(first), dict(second)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    assert json.loads((out / "metrics.json").read_text())["mlm_loss"] == first["mlm_loss"]
+
+
+def test_metrics_are_consistent(evaluated, built_dataset):
+    _, m = evaluated
+    assert m["perplexity"] == pytest.approx(math.exp(m["mlm_loss"]), rel=1e-9)
+    assert 0 <= m["mlm_accuracy"] <= 1 and 0 <= m["nsp_accuracy"] <= 1 and m["nsp_loss"] > 0
+    stats = json.loads((built_dataset / "metrics.json").read_text())
+    assert m["examples"] == stats["validation_examples"]
+    # 15% of the non-special tokens are masked; each example has 3 special tokens
+    eligible = stats["validation_tokens"] - 3 * stats["validation_examples"]
+    assert 0.13 < m["masked_tokens"] / eligible < 0.17
+
+
+def test_metrics_agree_with_the_stock_model_on_the_same_masks(pretrained_nano, built_dataset, tmp_path):
+    """Accuracy and loss recomputed with transformers' BertForPreTraining (full logits) match."""
+    import torch
+    from torch.nn import functional as F
+    from transformers import BertForPreTraining
+
+    from scratchbert.pretraining_data import MlmNspCollator, load_pretraining_dataset
+    from scratchbert.tokenizer import load_tokenizer
+
+    m = evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(built_dataset), out=str(tmp_path / "e"),
+                                  batch_size=50, max_examples=150, seed=3))
+    tok = load_tokenizer(pretrained_nano)
+    stock = BertForPreTraining.from_pretrained(pretrained_nano).eval()
+    data = load_pretraining_dataset(built_dataset)[0]["validation"]
+    collator = MlmNspCollator(tok, seed=3)
+    correct = total = nsp_correct = 0
+    loss = 0.0
+    with torch.no_grad():
+        for start in range(0, 150, 50):
+            batch = collator([data[i] for i in range(start, start + 50)])
+            out = stock(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+            masked = batch["labels"] != -100
+            logits, labels = out.prediction_logits[masked], batch["labels"][masked]
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            total += labels.numel()
+            nsp_correct += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum().item()
+    assert m["examples"] == 150 and m["masked_tokens"] == total
+    assert m["mlm_accuracy"] == pytest.approx(correct / total)
+    assert m["mlm_loss"] == pytest.approx(loss / total, rel=1e-4)
+    assert m["nsp_accuracy"] == pytest.approx(nsp_correct / 150)
+
+
+def test_report_and_fill_mask_files(evaluated):
+    out, m = evaluated
+    report = (out / "report.md").read_text()
+    assert "I am [MASK] at math." in report
+    assert f"| mlm_accuracy | {m['mlm_accuracy']:.4f} |" in report
+    fills = json.loads((out / "fill_mask.json").read_text())["fill_mask"]
+    assert [f["sentence"] for f in fills] == list(FILL_MASK_SENTENCES)
+    for f in fills:
+        scores = [p["score"] for p in f["predictions"]]
+        assert len(scores) == 5 and scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-6
+        assert all(p["token"] for p in f["predictions"])
+
+
+def test_custom_fill_mask_sentences(pretrained_nano, built_dataset, tmp_path):
+    out = tmp_path / "e"
+    evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(built_dataset), out=str(out), max_examples=8,
+                              fill_mask="The town is known for its [MASK]. | [MASK] was founded in 1200."))
+    fills = json.loads((out / "fill_mask.json").read_text())["fill_mask"]
+    assert [f["sentence"] for f in fills] == ["The town is known for its [MASK].", "[MASK] was founded in 1200."]
+    with pytest.raises(ScratchBertError, match="has no \\[MASK\\]"):
+        evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(built_dataset), out=str(tmp_path / "f"),
+                                  max_examples=8, fill_mask="no mask here"))
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_dataset_built_with_another_tokenizer_is_an_error(pretrained_nano, other_dataset, tmp_path):
+    with pytest.raises(ScratchBertError, match="different tokenizer"):
+        evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(other_dataset), out=str(tmp_path / "e")))
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"split": "test"}, "has no split 'test'"),
+    ({"model": "{dataset}"}, "is not a model folder"),
+])
+def test_bad_inputs_are_errors(pretrained_nano, built_dataset, tmp_path, kw, words):
+    args = {"model": str(pretrained_nano), "dataset": str(built_dataset), "out": str(tmp_path / "e"), **kw}
+    args = {k: v.format(dataset=built_dataset) for k, v in args.items()}
+    with pytest.raises(ScratchBertError, match=words):
+        evaluate_model(EvalConfig(**args))
+    assert not (tmp_path / "e").exists()

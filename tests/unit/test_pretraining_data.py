@@ -1,0 +1,325 @@
+"""scratchbert.pretraining_data: MLM+NSP examples from documents, and the masking collator.
+
+Most structural checks use a *marker corpus*: every document repeats its own marker word
+(``zqab``, ``zqac`` ...) and numbers its sentences, so decoding a segment tells which
+document, and which sentences of it, the segment came from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import string
+
+import numpy as np
+import pytest
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.pretraining_data import (
+    DATASET_INFO,
+    DatasetConfig,
+    MlmNspCollator,
+    build_dataset,
+    load_pretraining_dataset,
+    tokenizer_fingerprint,
+)
+from scratchbert.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+
+MARKER = re.compile(r"\b(z[qv][a-z]{2})\b")
+SENTENCE = re.compile(r"\b(z[qv][a-z]{2}) (\d+) \1 \2\b")
+
+
+def _markers(n: int, prefix: str = "zq") -> list[str]:
+    return [prefix + a + b for a, b in itertools.islice(itertools.product(string.ascii_lowercase, repeat=2), n)]
+
+
+def marker_documents(n: int, prefix: str = "zq", seed: int = 0) -> list[str]:
+    """Documents of 1..9 sentences ``Zqab 3 zqab 3 is here.``: marker = document, number = sentence."""
+    rng = random.Random(seed)
+    words = ["is here", "went home", "was seen", "stays put", "looks fine", "runs far"]
+    docs = []
+    for m in _markers(n, prefix):
+        k = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9])
+        docs.append(" ".join(f"{m.capitalize()} {i} {m} {i} {rng.choice(words)}." for i in range(k)))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def marker_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("marker")
+    train, valid = marker_documents(300), marker_documents(40, prefix="zv", seed=1)
+    (root / "train.txt").write_text("\n\n".join(train) + "\n")
+    (root / "valid.txt").write_text("\n\n".join(valid) + "\n")
+    train_tokenizer(TokenizerConfig(corpus="(given)", out=str(root / "tok"), vocab_size=1000), documents=train + valid)
+    return root
+
+
+def _build(root, out, **kw):
+    kw.setdefault("corpus", str(root / "train.txt"))
+    kw.setdefault("num_proc", 1)
+    stats = build_dataset(DatasetConfig(tokenizer=str(root / "tok"), out=str(out), **kw))
+    ds, info = load_pretraining_dataset(out)
+    return stats, ds, info
+
+
+def _segments(tok, ids):
+    first_sep = ids.index(tok.sep_token_id)
+    return tok.decode(ids[1:first_sep]), tok.decode(ids[first_sep + 1:-1])
+
+
+# --- structure and statistics ------------------------------------------------------------
+
+def test_every_example_is_cls_a_sep_b_sep_with_one_segment_switch(built_dataset):
+    ds, info = load_pretraining_dataset(built_dataset)
+    tok = load_tokenizer(built_dataset / "tokenizer")
+    assert info["max_seq_len"] == 64
+    for split in ("train", "validation"):
+        assert len(ds[split]) > 100
+        for row in ds[split]:
+            ids, types = row["input_ids"], row["token_type_ids"]
+            seps = [i for i, t in enumerate(ids) if t == tok.sep_token_id]
+            assert ids[0] == tok.cls_token_id and len(seps) == 2 and seps[1] == len(ids) - 1
+            assert seps[0] >= 2 and seps[1] - seps[0] >= 2  # neither segment is empty
+            assert types == [0] * (seps[0] + 1) + [1] * (len(ids) - seps[0] - 1)
+            assert row["length"] == len(ids) <= 64
+            assert tok.pad_token_id not in ids and tok.mask_token_id not in ids  # masking is dynamic
+            assert row["next_sentence_label"] in (0, 1)
+
+
+def test_metrics_match_the_stored_examples(built_dataset):
+    ds, info = load_pretraining_dataset(built_dataset)
+    stats = json.loads((built_dataset / "metrics.json").read_text())
+    assert stats["train_documents"] == 1350 and stats["validation_documents"] == 150
+    for split in ("train", "validation"):
+        lengths = np.array(ds[split]["length"])
+        labels = np.array(ds[split]["next_sentence_label"])
+        assert stats[f"{split}_examples"] == len(lengths)
+        assert stats[f"{split}_tokens"] == lengths.sum()
+        assert stats[f"{split}_mean_length"] == pytest.approx(lengths.mean())
+        assert stats[f"{split}_random_next_fraction"] == pytest.approx(labels.mean())
+        assert stats[f"{split}_padding_fraction_if_padded_to_max"] == pytest.approx(1 - lengths.sum() / (64 * len(lengths)))
+    # most examples fill the target length (BERT's packing): little padding
+    assert stats["train_mean_length"] > 0.75 * 64
+
+
+def test_next_sentence_labels_are_roughly_balanced(built_dataset):
+    ds, _ = load_pretraining_dataset(built_dataset)
+    labels = np.array(ds["train"]["next_sentence_label"])
+    assert len(labels) > 1000
+    assert abs(labels.mean() - 0.5) <= 0.15
+
+
+def test_dataset_folder_carries_its_tokenizer_and_fingerprint(built_dataset, trained_tokenizer):
+    info = json.loads((built_dataset / DATASET_INFO).read_text())
+    original, stored = load_tokenizer(trained_tokenizer), load_tokenizer(built_dataset / "tokenizer")
+    assert info["vocab_size"] == len(original) == 2000
+    assert info["tokenizer_fingerprint"] == tokenizer_fingerprint(original) == tokenizer_fingerprint(stored)
+
+
+# --- where segment B comes from ------------------------------------------------------------
+
+def test_is_next_continues_the_document_and_random_next_comes_from_another(marker_corpus, tmp_path):
+    # Long enough for a whole document per chunk: no truncation, so sentence numbers are exact.
+    _, ds, _ = _build(marker_corpus, tmp_path / "ds", max_seq_len=256, short_seq_prob=0.0)
+    tok = load_tokenizer(marker_corpus / "tok")
+    counts = {0: 0, 1: 0}
+    for row in ds["train"]:
+        a, b = (SENTENCE.findall(s) for s in _segments(tok, row["input_ids"]))
+        assert a and b
+        doc_a, doc_b = {m for m, _ in a}, {m for m, _ in b}
+        assert len(doc_a) == 1 and len(doc_b) == 1  # each segment from one document
+        num_a, num_b = [int(n) for _, n in a], [int(n) for _, n in b]
+        assert num_a == list(range(num_a[0], num_a[0] + len(num_a)))  # consecutive sentences, in order
+        assert num_b == list(range(num_b[0], num_b[0] + len(num_b)))
+        label = row["next_sentence_label"]
+        counts[label] += 1
+        if label == 0:
+            assert doc_a == doc_b and num_b[0] == num_a[-1] + 1
+        else:
+            assert doc_a != doc_b
+    assert counts[0] > 50 and counts[1] > 50
+
+
+def test_segment_origin_holds_with_truncation_and_short_sequences(marker_corpus, tmp_path):
+    _, ds, _ = _build(marker_corpus, tmp_path / "ds", max_seq_len=32, short_seq_prob=0.3)
+    tok = load_tokenizer(marker_corpus / "tok")
+    checked = 0
+    for row in ds["train"]:
+        a, b = (set(MARKER.findall(s)) for s in _segments(tok, row["input_ids"]))
+        assert len(a) <= 1 and len(b) <= 1
+        if a and b:
+            checked += 1
+            assert (a == b) == (row["next_sentence_label"] == 0)
+        assert len(row["input_ids"]) <= 32
+    assert checked > 0.9 * len(ds["train"])
+
+
+def test_random_next_probability_controls_the_labels(marker_corpus, tmp_path):
+    fractions = [_build(marker_corpus, tmp_path / f"ds{p}", random_next_prob=p)[0]["train_random_next_fraction"]
+                 for p in (0.0, 0.5, 1.0)]
+    # with p=0 only single-sentence chunks (nothing to pair with) are random
+    assert fractions[0] < 0.35 < fractions[1] < 0.75 < fractions[2] == 1.0
+
+
+# --- splits, determinism, errors -------------------------------------------------------------
+
+def test_validation_holds_out_whole_documents(marker_corpus, tmp_path):
+    stats, ds, _ = _build(marker_corpus, tmp_path / "ds", validation_fraction=0.1)
+    tok = load_tokenizer(marker_corpus / "tok")
+    assert stats["train_documents"] == 270 and stats["validation_documents"] == 30
+
+    def docs_of(split):
+        return {m for ids in ds[split]["input_ids"] for m in MARKER.findall(tok.decode(ids))}
+
+    train, valid = docs_of("train"), docs_of("validation")
+    assert train and valid and not train & valid
+    assert len(valid) <= 30
+
+
+def test_valid_corpus_is_used_for_validation(marker_corpus, tmp_path):
+    stats, ds, _ = _build(marker_corpus, tmp_path / "ds", valid_corpus=str(marker_corpus / "valid.txt"))
+    tok = load_tokenizer(marker_corpus / "tok")
+    assert stats["train_documents"] == 300 and stats["validation_documents"] == 40
+    valid = {m for ids in ds["validation"]["input_ids"] for m in MARKER.findall(tok.decode(ids))}
+    train = {m for ids in ds["train"]["input_ids"] for m in MARKER.findall(tok.decode(ids))}
+    assert valid and all(m.startswith("zv") for m in valid)
+    assert all(m.startswith("zq") for m in train)
+
+
+def test_same_seed_same_examples_whatever_the_worker_count(marker_corpus, tmp_path):
+    _, a, _ = _build(marker_corpus, tmp_path / "a", seed=7)
+    _, b, _ = _build(marker_corpus, tmp_path / "b", seed=7, num_proc=2)
+    _, c, _ = _build(marker_corpus, tmp_path / "c", seed=8)
+    for split in ("train", "validation"):
+        assert a[split].to_dict() == b[split].to_dict()
+    assert a["train"]["input_ids"] != c["train"]["input_ids"]
+
+
+def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text(marker_documents(1)[0] + "\n")
+    with pytest.raises(ScratchBertError, match="1 document; next-sentence prediction needs at least two"):
+        _build(marker_corpus, tmp_path / "ds", corpus=str(one))
+    three = tmp_path / "three.txt"
+    three.write_text("\n\n".join(marker_documents(3)) + "\n")
+    with pytest.raises(ScratchBertError, match="too few to hold out"):
+        _build(marker_corpus, tmp_path / "ds", corpus=str(three))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt", "three.txt"]
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"max_seq_len": 4}, "too short"),
+    ({"random_next_prob": 1.5}, "must lie in"),
+])
+def test_bad_settings_are_errors(marker_corpus, tmp_path, kw, words):
+    with pytest.raises(ScratchBertError, match=words):
+        _build(marker_corpus, tmp_path / "ds", **kw)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_loading_a_folder_that_is_not_a_dataset_is_an_error(tmp_path):
+    with pytest.raises(ScratchBertError, match="is not a scratchbert dataset"):
+        load_pretraining_dataset(tmp_path)
+
+
+# --- dynamic masking -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def examples(built_dataset):
+    ds, _ = load_pretraining_dataset(built_dataset)
+    return [ds["train"][i] for i in range(1000)]
+
+
+def _originals(collated, examples, pad_id):
+    import torch
+
+    original = torch.full_like(collated["input_ids"], pad_id)
+    for i, e in enumerate(examples):
+        original[i, :len(e["input_ids"])] = torch.tensor(e["input_ids"])
+    return original
+
+
+def test_collator_masks_15_percent_with_80_10_10(trained_tokenizer, examples):
+    import torch
+
+    tok = load_tokenizer(trained_tokenizer)
+    batch = MlmNspCollator(tok, seed=0)(examples)
+    ids, labels = batch["input_ids"], batch["labels"]
+    original = _originals(batch, examples, tok.pad_token_id)
+    special = torch.isin(original, torch.tensor(tok.all_special_ids))
+    eligible = ~special
+    masked = labels != -100
+    assert eligible.sum() > 40_000
+    assert 0.14 < masked.sum() / eligible.sum() < 0.16
+    assert not (masked & special).any()  # never [CLS], [SEP] or padding
+    assert torch.equal(labels[masked], original[masked])  # labels are the original tokens
+    assert torch.equal(ids[~masked], original[~masked])  # unmasked positions are untouched
+    n = masked.sum()
+    to_mask = (ids[masked] == tok.mask_token_id).sum() / n
+    kept = (ids[masked] == original[masked]).sum() / n
+    replaced = 1 - to_mask - kept
+    assert 0.77 < to_mask < 0.83
+    assert 0.08 < kept < 0.12
+    assert 0.08 < replaced < 0.12
+
+
+def test_collator_pads_to_a_multiple_of_8_and_builds_masks(trained_tokenizer, examples):
+    import torch
+
+    tok = load_tokenizer(trained_tokenizer)
+    batch_examples = [e for e in examples if e["length"] not in (8, 16, 24, 32, 40, 48, 56, 64)][:5]
+    lengths = [len(e["input_ids"]) for e in batch_examples]
+    batch = MlmNspCollator(tok, seed=0)(batch_examples)
+    width = -(-max(lengths) // 8) * 8
+    for key in ("input_ids", "token_type_ids", "attention_mask", "labels"):
+        assert batch[key].shape == (5, width) and batch[key].dtype == torch.long
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    for i, n in enumerate(lengths):
+        assert (batch["input_ids"][i, n:] == tok.pad_token_id).all()
+        assert (batch["labels"][i, n:] == -100).all() and (batch["token_type_ids"][i, n:] == 0).all()
+        assert batch["token_type_ids"][i, :n].tolist() == batch_examples[i]["token_type_ids"]
+    assert batch["next_sentence_label"].tolist() == [e["next_sentence_label"] for e in batch_examples]
+    unpadded = MlmNspCollator(tok, pad_to_multiple_of=None, seed=0)(batch_examples)
+    assert unpadded["input_ids"].shape == (5, max(lengths))
+
+
+def test_collator_seed_fixes_the_masks(trained_tokenizer, examples):
+    import torch
+
+    tok = load_tokenizer(trained_tokenizer)
+    batch = examples[:64]
+    a, b = MlmNspCollator(tok, seed=5)(batch), MlmNspCollator(tok, seed=5)(batch)
+    for key in a:
+        assert torch.equal(a[key], b[key])
+    assert not torch.equal(a["labels"], MlmNspCollator(tok, seed=6)(batch)["labels"])
+    unseeded = MlmNspCollator(tok)
+    assert not torch.equal(unseeded(batch)["labels"], unseeded(batch)["labels"])  # dynamic masking
+
+
+def test_collator_rejects_a_bad_probability(trained_tokenizer):
+    with pytest.raises(ScratchBertError, match="masking probability"):
+        MlmNspCollator(load_tokenizer(trained_tokenizer), mlm_probability=1.5)
+
+
+# --- real text (optional) ----------------------------------------------------------------------
+
+@pytest.mark.shared_data
+def test_wikipedia_prefix_gives_sane_tokenizer_and_dataset(shared_data, tmp_path):
+    corpus = shared_data / "enwiki" / "train.txt"
+    if not corpus.is_file():
+        pytest.skip(f"{corpus} is absent")
+    tok_report = train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(tmp_path / "tok"), vocab_size=8000,
+                                                 max_bytes=1_000_000, heldout_fraction=0.1))
+    assert tok_report["unk_rate"] < 0.01
+    assert 1.0 < tok_report["tokens_per_word"] < 2.0
+    stats = build_dataset(DatasetConfig(corpus=str(corpus), tokenizer=str(tmp_path / "tok"), out=str(tmp_path / "ds"),
+                                        max_bytes=1_000_000, max_seq_len=128, validation_fraction=0.05))
+    assert stats["train_examples"] > 1000 and stats["validation_examples"] > 20
+    assert abs(stats["train_random_next_fraction"] - 0.5) < 0.1  # long articles: close to BERT's 50%
+    assert stats["train_mean_length"] > 0.8 * 128
+    ds, _ = load_pretraining_dataset(tmp_path / "ds")
+    tok = load_tokenizer(tmp_path / "tok")
+    unk = sum(ids.count(tok.unk_token_id) for ids in ds["train"]["input_ids"])
+    assert unk / stats["train_tokens"] < 0.01

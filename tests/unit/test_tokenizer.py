@@ -1,0 +1,112 @@
+"""scratchbert.tokenizer: WordPiece training, the saved Hugging Face tokenizer, its report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scratchbert import synthetic
+from scratchbert.errors import ScratchBertError
+from scratchbert.tokenizer import SPECIAL_TOKENS, TokenizerConfig, load_tokenizer, train_tokenizer
+
+ACCENTED = [
+    "Caf\u00e9 M\u00fcller serves cr\u00e8me br\u00fbl\u00e9e in Z\u00fcrich.",
+    "The na\u00efve \u00e9l\u00e8ve visited the caf\u00e9 and the Caf\u00e9 again.",
+]
+
+
+@pytest.fixture(scope="module")
+def accent_docs():
+    return synthetic.make_corpus(80, seed=3) + ACCENTED * 5
+
+
+def _train(tmp_path, docs, **kw):
+    out = tmp_path / "tok"
+    report = train_tokenizer(TokenizerConfig(corpus="(given)", out=str(out), **kw), documents=docs)
+    return out, report
+
+
+def test_trained_tokenizer_loads_with_auto_tokenizer_and_has_bert_special_ids(trained_tokenizer):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(trained_tokenizer))
+    assert tok.is_fast and len(tok) == 2000
+    # [PAD] must be id 0: BertConfig.pad_token_id defaults to 0 (the embeddings' padding_idx)
+    assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert (tok.pad_token, tok.unk_token, tok.cls_token, tok.sep_token, tok.mask_token) == tuple(SPECIAL_TOKENS)
+    ids = tok("The town is known for its wool.")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.unk_token_id not in ids
+    # WordPiece continuation pieces, and decoding gives the (lower-cased) text back
+    assert any(t.startswith("##") for t in tok.get_vocab())
+    assert tok.decode(ids, skip_special_tokens=True) == "the town is known for its wool."
+    assert "[MASK]" in tok.tokenize("I am [MASK] at math.")
+
+
+def test_pair_encoding_has_segment_ids_zero_then_one(trained_tokenizer):
+    tok = load_tokenizer(trained_tokenizer)
+    enc = tok("It was founded in 1200.", "The river runs through it.")
+    ids, types = enc["input_ids"], enc["token_type_ids"]
+    sep = [i for i, t in enumerate(ids) if t == tok.sep_token_id]
+    assert ids[0] == tok.cls_token_id and len(sep) == 2 and sep[1] == len(ids) - 1
+    assert types == [0] * (sep[0] + 1) + [1] * (len(ids) - sep[0] - 1)
+
+
+def test_metrics_json_reports_size_unknown_rate_and_tokens_per_word(trained_tokenizer):
+    metrics = json.loads((trained_tokenizer / "metrics.json").read_text())
+    assert metrics["vocab_size"] == 2000
+    assert 0 <= metrics["unk_rate"] < 0.01
+    assert 1.0 <= metrics["tokens_per_word"] < 2.0
+    assert metrics["heldout_documents"] >= 1 and metrics["heldout_tokens"] > 100
+    assert metrics["train_documents"] + metrics["heldout_documents"] == 1500
+
+
+def test_lowercase_and_accent_stripping(tmp_path, accent_docs):
+    uncased, _ = _train(tmp_path / "uncased", accent_docs, vocab_size=600)
+    cased, _ = _train(tmp_path / "cased", accent_docs, vocab_size=600, lowercase=False)
+    lower_accents, _ = _train(tmp_path / "lower-accents", accent_docs, vocab_size=600, strip_accents=False)
+
+    u, c, la = (load_tokenizer(p) for p in (uncased, cased, lower_accents))
+    text = "Caf\u00e9 M\u00fcller"
+    assert u.tokenize(text) == u.tokenize("cafe muller")
+    assert u.decode(u(text)["input_ids"], skip_special_tokens=True) == "cafe muller"
+    assert c.decode(c(text)["input_ids"], skip_special_tokens=True) == text
+    assert c.tokenize("Caf\u00e9") != c.tokenize("cafe")
+    assert la.decode(la(text)["input_ids"], skip_special_tokens=True) == "caf\u00e9 m\u00fcller"
+    for tok in (u, c, la):
+        assert tok.unk_token_id not in tok(text)["input_ids"]
+
+
+def test_too_small_vocabulary_is_an_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "tok"
+    with pytest.raises(ScratchBertError, match="vocab size 20 is too small.*--vocab-size"):
+        train_tokenizer(TokenizerConfig(corpus="(given)", out=str(out), vocab_size=20),
+                        documents=synthetic.make_corpus(20))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_training_leaves_no_output_and_keeps_an_old_one(tmp_path, synthetic_corpus):
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous run")
+    with pytest.raises(ScratchBertError):
+        train_tokenizer(TokenizerConfig(corpus=str(tmp_path / "missing.txt"), out=str(out), vocab_size=500))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+    assert (out / "keep.txt").read_text() == "previous run"
+
+
+def test_load_tokenizer_rejects_a_folder_that_is_not_a_tokenizer(tmp_path):
+    with pytest.raises(ScratchBertError, match="is not a tokenizer folder"):
+        load_tokenizer(tmp_path)
+
+
+def test_load_tokenizer_rejects_a_tokenizer_without_the_bert_special_tokens(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    word_level = Tokenizer(models.WordLevel({"<unk>": 0, "hello": 1, "world": 2}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>").save_pretrained(tmp_path / "tok")
+    with pytest.raises(ScratchBertError, match=r"lacks the BERT special tokens .*'\[CLS\]'.*'\[MASK\]'"):
+        load_tokenizer(tmp_path / "tok")
