@@ -52,12 +52,15 @@ DESCRIPTION = ("Run the whole scratchbert pipeline on this machine through kfp.l
 INPUT_BUCKET = "scratchbert-inputs"
 STORE_DIRNAME = "s3-store"
 
-# Defaults of a run on generated data: small enough for a few minutes on 2 CPU cores.
+# Defaults of a run on generated data: a few minutes on 2 CPU cores, long enough that the
+# numbers show learning (the nano learning rates are the ones tests/unit/test_pretrain.py and
+# tests/unit/test_qa.py measured to work for this model size).
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "preset": "nano", "vocab_size": 1000, "max_seq_len": 128, "max_steps": 100, "batch_size": 16,
-    "qa_max_steps": 60, "qa_batch_size": 16, "qa_max_seq_len": 192, "qa_learning_rate": 1e-3,
+    "preset": "nano", "vocab_size": 2000, "max_seq_len": 128, "max_steps": 800, "batch_size": 32,
+    "learning_rate": 3e-3, "qa_max_steps": 300, "qa_batch_size": 32, "qa_max_seq_len": 192,
+    "qa_learning_rate": 3e-3,
 }
-SYNTHETIC_SIZES = {"documents": 300, "squad_train_articles": 60, "squad_dev_articles": 15}
+SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_articles": 40}
 # Defaults of a run on real data (WikiText-2 and SQuAD unless given) on a laptop CPU: a
 # tiny model for ten minutes, a short QA fine-tune, scored on 1000 dev questions.
 REAL_DEFAULTS: dict[str, Any] = {
