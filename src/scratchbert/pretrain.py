@@ -266,11 +266,19 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 tokens["count"] += int(inputs["attention_mask"].sum())
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
+    callbacks = [_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else [])
     trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
                        data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
                                                     pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8),
-                       callbacks=[_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else []),
+                       callbacks=callbacks,
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
+    if budget_s and cfg.max_steps <= 0:
+        # The step count is open-ended: show progress against the clock instead of a
+        # 10-million-step bar with a meaningless ETA.
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_time_progress(budget_s, start))
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - t0
@@ -296,6 +304,33 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics
+
+
+def _time_progress(budget_s: float, start: dict):
+    """A tqdm bar in seconds of the time budget, with the latest loss and step."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class _TimeProgress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = tqdm(total=int(budget_s), unit="s", desc="pretrain (time budget)")
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.n = min(int(time.monotonic() - start["time"]), int(budget_s))
+            self.bar.set_postfix(step=state.global_step, refresh=False)
+            self.bar.refresh()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(step=state.global_step, loss=f"{logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+
+    return _TimeProgress()
 
 
 def _report_to() -> list[str]:
