@@ -87,7 +87,6 @@ def flops_per_token(config, seq_len: int, mlm_fraction: float = 0.15, sparse_hea
 
 
 def _pretraining_model_class():
-    import torch
     from torch.nn import functional as F
     from transformers import BertForPreTraining
     from transformers.models.bert.modeling_bert import BertForPreTrainingOutput

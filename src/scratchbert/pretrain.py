@@ -262,8 +262,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             return self.lr_scheduler
 
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
-            if model.training:
-                tokens["count"] += int(inputs["attention_mask"].sum())
+            if model.training:  # a device tensor: no host sync on the hot path
+                tokens["count"] = tokens["count"] + inputs["attention_mask"].sum()
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
     callbacks = [_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else [])
@@ -282,6 +282,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     train_seconds = time.perf_counter() - t0
+    tokens["count"] = int(tokens["count"])
     final_eval = trainer.evaluate() if len(eval_ds) else {}
     metrics = {
         "train_loss": result.training_loss, "steps": trainer.state.global_step,
