@@ -3,8 +3,9 @@
 Stock: ``BertForPreTraining`` + ``Trainer``, every example padded to the maximum length, MLM
 logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW.
 scratchbert: the sparse prediction head, length-grouped batches padded to the longest
-member, the tensor collator, fused AdamW, SDPA, and each precision this machine offers
-(``torch.compile`` measured as an option).
+member, the tensor collator, fused AdamW, the attention kernel ``--attention auto`` picks
+(SDPA on a GPU, eager on a CPU; the other one measured too), and each precision this
+machine offers (``torch.compile`` measured as an option).
 
 Reports real (non-padding) tokens per second after a warm-up, the ratio to stock, and the
 model FLOP/s achieved against a large ``torch.mm`` measured in the same run.
@@ -71,6 +72,7 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     from transformers import BertForPreTraining, DataCollatorForLanguageModeling
 
     from scratchbert.modeling import build_config, flops_per_token, pretraining_model_class
+    from scratchbert.pretrain import resolve_attention, resolve_precision
     from scratchbert.pretraining_data import MlmNspCollator
 
     config = build_config(preset, len(tokenizer), max_seq_len, dropout=0.1)
@@ -89,11 +91,17 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     out["stock"]["model_tflops"] = out["stock"]["tokens_per_second"] * stock_fpt / 1e12
     del stock
 
-    variants = [(p, False) for p in precisions] + ([(precisions[-1], True)] if try_compile else [])
-    for precision, compiled in variants:
-        name = f"scratchbert_{precision}" + ("_compiled" if compiled else "")
+    # scratchbert's defaults at each precision; then, at the last (fastest) precision, the
+    # attention kernel that "auto" did not pick, and torch.compile when asked.
+    auto = resolve_attention("auto")
+    other = "sdpa" if auto == "eager" else "eager"
+    variants = ([(p, auto, False) for p in precisions] + [(precisions[-1], other, False)]
+                + ([(precisions[-1], auto, True)] if try_compile else []))
+    for precision, attention, compiled in variants:
+        name = f"scratchbert_{precision}" + (f"_{attention}" if attention != auto else "") + ("_compiled" if compiled else "")
         torch.manual_seed(0)
-        model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=0.1))
+        model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=0.1,
+                                                       attn_implementation=attention))
         try:
             r = measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=steps, warmup=warmup,
                         precision=precision, fused=True, grouped=True, compile_model=compiled, remove_unused=False)
@@ -105,10 +113,15 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         peak = peak_bf16 if precision in ("bf16", "fp16") else peak_fp32
         r["fraction_of_matmul_peak"] = r["model_tflops"] * 1e12 / peak
         r["speedup_vs_stock"] = r["tokens_per_second"] / out["stock"]["tokens_per_second"]
+        r["attention"] = attention
         out[name] = r
     best = max((v for k, v in out.items() if k.startswith("scratchbert_") and "tokens_per_second" in v),
                key=lambda v: v["tokens_per_second"])
     out["best_speedup_vs_stock"] = best["speedup_vs_stock"]
+    default = out.get(f"scratchbert_{resolve_precision('auto')}", {})
+    if "speedup_vs_stock" in default:  # what `scratchbert pretrain` does with no flags
+        out["default_speedup_vs_stock"] = default["speedup_vs_stock"]
+        out["default_fraction_of_matmul_peak"] = default["fraction_of_matmul_peak"]
     return out
 
 

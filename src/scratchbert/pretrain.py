@@ -41,7 +41,7 @@ class PretrainConfig:
     time_budget_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes of training; the LR schedule follows the clock"})
     batch_size: int = field(default=32, metadata={"help": "examples per optimizer step (per device); 32 beat 64 and 16 in a fixed 10-minute CPU budget"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
-    warmup_fraction: float = field(default=0.06, metadata={"help": "fraction of the budget (steps or time) spent warming up"})
+    warmup_fraction: float = field(default=0.25, metadata={"help": "fraction of the budget (steps or time) spent warming up; 0.25 let mini leave the unigram plateau in a 5-minute CPU budget where 0.06 did not"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
@@ -50,6 +50,7 @@ class PretrainConfig:
     dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout"})
     mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: bf16 where the hardware has it, fp16 on older GPUs)"})
+    attention: str = field(default="auto", metadata={"help": "attention kernel: auto, sdpa or eager (auto: sdpa on a GPU, eager on a CPU, where it measured faster)"})
     torch_compile: bool = field(default=False, metadata={"help": "compile the model with torch.compile"})
     sparse_head: bool = field(default=True, metadata={"help": "compute MLM logits at masked positions only (off: the stock BertForPreTraining head)"})
     group_by_length: bool = field(default=True, metadata={"help": "batch examples of similar length and pad to the longest (off: random batches)"})
@@ -85,6 +86,23 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def resolve_attention(attention: str) -> str:
+    """'auto' -> PyTorch SDPA on a GPU (flash/memory-efficient kernels), eager on a CPU.
+
+    On a CPU, SDPA's flash kernel is slower than eager attention's batched matmuls in bf16
+    at sequence length 128 (its backward especially). Measured on this project's 2-core
+    Xeon, bare training step, bf16, tokens/s eager vs sdpa: tiny 19.5k vs 17.9k, mini 12.2k
+    vs 9.8k, base 1,144 vs 1,025 (``benchmarks/pretrain_throughput.py`` reports both).
+    """
+    import torch
+
+    if attention not in {"auto", "sdpa", "eager"}:
+        raise ScratchBertError(f"attention {attention!r} is not one of auto, sdpa, eager")
+    if attention != "auto":
+        return attention
+    return "sdpa" if torch.cuda.is_available() else "eager"
 
 
 def cpu_has_bf16() -> bool:
@@ -189,7 +207,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         raise ScratchBertError("batch size and learning rate must be positive")
     config = build_config(cfg.preset, len(tokenizer), info["max_seq_len"], hidden_size=cfg.hidden_size,
                           num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-                          intermediate_size=cfg.intermediate_size, dropout=cfg.dropout)
+                          intermediate_size=cfg.intermediate_size, dropout=cfg.dropout,
+                          attn_implementation=resolve_attention(cfg.attention))
     check_tokenizer_matches(config, tokenizer, cfg.dataset)
     precision = resolve_precision(cfg.precision)
     set_seed(cfg.seed)
@@ -288,7 +307,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_loss": result.training_loss, "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 2), "train_tokens": tokens["count"],
         "tokens_per_second": tokens["count"] / max(train_seconds, 1e-9),
-        "parameters": count_parameters(model), "precision": precision, "resumed": bool(resume),
+        "parameters": count_parameters(model), "precision": precision, "attention": config._attn_implementation,
+        "resumed": bool(resume),
         **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
     }
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
@@ -314,18 +334,21 @@ def _time_progress(budget_s: float, start: dict):
 
     class _TimeProgress(TrainerCallback):
         bar = None
+        loss = "-"
 
         def on_train_begin(self, args, state, control, **kw):
-            self.bar = tqdm(total=int(budget_s), unit="s", desc="pretrain (time budget)")
+            # mininterval: one redraw a second, not one per step (pod logs keep every redraw)
+            self.bar = tqdm(total=int(budget_s), unit="s", desc="pretrain (time budget)", mininterval=1.0)
 
         def on_step_end(self, args, state, control, **kw):
-            self.bar.n = min(int(time.monotonic() - start["time"]), int(budget_s))
-            self.bar.set_postfix(step=state.global_step, refresh=False)
-            self.bar.refresh()
+            elapsed = min(int(time.monotonic() - start["time"]), int(budget_s))
+            if elapsed > self.bar.n:
+                self.bar.set_postfix(step=state.global_step, loss=self.loss, refresh=False)
+                self.bar.update(elapsed - self.bar.n)  # redraws at most once per mininterval
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if self.bar is not None and logs and "loss" in logs:
-                self.bar.set_postfix(step=state.global_step, loss=f"{logs['loss']:.3f}")
+            if logs and "loss" in logs:
+                self.loss = f"{logs['loss']:.3f}"
 
         def on_train_end(self, args, state, control, **kw):
             if self.bar is not None:

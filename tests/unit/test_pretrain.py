@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from scratchbert.errors import ScratchBertError
-from scratchbert.pretrain import PretrainConfig, lr_lambda, pretrain, resolve_precision
+from scratchbert.pretrain import PretrainConfig, lr_lambda, pretrain, resolve_attention, resolve_precision
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +110,8 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
     assert len(losses) == 20 and losses[0][1] > losses[-1][1] + 1.0
     # the output is a complete model folder, and the checkpoints are gone
     assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"} <= {p.name for p in out.iterdir()}
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 1000
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["steps"] == 1000 and saved["attention"] == resolve_attention("auto")
     assert not Path(f"{out}-checkpoints").exists()
 
 
@@ -191,6 +192,7 @@ def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_to
     ({"max_steps": 5, "learning_rate": 0.0}, "must be positive"),
     ({"max_steps": 5, "preset": "huge"}, "unknown preset"),
     ({"max_steps": 5, "precision": "fp8"}, "precision 'fp8' is not one of"),
+    ({"max_steps": 5, "attention": "flash"}, "attention 'flash' is not one of"),
     ({"max_steps": 5, "hidden_size": 65}, "not divisible"),
 ])
 def test_bad_settings_are_errors_and_write_nothing(built_dataset, tmp_path, kw, words):
@@ -234,3 +236,5 @@ def test_precision_on_a_cpu():
     assert resolve_precision("bf16") == "bf16" and resolve_precision("fp32") == "fp32"
     with pytest.raises(ScratchBertError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16")
+    # eager attention measured faster than SDPA's CPU flash kernel; an explicit choice is kept
+    assert resolve_attention("auto") == "eager" and resolve_attention("sdpa") == "sdpa"
