@@ -16,6 +16,7 @@ model FLOP/s achieved against a large ``torch.mm`` measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -60,8 +61,10 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             save_strategy="no", eval_strategy="no", logging_steps=10_000, report_to=[],
             dataloader_num_workers=0, disable_tqdm=True, torch_compile=compile_model,
         )
-        Counting(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                 callbacks=[Clock()]).train()
+        # the Trainer prints its summary dict on stdout, which carries only this benchmark's JSON
+        with contextlib.redirect_stdout(sys.stderr):
+            Counting(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                     callbacks=[Clock()]).train()
     seconds = state["t1"] - state["t0"]
     return {"tokens_per_second": state["tokens"] / seconds, "seconds": seconds, "steps": steps}
 
