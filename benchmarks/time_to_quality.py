@@ -10,7 +10,7 @@ seeded masking).
   (0.9, 0.999, 1e-8), dropout 0.1;
 * scratchbert: the defaults of ``scratchbert pretrain`` (``--preset`` as given).
 
-    python benchmarks/time_to_quality.py --minutes 20 [--preset mini] [--set batch_size=16] [--skip-article]
+    python benchmarks/time_to_quality.py --minutes 20 [--preset mini] [--pretrain-flags='--batch-size 16'] [--skip-article]
 """
 
 from __future__ import annotations
@@ -46,30 +46,31 @@ def train_and_evaluate(name: str, data_dir: Path, work: Path, minutes: float, **
             "nsp_accuracy": metrics["nsp_accuracy"], "perplexity": metrics["perplexity"]}
 
 
-def overrides(pairs: list[str]) -> dict:
-    """``["batch_size=16", ...]`` -> PretrainConfig keyword arguments, typed like the field."""
-    from dataclasses import fields
+def overrides(flags: str) -> dict:
+    """``"--batch-size 16 --warmup-fraction 0.12"`` -> the PretrainConfig fields they change.
 
+    Parsed by the ``scratchbert pretrain`` command line's own generator, so the flags, their
+    types and their errors are the CLI's.
+    """
+    import dataclasses
+    import shlex
+
+    from scratchbert.cli import add_dataclass_arguments
     from scratchbert.pretrain import PretrainConfig
 
-    types = {f.name: f.type for f in fields(PretrainConfig)}
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in types:
-            raise SystemExit(f"--set {pair}: {key!r} is not a PretrainConfig field")
-        kind = str(types[key])
-        out[key] = (int(value) if kind.startswith("int") else float(value) if kind.startswith("float")
-                    else value.lower() in ("1", "true", "yes") if kind == "bool" else value)
-    return out
+    parser = argparse.ArgumentParser(prog="--pretrain-flags")
+    add_dataclass_arguments(parser, PretrainConfig)
+    parsed = vars(parser.parse_args(["--dataset", "-", "--out", "-", *shlex.split(flags)]))
+    return {f.name: parsed[f.name] for f in dataclasses.fields(PretrainConfig)
+            if f.name not in ("dataset", "out", "preset") and parsed[f.name] != f.default}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0, help="training budget of each recipe")
     p.add_argument("--preset", default="mini", help="scratchbert's model size (mini: the best measured for a 20-minute CPU budget)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a `scratchbert pretrain` default for scratchbert's recipe (repeatable), e.g. --set batch_size=16")
+    p.add_argument("--pretrain-flags", default="", metavar="FLAGS",
+                   help="`scratchbert pretrain` flags for scratchbert's recipe, e.g. --pretrain-flags='--batch-size 16' (the size comes from --preset)")
     p.add_argument("--skip-article", action="store_true")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
     args = p.parse_args()
@@ -79,8 +80,8 @@ def main() -> None:
     _, data_dir, prep = prepared_data(work, valid=True)
     result = {"benchmark": "time_to_quality", "minutes_each": args.minutes, "data_prep": prep,
               "article_reported": {"mlm_accuracy": 0.149, "nsp_accuracy": 0.789, "note": "20 epochs, 2 GPU hours"}}
-    result["scratchbert"] = train_and_evaluate("scratchbert", data_dir, work, args.minutes, preset=args.preset,
-                                               **overrides(args.set))
+    recipe = {"preset": args.preset, **overrides(args.pretrain_flags)}
+    result["scratchbert"] = train_and_evaluate("scratchbert", data_dir, work, args.minutes, **recipe)
     if not args.skip_article:
         result["article"] = train_and_evaluate("article", data_dir, work, args.minutes, preset="base",
                                                sparse_head=False, group_by_length=False, pad_to_max_length=True,

@@ -208,7 +208,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     config = build_config(cfg.preset, len(tokenizer), info["max_seq_len"], hidden_size=cfg.hidden_size,
                           num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
                           intermediate_size=cfg.intermediate_size, dropout=cfg.dropout,
-                          attn_implementation=resolve_attention(cfg.attention))
+                          attn_implementation=(attention := resolve_attention(cfg.attention)))
     check_tokenizer_matches(config, tokenizer, cfg.dataset)
     precision = resolve_precision(cfg.precision)
     set_seed(cfg.seed)
@@ -307,7 +307,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_loss": result.training_loss, "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 2), "train_tokens": tokens["count"],
         "tokens_per_second": tokens["count"] / max(train_seconds, 1e-9),
-        "parameters": count_parameters(model), "precision": precision, "attention": config._attn_implementation,
+        "parameters": count_parameters(model), "precision": precision, "attention": attention,
         "resumed": bool(resume),
         **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
     }
