@@ -81,8 +81,10 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
     from scratchbert.pretraining_data import load_pretraining_dataset
 
     out = tmp_path / "model"
-    metrics = pretrain(_config(built_dataset, out, max_steps=1000, batch_size=32, learning_rate=3e-3,
-                               warmup_fraction=0.1, logging_steps=50))
+    # 1500 steps: at 1000, NSP now and then had not yet left the majority answer (0.617 against a
+    # 0.657 baseline in one of ~6 sessions' datasets); it learns NSP abruptly, and late on some draws.
+    metrics = pretrain(_config(built_dataset, out, max_steps=1500, batch_size=32, learning_rate=3e-3,
+                               warmup_fraction=0.1, logging_steps=75))
     model, tok = load_pretraining_model(out)
     valid = load_pretraining_dataset(built_dataset)[0]["validation"]
     measured = mlm_nsp_metrics(model, tok, valid, seed=0)
@@ -94,7 +96,7 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
           f"Trainer eval MLM {metrics['val_mlm_accuracy']:.3f} NSP {metrics['val_nsp_accuracy']:.3f}, "
           f"{metrics['train_seconds']} s")
 
-    assert metrics["steps"] == 1000 and not metrics["resumed"]
+    assert metrics["steps"] == 1500 and not metrics["resumed"]
     assert baselines["mlm"] < 0.1  # chance is 1/2000; the most frequent token is "." at ~6%
     # Measured over 8 training seeds (tokenizers retrained each session, see below): MLM 0.23-0.26;
     # NSP accuracy 0.68-0.83 against a majority baseline of ~0.63, balanced accuracy 0.67-0.83.
@@ -111,7 +113,7 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
     # the output is a complete model folder, and the checkpoints are gone
     assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["steps"] == 1000 and saved["attention"] == resolve_attention("auto")
+    assert saved["steps"] == 1500 and saved["attention"] == resolve_attention("auto")
     assert not Path(f"{out}-checkpoints").exists()
 
 
