@@ -86,6 +86,10 @@ def flops_per_token(config, seq_len: int, mlm_fraction: float = 0.15, sparse_hea
     return 3.0 * (L * per_layer + head)
 
 
+# The sparse head computes logits for a multiple of this many rows (see its forward).
+PREDICTION_ROWS = 32
+
+
 def _pretraining_model_class():
     from torch.nn import functional as F
     from transformers import BertForPreTraining
@@ -107,13 +111,23 @@ def _pretraining_model_class():
             if labels is None:
                 return BertForPreTrainingOutput(prediction_logits=self.cls.predictions(sequence_output),
                                                 seq_relationship_logits=nsp_logits)
-            masked = labels != -100
-            mlm_logits = self.cls.predictions(sequence_output[masked])
+            flat_labels = labels.reshape(-1)
+            where = (flat_labels != -100).nonzero().squeeze(1)
+            n = where.numel()
+            # The masked count changes every step; rounded up to a multiple of PREDICTION_ROWS
+            # (extra rows: position 0, label -100), the head sees few distinct shapes, so the
+            # per-shape caches of the CPU's matmul library (oneDNN) and of torch.compile stay small.
+            rows = F.pad(where, (0, -n % PREDICTION_ROWS if n else PREDICTION_ROWS))
+            targets = F.pad(flat_labels[where], (0, rows.numel() - n), value=-100)
+            hidden = sequence_output.reshape(-1, sequence_output.shape[-1]).index_select(0, rows)
+            # fp32 for the softmax; returned as is, so that accelerate's autocast wrapper
+            # (``convert_outputs_to_fp32``) does not make a second fp32 copy of the logits
+            mlm_logits = self.cls.predictions(hidden).float()
             # a batch with nothing masked contributes no MLM loss (not NaN)
-            loss = F.cross_entropy(mlm_logits.float(), labels[masked]) if masked.any() else mlm_logits.sum() * 0.0
+            loss = F.cross_entropy(mlm_logits, targets) if n else mlm_logits.sum() * 0.0
             if next_sentence_label is not None:
                 loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
-            return BertForPreTrainingOutput(loss=loss, prediction_logits=mlm_logits,
+            return BertForPreTrainingOutput(loss=loss, prediction_logits=mlm_logits[:n],
                                             seq_relationship_logits=nsp_logits)
 
     return ScratchBertForPreTraining
