@@ -4,8 +4,9 @@ Stock: ``BertForPreTraining`` + ``Trainer``, every example padded to the maximum
 logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW.
 scratchbert: the sparse prediction head, length-grouped batches padded to the longest
 member, the tensor collator, fused AdamW, the attention kernel ``--attention auto`` picks
-(SDPA on a GPU, eager on a CPU; the other one measured too), and each precision this
-machine offers (``torch.compile`` measured as an option).
+(SDPA on a GPU, eager on a CPU; the other one measured too), freed memory kept for reuse
+on a CPU (:mod:`scratchbert.allocator`; glibc's default measured too), and each precision
+this machine offers (``torch.compile`` measured as an option).
 
 Reports real (non-padding) tokens per second after a warm-up, the ratio to stock, and the
 model FLOP/s achieved against a large ``torch.mm`` measured in the same run.
@@ -30,10 +31,13 @@ os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 
 
 def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: int, precision: str,
-            fused: bool, grouped: bool, compile_model: bool = False, remove_unused: bool = True) -> dict:
+            fused: bool, grouped: bool, compile_model: bool = False, remove_unused: bool = True,
+            keep_memory: bool = False) -> dict:
     """Train ``warmup + steps`` steps with the Trainer; tokens/s over the last ``steps``."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from scratchbert.allocator import keep_freed_memory
 
     state = {"tokens": 0, "t0": None, "t1": None}
 
@@ -62,7 +66,7 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             dataloader_num_workers=0, disable_tqdm=True, torch_compile=compile_model,
         )
         # the Trainer prints its summary dict on stdout, which carries only this benchmark's JSON
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), keep_freed_memory(keep_memory and not torch.cuda.is_available()):
             Counting(model=model, args=args, train_dataset=dataset, data_collator=collator,
                      callbacks=[Clock()]).train()
     seconds = state["t1"] - state["t0"]
@@ -95,19 +99,24 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     del stock
 
     # scratchbert's defaults at each precision; then, at the last (fastest) precision, the
-    # attention kernel that "auto" did not pick, and torch.compile when asked.
+    # attention kernel that "auto" did not pick, glibc's default malloc behaviour (on a CPU,
+    # pretrain keeps freed memory for reuse: scratchbert.allocator), and torch.compile when asked.
     auto = resolve_attention("auto")
     other = "sdpa" if auto == "eager" else "eager"
-    variants = ([(p, auto, False) for p in precisions] + [(precisions[-1], other, False)]
-                + ([(precisions[-1], auto, True)] if try_compile else []))
-    for precision, attention, compiled in variants:
-        name = f"scratchbert_{precision}" + (f"_{attention}" if attention != auto else "") + ("_compiled" if compiled else "")
+    cpu = not torch.cuda.is_available()
+    variants = ([(p, auto, False, True) for p in precisions] + [(precisions[-1], other, False, True)]
+                + ([(precisions[-1], auto, False, False)] if cpu else [])
+                + ([(precisions[-1], auto, True, True)] if try_compile else []))
+    for precision, attention, compiled, keep_memory in variants:
+        name = (f"scratchbert_{precision}" + (f"_{attention}" if attention != auto else "")
+                + ("" if keep_memory else "_default_malloc") + ("_compiled" if compiled else ""))
         torch.manual_seed(0)
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=0.1,
                                                        attn_implementation=attention))
         try:
             r = measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=steps, warmup=warmup,
-                        precision=precision, fused=True, grouped=True, compile_model=compiled, remove_unused=False)
+                        precision=precision, fused=True, grouped=True, compile_model=compiled, remove_unused=False,
+                        keep_memory=keep_memory)
         except Exception as e:  # torch.compile can fail on some setups: report, don't hide
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
             continue

@@ -8,6 +8,7 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
   :mod:`scratchbert.pretraining_data`);
 * length-grouped batches padded to the longest member (``group_by_length``), so little
   compute goes to padding;
+* on a CPU, freed memory kept in the process for the next step (:mod:`scratchbert.allocator`);
 * a *time budget*: ``time_budget_minutes`` stops training on the clock, and the learning
   rate schedule (linear warmup, then linear decay to zero) follows whichever of the step or
   time budgets is further along, so a budgeted run still anneals to the end.
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import atomic_output_dir, write_json
 
@@ -298,11 +300,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_time_progress(budget_s, start))
-    t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.perf_counter() - t0
-    tokens["count"] = int(tokens["count"])
-    final_eval = trainer.evaluate() if len(eval_ds) else {}
+    with keep_freed_memory(enabled=not cuda):
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume)
+        train_seconds = time.perf_counter() - t0
+        tokens["count"] = int(tokens["count"])
+        final_eval = trainer.evaluate() if len(eval_ds) else {}
     metrics = {
         "train_loss": result.training_loss, "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 2), "train_tokens": tokens["count"],
