@@ -69,13 +69,14 @@ def matmul_peak(dtype_name: str = "bfloat16", n: int = 2048, repeats: int = 10) 
 
 
 def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128,
-                  max_bytes: int = WIKITEXT2_BYTES, valid: bool = True) -> tuple[Path, Path, dict]:
+                  max_bytes: int = WIKITEXT2_BYTES, valid: bool = True, dupe_factor: int = 1) -> tuple[Path, Path, dict]:
     """Tokenizer and MLM+NSP dataset for the first ``max_bytes`` of enwiki (cached in ``workdir``)."""
     from scratchbert.pretraining_data import DatasetConfig, build_dataset
     from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
 
+    dupe = f"-dupe{dupe_factor}" if dupe_factor != 1 else ""
     tok, data = (workdir / f"tok-{vocab_size}-{max_bytes}",
-                 workdir / f"data-{vocab_size}-{max_bytes}-{max_seq_len}-{'enwiki-valid' if valid else 'heldout'}")
+                 workdir / f"data-{vocab_size}-{max_bytes}-{max_seq_len}-{'enwiki-valid' if valid else 'heldout'}{dupe}")
     timings = {}
     if not tok.is_dir():
         t = time.perf_counter()
@@ -85,6 +86,6 @@ def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128
         t = time.perf_counter()
         build_dataset(DatasetConfig(corpus=str(ENWIKI_TRAIN), tokenizer=str(tok), out=str(data), max_seq_len=max_seq_len,
                                     max_bytes=max_bytes, valid_corpus=str(ENWIKI_VALID) if valid else None,
-                                    valid_max_bytes=2_000_000))
+                                    valid_max_bytes=2_000_000, dupe_factor=dupe_factor))
         timings["dataset_seconds"] = time.perf_counter() - t
     return tok, data, timings

@@ -71,14 +71,19 @@ def main() -> None:
     p.add_argument("--preset", default="mini", help="scratchbert's model size (mini: the best measured for a 20-minute CPU budget)")
     p.add_argument("--pretrain-flags", default="", metavar="FLAGS",
                    help="`scratchbert pretrain` flags for scratchbert's recipe, e.g. --pretrain-flags='--batch-size 16' (the size comes from --preset)")
+    p.add_argument("--dupe-factor", type=int, default=5,
+                   help="`scratchbert dataset --dupe-factor` of the data both recipes train on: each document cut "
+                        "and paired this many times. A 20-minute run sees ~4 epochs of 11 MB; with 5, mini at 10 "
+                        "minutes measured MLM 0.137 / NSP 0.594 against 0.134 / 0.539 with 1")
     p.add_argument("--skip-article", action="store_true")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
     args = p.parse_args()
     require_shared_data()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    _, data_dir, prep = prepared_data(work, valid=True)
+    _, data_dir, prep = prepared_data(work, valid=True, dupe_factor=args.dupe_factor)
     result = {"benchmark": "time_to_quality", "minutes_each": args.minutes, "data_prep": prep,
+              "dupe_factor": args.dupe_factor,
               "article_reported": {"mlm_accuracy": 0.149, "nsp_accuracy": 0.789, "note": "20 epochs, 2 GPU hours"}}
     recipe = {"preset": args.preset, **overrides(args.pretrain_flags)}
     result["scratchbert"] = train_and_evaluate("scratchbert", data_dir, work, args.minutes, **recipe)

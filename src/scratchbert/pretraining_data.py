@@ -38,7 +38,7 @@ class DatasetConfig:
     max_seq_len: int = field(default=128, metadata={"help": "tokens per example, [CLS] and [SEP]s included"})
     short_seq_prob: float = field(default=0.1, metadata={"help": "probability of a shorter target length"})
     random_next_prob: float = field(default=0.5, metadata={"help": "probability that segment B comes from another document"})
-    dupe_factor: int = field(default=1, metadata={"help": "times each document is turned into examples (new splits and pairings)"})
+    dupe_factor: int = field(default=1, metadata={"help": "times each training document is turned into examples, with new splits and pairings (validation: once); more than 1 pays when training runs several epochs over a small corpus"})
     valid_corpus: str | None = field(default=None, metadata={"help": "separate validation corpus (default: hold out documents of --corpus)"})
     validation_fraction: float = field(default=0.02, metadata={"help": "fraction of documents held out for validation when no --valid-corpus"})
     max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the corpus (at a document boundary)"})
@@ -162,7 +162,7 @@ def _features():
     })
 
 
-def _examples(documents: list[str], cfg: DatasetConfig, num_proc: int, seed: int):
+def _examples(documents: list[str], cfg: DatasetConfig, num_proc: int, seed: int, dupe_factor: int = 1):
     from datasets import Dataset
 
     # Fixed groups of 8..1000 documents (about 32 groups for a mid-sized corpus): negatives
@@ -177,7 +177,7 @@ def _examples(documents: list[str], cfg: DatasetConfig, num_proc: int, seed: int
         desc="MLM+NSP examples",
         fn_kwargs=dict(tokenizer_path=str(Path(cfg.tokenizer).resolve()), max_seq_len=cfg.max_seq_len,
                        short_seq_prob=cfg.short_seq_prob, random_next_prob=cfg.random_next_prob,
-                       dupe_factor=cfg.dupe_factor, seed=seed),
+                       dupe_factor=dupe_factor, seed=seed),
     )
 
 
@@ -201,6 +201,8 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         raise ScratchBertError(f"max sequence length {cfg.max_seq_len} is too short for two segments; use 32 or more")
     if not 0 <= cfg.random_next_prob <= 1 or not 0 <= cfg.short_seq_prob <= 1:
         raise ScratchBertError("random-next and short-sequence probabilities must lie in [0, 1]")
+    if cfg.dupe_factor < 1:
+        raise ScratchBertError(f"dupe factor {cfg.dupe_factor} must be 1 or more (times each document is turned into examples)")
     t0 = time.perf_counter()
     tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
     num_proc = cfg.num_proc or os.cpu_count() or 1
@@ -220,7 +222,7 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         train_docs = [d for i, d in enumerate(documents) if i not in valid_idx]
         valid_docs = [d for i, d in enumerate(documents) if i in valid_idx]
     disable_caching()  # the output folder is the cache; don't litter ~/.cache with copies
-    ds = DatasetDict({"train": _examples(train_docs, cfg, num_proc, cfg.seed),
+    ds = DatasetDict({"train": _examples(train_docs, cfg, num_proc, cfg.seed, cfg.dupe_factor),
                       "validation": _examples(valid_docs, cfg, num_proc, cfg.seed + 1)})
     if len(ds["train"]) == 0:
         raise ScratchBertError(f"corpus {cfg.corpus} produced no training examples; it needs documents of several sentences")

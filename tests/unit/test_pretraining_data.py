@@ -7,6 +7,7 @@ document, and which sentences of it, the segment came from.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import random
@@ -163,6 +164,16 @@ def test_random_next_probability_controls_the_labels(marker_corpus, tmp_path):
     assert fractions[0] < 0.35 < fractions[1] < 0.75 < fractions[2] == 1.0
 
 
+def test_dupe_factor_cuts_training_documents_again_and_leaves_validation_alone(marker_corpus, tmp_path):
+    once, ds1, _ = _build(marker_corpus, tmp_path / "d1", validation_fraction=0.1)
+    thrice, ds3, _ = _build(marker_corpus, tmp_path / "d3", validation_fraction=0.1, dupe_factor=3)
+    assert 2.8 < thrice["train_examples"] / once["train_examples"] < 3.2
+    assert ds3["validation"].to_dict() == ds1["validation"].to_dict()
+    # new cuts and pairings, not three copies of the same examples
+    pairs = collections.Counter(tuple(ids) for ids in ds3["train"]["input_ids"])
+    assert len(pairs) > 1.5 * once["train_examples"]
+
+
 # --- splits, determinism, errors -------------------------------------------------------------
 
 def test_validation_holds_out_whole_documents(marker_corpus, tmp_path):
@@ -212,6 +223,7 @@ def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, 
 @pytest.mark.parametrize("kw, words", [
     ({"max_seq_len": 4}, "too short"),
     ({"random_next_prob": 1.5}, "must lie in"),
+    ({"dupe_factor": 0}, "must be 1 or more"),
 ])
 def test_bad_settings_are_errors(marker_corpus, tmp_path, kw, words):
     with pytest.raises(ScratchBertError, match=words):
