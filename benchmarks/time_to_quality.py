@@ -1,6 +1,7 @@
 """Time to quality: MLM/NSP accuracy on enwiki/valid.txt after the same wall-clock budget.
 
-Both recipes pretrain on the first 11 MB of ``enwiki/train.txt`` (the size of WikiText-2)
+Both recipes pretrain on the same examples, built from the first 11 MB of
+``enwiki/train.txt`` (the size of WikiText-2) with ``--dupe-factor`` cuts of each document,
 for ``--minutes`` of training each, one after the other on the same machine, then are
 evaluated by ``scratchbert evaluate`` on examples built from ``enwiki/valid.txt`` (fixed,
 seeded masking).
