@@ -153,6 +153,7 @@ def build_pipeline(image: Optional[str] = None, gpu_image: Optional[str] = None,
         max_corpus_bytes: int = 0,
         vocab_size: int = _default(TokenizerConfig, "vocab_size"),
         max_seq_len: int = _default(DatasetConfig, "max_seq_len"),
+        dupe_factor: int = _default(DatasetConfig, "dupe_factor"),
         preset: str = _default(PretrainConfig, "preset"),
         pretrain_max_steps: int = _default(PretrainConfig, "max_steps"),
         pretrain_time_budget_minutes: float = 0.0,
@@ -180,6 +181,7 @@ def build_pipeline(image: Optional[str] = None, gpu_image: Optional[str] = None,
             max_corpus_bytes: Use only the first N bytes of the corpus; 0 uses all.
             vocab_size: WordPiece vocabulary size.
             max_seq_len: Tokens per pretraining example.
+            dupe_factor: Times each training document is cut into examples (new splits and NSP pairings); 5 or so for a small corpus pretrained on for several epochs.
             preset: Model size: nano, tiny, mini, small, medium, base.
             pretrain_max_steps: Pretraining optimizer steps; -1 trains one epoch or until the time budget.
             pretrain_time_budget_minutes: Stop pretraining after this many minutes; 0 means no budget.
@@ -207,7 +209,7 @@ def build_pipeline(image: Optional[str] = None, gpu_image: Optional[str] = None,
 
         data = dataset_op(corpus_uri=corpus_uri, valid_corpus_uri=valid_corpus_uri,
                           tokenizer=tok.outputs["tokenizer"], max_seq_len=max_seq_len,
-                          max_corpus_bytes=max_corpus_bytes, num_proc=DATASET_NUM_PROC)
+                          max_corpus_bytes=max_corpus_bytes, dupe_factor=dupe_factor, num_proc=DATASET_NUM_PROC)
         data.set_display_name("dataset: MLM+NSP examples").set_caching_options(True)
         _s3_credentials(_resources(data, "dataset"), optional=True)
 

@@ -70,7 +70,7 @@ REAL_DEFAULTS: dict[str, Any] = {
 
 # run_local keyword -> pipeline parameter (those passed only when set or defaulted above).
 _PIPELINE_PARAMS = {
-    "preset": "preset", "vocab_size": "vocab_size", "max_seq_len": "max_seq_len",
+    "preset": "preset", "vocab_size": "vocab_size", "max_seq_len": "max_seq_len", "dupe_factor": "dupe_factor",
     "max_steps": "pretrain_max_steps", "time_budget_minutes": "pretrain_time_budget_minutes",
     "batch_size": "batch_size", "learning_rate": "learning_rate", "max_corpus_bytes": "max_corpus_bytes",
     "eval_max_examples": "eval_max_examples", "qa_max_steps": "qa_max_steps", "qa_batch_size": "qa_batch_size",
@@ -92,6 +92,7 @@ STAGES = (*STAGE_OUTPUTS, "publish")
 def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_train: str | None = None,
               squad_dev: str | None = None, *, synthetic: bool = False, endpoint: str | None = None,
               preset: str | None = None, vocab_size: int | None = None, max_seq_len: int | None = None,
+              dupe_factor: int | None = None,
               max_steps: int | None = None, time_budget_minutes: float | None = None,
               batch_size: int | None = None, learning_rate: float | None = None,
               max_corpus_bytes: int | None = None, eval_max_examples: int | None = None,
@@ -146,10 +147,11 @@ def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_
         sources.update(_write_synthetic(run_dir / "inputs", sources))
 
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
-    given = dict(preset=preset, vocab_size=vocab_size, max_seq_len=max_seq_len, max_steps=max_steps,
-                 time_budget_minutes=time_budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
-                 max_corpus_bytes=max_corpus_bytes, eval_max_examples=eval_max_examples, qa_max_steps=qa_max_steps,
-                 qa_batch_size=qa_batch_size, qa_learning_rate=qa_learning_rate, qa_max_seq_len=qa_max_seq_len,
+    given = dict(preset=preset, vocab_size=vocab_size, max_seq_len=max_seq_len, dupe_factor=dupe_factor,
+                 max_steps=max_steps, time_budget_minutes=time_budget_minutes, batch_size=batch_size,
+                 learning_rate=learning_rate, max_corpus_bytes=max_corpus_bytes, eval_max_examples=eval_max_examples,
+                 qa_max_steps=qa_max_steps, qa_batch_size=qa_batch_size, qa_learning_rate=qa_learning_rate,
+                 qa_max_seq_len=qa_max_seq_len,
                  qa_max_train_examples=qa_max_train_examples, qa_max_eval_examples=qa_max_eval_examples,
                  publish_uri=publish_uri, publish_version=publish_version, checkpoint_uri=checkpoint_uri)
     settings.update({k: v for k, v in given.items() if v is not None})
@@ -380,6 +382,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         ("--preset", str, "model size: nano, tiny, mini, small, medium, base"),
         ("--vocab-size", int, "WordPiece vocabulary size"),
         ("--max-seq-len", int, "tokens per pretraining example"),
+        ("--dupe-factor", int, "times each training document is cut into examples (5 or so for a small corpus trained for several epochs)"),
         ("--max-steps", int, "pretraining steps (-1: one epoch or the time budget)"),
         ("--time-budget-minutes", float, "stop pretraining after this many minutes (0: no budget)"),
         ("--batch-size", int, "pretraining batch size"),

@@ -226,7 +226,7 @@ def build_dataset(cfg: DatasetConfig) -> dict:
                       "validation": _examples(valid_docs, cfg, num_proc, cfg.seed + 1)})
     if len(ds["train"]) == 0:
         raise ScratchBertError(f"corpus {cfg.corpus} produced no training examples; it needs documents of several sentences")
-    stats = {"seconds": round(time.perf_counter() - t0, 3), "max_seq_len": cfg.max_seq_len,
+    stats = {"seconds": round(time.perf_counter() - t0, 3), "max_seq_len": cfg.max_seq_len, "dupe_factor": cfg.dupe_factor,
              "train_documents": len(train_docs), "validation_documents": len(valid_docs)}
     for split in ("train", "validation"):
         stats.update({f"{split}_{k}": v for k, v in _split_stats(ds[split], cfg.max_seq_len).items()})

@@ -95,7 +95,7 @@ def test_dataset_component(data):
     @dsl.pipeline(name="dataset-test")
     def pipe() -> dsl.Dataset:
         return op(corpus_uri=str(data["corpus"]), valid_corpus_uri="", tokenizer=imported(data["tokenizer"], dsl.Artifact),
-                  max_seq_len=64, max_corpus_bytes=0, num_proc=8).outputs["dataset"]
+                  max_seq_len=64, max_corpus_bytes=0, dupe_factor=2, num_proc=8).outputs["dataset"]
 
     dataset = pipe().output
     ds, info = load_pretraining_dataset(dataset.path)
@@ -104,6 +104,7 @@ def test_dataset_component(data):
     assert max(ds["train"]["length"]) <= 64
     stats = json.loads((Path(dataset.path) / "metrics.json").read_text())
     assert stats["train_examples"] == len(ds["train"])
+    assert stats["dupe_factor"] == 2
 
 
 def test_evaluate_component_writes_metrics_and_report(data):

@@ -106,7 +106,7 @@ def test_wiring(compiled):
     assert producer("publish", "model") == "qa-finetune" and producer("publish-2", "model") == "qa-finetune-2"
     params = spec["root"]["inputDefinitions"]["parameters"]
     for name in ("corpus_uri", "valid_corpus_uri", "squad_train_uri", "squad_dev_uri", "max_corpus_bytes", "preset",
-                 "vocab_size", "max_seq_len", "pretrain_max_steps", "pretrain_time_budget_minutes", "learning_rate",
+                 "vocab_size", "max_seq_len", "dupe_factor", "pretrain_max_steps", "pretrain_time_budget_minutes", "learning_rate",
                  "batch_size", "qa_max_steps", "qa_learning_rate", "qa_batch_size", "qa_on_gpu", "publish_uri",
                  "checkpoint_uri"):
         assert name in params, name
