@@ -6,8 +6,9 @@ at most) with fresh pages from ``mmap`` and hands them back to the kernel on ``f
 a training step that makes the same big tensors every step pays a page fault and a
 zeroed page for every 4 KB of them, every step. In scratchbert's pretraining those are
 the vocabulary logits: about 58 MB in fp32 for the ~480 masked tokens of a 32-example
-batch over 30,522 words. With mmap off and no trimming, freed blocks stay in the heap
-and the next step reuses them.
+batch over 30,522 words; in QA fine-tuning, the fp32 attention scores of 384-token
+windows. With mmap off and no trimming, freed blocks stay in the heap and the next step
+reuses them.
 
 Measured on this project's 2-core Xeon, training through the Trainer, bf16, tokens/s
 (``benchmarks/pretrain_throughput.py`` measures it with and without): mini (batch 32, 300

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
 from scratchbert.outputs import atomic_output_dir, write_json
@@ -644,7 +645,10 @@ def finetune_qa(cfg: QAConfig) -> dict:
             processing_class=tokenizer,
         )
         t0 = time.perf_counter()
-        train_result = trainer.train()
+        # on a CPU, reuse freed memory (scratchbert.allocator): mini, 25 steps of 32 windows
+        # of 384 tokens, 33.2 s -> 30.7 s
+        with keep_freed_memory(enabled=not torch.cuda.is_available()):
+            train_result = trainer.train()
         train_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
