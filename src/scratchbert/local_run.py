@@ -92,8 +92,7 @@ STAGES = (*STAGE_OUTPUTS, "publish")
 def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_train: str | None = None,
               squad_dev: str | None = None, *, synthetic: bool = False, endpoint: str | None = None,
               preset: str | None = None, vocab_size: int | None = None, max_seq_len: int | None = None,
-              dupe_factor: int | None = None,
-              max_steps: int | None = None, time_budget_minutes: float | None = None,
+              dupe_factor: int | None = None, max_steps: int | None = None, time_budget_minutes: float | None = None,
               batch_size: int | None = None, learning_rate: float | None = None,
               max_corpus_bytes: int | None = None, eval_max_examples: int | None = None,
               qa_max_steps: int | None = None, qa_batch_size: int | None = None,
@@ -151,9 +150,9 @@ def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_
                  max_steps=max_steps, time_budget_minutes=time_budget_minutes, batch_size=batch_size,
                  learning_rate=learning_rate, max_corpus_bytes=max_corpus_bytes, eval_max_examples=eval_max_examples,
                  qa_max_steps=qa_max_steps, qa_batch_size=qa_batch_size, qa_learning_rate=qa_learning_rate,
-                 qa_max_seq_len=qa_max_seq_len,
-                 qa_max_train_examples=qa_max_train_examples, qa_max_eval_examples=qa_max_eval_examples,
-                 publish_uri=publish_uri, publish_version=publish_version, checkpoint_uri=checkpoint_uri)
+                 qa_max_seq_len=qa_max_seq_len, qa_max_train_examples=qa_max_train_examples,
+                 qa_max_eval_examples=qa_max_eval_examples, publish_uri=publish_uri, publish_version=publish_version,
+                 checkpoint_uri=checkpoint_uri)
     settings.update({k: v for k, v in given.items() if v is not None})
     arguments = {_PIPELINE_PARAMS[k]: v for k, v in settings.items()}
     arguments["qa_on_gpu"] = False  # no GPU branch locally (kfp.local ignores accelerators anyway)
