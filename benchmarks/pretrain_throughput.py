@@ -66,7 +66,7 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             dataloader_num_workers=0, disable_tqdm=True, torch_compile=compile_model,
         )
         # the Trainer prints its summary dict on stdout, which carries only this benchmark's JSON
-        with contextlib.redirect_stdout(sys.stderr), keep_freed_memory(keep_memory and not torch.cuda.is_available()):
+        with contextlib.redirect_stdout(sys.stderr), keep_freed_memory(keep_memory):
             Counting(model=model, args=args, train_dataset=dataset, data_collator=collator,
                      callbacks=[Clock()]).train()
     seconds = state["t1"] - state["t0"]

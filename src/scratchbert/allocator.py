@@ -33,7 +33,10 @@ _DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 
 
 def _libc():
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    """glibc, when this process trains on a CPU (a CUDA run's big tensors live on the GPU)."""
+    import torch
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or torch.cuda.is_available():
         return None
     try:
         return ctypes.CDLL("libc.so.6")
@@ -45,7 +48,8 @@ def _libc():
 def keep_freed_memory(enabled: bool = True):
     """While inside, freed memory stays in the heap for reuse; afterwards it goes back.
 
-    Yields whether the tuning is active (False off glibc, or when ``enabled`` is False).
+    Yields whether the tuning is active (False with a CUDA GPU, off glibc, or when
+    ``enabled`` is False).
     On leaving, glibc's default thresholds are restored and the free heap is trimmed.
     """
     libc = _libc() if enabled else None

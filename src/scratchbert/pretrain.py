@@ -300,7 +300,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_time_progress(budget_s, start))
-    with keep_freed_memory(enabled=not cuda):
+    with keep_freed_memory():
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.perf_counter() - t0

@@ -647,7 +647,7 @@ def finetune_qa(cfg: QAConfig) -> dict:
         t0 = time.perf_counter()
         # on a CPU, reuse freed memory (scratchbert.allocator): mini, 25 steps of 32 windows
         # of 384 tokens, 33.2 s -> 30.7 s
-        with keep_freed_memory(enabled=not torch.cuda.is_available()):
+        with keep_freed_memory():
             train_result = trainer.train()
         train_seconds = time.perf_counter() - t0
 

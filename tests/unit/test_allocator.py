@@ -11,17 +11,17 @@ import platform
 import resource
 
 import pytest
+import torch
 
 from scratchbert.allocator import keep_freed_memory
 
 glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="the tuning is for glibc's malloc")
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="the tuning is for CPU training")
 PAGES = 16 * 2**20 * 4 // 4096  # a 64 MB float32 tensor, in 4 KB pages
 
 
 def _faults_per_step(steps: int) -> float:
-    import torch
-
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         t = torch.empty(16 * 2**20)
@@ -31,6 +31,7 @@ def _faults_per_step(steps: int) -> float:
 
 
 @glibc_only
+@cpu_only
 def test_big_tensors_reuse_kept_memory():
     with keep_freed_memory() as active:
         assert active
