@@ -1,15 +1,19 @@
 """Pretraining throughput: scratchbert's path vs the stock Hugging Face path, same run.
 
 Stock: ``BertForPreTraining`` + ``Trainer``, every example padded to the maximum length, MLM
-logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW.
-scratchbert: the sparse prediction head, length-grouped batches padded to the longest
+logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW, Hugging
+Face's dropout 0.1. scratchbert, as ``scratchbert pretrain`` trains by default (its dropout
+default, 0; the stock dropout measured too): the sparse prediction head, length-grouped batches padded to the longest
 member, the tensor collator, fused AdamW, the attention kernel ``--attention auto`` picks
 (SDPA on a GPU, eager on a CPU; the other one measured too), freed memory kept for reuse
 on a CPU (:mod:`scratchbert.allocator`; glibc's default measured too), and each precision
 this machine offers (``torch.compile`` measured as an option).
 
 Reports real (non-padding) tokens per second after a warm-up, the ratio to stock, and the
-model FLOP/s achieved against a large ``torch.mm`` measured in the same run.
+model FLOP/s achieved against a large ``torch.mm`` measured in the same run; under
+``matmuls``, the same machine's speed on the encoder's forward, input-gradient and
+weight-gradient matmuls at a step's shapes, and the fraction of the peak a step made of
+nothing else would reach.
 
     python benchmarks/pretrain_throughput.py [--presets tiny,base] [--steps 20]
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -73,23 +78,70 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
     return {"tokens_per_second": state["tokens"] / seconds, "seconds": seconds, "steps": steps}
 
 
+def training_matmuls(config, *, tokens: int, dtype_name: str, peak: float, repeats: int = 5) -> dict:
+    """How fast this machine runs the encoder's own matmuls, at one training step's shapes.
+
+    Each linear layer costs three matmuls per step: forward (x @ W.T), the input gradient
+    (dY @ W) and the weight gradient (dY.T @ x). Timed alone (best of ``repeats``), they give
+    the fraction of the ``torch.mm`` peak a step could reach if it did nothing else: a
+    ceiling set by the matmul library, not by scratchbert.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    dtype = getattr(torch, dtype_name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    h, i = config.hidden_size, config.intermediate_size
+    layers = [(h, h, 4), (h, i, 1), (i, h, 1)]  # (in, out, count per block): q, k, v, output; MLP in; MLP out
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first call warms up
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return min(times[1:])
+
+    seconds = {"forward": 0.0, "input_grad": 0.0, "weight_grad": 0.0}
+    flops = 0.0
+    for d_in, d_out, count in layers:
+        x, w, dy = (torch.randn(*shape, device=device).to(dtype)
+                    for shape in ((tokens, d_in), (d_out, d_in), (tokens, d_out)))
+        per = config.num_hidden_layers * count
+        seconds["forward"] += per * best(functools.partial(F.linear, x, w))
+        seconds["input_grad"] += per * best(functools.partial(torch.mm, dy, w))
+        seconds["weight_grad"] += per * best(functools.partial(torch.mm, dy.t(), x))
+        flops += per * 2 * tokens * d_in * d_out  # per matmul kind
+    out = {f"{k}_tflops": flops / v / 1e12 for k, v in seconds.items()}
+    out["tokens"], out["dtype"] = tokens, dtype_name
+    out["ceiling_fraction_of_matmul_peak"] = 3 * flops / sum(seconds.values()) / peak
+    return out
+
+
 def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size: int, steps: int, warmup: int,
                precisions: list[str], try_compile: bool, peak_bf16: float, peak_fp32: float) -> dict:
     import torch
-    from transformers import BertForPreTraining, DataCollatorForLanguageModeling
+    from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
     from scratchbert.modeling import build_config, flops_per_token, pretraining_model_class
-    from scratchbert.pretrain import resolve_attention, resolve_precision
+    from scratchbert.pretrain import PretrainConfig, resolve_attention, resolve_precision
     from scratchbert.pretraining_data import MlmNspCollator
 
-    config = build_config(preset, len(tokenizer), max_seq_len, dropout=0.1)
+    stock_dropout = BertConfig().hidden_dropout_prob  # Hugging Face's default, as the stock path trains
+    default_dropout = PretrainConfig.__dataclass_fields__["dropout"].default  # what `pretrain` trains with
+    config = build_config(preset, len(tokenizer), max_seq_len, dropout=stock_dropout)
     n = (warmup + steps) * batch_size
     data = dataset.shuffle(seed=0).select(range(min(n * 2, len(dataset))))
-    out: dict = {"batch_size": batch_size, "max_seq_len": max_seq_len, "vocab_size": config.vocab_size}
+    mean_len = sum(data["length"]) / len(data)
+    out: dict = {"batch_size": batch_size, "max_seq_len": max_seq_len, "vocab_size": config.vocab_size,
+                 "dropout": {"stock": stock_dropout, "scratchbert": default_dropout}}
 
     torch.manual_seed(0)
-    stock_config = build_config(preset, len(tokenizer), max_seq_len, dropout=0.1)
-    stock = BertForPreTraining(stock_config)
+    stock = BertForPreTraining(build_config(preset, len(tokenizer), max_seq_len, dropout=stock_dropout))
     stock_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, pad_to_multiple_of=max_seq_len)
     out["stock"] = measure(stock, stock_collator, data.remove_columns(["length"]), batch_size=batch_size, steps=steps,
                            warmup=warmup, precision="fp32", fused=False, grouped=False)
@@ -98,35 +150,44 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     out["stock"]["model_tflops"] = out["stock"]["tokens_per_second"] * stock_fpt / 1e12
     del stock
 
-    # scratchbert's defaults at each precision; then, at the last (fastest) precision, the
+    # scratchbert's defaults at each precision; then, at the last (fastest) precision, one
+    # change at a time: the stock recipe's dropout (like for like with the stock arm), the
     # attention kernel that "auto" did not pick, glibc's default malloc behaviour (on a CPU,
     # pretrain keeps freed memory for reuse: scratchbert.allocator), and torch.compile when asked.
     auto = resolve_attention("auto")
-    other = "sdpa" if auto == "eager" else "eager"
     cpu = not torch.cuda.is_available()
-    variants = ([(p, auto, False, True) for p in precisions] + [(precisions[-1], other, False, True)]
-                + ([(precisions[-1], auto, False, False)] if cpu else [])
-                + ([(precisions[-1], auto, True, True)] if try_compile else []))
-    for precision, attention, compiled, keep_memory in variants:
-        name = (f"scratchbert_{precision}" + (f"_{attention}" if attention != auto else "")
-                + ("" if keep_memory else "_default_malloc") + ("_compiled" if compiled else ""))
+    defaults = dict(attention=auto, compiled=False, keep_memory=True, dropout=default_dropout)
+    last = precisions[-1]
+    variants = [dict(defaults, precision=p) for p in precisions]
+    if default_dropout != stock_dropout:
+        variants.append(dict(defaults, precision=last, dropout=stock_dropout))
+    variants.append(dict(defaults, precision=last, attention="sdpa" if auto == "eager" else "eager"))
+    if cpu:
+        variants.append(dict(defaults, precision=last, keep_memory=False))
+    if try_compile:
+        variants.append(dict(defaults, precision=last, compiled=True))
+    for v in variants:
+        name = (f"scratchbert_{v['precision']}" + (f"_{v['attention']}" if v["attention"] != auto else "")
+                + (f"_dropout{v['dropout']:g}" if v["dropout"] != default_dropout else "")
+                + ("" if v["keep_memory"] else "_default_malloc") + ("_compiled" if v["compiled"] else ""))
         torch.manual_seed(0)
-        model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=0.1,
-                                                       attn_implementation=attention))
+        model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=v["dropout"],
+                                                       attn_implementation=v["attention"]))
         try:
             r = measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=steps, warmup=warmup,
-                        precision=precision, fused=True, grouped=True, compile_model=compiled, remove_unused=False,
-                        keep_memory=keep_memory)
+                        precision=v["precision"], fused=True, grouped=True, compile_model=v["compiled"],
+                        remove_unused=False, keep_memory=v["keep_memory"])
         except Exception as e:  # torch.compile can fail on some setups: report, don't hide
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
             continue
-        mean_len = sum(data["length"]) / len(data)
         r["model_tflops"] = r["tokens_per_second"] * flops_per_token(config, int(mean_len)) / 1e12
-        peak = peak_bf16 if precision in ("bf16", "fp16") else peak_fp32
+        peak = peak_bf16 if v["precision"] in ("bf16", "fp16") else peak_fp32
         r["fraction_of_matmul_peak"] = r["model_tflops"] * 1e12 / peak
         r["speedup_vs_stock"] = r["tokens_per_second"] / out["stock"]["tokens_per_second"]
-        r["attention"] = attention
+        r["attention"], r["dropout"] = v["attention"], v["dropout"]
         out[name] = r
+    out["matmuls"] = training_matmuls(config, tokens=int(batch_size * mean_len), dtype_name="bfloat16" if last != "fp32" else "float32",
+                                      peak=peak_bf16 if last != "fp32" else peak_fp32)
     best = max((v for k, v in out.items() if k.startswith("scratchbert_") and "tokens_per_second" in v),
                key=lambda v: v["tokens_per_second"])
     out["best_speedup_vs_stock"] = best["speedup_vs_stock"]
