@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from scratchbert.local_run import stand_in_data
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SCRATCHBERT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_DATA = stand_in_data()  # ../shared/data beside the checkout, or $SCRATCHBERT_SHARED_DATA
 ENWIKI_TRAIN = SHARED_DATA / "enwiki" / "train.txt"
 ENWIKI_VALID = SHARED_DATA / "enwiki" / "valid.txt"
 WIKITEXT2_BYTES = 11_000_000  # the size of WikiText-2's raw text, as the article used

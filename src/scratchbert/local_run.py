@@ -11,7 +11,8 @@ What :func:`run_local` does, in order:
 4. sets the ``AWS_*`` variables for the pipeline's task processes and uploads local corpus
    and SQuAD files to ``s3://scratchbert-inputs/<run id>/...``, so the tasks read them from
    ``s3://`` exactly as on a cluster (``hf://`` and ``s3://`` inputs are passed unchanged;
-   with no input at all the pipeline's defaults, WikiText-2 and SQuAD from the Hub, apply);
+   with no input at all the pipeline's defaults, WikiText-2 and SQuAD from the Hub, apply,
+   or their offline stand-ins when the Hub cannot be reached: :func:`stand_in_data`);
 5. runs the pipeline, the same function that is compiled for the cluster, through
    ``kfp.local`` (``pipelines/local_run.py``); its publish task publishes the QA model into
    the S3 server;
@@ -67,6 +68,14 @@ REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_steps": -1, "time_budget_minutes": 10.0, "qa_max_steps": 600,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
+
+# With no inputs a run trains on the Hub's WikiText-2 and SQuAD (the pipeline's defaults). When
+# the Hub cannot be reached, the same kinds of data in ../shared/data beside the checkout (or
+# $SCRATCHBERT_SHARED_DATA) stand in for them: that folder's README says it holds offline
+# stand-ins for exactly these Hub datasets. 11 MB of the Wikipedia text is WikiText-2's size.
+STAND_IN_ENV = "SCRATCHBERT_SHARED_DATA"
+STAND_INS = {"corpus": "enwiki/train.txt", "squad_train": "squad/train-v1.1.json", "squad_dev": "squad/dev-v1.1.json"}
+STAND_IN_CORPUS_BYTES = 11_000_000
 
 # run_local keyword -> pipeline parameter (those passed only when set or defaulted above).
 _PIPELINE_PARAMS = {
@@ -141,11 +150,14 @@ def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_
             raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")
     endpoint_env = _endpoint_env(endpoint) if endpoint is not None else None
     run_pipeline = _load_pipeline_runner()
+    settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
+    if not synthetic:
+        sources, stand_in_settings = _offline_stand_ins(sources)
+        settings.update(stand_in_settings)
     run_id, run_dir = _new_run_dir(workdir)
     if synthetic:
         sources.update(_write_synthetic(run_dir / "inputs", sources))
 
-    settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
     given = dict(preset=preset, vocab_size=vocab_size, max_seq_len=max_seq_len, dupe_factor=dupe_factor,
                  max_steps=max_steps, time_budget_minutes=time_budget_minutes, batch_size=batch_size,
                  learning_rate=learning_rate, max_corpus_bytes=max_corpus_bytes, eval_max_examples=eval_max_examples,
@@ -264,6 +276,49 @@ def _new_run_dir(workdir: Path) -> tuple[str, Path]:
     raise ScratchBertError(f"could not create a new run folder in {workdir}; clean it up")
 
 
+def stand_in_data() -> Path:
+    """The folder of offline stand-ins for the Hub's datasets (see :data:`STAND_INS`)."""
+    return Path(os.environ.get(STAND_IN_ENV) or checkout_root().parent / "shared" / "data")
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``) answers at all, with any HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:  # URLError, refused, no DNS, timed out
+        return False
+    return True
+
+
+def _offline_stand_ins(sources: dict) -> tuple[dict, dict]:
+    """The inputs with the Hub defaults swapped for their stand-ins when the Hub is unreachable,
+    and the settings that go with them (the corpus's size); unchanged when nothing defaults
+    to the Hub or it answers."""
+    from huggingface_hub import constants
+
+    missing = [name for name in STAND_INS if sources[name] is None]
+    # HF_HUB_OFFLINE=1: the tasks read the Hub's datasets from its local cache, on purpose
+    if not missing or constants.HF_HUB_OFFLINE or hub_reachable():
+        return sources, {}
+    folder = stand_in_data()
+    flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+    if not all((folder / STAND_INS[name]).is_file() for name in missing):
+        raise ScratchBertError(f"the Hugging Face Hub is unreachable and {flags} default to data on it; give local files or "
+                               f"s3:// URIs with {flags}, or pass --synthetic for generated data")
+    print(f"{COMMAND}: the Hugging Face Hub is unreachable; using the offline stand-ins in {folder} for {flags}"
+          + (f" (by default the corpus's first {STAND_IN_CORPUS_BYTES // 1_000_000} MB, WikiText-2's size)" if "corpus" in missing else ""),
+          file=sys.stderr, flush=True)
+    sources = dict(sources, **{name: str(folder / STAND_INS[name]) for name in missing})
+    return sources, ({"max_corpus_bytes": STAND_IN_CORPUS_BYTES} if "corpus" in missing else {})
+
+
 def _is_remote(uri: str) -> bool:
     return uri.startswith(("s3://", "hf://"))
 
@@ -371,10 +426,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", help="corpus: .txt file or folder, s3://... or hf://... (default: WikiText-2, or generated with --synthetic)")
+    p.add_argument("--corpus", help="corpus: .txt file or folder, s3://... or hf://... (default: WikiText-2 from the Hub; offline, the first 11 MB of ../shared/data/enwiki/train.txt; generated with --synthetic)")
     p.add_argument("--valid-corpus", help="separate validation corpus (default: hold out 2%% of the corpus)")
-    p.add_argument("--squad-train", help="SQuAD v1.1 training JSON, s3://... or hf://... (default: hf://rajpurkar/squad/train)")
-    p.add_argument("--squad-dev", help="SQuAD v1.1 evaluation JSON, s3://... or hf://... (default: hf://rajpurkar/squad/validation)")
+    p.add_argument("--squad-train", help="SQuAD v1.1 training JSON, s3://... or hf://... (default: hf://rajpurkar/squad/train; offline, ../shared/data/squad/train-v1.1.json)")
+    p.add_argument("--squad-dev", help="SQuAD v1.1 evaluation JSON, s3://... or hf://... (default: hf://rajpurkar/squad/validation; offline, ../shared/data/squad/dev-v1.1.json)")
     p.add_argument("--synthetic", action="store_true", help="generate the inputs not given; nano model, a few minutes of CPU")
     p.add_argument("--endpoint", help="use this S3 endpoint (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) instead of an embedded server")
     for flag, tp, text in [

@@ -112,6 +112,105 @@ def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / "runs" / "s3-store").exists()
 
 
+def _stand_ins(folder: Path) -> Path:
+    from scratchbert import local_run, synthetic
+
+    for name, rel in local_run.STAND_INS.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    synthetic.write_corpus(folder / local_run.STAND_INS["corpus"], 20, seed=1)
+    for name in ("squad_train", "squad_dev"):
+        (folder / local_run.STAND_INS[name]).write_text('{"version": "1.1", "data": []}')
+    return folder
+
+
+def test_offline_without_stand_ins_stops_in_one_line_before_anything_starts(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from scratchbert import local_run
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: False)
+    monkeypatch.setenv(local_run.STAND_IN_ENV, str(tmp_path / "no-such-folder"))
+    assert local_run.main(["--workdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Hub is unreachable" in err and "--corpus, --squad-train, --squad-dev" in err and "--synthetic" in err
+    assert "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from scratchbert import local_run
+
+    folder = _stand_ins(tmp_path / "shared-data")
+    monkeypatch.setenv(local_run.STAND_IN_ENV, str(folder))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
+    given = {"corpus": None, "valid_corpus": None, "squad_train": None, "squad_dev": "s3://bucket/dev.json"}
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: True)
+    assert local_run._offline_stand_ins(given) == (given, {})
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: False)
+    sources, settings = local_run._offline_stand_ins(given)
+    assert sources == {"corpus": str(folder / "enwiki/train.txt"), "valid_corpus": None,
+                       "squad_train": str(folder / "squad/train-v1.1.json"), "squad_dev": "s3://bucket/dev.json"}
+    assert settings == {"max_corpus_bytes": 11_000_000}
+    assert "--corpus, --squad-train" in capsys.readouterr().err
+    # HF_HUB_OFFLINE=1: the Hub's cache is meant to serve, nothing is swapped
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert local_run._offline_stand_ins(given) == (given, {})
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    # nothing left to default: the Hub is not even asked
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: pytest.fail("asked the Hub"))
+    assert local_run._offline_stand_ins(dict(given, corpus="c.txt", squad_train="t.json")) == (dict(given, corpus="c.txt", squad_train="t.json"), {})
+
+
+def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from scratchbert import local_run
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    monkeypatch.setenv(local_run.STAND_IN_ENV, str(_stand_ins(tmp_path / "shared-data")))
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
+    seen = {}
+
+    def runner(arguments, outputs):  # stands in for kfp.local: the arguments are what is checked
+        from scratchbert import storage
+
+        got = storage.download(arguments["corpus_uri"], tmp_path / "got")  # one object: its local file
+        seen.update(arguments, corpus_bytes=got.stat().st_size)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(local_run, "_load_pipeline_runner", lambda: runner)
+    with pytest.raises(ScratchBertError, match="stopped by the test"):
+        run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, max_corpus_bytes=5000)
+    assert seen["corpus_uri"].startswith("s3://scratchbert-inputs/") and seen["squad_dev_uri"].startswith("s3://")
+    assert seen["corpus_bytes"] == (tmp_path / "shared-data/enwiki/train.txt").stat().st_size
+    assert seen["max_corpus_bytes"] == 5000 and seen["preset"] == "tiny"
+
+
+def test_hub_reachable_counts_any_answer_and_no_answer_as_unreachable(monkeypatch):
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from scratchbert.local_run import hub_reachable
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501 to HEAD
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert hub_reachable(timeout=5)
+    finally:
+        server.server_close()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")  # closed now
+    assert not hub_reachable(timeout=5)
+
+
 def test_endpoint_needs_credentials(tmp_path, monkeypatch):
     for k in AWS_VARS:
         monkeypatch.delenv(k, raising=False)

@@ -10,14 +10,13 @@ import string
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from scratchbert.local_run import stand_in_data
 from scratchbert.metrics import SQUAD_V1_DIR, squad_metric
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-DEV = SHARED / "squad" / "dev-v1.1.json"
+DEV = stand_in_data() / "squad" / "dev-v1.1.json"
 
 
 @pytest.fixture(scope="module")
