@@ -92,7 +92,8 @@ class QAConfig:
         "Move an answer_start that does not point at its answer text to the nearest occurrence of that text "
         "(counted in metrics.json); when off, such an answer is an error."))
     bf16: str = field(default="auto", metadata=_help(
-        "bfloat16 mixed precision: 'auto' (on when the GPU supports it), 'true' or 'false'."))
+        "bfloat16 mixed precision: 'auto' (on where the hardware has bf16: GPUs that support it, CPUs with "
+        "AMX or AVX512-BF16, as in pretraining), 'true' or 'false'."))
     num_workers: int = field(default=0, metadata=_help(
         "Worker processes for tokenisation and data loading (0: in the main process)."))
     logging_steps: int = field(default=50, metadata=_help("Log loss and learning rate every N steps."))
@@ -540,15 +541,18 @@ def _validate(cfg: QAConfig) -> None:
             raise ScratchBertError(f"QA fine-tuning: {message}")
 
 
-def _use_bf16(setting: str) -> bool:
+def use_bf16(setting: str) -> bool:
+    """Whether QA fine-tuning runs with bf16 autocast: ``true``, ``false``, or ``auto``, which
+    follows pretraining's rule (:func:`scratchbert.pretrain.resolve_precision`): GPUs with
+    bf16, CPUs with bf16 matrix instructions (AMX or AVX512-BF16)."""
     import torch
 
+    from scratchbert.pretrain import resolve_precision
+
     setting = str(setting).lower()
-    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if setting == "true" and torch.cuda.is_available() and not supported:
+    if setting == "true" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ScratchBertError("bf16 is true but this GPU has no bfloat16 support; use --bf16 auto or false")
-    # 'auto' stays off on CPU: bf16 autocast there is slower than float32 on most CPUs.
-    return setting == "true" or (setting == "auto" and supported)
+    return setting == "true" or (setting == "auto" and resolve_precision("auto") == "bf16")
 
 
 def _report_to() -> list[str]:
@@ -589,7 +593,7 @@ def finetune_qa(cfg: QAConfig) -> dict:
         raise ScratchBertError(
             f"doc_stride {cfg.doc_stride} leaves room for fewer than 8 question tokens in a {cfg.max_seq_len}-token "
             f"window; use doc_stride at most {cfg.max_seq_len - specials - 16} (about a third of max_seq_len is usual)")
-    bf16 = _use_bf16(cfg.bf16)
+    bf16 = use_bf16(cfg.bf16)
 
     train_set, train_repaired = load_squad(cfg.train, split="train", repair_answer_starts=cfg.repair_answer_starts,
                                            max_examples=cfg.max_train_examples)
@@ -624,6 +628,7 @@ def finetune_qa(cfg: QAConfig) -> dict:
             weight_decay=cfg.weight_decay,
             max_grad_norm=cfg.max_grad_norm,
             bf16=bf16,
+            use_cpu=not torch.cuda.is_available(),  # the Trainer refuses bf16 on a CPU without it
             logging_strategy="steps",
             logging_steps=cfg.logging_steps,
             logging_first_step=True,

@@ -370,6 +370,33 @@ def test_failure_leaves_no_output(model_dir, squad_files, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == [bad_eval]  # no temporary folder left behind either
 
 
+def test_bf16_true_fine_tunes_on_a_cpu_and_saves_fp32_weights(model_dir, squad_files, tmp_path):
+    """The Trainer refuses bf16 on a CPU unless told it is one; weights stay fp32 (autocast)."""
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    out = tmp_path / "qa"
+    metrics = finetune_qa(QAConfig(model=str(model_dir), train=str(squad_files[1]), eval=str(squad_files[1]),
+                                   out=str(out), max_seq_len=128, doc_stride=64, max_steps=2, batch_size=8,
+                                   max_train_examples=16, max_eval_examples=8, bf16="true"))
+    assert metrics["bf16"] == 1 and metrics["train_steps"] == 2
+    assert BertForQuestionAnswering.from_pretrained(out).qa_outputs.weight.dtype == torch.float32
+
+
+def test_bf16_auto_follows_the_pretraining_rule(monkeypatch):
+    import torch
+
+    from scratchbert import pretrain
+    from scratchbert.qa import use_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU rule is what is checked")
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(pretrain, "cpu_has_bf16", lambda: has_bf16)
+        assert use_bf16("auto") is has_bf16
+        assert use_bf16("true") is True and use_bf16("false") is False
+
+
 @pytest.fixture
 def one_thread():
     """A 64-wide model gains nothing from a second thread, and one thread is immune to the

@@ -1,0 +1,76 @@
+"""QA fine-tuning speed and quality at each precision, same model, same questions, same run.
+
+Fine-tunes one pretrained model on the first ``--train-examples`` questions of
+``squad/train-v1.1.json`` for ``--steps`` steps, once in fp32 and once with bf16 autocast,
+and scores both on the first ``--eval-examples`` questions of ``squad/dev-v1.1.json``.
+Reports windows per second of training, the speed-up, EM/F1, and what ``--bf16 auto``
+picks on this machine. The model is ``--model``, or (cached in the work folder) the
+``--preset`` pretrained for ``--pretrain-minutes`` on the first 11 MB of ``enwiki/train.txt``.
+
+    python benchmarks/qa_finetune.py [--preset tiny] [--steps 150] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA, emit, prepared_data, require_shared_data  # noqa: E402
+
+os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
+
+
+def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
+    from scratchbert.pretrain import PretrainConfig, pretrain
+
+    out = work / f"qa-bench-model-{preset}-{minutes:g}min"
+    if not out.is_dir():
+        _, data_dir, _ = prepared_data(work, valid=False)
+        pretrain(PretrainConfig(dataset=str(data_dir), out=str(out), preset=preset, time_budget_minutes=minutes,
+                                eval_steps=0, save_steps=10**9, logging_steps=100))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="pretrained model folder (default: pretrain --preset for --pretrain-minutes)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--pretrain-minutes", type=float, default=3.0)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-examples", type=int, default=8000)
+    p.add_argument("--eval-examples", type=int, default=500)
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
+    args = p.parse_args()
+    require_shared_data()
+    from scratchbert.qa import QAConfig, finetune_qa, use_bf16
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model) if args.model else pretrained_model(work, args.preset, args.pretrain_minutes)
+    result = {"benchmark": "qa_finetune", "model": str(model), "steps": args.steps, "batch_size": args.batch_size,
+              "train_examples": args.train_examples, "eval_examples": args.eval_examples,
+              "auto_picks_bf16": use_bf16("auto")}
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        for bf16 in ("false", "true"):
+            with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its summary on stdout
+                m = finetune_qa(QAConfig(model=str(model), train=str(SHARED_DATA / "squad" / "train-v1.1.json"),
+                                         eval=str(SHARED_DATA / "squad" / "dev-v1.1.json"), out=str(Path(tmp) / bf16),
+                                         max_steps=args.steps, batch_size=args.batch_size, bf16=bf16,
+                                         max_train_examples=args.train_examples, max_eval_examples=args.eval_examples,
+                                         logging_steps=10**9))
+            result["bf16" if bf16 == "true" else "fp32"] = {
+                "train_seconds": m["train_seconds"], "windows_per_second": args.steps * args.batch_size / m["train_seconds"],
+                "eval_seconds": m["eval_seconds"], "exact_match": m["exact_match"], "f1": m["f1"],
+                "train_loss": m["train_loss"]}
+    result["bf16_speedup"] = result["bf16"]["windows_per_second"] / result["fp32"]["windows_per_second"]
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
