@@ -77,15 +77,29 @@ STAND_IN_ENV = "SCRATCHBERT_SHARED_DATA"
 STAND_INS = {"corpus": "enwiki/train.txt", "squad_train": "squad/train-v1.1.json", "squad_dev": "squad/dev-v1.1.json"}
 STAND_IN_CORPUS_BYTES = 11_000_000
 
-# run_local keyword -> pipeline parameter (those passed only when set or defaulted above).
-_PIPELINE_PARAMS = {
-    "preset": "preset", "vocab_size": "vocab_size", "max_seq_len": "max_seq_len", "dupe_factor": "dupe_factor",
-    "max_steps": "pretrain_max_steps", "time_budget_minutes": "pretrain_time_budget_minutes",
-    "batch_size": "batch_size", "learning_rate": "learning_rate", "max_corpus_bytes": "max_corpus_bytes",
-    "eval_max_examples": "eval_max_examples", "qa_max_steps": "qa_max_steps", "qa_batch_size": "qa_batch_size",
-    "qa_learning_rate": "qa_learning_rate", "qa_max_seq_len": "qa_max_seq_len",
-    "qa_max_train_examples": "qa_max_train_examples", "qa_max_eval_examples": "qa_max_eval_examples",
-    "publish_uri": "publish_uri", "publish_version": "publish_version", "checkpoint_uri": "checkpoint_uri",
+# The pipeline parameters a local run sets: run_local keyword (and run-local --flag) ->
+# (pipeline parameter, type, help). Each is passed only when given or defaulted above.
+# run_local's signature lists the same keywords; a test keeps the two in step.
+_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "preset": ("preset", str, "model size: nano, tiny, mini, small, medium, base"),
+    "vocab_size": ("vocab_size", int, "WordPiece vocabulary size"),
+    "max_seq_len": ("max_seq_len", int, "tokens per pretraining example"),
+    "dupe_factor": ("dupe_factor", int, "times each training document is cut into examples (5 or so for a small corpus trained for several epochs)"),
+    "max_steps": ("pretrain_max_steps", int, "pretraining steps (-1: one epoch or the time budget)"),
+    "time_budget_minutes": ("pretrain_time_budget_minutes", float, "stop pretraining after this many minutes (0: no budget)"),
+    "batch_size": ("batch_size", int, "pretraining batch size"),
+    "learning_rate": ("learning_rate", float, "pretraining peak learning rate"),
+    "max_corpus_bytes": ("max_corpus_bytes", int, "use only the first N bytes of the corpus (0: all)"),
+    "eval_max_examples": ("eval_max_examples", int, "evaluate on at most N validation examples (0: all)"),
+    "qa_max_steps": ("qa_max_steps", int, "QA fine-tuning steps (-1: 2 epochs)"),
+    "qa_batch_size": ("qa_batch_size", int, "QA batch size"),
+    "qa_learning_rate": ("qa_learning_rate", float, "QA peak learning rate"),
+    "qa_max_seq_len": ("qa_max_seq_len", int, "tokens per QA window"),
+    "qa_max_train_examples": ("qa_max_train_examples", int, "use only the first N SQuAD training questions (0: all)"),
+    "qa_max_eval_examples": ("qa_max_eval_examples", int, "score only the first N SQuAD evaluation questions (0: all)"),
+    "publish_uri": ("publish_uri", str, "s3://bucket/prefix to publish the QA model under"),
+    "publish_version": ("publish_version", str, "version folder name (default: the UTC time)"),
+    "checkpoint_uri": ("checkpoint_uri", str, "s3:// prefix mirroring pretraining checkpoints"),
 }
 # Stage -> (local task folder name, output artifact holding the stage's metrics.json).
 STAGE_OUTPUTS = {
@@ -143,6 +157,7 @@ def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_
         ScratchBertError: a bad input path, no checkout, a missing ``weed``, missing
             credentials for ``endpoint``, or a failed task (its error is in the log above).
     """
+    given = {k: v for k, v in locals().items() if k in _OPTIONS and v is not None}  # first: parameters only
     workdir = Path(workdir).resolve()
     sources = {"corpus": corpus, "valid_corpus": valid_corpus, "squad_train": squad_train, "squad_dev": squad_dev}
     for name, value in sources.items():
@@ -158,15 +173,8 @@ def run_local(corpus: str | None = None, valid_corpus: str | None = None, squad_
     if synthetic:
         sources.update(_write_synthetic(run_dir / "inputs", sources))
 
-    given = dict(preset=preset, vocab_size=vocab_size, max_seq_len=max_seq_len, dupe_factor=dupe_factor,
-                 max_steps=max_steps, time_budget_minutes=time_budget_minutes, batch_size=batch_size,
-                 learning_rate=learning_rate, max_corpus_bytes=max_corpus_bytes, eval_max_examples=eval_max_examples,
-                 qa_max_steps=qa_max_steps, qa_batch_size=qa_batch_size, qa_learning_rate=qa_learning_rate,
-                 qa_max_seq_len=qa_max_seq_len, qa_max_train_examples=qa_max_train_examples,
-                 qa_max_eval_examples=qa_max_eval_examples, publish_uri=publish_uri, publish_version=publish_version,
-                 checkpoint_uri=checkpoint_uri)
-    settings.update({k: v for k, v in given.items() if v is not None})
-    arguments = {_PIPELINE_PARAMS[k]: v for k, v in settings.items()}
+    settings.update(given)
+    arguments = {_OPTIONS[k][0]: v for k, v in settings.items()}
     arguments["qa_on_gpu"] = False  # no GPU branch locally (kfp.local ignores accelerators anyway)
 
     server = None
@@ -432,28 +440,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--squad-dev", help="SQuAD v1.1 evaluation JSON, s3://... or hf://... (default: hf://rajpurkar/squad/validation; offline, ../shared/data/squad/dev-v1.1.json)")
     p.add_argument("--synthetic", action="store_true", help="generate the inputs not given; nano model, a few minutes of CPU")
     p.add_argument("--endpoint", help="use this S3 endpoint (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) instead of an embedded server")
-    for flag, tp, text in [
-        ("--preset", str, "model size: nano, tiny, mini, small, medium, base"),
-        ("--vocab-size", int, "WordPiece vocabulary size"),
-        ("--max-seq-len", int, "tokens per pretraining example"),
-        ("--dupe-factor", int, "times each training document is cut into examples (5 or so for a small corpus trained for several epochs)"),
-        ("--max-steps", int, "pretraining steps (-1: one epoch or the time budget)"),
-        ("--time-budget-minutes", float, "stop pretraining after this many minutes (0: no budget)"),
-        ("--batch-size", int, "pretraining batch size"),
-        ("--learning-rate", float, "pretraining peak learning rate"),
-        ("--max-corpus-bytes", int, "use only the first N bytes of the corpus (0: all)"),
-        ("--eval-max-examples", int, "evaluate on at most N validation examples (0: all)"),
-        ("--qa-max-steps", int, "QA fine-tuning steps (-1: 2 epochs)"),
-        ("--qa-batch-size", int, "QA batch size"),
-        ("--qa-learning-rate", float, "QA peak learning rate"),
-        ("--qa-max-seq-len", int, "tokens per QA window"),
-        ("--qa-max-train-examples", int, "use only the first N SQuAD training questions (0: all)"),
-        ("--qa-max-eval-examples", int, "score only the first N SQuAD evaluation questions (0: all)"),
-        ("--publish-uri", str, "s3://bucket/prefix to publish the QA model under"),
-        ("--publish-version", str, "version folder name (default: the UTC time)"),
-        ("--checkpoint-uri", str, "s3:// prefix mirroring pretraining checkpoints"),
-    ]:
-        p.add_argument(flag, type=tp, help=f"{text} (default: the run's default)")
+    for name, (_, tp, text) in _OPTIONS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=tp, help=f"{text} (default: the run's default)")
     p.add_argument("--workdir", default="runs/local", help="folder of the runs (default: %(default)s)")
     p.add_argument("--keep-store", default="", help="data folder of the embedded S3 server, kept after the run (default: WORKDIR/s3-store)")
     p.add_argument("--temporary-store", action="store_true", help="use a throw-away S3 store instead (the published model is gone after the run)")
@@ -461,7 +449,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_from_args(args) -> dict:
     names = ["corpus", "valid_corpus", "squad_train", "squad_dev"]
-    options = {k: getattr(args, k) for k in _PIPELINE_PARAMS}
+    options = {k: getattr(args, k) for k in _OPTIONS}
     summary = run_local(*(getattr(args, n) for n in names), synthetic=args.synthetic, endpoint=args.endpoint,
                         workdir=args.workdir, keep_store=None if args.temporary_store else args.keep_store,
                         **options)

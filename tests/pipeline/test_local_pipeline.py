@@ -226,6 +226,23 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path, capsys):
     assert err.startswith("scratchbert run-local: error: corpus ") and "does not exist" in err and "\n" not in err
 
 
+def test_every_option_is_a_run_local_keyword_a_flag_and_a_pipeline_parameter():
+    import argparse
+    import inspect
+
+    import yaml
+
+    from scratchbert.local_run import _OPTIONS, add_parser
+
+    fixed = {"corpus", "valid_corpus", "squad_train", "squad_dev", "synthetic", "endpoint", "workdir", "keep_store", "quiet"}
+    assert set(inspect.signature(run_local).parameters) - fixed == set(_OPTIONS)
+    parser = add_parser(argparse.ArgumentParser().add_subparsers())
+    flags = {a.dest for a in parser._actions}
+    assert set(_OPTIONS) <= flags
+    compiled = next(yaml.safe_load_all((ROOT / "pipelines" / "bert_pipeline.yaml").read_text()))  # the spec
+    assert {param for param, _, _ in _OPTIONS.values()} <= set(compiled["root"]["inputDefinitions"]["parameters"])
+
+
 def test_library_never_imports_kfp():
     """scratchbert (run-local included) imports and registers its command with kfp unavailable."""
     code = ("import sys, argparse; sys.modules['kfp'] = None\n"
