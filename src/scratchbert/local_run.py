@@ -286,7 +286,7 @@ def _new_run_dir(workdir: Path) -> tuple[str, Path]:
 
 def stand_in_data() -> Path:
     """The folder of offline stand-ins for the Hub's datasets (see :data:`STAND_INS`)."""
-    return Path(os.environ.get(STAND_IN_ENV) or checkout_root().parent / "shared" / "data")
+    return Path(os.environ.get(STAND_IN_ENV) or _checkout_path().parent / "shared" / "data")
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:
@@ -399,9 +399,13 @@ def _write_synthetic(folder: Path, sources: dict) -> dict:
     return made
 
 
+def _checkout_path() -> Path:
+    return Path(os.environ.get("SCRATCHBERT_CHECKOUT") or Path(__file__).resolve().parents[2])
+
+
 def checkout_root() -> Path:
     """The source checkout holding ``pipelines/`` and ``components/`` (``SCRATCHBERT_CHECKOUT`` overrides)."""
-    root = Path(os.environ.get("SCRATCHBERT_CHECKOUT") or Path(__file__).resolve().parents[2])
+    root = _checkout_path()
     if not (root / "pipelines" / "bert_pipeline.py").is_file() or not (root / "components").is_dir():
         raise ScratchBertError(f"no scratchbert checkout at {root} (pipelines/bert_pipeline.py and components/ are not there); "
                                "run from a clone installed with `pip install -e '.[pipeline]'` or set SCRATCHBERT_CHECKOUT")
