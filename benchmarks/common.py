@@ -13,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from scratchbert.local_run import stand_in_data
+from scratchbert.local_run import STAND_IN_CORPUS_BYTES, STAND_INS, stand_in_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = stand_in_data()  # ../shared/data beside the checkout, or $SCRATCHBERT_SHARED_DATA
-ENWIKI_TRAIN = SHARED_DATA / "enwiki" / "train.txt"
+ENWIKI_TRAIN = SHARED_DATA / STAND_INS["corpus"]
 ENWIKI_VALID = SHARED_DATA / "enwiki" / "valid.txt"
-WIKITEXT2_BYTES = 11_000_000  # the size of WikiText-2's raw text, as the article used
+SQUAD_TRAIN, SQUAD_DEV = SHARED_DATA / STAND_INS["squad_train"], SHARED_DATA / STAND_INS["squad_dev"]
+WIKITEXT2_BYTES = STAND_IN_CORPUS_BYTES  # the size of WikiText-2's raw text, as the article used
 
 # The article's recipe: BERT-base, Hugging Face defaults, lr 5e-5, batch 16, no warmup,
 # fp32, padding to max length, MLM logits over every position.
@@ -48,6 +49,21 @@ def require_shared_data() -> None:
         sys.exit(0)
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``fn`` after one warm-up call (GPU work synchronised)."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    times = []
+    for _ in range(repeats + 1):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
+
+
 def matmul_peak(dtype_name: str = "bfloat16", n: int = 2048, repeats: int = 10) -> float:
     """FLOP/s of a large square ``torch.mm`` on this machine (the best of ``repeats``)."""
     import torch
@@ -58,16 +74,7 @@ def matmul_peak(dtype_name: str = "bfloat16", n: int = 2048, repeats: int = 10) 
         n = max(n, 8192)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    best = float("inf")
-    for _ in range(repeats + 2):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    return 2 * n ** 3 / best_seconds(lambda: torch.mm(a, b), repeats)
 
 
 def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128,

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, matmul_peak, prepared_data, require_shared_data  # noqa: E402
+from common import best_seconds, emit, matmul_peak, prepared_data, require_shared_data  # noqa: E402
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 
@@ -95,27 +95,15 @@ def training_matmuls(config, *, tokens: int, dtype_name: str, peak: float, repea
     h, i = config.hidden_size, config.intermediate_size
     layers = [(h, h, 4), (h, i, 1), (i, h, 1)]  # (in, out, count per block): q, k, v, output; MLP in; MLP out
 
-    def best(fn) -> float:
-        times = []
-        for _ in range(repeats + 1):  # the first call warms up
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-        return min(times[1:])
-
     seconds = {"forward": 0.0, "input_grad": 0.0, "weight_grad": 0.0}
     flops = 0.0
     for d_in, d_out, count in layers:
         x, w, dy = (torch.randn(*shape, device=device).to(dtype)
                     for shape in ((tokens, d_in), (d_out, d_in), (tokens, d_out)))
         per = config.num_hidden_layers * count
-        seconds["forward"] += per * best(functools.partial(F.linear, x, w))
-        seconds["input_grad"] += per * best(functools.partial(torch.mm, dy, w))
-        seconds["weight_grad"] += per * best(functools.partial(torch.mm, dy.t(), x))
+        seconds["forward"] += per * best_seconds(functools.partial(F.linear, x, w), repeats)
+        seconds["input_grad"] += per * best_seconds(functools.partial(torch.mm, dy, w), repeats)
+        seconds["weight_grad"] += per * best_seconds(functools.partial(torch.mm, dy.t(), x), repeats)
         flops += per * 2 * tokens * d_in * d_out  # per matmul kind
     out = {f"{k}_tflops": flops / v / 1e12 for k, v in seconds.items()}
     out["tokens"], out["dtype"] = tokens, dtype_name
@@ -133,7 +121,7 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     from scratchbert.pretraining_data import MlmNspCollator
 
     stock_dropout = BertConfig().hidden_dropout_prob  # Hugging Face's default, as the stock path trains
-    default_dropout = PretrainConfig.__dataclass_fields__["dropout"].default  # what `pretrain` trains with
+    default_dropout = PretrainConfig.dropout  # the field's default: what `pretrain` trains with
     config = build_config(preset, len(tokenizer), max_seq_len, dropout=stock_dropout)
     n = (warmup + steps) * batch_size
     data = dataset.shuffle(seed=0).select(range(min(n * 2, len(dataset))))

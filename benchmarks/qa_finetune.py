@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, emit, prepared_data, require_shared_data  # noqa: E402
+from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data  # noqa: E402
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 
@@ -59,8 +59,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for bf16 in ("false", "true"):
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its summary on stdout
-                m = finetune_qa(QAConfig(model=str(model), train=str(SHARED_DATA / "squad" / "train-v1.1.json"),
-                                         eval=str(SHARED_DATA / "squad" / "dev-v1.1.json"), out=str(Path(tmp) / bf16),
+                m = finetune_qa(QAConfig(model=str(model), train=str(SQUAD_TRAIN),
+                                         eval=str(SQUAD_DEV), out=str(Path(tmp) / bf16),
                                          max_steps=args.steps, batch_size=args.batch_size, bf16=bf16,
                                          max_train_examples=args.train_examples, max_eval_examples=args.eval_examples,
                                          logging_steps=10**9))
