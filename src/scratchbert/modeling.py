@@ -120,17 +120,69 @@ def _pretraining_model_class():
             rows = F.pad(where, (0, -n % PREDICTION_ROWS if n else PREDICTION_ROWS))
             targets = F.pad(flat_labels[where], (0, rows.numel() - n), value=-100)
             hidden = sequence_output.reshape(-1, sequence_output.shape[-1]).index_select(0, rows)
-            # fp32 for the softmax; returned as is, so that accelerate's autocast wrapper
-            # (``convert_outputs_to_fp32``) does not make a second fp32 copy of the logits
-            mlm_logits = self.cls.predictions(hidden).float()
-            # a batch with nothing masked contributes no MLM loss (not NaN)
-            loss = F.cross_entropy(mlm_logits, targets) if n else mlm_logits.sum() * 0.0
+            loss, mlm_logits = masked_lm_loss(self.cls.predictions(hidden), targets)
             if next_sentence_label is not None:
                 loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
             return BertForPreTrainingOutput(loss=loss, prediction_logits=mlm_logits[:n],
                                             seq_relationship_logits=nsp_logits)
 
     return ScratchBertForPreTraining
+
+
+def _masked_lm_loss_function():
+    import torch
+
+    class MaskedLMLoss(torch.autograd.Function):
+        """Mean cross-entropy over the rows whose target is not -100, and the fp32 logits.
+
+        Same value and gradient as ``F.cross_entropy(logits.float(), targets)`` (the test
+        compares them), with a cheaper backward: ATen's fills a zero tensor the size of the
+        logits for the NLL gradient and then runs log-softmax's backward over it; this one
+        turns the saved log-probabilities into probabilities in place and subtracts one at
+        the targets. At the vocabulary head those are the largest tensors of a small model's
+        step (``tiny``, batch 64: ~1,000 rows x 30,522 words). Through the Trainer, bf16
+        on 2 CPU cores, 60 steps, two runs each: tiny 32.6-34.7k -> 35.9-37.6k tokens/s,
+        mini 13.5-14.2k -> 14.5-14.8k.
+        The logits come back in fp32 as they were computed, so that accelerate's autocast
+        wrapper (``convert_outputs_to_fp32``) does not make a second fp32 copy.
+        """
+
+        @staticmethod
+        def forward(ctx, logits, targets):
+            logits32 = logits.float()  # fp32 for the softmax
+            log_probs = torch.log_softmax(logits32, dim=1)
+            valid = targets != -100
+            count = valid.sum().clamp_min(1)  # nothing masked: loss 0, not NaN
+            safe = torch.where(valid, targets, 0)
+            loss = -(log_probs.gather(1, safe[:, None]).squeeze(1) * valid).sum() / count
+            ctx.save_for_backward(log_probs, safe, valid, count)
+            ctx.logits_dtype = logits.dtype
+            ctx.set_materialize_grads(False)  # the logits output usually gets no gradient
+            return loss, logits32
+
+        @staticmethod
+        def backward(ctx, grad_loss, grad_logits):
+            log_probs, safe, valid, count = ctx.saved_tensors
+            # in place: a second backward through the same graph fails autograd's version check
+            grad = log_probs.exp_()
+            grad[torch.arange(grad.shape[0], device=grad.device), safe] -= 1
+            grad.mul_((valid * (grad_loss / count))[:, None] if grad_loss is not None else 0.0)
+            if grad_logits is not None:
+                grad += grad_logits
+            return grad.to(ctx.logits_dtype), None
+
+    return MaskedLMLoss
+
+
+_LOSS = None
+
+
+def masked_lm_loss(logits, targets):
+    """``(loss, fp32 logits)``: mean cross-entropy over the targets that are not -100."""
+    global _LOSS
+    if _LOSS is None:
+        _LOSS = _masked_lm_loss_function()
+    return _LOSS.apply(logits, targets)
 
 
 _CLASS = None

@@ -11,6 +11,7 @@ from scratchbert.modeling import (
     check_tokenizer_matches,
     count_parameters,
     load_pretrained_config,
+    masked_lm_loss,
     pretraining_model_class,
 )
 
@@ -113,6 +114,42 @@ def test_sparse_head_gradients_match_the_stock_model():
     theirs = dict(stock.named_parameters())
     for name, p in sparse.named_parameters():
         torch.testing.assert_close(p.grad, theirs[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_masked_lm_loss_matches_torch_cross_entropy(dtype_name):
+    import torch
+    from torch.nn import functional as F
+
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(0)
+    base = (torch.randn(40, 500) * 4).to(dtype)
+    targets = torch.randint(0, 500, (40,))
+    targets[[3, 17, 31, 32, 39]] = -100  # ignored rows, as the sparse head's padding rows
+    ours_in, theirs_in = base.clone().requires_grad_(), base.clone().requires_grad_()
+
+    loss, logits = masked_lm_loss(ours_in, targets)
+    expected = F.cross_entropy(theirs_in.float(), targets)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, theirs_in.float())
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    expected.backward()
+    assert ours_in.grad.dtype == dtype
+    torch.testing.assert_close(ours_in.grad, theirs_in.grad, atol=1e-6, rtol=1e-5)
+    assert ours_in.grad[[3, 17, 31, 32, 39]].abs().sum() == 0
+
+
+def test_masked_lm_loss_with_nothing_masked_is_zero_and_its_logits_still_backpropagate():
+    import torch
+
+    x = torch.randn(8, 50, requires_grad=True)
+    loss, logits = masked_lm_loss(x, torch.full((8,), -100))
+    assert loss.item() == 0.0
+    (loss + logits[0, 1] * 2).backward()  # a gradient arriving through the logits too
+    expected = torch.zeros(8, 50)
+    expected[0, 1] = 2
+    torch.testing.assert_close(x.grad, expected)
 
 
 def test_without_labels_the_full_logits_are_returned():
