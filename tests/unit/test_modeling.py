@@ -152,6 +152,16 @@ def test_masked_lm_loss_with_nothing_masked_is_zero_and_its_logits_still_backpro
     torch.testing.assert_close(x.grad, expected)
 
 
+def test_masked_lm_loss_refuses_a_second_backward_instead_of_a_wrong_gradient():
+    import torch
+
+    x = torch.randn(4, 10, requires_grad=True)
+    loss, _ = masked_lm_loss(x, torch.tensor([1, 2, -100, 3]))
+    loss.backward(retain_graph=True)  # the backward reuses its saved log-probabilities in place
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_without_labels_the_full_logits_are_returned():
     import torch
 
