@@ -143,6 +143,9 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     # change at a time: the stock recipe's dropout (like for like with the stock arm), the
     # attention kernel that "auto" did not pick, glibc's default malloc behaviour (on a CPU,
     # pretrain keeps freed memory for reuse: scratchbert.allocator), and torch.compile when asked.
+    def peak_of(precision: str) -> float:  # bf16 and fp16 arms against the bf16 peak
+        return peak_fp32 if precision == "fp32" else peak_bf16
+
     auto = resolve_attention("auto")
     cpu = not torch.cuda.is_available()
     defaults = dict(attention=auto, compiled=False, keep_memory=True, dropout=default_dropout)
@@ -170,13 +173,12 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
             continue
         r["model_tflops"] = r["tokens_per_second"] * flops_per_token(config, int(mean_len)) / 1e12
-        peak = peak_bf16 if v["precision"] in ("bf16", "fp16") else peak_fp32
-        r["fraction_of_matmul_peak"] = r["model_tflops"] * 1e12 / peak
+        r["fraction_of_matmul_peak"] = r["model_tflops"] * 1e12 / peak_of(v["precision"])
         r["speedup_vs_stock"] = r["tokens_per_second"] / out["stock"]["tokens_per_second"]
         r["attention"], r["dropout"] = v["attention"], v["dropout"]
         out[name] = r
-    out["matmuls"] = training_matmuls(config, tokens=int(batch_size * mean_len), dtype_name="bfloat16" if last != "fp32" else "float32",
-                                      peak=peak_bf16 if last != "fp32" else peak_fp32)
+    out["matmuls"] = training_matmuls(config, tokens=int(batch_size * mean_len),
+                                      dtype_name="float32" if last == "fp32" else "bfloat16", peak=peak_of(last))
     best = max((v for k, v in out.items() if k.startswith("scratchbert_") and "tokens_per_second" in v),
                key=lambda v: v["tokens_per_second"])
     out["best_speedup_vs_stock"] = best["speedup_vs_stock"]

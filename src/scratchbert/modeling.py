@@ -10,6 +10,7 @@ saved checkpoint are exactly ``BertForPreTraining``'s, so ``BertForPreTraining``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from scratchbert.errors import ScratchBertError
@@ -90,7 +91,9 @@ def flops_per_token(config, seq_len: int, mlm_fraction: float = 0.15, sparse_hea
 PREDICTION_ROWS = 32
 
 
-def _pretraining_model_class():
+@functools.cache  # built on first use: importing torch is slow
+def pretraining_model_class():
+    """The sparse-head pretraining model class."""
     from torch.nn import functional as F
     from transformers import BertForPreTraining
     from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
@@ -129,6 +132,7 @@ def _pretraining_model_class():
     return ScratchBertForPreTraining
 
 
+@functools.cache
 def _masked_lm_loss_function():
     import torch
 
@@ -174,26 +178,9 @@ def _masked_lm_loss_function():
     return MaskedLMLoss
 
 
-_LOSS = None
-
-
 def masked_lm_loss(logits, targets):
     """``(loss, fp32 logits)``: mean cross-entropy over the targets that are not -100."""
-    global _LOSS
-    if _LOSS is None:
-        _LOSS = _masked_lm_loss_function()
-    return _LOSS.apply(logits, targets)
-
-
-_CLASS = None
-
-
-def pretraining_model_class():
-    """The sparse-head pretraining model class (built lazily: importing torch is slow)."""
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _pretraining_model_class()
-    return _CLASS
+    return _masked_lm_loss_function().apply(logits, targets)
 
 
 def load_pretrained_config(model_dir):
