@@ -23,9 +23,10 @@ SQUAD_TRAIN, SQUAD_DEV = SHARED_DATA / STAND_INS["squad_train"], SHARED_DATA / S
 WIKITEXT2_BYTES = STAND_IN_CORPUS_BYTES  # the size of WikiText-2's raw text, as the article used
 
 # The article's recipe: BERT-base, Hugging Face defaults, lr 5e-5, batch 16, no warmup,
-# fp32, padding to max length, MLM logits over every position.
+# fp32, padding to max length, MLM logits over every position, MLM output bias started at zero.
 ARTICLE = dict(learning_rate=5e-5, batch_size=16, warmup_fraction=0.0, weight_decay=0.0,
-               adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, dropout=0.1)
+               adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, dropout=0.1,
+               unigram_bias=False)
 
 
 def emit(result: dict) -> None:

@@ -9,6 +9,8 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
 * length-grouped batches padded to the longest member (``group_by_length``), so little
   compute goes to padding;
 * on a CPU, freed memory kept in the process for the next step (:mod:`scratchbert.allocator`);
+* the MLM head's output bias started at the training tokens' log frequencies
+  (:func:`scratchbert.modeling.set_mlm_bias_to_unigram`), not at zero;
 * a *time budget*: ``time_budget_minutes`` stops training on the clock, and the learning
   rate schedule (linear warmup, then linear decay to zero) follows whichever of the step or
   time budgets is further along, so a budgeted run still anneals to the end.
@@ -50,6 +52,7 @@ class PretrainConfig:
     adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout"})
+    unigram_bias: bool = field(default=True, metadata={"help": "start the MLM output bias at the training tokens' log frequencies (a fresh model then skips the first few hundred updates of learning word frequencies; see the README)"})
     mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: bf16 where the hardware has it, fp16 on older GPUs)"})
     attention: str = field(default="auto", metadata={"help": "attention kernel: auto, sdpa or eager (auto: sdpa on a GPU, eager on a CPU, where it measured faster)"})
@@ -224,6 +227,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     resume = _latest_checkpoint(checkpoint_dir)
     if resume is None and cfg.checkpoint_uri:
         resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
+    if cfg.unigram_bias and resume is None:  # a resumed run loads its trained bias
+        from scratchbert.modeling import set_mlm_bias_to_unigram
+        from scratchbert.pretraining_data import token_counts
+
+        set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
 
     eval_ds = ds["validation"]
     if cfg.eval_max_examples and len(eval_ds) > cfg.eval_max_examples:

@@ -13,6 +13,7 @@ from scratchbert.modeling import (
     load_pretrained_config,
     masked_lm_loss,
     pretraining_model_class,
+    set_mlm_bias_to_unigram,
 )
 
 
@@ -160,6 +161,31 @@ def test_masked_lm_loss_refuses_a_second_backward_instead_of_a_wrong_gradient():
     loss.backward(retain_graph=True)  # the backward reuses its saved log-probabilities in place
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_unigram_bias_starts_a_fresh_model_at_the_word_frequencies():
+    import torch
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    vocab = 200
+    counts = (5000 / torch.arange(1, vocab + 1)).long()  # Zipf-like word frequencies
+    counts[:3] = 0  # special tokens: never targets
+    model = pretraining_model_class()(build_config("nano", vocab, 32, dropout=0.0))
+    set_mlm_bias_to_unigram(model, counts.numpy())
+    head = model.cls.predictions
+    assert head.decoder.bias is head.bias  # still the tied bias the checkpoint saves
+    # an untrained model now predicts (about) the smoothed unigram distribution ...
+    smoothed = (counts + 1.0) / (counts + 1.0).sum()
+    torch.testing.assert_close(head.bias.double().softmax(0), smoothed.double(), rtol=1e-5, atol=1e-7)
+    # ... so its loss on tokens drawn from that distribution starts near the unigram entropy, not ln(vocab)
+    targets = torch.multinomial(smoothed, 64 * 8, replacement=True).view(8, 64)
+    ids = torch.randint(3, vocab, (8, 64))
+    with torch.no_grad():
+        logits = model(input_ids=ids).prediction_logits
+    loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1)).item()
+    entropy = -(smoothed * smoothed.log()).sum().item()
+    assert abs(loss - entropy) < 0.3 < torch.log(torch.tensor(vocab)).item() - entropy
 
 
 def test_without_labels_the_full_logits_are_returned():

@@ -218,6 +218,20 @@ def test_time_budget_stops_training_on_the_clock(built_dataset, tmp_path):
     assert max(lrs) > lrs[-1]  # the schedule follows the clock and decays towards the end
 
 
+def test_unigram_bias_starts_training_below_the_uniform_loss(built_dataset, tmp_path):
+    import math
+
+    first = {}
+    for unigram in (False, True):
+        out = tmp_path / f"model-{unigram}"
+        pretrain(_config(built_dataset, out, max_steps=1, logging_steps=1, unigram_bias=unigram))
+        first[unigram] = _losses(out)[0][1]
+    # MLM + NSP loss of the first step: a zero bias predicts every one of the 2,000 words alike
+    # (ln 2000 = 7.6, plus ln 2 for NSP); the word frequencies alone take it ~2 nats lower
+    assert first[False] > math.log(2000)
+    assert first[True] < first[False] - 1.0
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     assert lr_lambda(0.0, 0.1) == pytest.approx(1e-3)
     assert lr_lambda(0.05, 0.1) == pytest.approx(0.5)

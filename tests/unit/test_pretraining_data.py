@@ -24,6 +24,7 @@ from scratchbert.pretraining_data import (
     MlmNspCollator,
     build_dataset,
     load_pretraining_dataset,
+    token_counts,
     tokenizer_fingerprint,
 )
 from scratchbert.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
@@ -318,6 +319,16 @@ def test_collator_rejects_a_bad_probability(trained_tokenizer):
 # --- real text (optional) ----------------------------------------------------------------------
 
 @pytest.mark.shared_data
+def test_token_counts_match_a_python_count_and_skip_excluded_ids(built_dataset):
+    ds, info = load_pretraining_dataset(built_dataset)
+    special = load_tokenizer(built_dataset / "tokenizer").all_special_ids
+    train = ds["train"].select(range(0, len(ds["train"]), 3))  # an indices mapping: only the selected rows count
+    expected = collections.Counter(t for ids in train["input_ids"] for t in ids if t not in special)
+    counts = token_counts(train, info["vocab_size"], exclude=special)
+    assert counts.shape == (info["vocab_size"],) and counts[special].sum() == 0
+    assert dict(expected) == {i: int(c) for i, c in enumerate(counts) if c}
+
+
 def test_wikipedia_prefix_gives_sane_tokenizer_and_dataset(shared_data, tmp_path):
     corpus = shared_data / "enwiki" / "train.txt"
     if not corpus.is_file():
