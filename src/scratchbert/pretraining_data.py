@@ -252,7 +252,8 @@ def load_pretraining_dataset(path: str | Path):
 def token_counts(dataset, vocab_size: int, exclude=()) -> np.ndarray:
     """How often each token id occurs in a split's ``input_ids``; ids in ``exclude`` count 0.
 
-    Read as Arrow batches (no Python loop over examples): 14 M tokens in about half a second.
+    Read as Arrow batches (no Python loop over examples): the 13.5 M tokens of an 11 MB corpus
+    (five cuts of each document) in under 0.2 s.
     """
     import pyarrow.compute as pc
 

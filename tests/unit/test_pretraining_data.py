@@ -316,9 +316,6 @@ def test_collator_rejects_a_bad_probability(trained_tokenizer):
         MlmNspCollator(load_tokenizer(trained_tokenizer), mlm_probability=1.5)
 
 
-# --- real text (optional) ----------------------------------------------------------------------
-
-@pytest.mark.shared_data
 def test_token_counts_match_a_python_count_and_skip_excluded_ids(built_dataset):
     ds, info = load_pretraining_dataset(built_dataset)
     special = load_tokenizer(built_dataset / "tokenizer").all_special_ids
@@ -329,6 +326,9 @@ def test_token_counts_match_a_python_count_and_skip_excluded_ids(built_dataset):
     assert dict(expected) == {i: int(c) for i, c in enumerate(counts) if c}
 
 
+# --- real text (optional) ----------------------------------------------------------------------
+
+@pytest.mark.shared_data
 def test_wikipedia_prefix_gives_sane_tokenizer_and_dataset(shared_data, tmp_path):
     corpus = shared_data / "enwiki" / "train.txt"
     if not corpus.is_file():
