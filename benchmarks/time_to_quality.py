@@ -70,10 +70,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20.0, help="training budget of each recipe")
     p.add_argument("--preset", default="tiny",
-                   help="scratchbert's model size. 20 minutes on 2 CPU cores, same day, one run each, with the previous "
-                        "recipe (lr 1e-3, zero output bias): tiny MLM 0.155 / NSP 0.795 / perplexity 649 (10,559 updates), "
-                        "mini 0.154 / 0.772 / 695 (4,653); tiny leaves the unigram plateau in half the time. With the "
-                        "current recipe tiny reached 0.253 / 0.821 / 236")
+                   help="scratchbert's model size (tiny: ahead of mini in a same-day 20-minute pair; the README's "
+                        "time-to-quality table has the numbers)")
     p.add_argument("--pretrain-flags", default="", metavar="FLAGS",
                    help="`scratchbert pretrain` flags for scratchbert's recipe, e.g. --pretrain-flags='--batch-size 16' (the size comes from --preset)")
     p.add_argument("--dupe-factor", type=int, default=5,

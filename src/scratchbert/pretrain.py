@@ -197,8 +197,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-    from scratchbert.modeling import build_config, check_tokenizer_matches, count_parameters, pretraining_model_class
-    from scratchbert.pretraining_data import MlmNspCollator, load_pretraining_dataset, tokenizer_fingerprint
+    from scratchbert.modeling import (build_config, check_tokenizer_matches, count_parameters, pretraining_model_class,
+                                      set_mlm_bias_to_unigram)
+    from scratchbert.pretraining_data import MlmNspCollator, load_pretraining_dataset, token_counts, tokenizer_fingerprint
     from scratchbert.tokenizer import load_tokenizer
 
     ds, info = load_pretraining_dataset(cfg.dataset)
@@ -228,9 +229,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if resume is None and cfg.checkpoint_uri:
         resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
     if cfg.unigram_bias and resume is None:  # a resumed run loads its trained bias
-        from scratchbert.modeling import set_mlm_bias_to_unigram
-        from scratchbert.pretraining_data import token_counts
-
         set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
 
     eval_ds = ds["validation"]
