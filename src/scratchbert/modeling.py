@@ -193,7 +193,8 @@ def _masked_lm_loss_function():
             if grad_logits is None:
                 scale = (grad_loss / count).to(grad.dtype)
             else:  # something used the logits too: the rare path, one full-size sum
-                grad = grad_logits.to(grad.dtype) if grad_loss is None else grad * (grad_loss / count).to(grad.dtype) + grad_logits
+                grad_logits = grad_logits.to(grad.dtype)
+                grad = grad_logits if grad_loss is None else grad * (grad_loss / count).to(grad.dtype) + grad_logits
                 scale = 1.0
             need_hidden, need_weight, need_bias, _ = ctx.needs_input_grad
             return ((grad @ weight) * scale if need_hidden else None,
