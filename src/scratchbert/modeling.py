@@ -128,7 +128,7 @@ def pretraining_model_class():
             loss, mlm_logits = masked_lm_loss(head.transform(hidden), head.decoder.weight, head.decoder.bias, targets)
             if next_sentence_label is not None:
                 loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
-            # Under bf16 the Trainer (accelerate) copies every floating output to fp32, the
+            # Under bf16 the Trainer (accelerate) copies every bf16 output to fp32, the
             # logits too, on every step; a training step needs only the loss (Liger Kernel's
             # fused-loss forwards skip the logits in training for the same reason).
             return BertForPreTrainingOutput(loss=loss, prediction_logits=None if self.training else mlm_logits[:n],
