@@ -323,8 +323,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
     with atomic_output_dir(cfg.out) as tmp:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        unwrapped.config.architectures = ["BertForPreTraining"]
         unwrapped.save_pretrained(tmp)
+        # save_pretrained names the saving class in the config (ScratchBertForPreTraining, which
+        # only this package has); the weights are BertForPreTraining's, so the config says so
+        # for tools that pick a class from `architectures`.
+        unwrapped.config.architectures = ["BertForPreTraining"]
+        unwrapped.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", metrics)
         write_json(Path(tmp) / "log_history.json", {"log_history": trainer.state.log_history})

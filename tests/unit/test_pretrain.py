@@ -114,6 +114,7 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["steps"] == 1500 and saved["attention"] == resolve_attention("auto")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
     assert not Path(f"{out}-checkpoints").exists()
 
 
