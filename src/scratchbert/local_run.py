@@ -67,7 +67,7 @@ SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_ar
 # of tiny is seven to nine passes over 11 MB, so each document is cut and paired five times:
 # on this project's 2-core CPU (offline stand-ins, the recipe before the unigram output bias)
 # MLM/NSP accuracy 0.149/0.793 against 0.145/0.731 with one cut (the dataset stage: 7.3 s
-# against 5.5 s); with the current recipe 0.154-0.160/0.836-0.859.
+# against 5.5 s); the README has the current recipe's numbers.
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_steps": -1, "time_budget_minutes": 10.0, "dupe_factor": 5, "qa_max_steps": 600,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,

@@ -106,6 +106,15 @@ def pretraining_model_class():
         needs only the loss); without, it is the usual full tensor.
         """
 
+        def save_pretrained(self, save_directory, *args, **kwargs):
+            super().save_pretrained(save_directory, *args, **kwargs)
+            # transformers writes the saving class's name into `architectures`, a class only this
+            # package has; the weights are BertForPreTraining's, so the config says so for tools
+            # that pick a class from it (a config file of a few hundred bytes, written again).
+            if kwargs.get("is_main_process", True):
+                self.config.architectures = ["BertForPreTraining"]
+                self.config.save_pretrained(save_directory)
+
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                     inputs_embeds=None, labels=None, next_sentence_label=None, **kwargs):
             outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,

@@ -324,11 +324,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     with atomic_output_dir(cfg.out) as tmp:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.save_pretrained(tmp)
-        # save_pretrained names the saving class in the config (ScratchBertForPreTraining, which
-        # only this package has); the weights are BertForPreTraining's, so the config says so
-        # for tools that pick a class from `architectures`.
-        unwrapped.config.architectures = ["BertForPreTraining"]
-        unwrapped.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", metrics)
         write_json(Path(tmp) / "log_history.json", {"log_history": trainer.state.log_history})
