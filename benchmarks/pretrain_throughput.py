@@ -16,7 +16,7 @@ model FLOP/s achieved against a large ``torch.mm`` measured in the same run; und
 weight-gradient matmuls at a step's shapes, and the fraction of the peak a step made of
 nothing else would reach.
 
-    python benchmarks/pretrain_throughput.py [--presets tiny,base] [--steps 20]
+    python benchmarks/pretrain_throughput.py [--presets tiny,base] [--steps 20] [--batch-size N] [--compile [PRESETS]]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -38,43 +39,68 @@ os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 
 def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: int, precision: str,
             fused: bool, grouped: bool, compile_model: bool = False, remove_unused: bool = True,
-            keep_memory: bool = False) -> dict:
-    """Train ``warmup + steps`` steps with the Trainer; tokens/s over the last ``steps``."""
+            keep_memory: bool = False, profile: bool = False) -> dict:
+    """Train ``warmup + steps`` steps with the Trainer; tokens/s over the last ``steps``.
+
+    The data loader is the one ``scratchbert pretrain`` uses (workers and pinned memory on a
+    GPU). Tokens are summed on the device and the clock reads are synchronised, so a GPU
+    queues steps ahead as it does in training, with no host sync per step. ``profile``: the
+    timed steps run under ``torch.profiler`` and its table of the costliest operators goes
+    to stderr (the profiler's own overhead is in that run's tokens/s).
+    """
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from scratchbert.allocator import keep_freed_memory
+    from scratchbert.pretrain import dataloader_workers
 
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     state = {"tokens": 0, "t0": None, "t1": None}
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    profiler = torch.profiler.profile(activities=activities) if profile else None
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, st, control, **kw):
             if st.global_step == warmup:
+                sync()
                 state["t0"] = time.perf_counter()
                 state["tokens"] = 0
+                if profiler:
+                    profiler.start()
 
         def on_step_end(self, args, st, control, **kw):
-            state["t1"] = time.perf_counter()
+            if st.global_step == warmup + steps:
+                sync()
+                state["t1"] = time.perf_counter()
+                if profiler:
+                    profiler.stop()
+                    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+                    print(profiler.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60),
+                          file=sys.stderr)
 
     class Counting(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
-            state["tokens"] += int(inputs["attention_mask"].sum())
+            state["tokens"] = state["tokens"] + inputs["attention_mask"].sum()  # stays on the device
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
+    workers = dataloader_workers()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
             learning_rate=1e-4, bf16=precision == "bf16", fp16=precision == "fp16",
-            use_cpu=not torch.cuda.is_available(), optim="adamw_torch_fused" if fused else "adamw_torch",
+            use_cpu=not cuda, optim="adamw_torch_fused" if fused else "adamw_torch",
             train_sampling_strategy="group_by_length" if grouped else "random", length_column_name="length",
             remove_unused_columns=remove_unused, label_names=["labels", "next_sentence_label"],
             save_strategy="no", eval_strategy="no", logging_steps=10_000, report_to=[],
-            dataloader_num_workers=0, disable_tqdm=True, torch_compile=compile_model,
+            dataloader_num_workers=workers, dataloader_pin_memory=cuda, dataloader_persistent_workers=workers > 0,
+            disable_tqdm=True, torch_compile=compile_model,
         )
         # the Trainer prints its summary dict on stdout, which carries only this benchmark's JSON
         with contextlib.redirect_stdout(sys.stderr), keep_freed_memory(keep_memory):
             Counting(model=model, args=args, train_dataset=dataset, data_collator=collator,
                      callbacks=[Clock()]).train()
+    state["tokens"] = int(state["tokens"])
     seconds = state["t1"] - state["t0"]
     return {"tokens_per_second": state["tokens"] / seconds, "seconds": seconds, "steps": steps}
 
@@ -112,7 +138,9 @@ def training_matmuls(config, *, tokens: int, dtype_name: str, peak: float, repea
 
 
 def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size: int, steps: int, warmup: int,
-               precisions: list[str], try_compile: bool, peak_bf16: float, peak_fp32: float) -> dict:
+               precisions: list[str], try_compile: bool, peak_bf16: float, peak_fp32: float,
+               profile: bool = False, checkpoint=lambda partial: None) -> dict:
+    """One preset's arms; ``checkpoint(results_so_far)`` is called after each."""
     import torch
     from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
@@ -132,12 +160,17 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     torch.manual_seed(0)
     stock = BertForPreTraining(build_config(preset, len(tokenizer), max_seq_len, dropout=stock_dropout))
     stock_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, pad_to_multiple_of=max_seq_len)
-    out["stock"] = measure(stock, stock_collator, data.remove_columns(["length"]), batch_size=batch_size, steps=steps,
-                           warmup=warmup, precision="fp32", fused=False, grouped=False)
-    stock_fpt = flops_per_token(config, max_seq_len, sparse_head=False)
-    # Stock computes on every padded position: model FLOP/s counts the useful (real) tokens only.
-    out["stock"]["model_tflops"] = out["stock"]["tokens_per_second"] * stock_fpt / 1e12
+    try:
+        out["stock"] = measure(stock, stock_collator, data.remove_columns(["length"]), batch_size=batch_size,
+                               steps=steps, warmup=warmup, precision="fp32", fused=False, grouped=False)
+    except Exception as e:  # out of memory at a GPU batch, say: report it, measure scratchbert anyway
+        out["stock"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    else:
+        stock_fpt = flops_per_token(config, max_seq_len, sparse_head=False)
+        # Stock computes on every padded position: model FLOP/s counts the useful (real) tokens only.
+        out["stock"]["model_tflops"] = out["stock"]["tokens_per_second"] * stock_fpt / 1e12
     del stock
+    checkpoint(out)
 
     # scratchbert's defaults at each precision; then, at the last (fastest) precision, one
     # change at a time: the stock recipe's dropout (like for like with the stock arm), the
@@ -158,7 +191,23 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         variants.append(dict(defaults, precision=last, keep_memory=False))
     if try_compile:
         variants.append(dict(defaults, precision=last, compiled=True))
+    # the machine's own matmul speed at a step's shapes (before the arms that may run long)
+    out["matmuls"] = training_matmuls(config, tokens=int(batch_size * mean_len),
+                                      dtype_name="float32" if last == "fp32" else "bfloat16", peak=peak_of(last))
+    checkpoint(out)
+
+    def profile_defaults() -> None:  # scratchbert's defaults once more, under the profiler (a table on stderr)
+        torch.manual_seed(0)
+        model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=default_dropout,
+                                                       attn_implementation=auto))
+        measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=min(steps, 5), warmup=warmup,
+                precision=resolve_precision("auto"), fused=True, grouped=True, remove_unused=False,
+                keep_memory=True, profile=True)
+
     for v in variants:
+        if v["compiled"] and profile:  # before the compiled arm, the one most likely to run long
+            profile_defaults()
+            profile = False
         name = (f"scratchbert_{v['precision']}" + (f"_{v['attention']}" if v["attention"] != auto else "")
                 + (f"_dropout{v['dropout']:g}" if v["dropout"] != default_dropout else "")
                 + ("" if v["keep_memory"] else "_default_malloc") + ("_compiled" if v["compiled"] else ""))
@@ -174,18 +223,22 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
             continue
         r["model_tflops"] = r["tokens_per_second"] * flops_per_token(config, int(mean_len)) / 1e12
         r["fraction_of_matmul_peak"] = r["model_tflops"] * 1e12 / peak_of(v["precision"])
-        r["speedup_vs_stock"] = r["tokens_per_second"] / out["stock"]["tokens_per_second"]
+        if "tokens_per_second" in out["stock"]:
+            r["speedup_vs_stock"] = r["tokens_per_second"] / out["stock"]["tokens_per_second"]
         r["attention"], r["dropout"] = v["attention"], v["dropout"]
         out[name] = r
-    out["matmuls"] = training_matmuls(config, tokens=int(batch_size * mean_len),
-                                      dtype_name="float32" if last == "fp32" else "bfloat16", peak=peak_of(last))
-    best = max((v for k, v in out.items() if k.startswith("scratchbert_") and "tokens_per_second" in v),
-               key=lambda v: v["tokens_per_second"])
-    out["best_speedup_vs_stock"] = best["speedup_vs_stock"]
+        checkpoint(out)
+    best = max((v for k, v in out.items() if k.startswith("scratchbert_") and "speedup_vs_stock" in v),
+               key=lambda v: v["tokens_per_second"], default={})
+    if best:
+        out["best_speedup_vs_stock"] = best["speedup_vs_stock"]
     default = out.get(f"scratchbert_{resolve_precision('auto')}", {})
     if "speedup_vs_stock" in default:  # what `scratchbert pretrain` does with no flags
         out["default_speedup_vs_stock"] = default["speedup_vs_stock"]
+    if "fraction_of_matmul_peak" in default:
         out["default_fraction_of_matmul_peak"] = default["fraction_of_matmul_peak"]
+    if profile:
+        profile_defaults()
     return out
 
 
@@ -195,7 +248,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--max-seq-len", type=int, default=128)
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per step at every preset (default: per preset and device)")
+    p.add_argument("--compile", nargs="?", const="all", default="", metavar="PRESETS",
+                   help="also measure torch.compile (at the given presets, comma-separated; all with no value)")
+    p.add_argument("--profile", default="", metavar="PRESETS",
+                   help="after the timed arms, profile a few steps of scratchbert's defaults at these presets (table on stderr)")
+    p.add_argument("--partial", default=None, metavar="PATH",
+                   help="write the results so far to PATH after every arm (for runs that may be cut short)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
     args = p.parse_args()
     require_shared_data()
@@ -213,12 +272,23 @@ def main() -> None:
     peak_bf16, peak_fp32 = matmul_peak("bfloat16"), matmul_peak("float32")
     precisions = ["fp32", "bf16"] if not cuda else ["bf16"]
     result = {"benchmark": "pretrain_throughput", "matmul_peak_tflops": {"bf16": peak_bf16 / 1e12, "fp32": peak_fp32 / 1e12}}
-    batch = {"nano": 64, "tiny": 64, "mini": 32, "small": 32, "medium": 16, "base": 16}
+    # per-device batch: on 2 CPU cores larger batches did not pay; on a GPU, batches big enough
+    # to fill it (base 256 x 128 tokens, a usual per-GPU batch for BERT-base at length 128),
+    # within the memory the stock arm's fp32 logits at every position need
+    batch = ({"nano": 512, "tiny": 512, "mini": 256, "small": 256, "medium": 256, "base": 256} if cuda else
+             {"nano": 64, "tiny": 64, "mini": 32, "small": 32, "medium": 16, "base": 16})
     for preset in args.presets.split(","):
-        bs = batch.get(preset, 16) * (4 if cuda else 1)
+        bs = args.batch_size or batch.get(preset, 16)
+
+        def checkpoint(partial: dict, preset=preset) -> None:
+            if args.partial:
+                Path(args.partial).write_text(json.dumps({**result, preset: partial}, indent=2, sort_keys=True))
+
         result[preset] = run_preset(preset, tokenizer, ds["train"], max_seq_len=args.max_seq_len, batch_size=bs,
                                     steps=args.steps, warmup=args.warmup, precisions=precisions,
-                                    try_compile=args.compile, peak_bf16=peak_bf16, peak_fp32=peak_fp32)
+                                    try_compile=args.compile == "all" or preset in args.compile.split(","),
+                                    peak_bf16=peak_bf16, peak_fp32=peak_fp32,
+                                    profile=preset in args.profile.split(","), checkpoint=checkpoint)
     emit(result)
 
 

@@ -110,6 +110,19 @@ def resolve_attention(attention: str) -> str:
     return "sdpa" if torch.cuda.is_available() else "eager"
 
 
+def dataloader_workers(num_workers: int | None = None) -> int:
+    """DataLoader worker processes: ``num_workers`` if given, else 0 on a CPU, up to 4 on a GPU.
+
+    On a CPU a worker steals a core from the model's own threads; on a GPU the workers
+    collate the next batches while the device computes (with pinned memory).
+    """
+    import torch
+
+    if num_workers is not None:
+        return num_workers
+    return min(4, (os.cpu_count() or 2) - 1) if torch.cuda.is_available() else 0
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU advertises bf16 matrix instructions (Linux /proc/cpuinfo flags)."""
     try:
@@ -239,7 +252,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if max_steps <= 0 and budget_s:
         max_steps = 10_000_000  # the clock stops the run; the schedule follows the clock
     cuda = torch.cuda.is_available()
-    workers = cfg.num_workers if cfg.num_workers is not None else (min(4, (os.cpu_count() or 2) - 1) if cuda else 0)
+    workers = dataloader_workers(cfg.num_workers)
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.batch_size,
