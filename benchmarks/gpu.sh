@@ -8,7 +8,7 @@
 #   OUT=/tmp/gpu-out bash benchmarks/gpu.sh            # from the repository root
 #
 # Environment (all optional): OUT (results folder), DEADLINE_S (seconds the whole script may
-# take; time-to-quality's minutes shrink to fit, at most TTQ_MINUTES each), PRESETS, STEPS,
+# take; time-to-quality's minutes shrink to fit, at most TTQ_MINUTES each; 0 skips it), PRESETS, STEPS,
 # COMPILE (presets to measure compiled), PROFILE (presets to profile), SCRATCHBERT_SHARED_DATA (the data folder: enwiki/
 # train.txt and valid.txt, ../shared/data by default), WORKDIR (benchmark cache: a trained
 # tokenizer left there is reused). Wheels in .whl/ (packages the machine lacks) are
@@ -51,17 +51,20 @@ EOF
 left() { echo $(( DEADLINE_S - ($(date +%s) - start) )); }
 
 echo "== pretrain_throughput ($(left) s left)"
-timeout $(( $(left) - 150 )) "$PY" benchmarks/pretrain_throughput.py --presets "$PRESETS" --steps "$STEPS" \
+reserve=$([ "$TTQ_MINUTES" = 0 ] && echo 5 || echo 150)  # seconds kept for time_to_quality
+timeout $(( $(left) - reserve )) "$PY" benchmarks/pretrain_throughput.py --presets "$PRESETS" --steps "$STEPS" \
   --compile "$COMPILE" --profile "$PROFILE" --partial "$OUT/throughput.partial.json" --workdir "$WORKDIR" \
   >"$OUT/throughput.json" 2>"$OUT/throughput.log"
 echo "rc $?"; tail -n 3 "$OUT/throughput.log"
 
 # two recipes one after the other, each: minutes of training + ~25 s of loading and evaluation
+[ "$TTQ_MINUTES" = 0 ] || {
 minutes=$("$PY" -c "print(round(max(0.5, min($TTQ_MINUTES, ($(left) - 60) / 2 / 60)), 2))")
 echo "== time_to_quality, $minutes minutes each ($(left) s left)"
 timeout $(( $(left) - 5 )) "$PY" benchmarks/time_to_quality.py --minutes "$minutes" --workdir "$WORKDIR" \
   >"$OUT/time_to_quality.json" 2>"$OUT/time_to_quality.log"
 echo "rc $?"
+}
 
 "$PY" - "$OUT" <<'EOF'
 import json, sys

@@ -94,7 +94,7 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             remove_unused_columns=remove_unused, label_names=["labels", "next_sentence_label"],
             save_strategy="no", eval_strategy="no", logging_steps=10_000, report_to=[],
             dataloader_num_workers=workers, dataloader_pin_memory=cuda, dataloader_persistent_workers=workers > 0,
-            disable_tqdm=True, torch_compile=compile_model,
+            disable_tqdm=True, torch_compile=compile_model, logging_nan_inf_filter=False,  # as pretrain: no sync per step
         )
         # the Trainer prints its summary dict on stdout, which carries only this benchmark's JSON
         with contextlib.redirect_stdout(sys.stderr), keep_freed_memory(keep_memory):
@@ -200,7 +200,7 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         torch.manual_seed(0)
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=default_dropout,
                                                        attn_implementation=auto))
-        measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=min(steps, 5), warmup=warmup,
+        measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size, steps=min(steps, 5), warmup=warmup,
                 precision=resolve_precision("auto"), fused=True, grouped=True, remove_unused=False,
                 keep_memory=True, profile=True)
 
@@ -215,7 +215,7 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=v["dropout"],
                                                        attn_implementation=v["attention"]))
         try:
-            r = measure(model, MlmNspCollator(tokenizer), data, batch_size=batch_size, steps=steps, warmup=warmup,
+            r = measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size, steps=steps, warmup=warmup,
                         precision=v["precision"], fused=True, grouped=True, compile_model=v["compiled"],
                         remove_unused=False, keep_memory=v["keep_memory"])
         except Exception as e:  # torch.compile can fail on some setups: report, don't hide

@@ -59,7 +59,7 @@ def mlm_nsp_metrics(model, tokenizer, dataset, batch_size: int = 128, mlm_probab
 
     from scratchbert.pretraining_data import MlmNspCollator
 
-    collator = MlmNspCollator(tokenizer, mlm_probability, seed=seed)
+    collator = MlmNspCollator(tokenizer, mlm_probability, seed=seed, mlm_positions=True)
     device = next(model.parameters()).device
     correct = total = nsp_correct = 0
     loss_sum = nsp_loss_sum = 0.0

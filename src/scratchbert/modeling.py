@@ -91,11 +91,42 @@ def flops_per_token(config, seq_len: int, mlm_fraction: float = 0.15, sparse_hea
 PREDICTION_ROWS = 32
 
 
+def prediction_rows(n_masked: int) -> int:
+    """Rows the sparse head computes for ``n_masked`` masked tokens: rounded up to a multiple of
+    :data:`PREDICTION_ROWS` (at least one block), so that it sees few distinct shapes and the
+    per-shape caches of the matmul libraries and of ``torch.compile`` stay small."""
+    return n_masked + (-n_masked % PREDICTION_ROWS if n_masked else PREDICTION_ROWS)
+
+
+def masked_positions(labels):
+    """The sparse head's rows for a batch: the flat positions of the tokens with a label
+    (row-major), padded to :func:`prediction_rows` with the position of a token without one
+    (label -100, so the padding rows carry no loss). None when every token has a label.
+
+    Made where the batch is made (:class:`scratchbert.pretraining_data.MlmNspCollator`, on
+    the CPU), they spare the model the ``nonzero`` on the device that would stall a GPU's
+    queue once per step.
+    """
+    import torch
+
+    flat = labels.reshape(-1)
+    labelled = flat != -100
+    where = labelled.nonzero().squeeze(1)
+    pad = prediction_rows(where.numel()) - where.numel()
+    free = (~labelled).nonzero()
+    if not len(free):
+        return None
+    return torch.cat([where, free[0].expand(pad)])
+
+
 @functools.cache  # built on first use: importing torch is slow
 def pretraining_model_class():
     """The sparse-head pretraining model class."""
+    import torch
     from torch.nn import functional as F
     from transformers import BertForPreTraining
+
+    _masked_lm_loss_function()  # made here, before any torch.compile trace of the forward
     from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
 
     class ScratchBertForPreTraining(BertForPreTraining):
@@ -116,7 +147,7 @@ def pretraining_model_class():
                 self.config.save_pretrained(save_directory)
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                    inputs_embeds=None, labels=None, next_sentence_label=None, **kwargs):
+                    inputs_embeds=None, labels=None, next_sentence_label=None, mlm_positions=None, **kwargs):
             outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                 position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
             sequence_output, pooled_output = outputs[0], outputs[1]
@@ -125,13 +156,14 @@ def pretraining_model_class():
                 return BertForPreTrainingOutput(prediction_logits=self.cls.predictions(sequence_output),
                                                 seq_relationship_logits=nsp_logits)
             flat_labels = labels.reshape(-1)
-            where = (flat_labels != -100).nonzero().squeeze(1)
-            n = where.numel()
-            # The masked count changes every step; rounded up to a multiple of PREDICTION_ROWS
-            # (extra rows: position 0, label -100), the head sees few distinct shapes, so the
-            # per-shape caches of the CPU's matmul library (oneDNN) and of torch.compile stay small.
-            rows = F.pad(where, (0, -n % PREDICTION_ROWS if n else PREDICTION_ROWS))
-            targets = F.pad(flat_labels[where], (0, rows.numel() - n), value=-100)
+            if mlm_positions is None:
+                mlm_positions = masked_positions(labels)
+            if mlm_positions is None:  # every token labelled: no padding row to borrow
+                n = flat_labels.numel()
+                rows = F.pad(torch.arange(n, device=labels.device), (0, prediction_rows(n) - n))
+                targets = F.pad(flat_labels, (0, rows.numel() - n), value=-100)
+            else:  # from the collator: no host sync here (see masked_positions)
+                rows, targets = mlm_positions, flat_labels.index_select(0, mlm_positions)
             hidden = sequence_output.reshape(-1, sequence_output.shape[-1]).index_select(0, rows)
             head = self.cls.predictions
             loss, mlm_logits = masked_lm_loss(head.transform(hidden), head.decoder.weight, head.decoder.bias, targets)
@@ -140,14 +172,25 @@ def pretraining_model_class():
             # Under bf16 the Trainer (accelerate) copies every bf16 output to fp32, the
             # logits too, on every step; a training step needs only the loss (Liger Kernel's
             # fused-loss forwards skip the logits in training for the same reason).
-            return BertForPreTrainingOutput(loss=loss, prediction_logits=None if self.training else mlm_logits[:n],
+            n = None if self.training else int((targets != -100).sum())  # padding rows come last
+            return BertForPreTrainingOutput(loss=loss, prediction_logits=None if n is None else mlm_logits[:n],
                                             seq_relationship_logits=nsp_logits)
 
     return ScratchBertForPreTraining
 
 
-@functools.cache
+_MASKED_LM_LOSS = []  # the autograd Function, made once on first use (see below)
+
+
 def _masked_lm_loss_function():
+    # A plain global rather than functools.cache: torch.compile traces through a cache
+    # wrapper, so it would meet the class statement on every trace and break the graph there.
+    if not _MASKED_LM_LOSS:
+        _MASKED_LM_LOSS.append(_make_masked_lm_loss_function())
+    return _MASKED_LM_LOSS[0]
+
+
+def _make_masked_lm_loss_function():
     import torch
 
     class MaskedLMLoss(torch.autograd.Function):
@@ -187,28 +230,35 @@ def _masked_lm_loss_function():
                 probs = torch.softmax(logits, dim=1, dtype=torch.float32 if logits.dtype == torch.float16 else None)
                 target_probs = probs[rows, safe].float()
                 loss = -(torch.log(target_probs.clamp_min(torch.finfo(torch.float32).tiny)) * valid).sum() / count
-                probs[rows, safe] = (target_probs - 1).to(probs.dtype)  # softmax - onehot
-                probs.index_fill_(0, (~valid).nonzero().squeeze(1), 0)
+                # softmax - onehot; at ignored rows too, which the backward weighs by 0
+                probs[rows, safe] = (target_probs - 1).to(probs.dtype)
                 grad = probs.to(logits.dtype)
-            ctx.save_for_backward(hidden, weight, grad, count)
+            ctx.save_for_backward(hidden, weight, grad, valid, count)
             ctx.set_materialize_grads(False)  # the logits output usually gets no gradient
             return loss, logits
 
         @staticmethod
         def backward(ctx, grad_loss, grad_logits):
-            hidden, weight, grad, count = ctx.saved_tensors
+            hidden, weight, grad, valid, count = ctx.saved_tensors
             if grad_loss is None and grad_logits is None:
                 return None, None, None, None
-            if grad_logits is None:
-                scale = (grad_loss / count).to(grad.dtype)
-            else:  # something used the logits too: the rare path, one full-size sum
-                grad_logits = grad_logits.to(grad.dtype)
-                grad = grad_logits if grad_loss is None else grad * (grad_loss / count).to(grad.dtype) + grad_logits
-                scale = 1.0
             need_hidden, need_weight, need_bias, _ = ctx.needs_input_grad
-            return ((grad @ weight) * scale if need_hidden else None,
-                    grad.t() @ (hidden * scale) if need_weight else None,
-                    grad.sum(0) * scale if need_bias else None,
+            # per-row weights: grad_loss / count at the rows with a target, 0 at ignored rows.
+            # Applied to the small operands, never to the (rows, vocab) tensor, and with no
+            # host sync (a GPU keeps queueing work): no index of the ignored rows is formed.
+            if grad_logits is None:
+                w = ((grad_loss / count) * valid).to(grad.dtype)
+                return ((grad @ weight) * w[:, None] if need_hidden else None,
+                        grad.t() @ (hidden * w[:, None]) if need_weight else None,
+                        w @ grad if need_bias else None,
+                        None)
+            # something used the logits too: the rare path, one full-size sum
+            grad_logits = grad_logits.to(grad.dtype)
+            if grad_loss is not None:
+                grad_logits = grad * ((grad_loss / count) * valid).to(grad.dtype)[:, None] + grad_logits
+            return (grad_logits @ weight if need_hidden else None,
+                    grad_logits.t() @ hidden if need_weight else None,
+                    grad_logits.sum(0) if need_bias else None,
                     None)
 
     return MaskedLMLoss

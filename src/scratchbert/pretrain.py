@@ -271,6 +271,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=_report_to(), seed=cfg.seed, disable_tqdm=False,
+        # the filter tests every step's loss on the host: a sync per step that idles a GPU
+        # while the CPU queues the next step (a non-finite loss still shows in the logs)
+        logging_nan_inf_filter=False,
     )
 
     tokens = {"count": 0}
@@ -309,7 +312,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     callbacks = [_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else [])
     trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
                        data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
-                                                    pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8),
+                                                    pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
+                                                    mlm_positions=cfg.sparse_head),
                        callbacks=callbacks,
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
     if budget_s and cfg.max_steps <= 0:

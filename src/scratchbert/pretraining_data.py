@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchbert.errors import ScratchBertError
+from scratchbert.modeling import masked_positions
 from scratchbert.outputs import atomic_output_dir, read_json, write_json
 
 DATASET_INFO = "scratchbert_dataset.json"
@@ -273,11 +274,13 @@ class MlmNspCollator:
     stock collator pads through the tokenizer and finds special tokens with a Python loop
     per sequence, which costs more than a small model's training step on a CPU.
     ``seed`` fixes the masking (evaluation); leave it ``None`` for training so that each
-    DataLoader worker draws its own masks.
+    DataLoader worker draws its own masks. ``mlm_positions``: also return the sparse
+    prediction head's rows (:func:`scratchbert.modeling.masked_positions`), found here on the
+    CPU rather than by the model on the device.
     """
 
     def __init__(self, tokenizer, mlm_probability: float = 0.15, pad_to_multiple_of: int | None = 8,
-                 seed: int | None = None):
+                 seed: int | None = None, mlm_positions: bool = False):
         import torch
         from transformers import DataCollatorForLanguageModeling
 
@@ -287,6 +290,7 @@ class MlmNspCollator:
         self.pad_id = tokenizer.pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self.mlm_positions = mlm_positions
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
@@ -309,6 +313,9 @@ class MlmNspCollator:
             # from ``seed`` in its own __call__ (per DataLoader worker), not here.
             self._masker.create_rng()
         input_ids, labels = self._masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
-                "labels": labels,
-                "next_sentence_label": torch.tensor([int(e["next_sentence_label"]) for e in examples])}
+        batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+                 "labels": labels,
+                 "next_sentence_label": torch.tensor([int(e["next_sentence_label"]) for e in examples])}
+        if self.mlm_positions and (positions := masked_positions(labels)) is not None:
+            batch["mlm_positions"] = positions
+        return batch

@@ -12,6 +12,7 @@ from scratchbert.modeling import (
     count_parameters,
     load_pretrained_config,
     masked_lm_loss,
+    masked_positions,
     pretraining_model_class,
     set_mlm_bias_to_unigram,
 )
@@ -239,6 +240,66 @@ def test_training_mode_returns_no_logits_and_the_same_loss():
         trained = sparse.train()(**batch)
     assert trained.prediction_logits is None and evaluated.prediction_logits is not None
     assert trained.loss.item() == pytest.approx(evaluated.loss.item(), abs=1e-6)
+
+
+def test_rows_given_by_the_collator_give_the_same_loss_logits_and_gradients():
+    import torch
+
+    sparse, _, batch = _model_and_batch()
+    given = dict(batch, mlm_positions=masked_positions(batch["labels"]))
+    assert len(given["mlm_positions"]) == 32 and (batch["labels"] != -100).sum() < 32
+    with torch.no_grad():
+        a, b = sparse.eval()(**batch), sparse(**given)
+    assert a.loss.item() == pytest.approx(b.loss.item(), abs=1e-6)
+    torch.testing.assert_close(a.prediction_logits, b.prediction_logits)
+    grads = []
+    for inputs in (batch, given):
+        sparse.zero_grad()
+        sparse.train()(**inputs).loss.backward()
+        grads.append([p.grad.clone() for p in sparse.parameters() if p.grad is not None])
+    for g1, g2 in zip(*grads, strict=True):
+        torch.testing.assert_close(g1, g2)
+
+
+def test_a_training_step_with_the_collators_rows_has_no_data_dependent_op():
+    """``nonzero`` and reading a tensor's value on the host (``.item()``, ``bool()``) stall a
+    GPU's queue; with the rows from the collator the model has neither. (A batch with padding
+    adds one in transformers' own mask check, ``attention_mask.all()``: not ours, so the batch
+    here has none.)"""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        seen: set = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    sparse, _, batch = _model_and_batch()
+    batch.pop("attention_mask")
+    for inputs, syncs in ((dict(batch, mlm_positions=masked_positions(batch["labels"])), False), (batch, True)):
+        with Ops() as ops:
+            sparse.train()(**inputs).loss.backward()
+        data_dependent = ops.seen & {"nonzero", "_local_scalar_dense", "is_nonzero", "item"}
+        assert bool(data_dependent) == syncs, data_dependent
+        ops.seen.clear()
+
+
+def test_every_token_labelled_still_gives_the_stock_loss():
+    import torch
+
+    sparse, _, batch = _model_and_batch()
+    batch["labels"] = batch["input_ids"].clone()
+    assert masked_positions(batch["labels"]) is None
+    with torch.no_grad():
+        out = sparse.eval()(**batch)
+        logits = sparse.cls.predictions(sparse.bert(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                                    token_type_ids=batch["token_type_ids"])[0])
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 300), batch["labels"].reshape(-1))
+    expected = expected + torch.nn.functional.cross_entropy(out.seq_relationship_logits, batch["next_sentence_label"])
+    assert out.loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert out.prediction_logits.shape == (6 * 32, 300)
 
 
 def test_unigram_bias_starts_a_fresh_model_at_the_word_frequencies():

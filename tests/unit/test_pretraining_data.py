@@ -311,6 +311,25 @@ def test_collator_seed_fixes_the_masks(trained_tokenizer, examples):
     assert not torch.equal(unseeded(batch)["labels"], unseeded(batch)["labels"])  # dynamic masking
 
 
+def test_collator_gives_the_sparse_heads_rows_when_asked(trained_tokenizer, examples):
+    import torch
+
+    from scratchbert.modeling import PREDICTION_ROWS
+
+    tok = load_tokenizer(trained_tokenizer)
+    plain = MlmNspCollator(tok, seed=3)(examples[:64])
+    batch = MlmNspCollator(tok, seed=3, mlm_positions=True)(examples[:64])
+    assert "mlm_positions" not in plain
+    for key in plain:  # the same masks: the positions are extra
+        assert torch.equal(plain[key], batch[key])
+    flat = batch["labels"].reshape(-1)
+    n = int((flat != -100).sum())
+    rows = batch["mlm_positions"]
+    assert rows.dtype == torch.long and len(rows) % PREDICTION_ROWS == 0 and n <= len(rows) < n + PREDICTION_ROWS
+    assert torch.equal(rows[:n], (flat != -100).nonzero().squeeze(1))  # row-major, as the logits come back
+    assert (flat[rows[n:]] == -100).all()  # padding rows point at tokens without a label
+
+
 def test_collator_rejects_a_bad_probability(trained_tokenizer):
     with pytest.raises(ScratchBertError, match="masking probability"):
         MlmNspCollator(load_tokenizer(trained_tokenizer), mlm_probability=1.5)
