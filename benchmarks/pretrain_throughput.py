@@ -5,8 +5,7 @@ logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW
 Face's dropout 0.1. scratchbert, as ``scratchbert pretrain`` trains by default (its dropout
 default, 0; the stock dropout measured too): the sparse prediction head, length-grouped
 batches padded to the longest member, the tensor collator, fused AdamW, the attention
-kernel ``--attention auto`` picks (SDPA on a GPU, eager on a CPU; the other one measured
-too), freed memory kept for reuse on a CPU (:mod:`scratchbert.allocator`; glibc's default
+kernel ``--attention auto`` picks (eager; SDPA measured too), freed memory kept for reuse on a CPU (:mod:`scratchbert.allocator`; glibc's default
 measured too), and each precision this machine offers (``torch.compile`` measured as an
 option).
 

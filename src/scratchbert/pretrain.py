@@ -55,7 +55,7 @@ class PretrainConfig:
     unigram_bias: bool = field(default=True, metadata={"help": "start the MLM output bias at the training tokens' log frequencies (a fresh model then skips the first few hundred updates of learning word frequencies; see the README)"})
     mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
     precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: bf16 where the hardware has it, fp16 on older GPUs)"})
-    attention: str = field(default="auto", metadata={"help": "attention kernel: auto, sdpa or eager (auto: sdpa on a GPU, eager on a CPU, where it measured faster)"})
+    attention: str = field(default="auto", metadata={"help": "attention kernel: auto, sdpa or eager (auto: eager, measured faster on a CPU and on a GPU)"})
     torch_compile: bool = field(default=False, metadata={"help": "compile the model with torch.compile"})
     sparse_head: bool = field(default=True, metadata={"help": "compute MLM logits at masked positions only (off: the stock BertForPreTraining head)"})
     group_by_length: bool = field(default=True, metadata={"help": "batch examples of similar length and pad to the longest (off: random batches)"})
@@ -94,20 +94,21 @@ def resolve_precision(precision: str) -> str:
 
 
 def resolve_attention(attention: str) -> str:
-    """'auto' -> PyTorch SDPA on a GPU (flash/memory-efficient kernels), eager on a CPU.
+    """'auto' -> eager attention, on a CPU and on a GPU alike: measured faster on both at
+    sequence length 128 with length-grouped batches (``benchmarks/pretrain_throughput.py``
+    reports both kernels).
 
-    On a CPU, SDPA's flash kernel is slower than eager attention's batched matmuls in bf16
-    at sequence length 128 (its backward especially). Measured on this project's 2-core
-    Xeon, bare training step, bf16, tokens/s eager vs sdpa: tiny 19.5k vs 17.9k, mini 12.2k
-    vs 9.8k, base 1,144 vs 1,025 (``benchmarks/pretrain_throughput.py`` reports both).
+    * CPU (this project's 2-core Xeon, bare training step, bf16, tokens/s eager vs sdpa):
+      tiny 19.5k vs 17.9k, mini 12.2k vs 9.8k, base 1,144 vs 1,025 (SDPA's flash kernel,
+      its backward above all, is slower than eager's batched matmuls).
+    * GPU (an H200, torch 2.11, bf16, through the Trainer, 20 steps after 3): base (batch
+      256) 366.8k vs 350.3k, tiny (batch 512) 3.82M vs 0.44M. With a padding mask SDPA
+      ran cuDNN's attention kernels (profiled), which build a plan for each new shape, each
+      length a batch is padded to: the likely cost at tiny, not profiled separately.
     """
-    import torch
-
     if attention not in {"auto", "sdpa", "eager"}:
         raise ScratchBertError(f"attention {attention!r} is not one of auto, sdpa, eager")
-    if attention != "auto":
-        return attention
-    return "sdpa" if torch.cuda.is_available() else "eager"
+    return "eager" if attention == "auto" else attention
 
 
 def dataloader_workers(num_workers: int | None = None) -> int:
