@@ -5,9 +5,9 @@ logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW
 Face's dropout 0.1. scratchbert, as ``scratchbert pretrain`` trains by default (its dropout
 default, 0; the stock dropout measured too): the sparse prediction head, length-grouped
 batches padded to the longest member, the tensor collator, fused AdamW, the attention
-kernel ``--attention auto`` picks (eager; SDPA measured too), freed memory kept for reuse on a CPU (:mod:`scratchbert.allocator`; glibc's default
-measured too), and each precision this machine offers (``torch.compile`` measured as an
-option).
+kernel ``--attention auto`` picks (eager; SDPA measured too), freed memory kept for reuse
+on a CPU (:mod:`scratchbert.allocator`; glibc's default measured too), and each precision
+this machine offers (``torch.compile`` measured as an option).
 
 Reports real (non-padding) tokens per second after a warm-up, the ratio to stock, and the
 model FLOP/s achieved against a large ``torch.mm`` measured in the same run; under
@@ -199,9 +199,9 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         torch.manual_seed(0)
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=default_dropout,
                                                        attn_implementation=auto))
-        measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size, steps=min(steps, 5), warmup=warmup,
-                precision=resolve_precision("auto"), fused=True, grouped=True, remove_unused=False,
-                keep_memory=True, profile=True)
+        measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size,
+                steps=min(steps, 5), warmup=warmup, precision=resolve_precision("auto"), fused=True, grouped=True,
+                remove_unused=False, keep_memory=True, profile=True)
 
     for v in variants:
         if v["compiled"] and profile:  # before the compiled arm, the one most likely to run long
@@ -214,9 +214,9 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=v["dropout"],
                                                        attn_implementation=v["attention"]))
         try:
-            r = measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size, steps=steps, warmup=warmup,
-                        precision=v["precision"], fused=True, grouped=True, compile_model=v["compiled"],
-                        remove_unused=False, keep_memory=v["keep_memory"])
+            r = measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size,
+                        steps=steps, warmup=warmup, precision=v["precision"], fused=True, grouped=True,
+                        compile_model=v["compiled"], remove_unused=False, keep_memory=v["keep_memory"])
         except Exception as e:  # torch.compile can fail on some setups: report, don't hide
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
             continue

@@ -125,9 +125,9 @@ def pretraining_model_class():
     import torch
     from torch.nn import functional as F
     from transformers import BertForPreTraining
+    from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
 
     _masked_lm_loss_function()  # made here, before any torch.compile trace of the forward
-    from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
 
     class ScratchBertForPreTraining(BertForPreTraining):
         """``BertForPreTraining`` whose MLM logits are computed at masked positions only.
