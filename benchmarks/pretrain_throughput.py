@@ -138,7 +138,7 @@ def training_matmuls(config, *, tokens: int, dtype_name: str, peak: float, repea
 
 def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size: int, steps: int, warmup: int,
                precisions: list[str], try_compile: bool, peak_bf16: float, peak_fp32: float,
-               profile: bool = False, checkpoint=lambda partial: None) -> dict:
+               profile: bool = False, compile_warmup: int = 30, checkpoint=lambda partial: None) -> dict:
     """One preset's arms; ``checkpoint(results_so_far)`` is called after each."""
     import torch
     from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
@@ -150,7 +150,7 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     stock_dropout = BertConfig().hidden_dropout_prob  # Hugging Face's default, as the stock path trains
     default_dropout = PretrainConfig.dropout  # the field's default: what `pretrain` trains with
     config = build_config(preset, len(tokenizer), max_seq_len, dropout=stock_dropout)
-    n = (warmup + steps) * batch_size
+    n = (max(warmup, compile_warmup if try_compile else 0) + steps) * batch_size
     data = dataset.shuffle(seed=0).select(range(min(n * 2, len(dataset))))
     mean_len = sum(data["length"]) / len(data)
     out: dict = {"batch_size": batch_size, "max_seq_len": max_seq_len, "vocab_size": config.vocab_size,
@@ -214,8 +214,11 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=v["dropout"],
                                                        attn_implementation=v["attention"]))
         try:
+            # a compiled model recompiles as shapes change (row count, padded length): it warms up
+            # longer, so that the timed steps measure its steady state, not its compiler
             r = measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size,
-                        steps=steps, warmup=warmup, precision=v["precision"], fused=True, grouped=True,
+                        steps=steps, warmup=max(warmup, compile_warmup) if v["compiled"] else warmup,
+                        precision=v["precision"], fused=True, grouped=True,
                         compile_model=v["compiled"], remove_unused=False, keep_memory=v["keep_memory"])
         except Exception as e:  # torch.compile can fail on some setups: report, don't hide
             out[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
@@ -250,6 +253,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="examples per step at every preset (default: per preset and device)")
     p.add_argument("--compile", nargs="?", const="all", default="", metavar="PRESETS",
                    help="also measure torch.compile (at the given presets, comma-separated; all with no value)")
+    p.add_argument("--compile-warmup", type=int, default=30,
+                   help="warm-up steps of the compiled arms, which recompile as shapes change")
     p.add_argument("--profile", default="", metavar="PRESETS",
                    help="after the timed arms, profile a few steps of scratchbert's defaults at these presets (table on stderr)")
     p.add_argument("--partial", default=None, metavar="PATH",
@@ -287,7 +292,8 @@ def main() -> None:
                                     steps=args.steps, warmup=args.warmup, precisions=precisions,
                                     try_compile=args.compile == "all" or preset in args.compile.split(","),
                                     peak_bf16=peak_bf16, peak_fp32=peak_fp32,
-                                    profile=preset in args.profile.split(","), checkpoint=checkpoint)
+                                    profile=preset in args.profile.split(","), compile_warmup=args.compile_warmup,
+                                    checkpoint=checkpoint)
     emit(result)
 
 
