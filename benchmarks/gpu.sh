@@ -8,11 +8,23 @@
 #   OUT=/tmp/gpu-out bash benchmarks/gpu.sh            # from the repository root
 #
 # Environment (all optional): OUT (results folder), DEADLINE_S (seconds the whole script may
-# take; time-to-quality's minutes shrink to fit, at most TTQ_MINUTES each; 0 skips it), PRESETS, STEPS,
-# COMPILE (presets to measure compiled), PROFILE (presets to profile), SCRATCHBERT_SHARED_DATA (the data folder: enwiki/
-# train.txt and valid.txt, ../shared/data by default), WORKDIR (benchmark cache: a trained
-# tokenizer left there is reused). Wheels in .whl/ (packages the machine lacks) are
-# installed into /tmp/site first.
+# take; time-to-quality's minutes shrink to fit, at most TTQ_MINUTES each; 0 skips it),
+# PRESETS, STEPS, COMPILE (presets to measure compiled), PROFILE (presets to profile),
+# SCRATCHBERT_SHARED_DATA (the data folder: enwiki/train.txt and valid.txt, ../shared/data by
+# default), WORKDIR (benchmark cache: a trained tokenizer left there is reused), TTQ_PRESET
+# and TTQ_FLAGS (scratchbert's time-to-quality arm: its model size, default tiny, and other
+# `scratchbert pretrain` flags, e.g. '--batch-size 256'). Wheels in .whl/ (packages the machine lacks)
+# are installed into /tmp/site first.
+#
+# For a machine with no network and no ../shared (how the README's GPU numbers were made):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 -d .whl transformers==5.23.0 tokenizers==0.23.3 \
+#     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 regex==2026.11.19
+#   mkdir -p .gpu/data/enwiki .gpu/bench      # both folders ignored by git (.git/info/exclude)
+#   head -c 11500000 ../shared/data/enwiki/train.txt | sed '$d' > .gpu/data/enwiki/train.txt
+#   head -c 2500000 ../shared/data/enwiki/valid.txt | sed '$d' > .gpu/data/enwiki/valid.txt
+#   cp -r /tmp/scratchbert-bench/tok-30522-11000000 .gpu/bench/   # the same vocabulary as here
+#   then on the machine: SCRATCHBERT_SHARED_DATA=$PWD/.gpu/data WORKDIR=$PWD/.gpu/bench bash benchmarks/gpu.sh
 set -uo pipefail
 start=$(date +%s)
 OUT=${OUT:-/tmp/scratchbert-gpu}
@@ -52,7 +64,7 @@ left() { echo $(( DEADLINE_S - ($(date +%s) - start) )); }
 
 echo "== pretrain_throughput ($(left) s left)"
 reserve=$([ "$TTQ_MINUTES" = 0 ] && echo 5 || echo 150)  # seconds kept for time_to_quality
-timeout $(( $(left) - reserve )) "$PY" benchmarks/pretrain_throughput.py --presets "$PRESETS" --steps "$STEPS" \
+timeout $(( $(left) - reserve > 10 ? $(left) - reserve : 10 )) "$PY" benchmarks/pretrain_throughput.py --presets "$PRESETS" --steps "$STEPS" \
   --compile "$COMPILE" --profile "$PROFILE" --partial "$OUT/throughput.partial.json" --workdir "$WORKDIR" \
   >"$OUT/throughput.json" 2>"$OUT/throughput.log"
 echo "rc $?"; tail -n 3 "$OUT/throughput.log"
@@ -62,6 +74,7 @@ echo "rc $?"; tail -n 3 "$OUT/throughput.log"
 minutes=$("$PY" -c "print(round(max(0.5, min($TTQ_MINUTES, ($(left) - 60) / 2 / 60)), 2))")
 echo "== time_to_quality, $minutes minutes each ($(left) s left)"
 timeout $(( $(left) - 5 )) "$PY" benchmarks/time_to_quality.py --minutes "$minutes" --workdir "$WORKDIR" \
+  --preset "${TTQ_PRESET:-tiny}" --pretrain-flags="${TTQ_FLAGS:-}" \
   >"$OUT/time_to_quality.json" 2>"$OUT/time_to_quality.log"
 echo "rc $?"
 }
