@@ -41,8 +41,9 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             keep_memory: bool = False, profile: bool = False) -> dict:
     """Train ``warmup + steps`` steps with the Trainer; tokens/s over the last ``steps``.
 
-    The data loader is the one ``scratchbert pretrain`` uses (workers and pinned memory on a
-    GPU). Tokens are summed on the device and the clock reads are synchronised, so a GPU
+    The data loader and the step around the model are ``scratchbert pretrain``'s
+    (:func:`scratchbert.pretrain.step_arguments`: workers and pinned memory on a GPU, no
+    per-step NaN test). Tokens are summed on the device and the clock reads are synchronised, so a GPU
     queues steps ahead as it does in training, with no host sync per step. ``profile``: the
     timed steps run under ``torch.profiler`` and its table of the costliest operators goes
     to stderr (the profiler's own overhead is in that run's tokens/s).
@@ -51,7 +52,7 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from scratchbert.allocator import keep_freed_memory
-    from scratchbert.pretrain import dataloader_workers
+    from scratchbert.pretrain import step_arguments
 
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -83,7 +84,6 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             state["tokens"] = state["tokens"] + inputs["attention_mask"].sum()  # stays on the device
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-    workers = dataloader_workers()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=warmup + steps,
@@ -92,8 +92,7 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
             train_sampling_strategy="group_by_length" if grouped else "random", length_column_name="length",
             remove_unused_columns=remove_unused, label_names=["labels", "next_sentence_label"],
             save_strategy="no", eval_strategy="no", logging_steps=10_000, report_to=[],
-            dataloader_num_workers=workers, dataloader_pin_memory=cuda, dataloader_persistent_workers=workers > 0,
-            disable_tqdm=True, torch_compile=compile_model, logging_nan_inf_filter=False,  # as pretrain: no sync per step
+            disable_tqdm=True, torch_compile=compile_model, **step_arguments(),
         )
         # the Trainer prints its summary dict on stdout, which carries only this benchmark's JSON
         with contextlib.redirect_stdout(sys.stderr), keep_freed_memory(keep_memory):

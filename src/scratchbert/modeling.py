@@ -111,12 +111,11 @@ def masked_positions(labels):
 
     flat = labels.reshape(-1)
     labelled = flat != -100
-    where = labelled.nonzero().squeeze(1)
-    pad = prediction_rows(where.numel()) - where.numel()
-    free = (~labelled).nonzero()
-    if not len(free):
+    free = (~labelled).to(torch.uint8).argmax()  # the first unlabelled position, if any
+    if labelled[free]:
         return None
-    return torch.cat([where, free[0].expand(pad)])
+    where = labelled.nonzero().squeeze(1)
+    return torch.cat([where, free.expand(prediction_rows(where.numel()) - where.numel())])
 
 
 @functools.cache  # built on first use: importing torch is slow

@@ -111,17 +111,22 @@ def resolve_attention(attention: str) -> str:
     return "eager" if attention == "auto" else attention
 
 
-def dataloader_workers(num_workers: int | None = None) -> int:
-    """DataLoader worker processes: ``num_workers`` if given, else 0 on a CPU, up to 4 on a GPU.
+def step_arguments(num_workers: int | None = None) -> dict:
+    """The ``TrainingArguments`` that set how fast a step runs around the model, shared by
+    ``pretrain`` and ``benchmarks/pretrain_throughput.py``.
 
-    On a CPU a worker steals a core from the model's own threads; on a GPU the workers
-    collate the next batches while the device computes (with pinned memory).
+    DataLoader workers: ``num_workers`` if given, else 0 on a CPU (a worker steals a core
+    from the model's own threads), up to 4 on a GPU (they collate the next batches while
+    the device computes, into pinned memory). The Trainer's NaN/inf filter is off: it tests
+    every step's loss on the host, a sync per step that idles a GPU while the CPU queues the
+    next step (a non-finite loss still shows in the logged average).
     """
     import torch
 
-    if num_workers is not None:
-        return num_workers
-    return min(4, (os.cpu_count() or 2) - 1) if torch.cuda.is_available() else 0
+    cuda = torch.cuda.is_available()
+    workers = num_workers if num_workers is not None else (min(4, (os.cpu_count() or 2) - 1) if cuda else 0)
+    return dict(dataloader_num_workers=workers, dataloader_pin_memory=cuda,
+                dataloader_persistent_workers=workers > 0, logging_nan_inf_filter=False)
 
 
 def cpu_has_bf16() -> bool:
@@ -253,7 +258,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if max_steps <= 0 and budget_s:
         max_steps = 10_000_000  # the clock stops the run; the schedule follows the clock
     cuda = torch.cuda.is_available()
-    workers = dataloader_workers(cfg.num_workers)
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -267,14 +271,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        dataloader_num_workers=workers, dataloader_pin_memory=cuda,
-        dataloader_persistent_workers=workers > 0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=_report_to(), seed=cfg.seed, disable_tqdm=False,
-        # the filter tests every step's loss on the host: a sync per step that idles a GPU
-        # while the CPU queues the next step (a non-finite loss still shows in the logs)
-        logging_nan_inf_filter=False,
+        **step_arguments(cfg.num_workers),
     )
 
     tokens = {"count": 0}
