@@ -136,6 +136,10 @@ def pretraining_model_class():
         needs only the loss); without, it is the usual full tensor.
         """
 
+        def __init__(self, config):
+            super().__init__(config)
+            keep_residual_stream_in_bf16(self.bert)
+
         def save_pretrained(self, save_directory, *args, **kwargs):
             super().save_pretrained(save_directory, *args, **kwargs)
             # transformers writes the saving class's name into `architectures`, a class only this
@@ -176,6 +180,38 @@ def pretraining_model_class():
                                             seq_relationship_logits=nsp_logits)
 
     return ScratchBertForPreTraining
+
+
+def keep_residual_stream_in_bf16(bert) -> None:
+    """Under bf16 autocast, hand the encoder its embeddings in bf16 (a forward hook on
+    ``bert.embeddings``); outside autocast, or under fp16, nothing changes.
+
+    The embeddings are looked up and summed in fp32 (the parameters' dtype), so without
+    this the residual stream, every LayerNorm and the additive attention mask (made in
+    the embeddings' dtype) stay fp32 while autocast runs the matmuls in bf16: each layer
+    then casts its fp32 input to bf16 once for each of query, key, value and the MLP,
+    casts the gradients back in the backward pass, and adds the fp32 mask to the bf16
+    attention scores, which makes the scores, their softmax and its backward fp32 too.
+    From bf16 embeddings on, everything stays bf16 on a CPU, where autocast leaves
+    LayerNorm in its input's dtype (it normalises in fp32 inside and returns bf16); on a
+    GPU autocast runs LayerNorm in fp32, so there only the attention mask changes. The
+    stream is post-LayerNorm throughout (every sublayer's sum is renormalised), and the
+    weights, their gradients and the optimizer stay fp32. fp16 is left alone: its
+    narrower range is why such runs keep an fp32 stream.
+
+    Measured on this project's 2-core Xeon (AMX bf16), ``base``, one batch of 64 examples
+    (7,415 tokens padded to 128), a training step with fused AdamW: 4.38 s -> 3.94 s
+    (forward 1.51 -> 1.22 s, backward 2.77 -> 2.60 s).
+    """
+    import torch
+
+    def to_bf16(module, args, output):
+        device = output.device.type
+        if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+            return output.to(torch.bfloat16)
+        return None
+
+    bert.embeddings.register_forward_hook(to_bf16)
 
 
 _MASKED_LM_LOSS = []  # the autograd Function, made once on first use (see below)

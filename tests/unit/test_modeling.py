@@ -286,6 +286,48 @@ def test_a_training_step_with_the_collators_rows_has_no_data_dependent_op():
         ops.seen.clear()
 
 
+def test_under_bf16_autocast_the_encoder_runs_in_bf16_from_the_embeddings_on():
+    """The residual stream, every encoder LayerNorm and the attention softmax stay bf16 (only
+    the embeddings' own LayerNorm runs in fp32, on fp32 lookups); the stock model, without
+    the hook, runs its LayerNorms and attention softmax in fp32. The loss is as close to the
+    fp32 loss as the stock model's under autocast."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Outputs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = {"native_layer_norm": [], "_softmax": []}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if name in self.dtypes and (name != "_softmax" or out.dim() == 4):  # attention's, not the head's
+                self.dtypes[name].append((out[0] if isinstance(out, tuple) else out).dtype)
+            return out
+
+    sparse, stock, batch = _model_and_batch(seed=2)
+    for model in (sparse, stock):
+        model.set_attn_implementation("eager")  # `auto`'s choice: its softmax is an op of its own
+    with torch.no_grad():
+        exact = sparse(**batch).loss.item()
+    losses = {}
+    for name, model in (("ours", sparse), ("stock", stock)):
+        with Outputs() as seen, torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.train()(**batch).loss
+        loss.backward()
+        losses[name] = loss.item()
+        norms, softmaxes = seen.dtypes["native_layer_norm"], seen.dtypes["_softmax"]
+        layers = sparse.config.num_hidden_layers
+        assert len(softmaxes) == layers and len(norms) >= 2 * layers + 1
+        fp32 = norms.count(torch.float32) + softmaxes.count(torch.float32)
+        if name == "ours":
+            assert norms[0] == torch.float32 and fp32 == 1, (norms, softmaxes)
+        else:
+            assert fp32 > 2 * layers, (norms, softmaxes)
+    assert abs(losses["ours"] - exact) <= 2 * abs(losses["stock"] - exact) + 2e-2, (losses, exact)
+
+
 def test_every_token_labelled_still_gives_the_stock_loss():
     import torch
 
