@@ -194,7 +194,8 @@ def keep_residual_stream_in_bf16(bert) -> None:
     attention scores, which makes the scores, their softmax and its backward fp32 too.
     From bf16 embeddings on, everything stays bf16 on a CPU, where autocast leaves
     LayerNorm in its input's dtype (it normalises in fp32 inside and returns bf16); on a
-    GPU autocast runs LayerNorm in fp32, so there only the attention mask changes. The
+    GPU autocast runs LayerNorm in fp32, so there mainly the attention mask changes (not
+    measured on a GPU). The
     stream is post-LayerNorm throughout (every sublayer's sum is renormalised), and the
     weights, their gradients and the optimizer stay fp32. fp16 is left alone: its
     narrower range is why such runs keep an fp32 stream.
