@@ -195,10 +195,9 @@ def keep_residual_stream_in_bf16(bert) -> None:
     From bf16 embeddings on, everything stays bf16 on a CPU, where autocast leaves
     LayerNorm in its input's dtype (it normalises in fp32 inside and returns bf16); on a
     GPU autocast runs LayerNorm in fp32, so there mainly the attention mask changes (not
-    measured on a GPU). The
-    stream is post-LayerNorm throughout (every sublayer's sum is renormalised), and the
-    weights, their gradients and the optimizer stay fp32. fp16 is left alone: its
-    narrower range is why such runs keep an fp32 stream.
+    measured on a GPU). The stream is post-LayerNorm throughout (every sublayer's sum is
+    renormalised), and the weights, their gradients and the optimizer stay fp32. fp16 is
+    left alone: its narrower range is why such runs keep an fp32 stream.
 
     Measured on this project's 2-core Xeon (AMX bf16), ``base``, one batch of 64 examples
     (7,415 tokens padded to 128), a training step with fused AdamW: 4.38 s -> 3.94 s

@@ -242,6 +242,23 @@ def test_training_mode_returns_no_logits_and_the_same_loss():
     assert trained.loss.item() == pytest.approx(evaluated.loss.item(), abs=1e-6)
 
 
+def _op_recorder():
+    """A dispatch mode that records every op as ``(name, first output)``, in ``.ops``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.ops.append((func.overloadpacket.__name__, out[0] if isinstance(out, (tuple, list)) and out else out))
+            return out
+
+    return Recorder()
+
+
 def test_rows_given_by_the_collator_give_the_same_loss_logits_and_gradients():
     import torch
 
@@ -266,24 +283,13 @@ def test_a_training_step_with_the_collators_rows_has_no_data_dependent_op():
     GPU's queue; with the rows from the collator the model has neither. (A batch with padding
     adds one in transformers' own mask check, ``attention_mask.all()``: not ours, so the batch
     here has none.)"""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        seen: set = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.add(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
-
     sparse, _, batch = _model_and_batch()
     batch.pop("attention_mask")
     for inputs, syncs in ((dict(batch, mlm_positions=masked_positions(batch["labels"])), False), (batch, True)):
-        with Ops() as ops:
+        with _op_recorder() as recorded:
             sparse.train()(**inputs).loss.backward()
-        data_dependent = ops.seen & {"nonzero", "_local_scalar_dense", "is_nonzero", "item"}
+        data_dependent = {name for name, _ in recorded.ops} & {"nonzero", "_local_scalar_dense", "is_nonzero", "item"}
         assert bool(data_dependent) == syncs, data_dependent
-        ops.seen.clear()
 
 
 def test_under_bf16_autocast_the_encoder_runs_in_bf16_from_the_embeddings_on():
@@ -292,19 +298,6 @@ def test_under_bf16_autocast_the_encoder_runs_in_bf16_from_the_embeddings_on():
     the hook, runs its LayerNorms and attention softmax in fp32. The loss is as close to the
     fp32 loss as the stock model's under autocast."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Outputs(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.dtypes = {"native_layer_norm": [], "_softmax": []}
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            name = func.overloadpacket.__name__
-            if name in self.dtypes and (name != "_softmax" or out.dim() == 4):  # attention's, not the head's
-                self.dtypes[name].append((out[0] if isinstance(out, tuple) else out).dtype)
-            return out
 
     sparse, stock, batch = _model_and_batch(seed=2)
     for model in (sparse, stock):
@@ -313,11 +306,12 @@ def test_under_bf16_autocast_the_encoder_runs_in_bf16_from_the_embeddings_on():
         exact = sparse(**batch).loss.item()
     losses = {}
     for name, model in (("ours", sparse), ("stock", stock)):
-        with Outputs() as seen, torch.autocast("cpu", dtype=torch.bfloat16):
+        with _op_recorder() as recorded, torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model.train()(**batch).loss
         loss.backward()
         losses[name] = loss.item()
-        norms, softmaxes = seen.dtypes["native_layer_norm"], seen.dtypes["_softmax"]
+        norms = [out.dtype for op, out in recorded.ops if op == "native_layer_norm"]
+        softmaxes = [out.dtype for op, out in recorded.ops if op == "_softmax" and out.dim() == 4]  # attention's
         layers = sparse.config.num_hidden_layers
         assert len(softmaxes) == layers and len(norms) >= 2 * layers + 1
         fp32 = norms.count(torch.float32) + softmaxes.count(torch.float32)
