@@ -99,3 +99,70 @@ def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128
                                     valid_max_bytes=2_000_000, dupe_factor=dupe_factor))
         timings["dataset_seconds"] = time.perf_counter() - t
     return tok, data, timings
+
+
+def op_clock():
+    """A context manager that times every ATen operator it sees by the wall clock (CPU only).
+
+    Where the time of a CPU training step goes, including the backward (the autograd engine
+    runs a CPU backward on the calling thread, inside the mode), with each matmul put in its
+    role by its operands: forward linear layers (``addmm``), weight gradients (``dY.T @ x``,
+    a transposed first operand), other plain matmuls (input gradients) and batched ones
+    (attention), each with the TFLOP/s it reached inside the step, which
+    ``torch.profiler``'s table (per operator name and shape) does not give. Its
+    ``report(step_seconds)`` is JSON-ready. On a GPU, where operators only queue kernels,
+    use the profiler.
+    """
+    import collections
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    matmuls = {"mm", "addmm", "bmm", "baddbmm"}
+
+    def role(name: str, args) -> str:
+        if name not in matmuls:
+            return name
+        a = args[1] if name in ("addmm", "baddbmm") else args[0]
+        if name in ("bmm", "baddbmm"):
+            return "matmul: batched (attention)"
+        if name == "addmm":
+            return "matmul: with bias (forward linear layers)"
+        # a weight gradient dY.T @ x: its first operand is a transposed (column-major) view
+        return "matmul: transposed first operand (weight gradients)" if a.stride(0) == 1 and a.size(0) > 1 \
+            else "matmul: plain (input gradients, ...)"
+
+    def flops(name: str, args) -> float:
+        a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
+        return 2.0 * a.numel() * b.shape[-1]
+
+    class OpClock(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seconds = collections.Counter()
+            self.flops = collections.Counter()
+            self.calls = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            t = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            dt = time.perf_counter() - t
+            name = func.__name__.split(".")[0]
+            key = role(name, args)
+            self.seconds[key] += dt
+            self.calls[key] += 1
+            if name in matmuls:
+                self.flops[key] += flops(name, args)
+            return out
+
+        def report(self, total_seconds: float, top: int = 20) -> dict:
+            rows = {}
+            for key, s in self.seconds.most_common(top):
+                row = {"seconds": round(s, 4), "share": round(s / total_seconds, 4), "calls": self.calls[key]}
+                if self.flops[key]:
+                    row["flop"], row["tflops"] = self.flops[key], round(self.flops[key] / s / 1e12, 3)
+                rows[key] = row
+            matmul = sum(s for k, s in self.seconds.items() if k.startswith("matmul"))
+            return {"seconds": round(total_seconds, 3), "matmul_share": round(matmul / total_seconds, 4),
+                    "operators": rows}
+
+    return OpClock()

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_seconds, emit, matmul_peak, prepared_data, require_shared_data  # noqa: E402
+from common import best_seconds, emit, matmul_peak, op_clock, prepared_data, require_shared_data  # noqa: E402
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 
@@ -44,9 +44,11 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
     The data loader and the step around the model are ``scratchbert pretrain``'s
     (:func:`scratchbert.pretrain.step_arguments`: workers and pinned memory on a GPU, no
     per-step NaN test). Tokens are summed on the device and the clock reads are synchronised, so a GPU
-    queues steps ahead as it does in training, with no host sync per step. ``profile``: the
-    timed steps run under ``torch.profiler`` and its table of the costliest operators goes
-    to stderr (the profiler's own overhead is in that run's tokens/s).
+    queues steps ahead as it does in training, with no host sync per step. ``profile``: on a
+    GPU the timed steps run under ``torch.profiler`` and its table of the costliest operators
+    goes to stderr; on a CPU each operator is timed by the wall clock (:func:`common.op_clock`)
+    and the breakdown is returned under ``operators`` (either's overhead is in that run's
+    tokens/s).
     """
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -58,7 +60,8 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     state = {"tokens": 0, "t0": None, "t1": None}
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    profiler = torch.profiler.profile(activities=activities) if profile else None
+    profiler = torch.profiler.profile(activities=activities) if profile and cuda else None
+    clock = op_clock() if profile and not cuda else None  # on a CPU, the wall clock per operator
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, st, control, **kw):
@@ -68,11 +71,15 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
                 state["tokens"] = 0
                 if profiler:
                     profiler.start()
+                if clock:
+                    clock.__enter__()
 
         def on_step_end(self, args, st, control, **kw):
             if st.global_step == warmup + steps:
                 sync()
                 state["t1"] = time.perf_counter()
+                if clock:
+                    clock.__exit__(None, None, None)
                 if profiler:
                     profiler.stop()
                     key = "self_device_time_total" if cuda else "self_cpu_time_total"
@@ -100,7 +107,10 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
                      callbacks=[Clock()]).train()
     state["tokens"] = int(state["tokens"])
     seconds = state["t1"] - state["t0"]
-    return {"tokens_per_second": state["tokens"] / seconds, "seconds": seconds, "steps": steps}
+    result = {"tokens_per_second": state["tokens"] / seconds, "seconds": seconds, "steps": steps}
+    if clock:
+        result["operators"] = clock.report(seconds)
+    return result
 
 
 def training_matmuls(config, *, tokens: int, dtype_name: str, peak: float, repeats: int = 5) -> dict:
@@ -194,13 +204,16 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
                                       dtype_name="float32" if last == "fp32" else "bfloat16", peak=peak_of(last))
     checkpoint(out)
 
-    def profile_defaults() -> None:  # scratchbert's defaults once more, under the profiler (a table on stderr)
+    def profile_defaults() -> None:  # scratchbert's defaults once more, operator by operator
         torch.manual_seed(0)
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=default_dropout,
                                                        attn_implementation=auto))
-        measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size,
-                steps=min(steps, 5), warmup=warmup, precision=resolve_precision("auto"), fused=True, grouped=True,
-                remove_unused=False, keep_memory=True, profile=True)
+        r = measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size,
+                    steps=min(steps, 5), warmup=warmup, precision=resolve_precision("auto"), fused=True, grouped=True,
+                    remove_unused=False, keep_memory=True, profile=True)
+        if "operators" in r:  # a CPU: the wall-clock breakdown goes into the JSON
+            out["profile"] = dict(r["operators"], tokens_per_second=r["tokens_per_second"], steps=r["steps"])
+            checkpoint(out)
 
     for v in variants:
         if v["compiled"] and profile:  # before the compiled arm, the one most likely to run long
@@ -255,7 +268,8 @@ def main() -> None:
     p.add_argument("--compile-warmup", type=int, default=30,
                    help="warm-up steps of the compiled arms, which recompile as shapes change")
     p.add_argument("--profile", default="", metavar="PRESETS",
-                   help="after the timed arms, profile a few steps of scratchbert's defaults at these presets (table on stderr)")
+                   help="after the timed arms, profile a few steps of scratchbert's defaults at these presets "
+                        "(a CPU: wall clock per operator, under 'profile' in the JSON; a GPU: torch.profiler's table on stderr)")
     p.add_argument("--partial", default=None, metavar="PATH",
                    help="write the results so far to PATH after every arm (for runs that may be cut short)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))

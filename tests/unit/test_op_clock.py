@@ -1,0 +1,33 @@
+"""The benchmarks' per-operator wall clock (``benchmarks/common.py``): what it attributes where."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from common import op_clock  # noqa: E402
+
+
+def test_a_linear_layers_three_matmuls_land_in_their_roles_with_their_flops():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 16)
+    x = torch.randn(32, 8, requires_grad=True)
+    q, k = torch.randn(2, 5, 4), torch.randn(2, 4, 6)  # an attention-like batched matmul
+    clock = op_clock()
+    with clock:
+        layer(x).backward(torch.randn(32, 16))
+        torch.bmm(q, k)
+    report = clock.report(total_seconds=10.0)
+    ops = report["operators"]
+    flops = 2 * 32 * 8 * 16
+    expected = {"matmul: with bias (forward linear layers)": flops,
+                "matmul: transposed first operand (weight gradients)": flops,
+                "matmul: plain (input gradients, ...)": flops,
+                "matmul: batched (attention)": 2 * 2 * 5 * 4 * 6}
+    for role, f in expected.items():
+        assert ops[role]["calls"] == 1, role
+        assert ops[role]["flop"] == f, role
+    assert x.grad is not None and layer.weight.grad.shape == (16, 8)  # the mode passed results through
+    assert 0 < report["matmul_share"] < 1
+    assert all(0 <= r["share"] < 1 for r in ops.values())
