@@ -18,7 +18,7 @@ def test_a_linear_layers_three_matmuls_land_in_their_roles_with_their_flops():
     with clock:
         layer(x).backward(torch.randn(32, 16))
         torch.bmm(q, k)
-    report = clock.report(total_seconds=10.0)
+    report = clock.report(total_seconds=sum(clock.seconds.values()))  # the step: every op it timed
     ops = report["operators"]
     flops = 2 * 32 * 8 * 16
     expected = {"matmul: with bias (forward linear layers)": flops,
@@ -29,5 +29,5 @@ def test_a_linear_layers_three_matmuls_land_in_their_roles_with_their_flops():
         assert ops[role]["calls"] == 1, role
         assert ops[role]["flop"] == f, role
     assert x.grad is not None and layer.weight.grad.shape == (16, 8)  # the mode passed results through
-    assert 0 < report["matmul_share"] < 1
-    assert all(0 <= r["share"] < 1 for r in ops.values())
+    assert 0 < report["matmul_share"] < 1  # the bias-gradient sum and the transposes are not matmuls
+    assert "sum" in ops and all(0 <= r["share"] < 1 for r in ops.values())
