@@ -59,8 +59,8 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     state = {"tokens": 0, "t0": None, "t1": None}
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    profiler = torch.profiler.profile(activities=activities) if profile and cuda else None
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    profiler = torch.profiler.profile(activities=activities) if profile and cuda else None  # on a GPU
     clock = op_clock() if profile and not cuda else None  # on a CPU, the wall clock per operator
 
     class Clock(TrainerCallback):
@@ -82,8 +82,8 @@ def measure(model, collator, dataset, *, batch_size: int, steps: int, warmup: in
                     clock.__exit__(None, None, None)
                 if profiler:
                     profiler.stop()
-                    key = "self_device_time_total" if cuda else "self_cpu_time_total"
-                    print(profiler.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60),
+                    print(profiler.key_averages().table(sort_by="self_device_time_total", row_limit=30,
+                                                        max_name_column_width=60),
                           file=sys.stderr)
 
     class Counting(Trainer):
