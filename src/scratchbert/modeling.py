@@ -151,6 +151,8 @@ def pretraining_model_class():
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                     inputs_embeds=None, labels=None, next_sentence_label=None, mlm_positions=None, **kwargs):
+            if attention_mask is not None and attention_mask.dim() == 2 and self.config._attn_implementation == "eager":
+                attention_mask = padding_attention_bias(attention_mask, encoder_dtype(self.bert, attention_mask.device))
             outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                 position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
             sequence_output, pooled_output = outputs[0], outputs[1]
@@ -206,12 +208,38 @@ def keep_residual_stream_in_bf16(bert) -> None:
     import torch
 
     def to_bf16(module, args, output):
-        device = output.device.type
-        if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
-            return output.to(torch.bfloat16)
-        return None
+        return output.to(torch.bfloat16) if _bf16_autocast(output.device) else None
 
     bert.embeddings.register_forward_hook(to_bf16)
+
+
+def _bf16_autocast(device) -> bool:
+    import torch
+
+    return torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16
+
+
+def encoder_dtype(bert, device):
+    """The dtype of the encoder's residual stream: bf16 under bf16 autocast (see
+    :func:`keep_residual_stream_in_bf16`), else that of the embeddings' weights."""
+    import torch
+
+    return torch.bfloat16 if _bf16_autocast(device) else bert.embeddings.word_embeddings.weight.dtype
+
+
+def padding_attention_bias(attention_mask, dtype):
+    """The additive attention mask of a padded batch, ``(batch, 1, 1, length)``: 0 where a
+    key is a token, the dtype's minimum where it is padding.
+
+    transformers makes the same values from the 2D mask for eager attention (broadcast to
+    ``(batch, 1, length, length)``), but first asks ``attention_mask.all()`` whether there is
+    padding at all: a read of a device tensor on the host, which stalls a GPU's queue once
+    per forward. Given a 4D mask it uses it as it is.
+    """
+    import torch
+
+    bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+    return bias.masked_fill_(attention_mask == 0, torch.finfo(dtype).min)[:, None, None, :]
 
 
 _MASKED_LM_LOSS = []  # the autograd Function, made once on first use (see below)

@@ -10,9 +10,11 @@ from scratchbert.modeling import (
     build_config,
     check_tokenizer_matches,
     count_parameters,
+    encoder_dtype,
     load_pretrained_config,
     masked_lm_loss,
     masked_positions,
+    padding_attention_bias,
     pretraining_model_class,
     set_mlm_bias_to_unigram,
 )
@@ -280,16 +282,37 @@ def test_rows_given_by_the_collator_give_the_same_loss_logits_and_gradients():
 
 def test_a_training_step_with_the_collators_rows_has_no_data_dependent_op():
     """``nonzero`` and reading a tensor's value on the host (``.item()``, ``bool()``) stall a
-    GPU's queue; with the rows from the collator the model has neither. (A batch with padding
-    adds one in transformers' own mask check, ``attention_mask.all()``: not ours, so the batch
-    here has none.)"""
+    GPU's queue; with the rows from the collator and eager attention (``auto``'s choice) the
+    model has neither, padding or not. Without the rows it does, and so does SDPA with
+    padding (transformers' own mask check, ``attention_mask.all()``)."""
     sparse, _, batch = _model_and_batch()
-    batch.pop("attention_mask")
-    for inputs, syncs in ((dict(batch, mlm_positions=masked_positions(batch["labels"])), False), (batch, True)):
+    assert (batch["attention_mask"] == 0).any()
+    rows = dict(batch, mlm_positions=masked_positions(batch["labels"]))
+    for attention, inputs, syncs in (("eager", rows, False), ("eager", batch, True), ("sdpa", rows, True)):
+        sparse.set_attn_implementation(attention)
         with _op_recorder() as recorded:
             sparse.train()(**inputs).loss.backward()
         data_dependent = {name for name, _ in recorded.ops} & {"nonzero", "_local_scalar_dense", "is_nonzero", "item"}
-        assert bool(data_dependent) == syncs, data_dependent
+        assert bool(data_dependent) == syncs, (attention, data_dependent)
+
+
+def test_the_padding_bias_gives_the_encoder_what_transformers_mask_gives_it():
+    """Eager attention with the model's own ``(batch, 1, 1, length)`` bias: the same encoder
+    output as with transformers' mask made from the 2D mask, bit for bit, in fp32 and under
+    bf16 autocast (where both are bf16)."""
+    import torch
+
+    sparse, _, batch = _model_and_batch(seed=3)
+    sparse.set_attn_implementation("eager")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for autocast in (False, True):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            bias = padding_attention_bias(mask, encoder_dtype(sparse.bert, ids.device))
+            theirs = sparse.bert(ids, attention_mask=mask).last_hidden_state
+            ours = sparse.bert(ids, attention_mask=bias).last_hidden_state
+        assert bias.dtype == (torch.bfloat16 if autocast else torch.float32) and bias.shape == (6, 1, 1, 32)
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), autocast
+    assert not torch.equal(ours[3:], sparse.bert(ids, attention_mask=torch.ones_like(mask)).last_hidden_state[3:])
 
 
 def test_under_bf16_autocast_the_encoder_runs_in_bf16_from_the_embeddings_on():
