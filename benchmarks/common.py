@@ -117,23 +117,20 @@ def op_clock():
 
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    matmuls = {"mm", "addmm", "bmm", "baddbmm"}
-
-    def role(name: str, args) -> str:
-        if name not in matmuls:
-            return name
-        a = args[1] if name in ("addmm", "baddbmm") else args[0]
+    def matmul(name: str, args):
+        """(role, FLOPs) of a matmul operator, None for any other."""
+        if name not in ("mm", "addmm", "bmm", "baddbmm"):
+            return None
+        a, b = args[1:3] if name in ("addmm", "baddbmm") else args[:2]
         if name in ("bmm", "baddbmm"):
-            return "matmul: batched (attention)"
-        if name == "addmm":
-            return "matmul: with bias (forward linear layers)"
-        # a weight gradient dY.T @ x: its first operand is a transposed (column-major) view
-        return "matmul: transposed first operand (weight gradients)" if a.stride(0) == 1 and a.size(0) > 1 \
-            else "matmul: plain (input gradients, ...)"
-
-    def flops(name: str, args) -> float:
-        a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
-        return 2.0 * a.numel() * b.shape[-1]
+            role = "matmul: batched (attention)"
+        elif name == "addmm":
+            role = "matmul: with bias (forward linear layers)"
+        elif a.stride(0) == 1 and a.size(0) > 1:  # dY.T @ x: a transposed (column-major) first operand
+            role = "matmul: transposed first operand (weight gradients)"
+        else:
+            role = "matmul: plain (input gradients, ...)"
+        return role, 2.0 * a.numel() * b.shape[-1]
 
     class OpClock(TorchDispatchMode):
         def __init__(self):
@@ -147,11 +144,10 @@ def op_clock():
             out = func(*args, **(kwargs or {}))
             dt = time.perf_counter() - t
             name = func.__name__.split(".")[0]
-            key = role(name, args)
+            key, flop = matmul(name, args) or (name, 0.0)
             self.seconds[key] += dt
             self.calls[key] += 1
-            if name in matmuls:
-                self.flops[key] += flops(name, args)
+            self.flops[key] += flop
             return out
 
         def report(self, total_seconds: float, top: int = 20) -> dict:
