@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 ARGS    ?=
 
-.PHONY: demo demo-synthetic test test-fast compile lint-cluster images clean
+.PHONY: demo demo-synthetic test test-fast lint compile lint-cluster images clean
 
 $(BIN)/scratchbert: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(BIN)/scratchbert            ## the whole test suite (what CI runs)
 
 test-fast: $(BIN)/scratchbert
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: $(BIN)/scratchbert            ## ruff over the library, components, pipeline, tests and benchmarks
+	$(BIN)/ruff check src components pipelines tests benchmarks
 
 compile: $(BIN)/scratchbert         ## write pipelines/bert_pipeline.yaml
 	$(BIN)/python pipelines/compile.py $(ARGS)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from scratchbert.local_run import STAND_IN_CORPUS_BYTES, STAND_INS, stand_in_data
+from scratchbert_pipelines.local_run import STAND_IN_CORPUS_BYTES, STAND_INS, stand_in_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = stand_in_data()  # ../shared/data beside the checkout, or $SCRATCHBERT_SHARED_DATA
@@ -90,13 +90,14 @@ def prepared_data(workdir: Path, vocab_size: int = 30522, max_seq_len: int = 128
     timings = {}
     if not tok.is_dir():
         t = time.perf_counter()
-        train_tokenizer(TokenizerConfig(corpus=str(ENWIKI_TRAIN), out=str(tok), vocab_size=vocab_size, max_bytes=max_bytes))
+        train_tokenizer(TokenizerConfig(corpus=str(ENWIKI_TRAIN), out=str(tok), vocab_size=vocab_size,
+                                        max_corpus_bytes=max_bytes))
         timings["tokenizer_seconds"] = time.perf_counter() - t
     if not data.is_dir():
         t = time.perf_counter()
         build_dataset(DatasetConfig(corpus=str(ENWIKI_TRAIN), tokenizer=str(tok), out=str(data), max_seq_len=max_seq_len,
-                                    max_bytes=max_bytes, valid_corpus=str(ENWIKI_VALID) if valid else None,
-                                    valid_max_bytes=2_000_000, dupe_factor=dupe_factor))
+                                    max_corpus_bytes=max_bytes, valid_corpus=str(ENWIKI_VALID) if valid else "",
+                                    max_valid_corpus_bytes=2_000_000, dupe_factor=dupe_factor))
         timings["dataset_seconds"] = time.perf_counter() - t
     return tok, data, timings
 

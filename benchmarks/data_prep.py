@@ -37,7 +37,7 @@ def main() -> None:
     try:
         t = time.perf_counter()
         train_tokenizer(TokenizerConfig(corpus=str(ENWIKI_TRAIN), out=str(work / "tok"), vocab_size=args.vocab_size,
-                                        max_bytes=args.max_bytes))
+                                        max_corpus_bytes=args.max_bytes))
         tokenizer_s = time.perf_counter() - t
 
         docs = load_documents(str(ENWIKI_TRAIN), args.max_bytes)
@@ -51,7 +51,7 @@ def main() -> None:
 
         t = time.perf_counter()
         stats = build_dataset(DatasetConfig(corpus=str(ENWIKI_TRAIN), tokenizer=str(work / "tok"), out=str(work / "data"),
-                                            max_bytes=args.max_bytes))
+                                            max_corpus_bytes=args.max_bytes))
         dataset_s = time.perf_counter() - t
         emit({"benchmark": "data_prep", "bytes": sum(len(d.encode()) for d in docs), "documents": len(docs),
               "tokens": n_tokens, "tokenizer_train_seconds": tokenizer_s,

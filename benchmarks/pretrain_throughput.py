@@ -277,8 +277,8 @@ def main() -> None:
     require_shared_data()
     import torch
 
-    from scratchbert.tokenizer import load_tokenizer
     from scratchbert.pretraining_data import load_pretraining_dataset
+    from scratchbert.tokenizer import load_tokenizer
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

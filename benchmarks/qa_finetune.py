@@ -59,8 +59,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for bf16 in ("false", "true"):
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its summary on stdout
-                m = finetune_qa(QAConfig(model=str(model), train=str(SQUAD_TRAIN),
-                                         eval=str(SQUAD_DEV), out=str(Path(tmp) / bf16),
+                m = finetune_qa(QAConfig(model=str(model), squad_train=str(SQUAD_TRAIN),
+                                         squad_dev=str(SQUAD_DEV), out=str(Path(tmp) / bf16),
                                          max_steps=args.steps, batch_size=args.batch_size, bf16=bf16,
                                          max_train_examples=args.train_examples, max_eval_examples=args.eval_examples,
                                          logging_steps=10**9))

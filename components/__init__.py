@@ -1,42 +1,76 @@
 """Kubeflow Pipelines components of scratchbert: one thin wrapper per library stage.
 
-Each ``components/<stage>/component.py`` holds a plain Python function (the component's
-body: it imports the library inside, turns artifacts into folders, calls the stage, logs
-metrics) and a ``build(image)`` that turns it into a KFP component for a given image.
+Installed as ``scratchbert_components``. Each ``<stage>/component.py`` holds a plain Python
+function (the component's body: it imports the library inside, turns artifacts into folders,
+builds the stage's config, calls the stage, logs metrics) and a ``build(image)`` that turns it
+into a KFP component for a given image.
+
+A component's parameters are fields of its stage's config dataclass, with the same names and
+types (tests/component/test_interfaces.py checks each against the config); their descriptions
+are taken from the config's help by :func:`make_component`, so they are written once.
 
 The image is an argument, not a constant in each file: KFP fixes ``base_image`` when the
 component is created, and the pipeline is compiled for whichever images
-``pipelines/compile.py`` is given (defaults: ``pipelines/settings.default_image``). So the
-pipeline builds its components inside ``build_pipeline(image, gpu_image)``.
-
-Components never ``pip install`` at run time (``install_kfp_package=False`` and no
-``packages_to_install``): the scratchbert images carry the library and kfp.
+``scratchbert_pipelines.compile`` is given. Components never ``pip install`` at run time
+(``install_kfp_package=False`` and no ``packages_to_install``): the images carry the library.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
-from components.helpers import (format_number, history_series, html_page, html_table, log_numbers,
-                                 logging_interval, read_log_history, run_stage, svg_line_chart)
+from scratchbert_components.helpers import (
+    format_number,
+    history_series,
+    html_page,
+    html_table,
+    log_numbers,
+    logging_interval,
+    read_log_history,
+    run_stage,
+    svg_line_chart,
+)
 
 # Helpers pasted into every component / into components that write an HTML report.
 BASE_HELPERS = (run_stage, log_numbers, logging_interval)
 REPORT_HELPERS = BASE_HELPERS + (read_log_history, history_series, format_number, html_table,
                                  svg_line_chart, html_page)
 
-# Folder names under components/, in pipeline order.
+# Folder names, in pipeline order.
 STAGES = ("tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish")
 
 
-def make_component(func: Callable, image: str, helpers: Sequence[Callable] = BASE_HELPERS):
+def describe(func: Callable, config_cls=None) -> str:
+    """``func``'s docstring with an ``Args`` line added for each parameter that is a field of
+    ``config_cls`` (its help, from the config) and not documented in the docstring itself."""
+    from scratchbert import params
+
+    doc = inspect.cleandoc(getattr(func, "_own_doc", None) or func.__doc__ or "")
+    if config_cls is None:
+        return doc
+    known = params.fields(config_cls)
+    lines = [f"    {name}: {params.help_text(config_cls, name, with_default=False)}"
+             for name in inspect.signature(func).parameters if name in known and f"\n    {name}:" not in doc]
+    if not lines:
+        return doc
+    if "\nArgs:\n" in doc:
+        head, _, tail = doc.partition("\nArgs:\n")
+        return f"{head}\nArgs:\n" + "\n".join(lines) + "\n" + tail
+    return doc + "\n\nArgs:\n" + "\n".join(lines)
+
+
+def make_component(func: Callable, image: str, config_cls=None, helpers: Sequence[Callable] = BASE_HELPERS):
     """A KFP lightweight component running ``func`` in ``image`` with ``helpers`` pasted in.
 
-    Nothing is pip-installed when the task starts: ``image`` must hold scratchbert and kfp
-    (the images under ``images/`` do; so does the project's virtual environment, which is
-    what ``kfp.local.SubprocessRunner(use_venv=False)`` uses).
+    The parameters that are fields of ``config_cls`` are described from its help. Nothing is
+    pip-installed when the task starts: ``image`` must hold scratchbert and kfp (the images
+    under ``images/`` do; so does the project's virtual environment, which is what
+    ``kfp.local.SubprocessRunner(use_venv=False)`` uses).
     """
     from kfp import dsl
 
-    return dsl.component(func, base_image=image, install_kfp_package=False,
-                         additional_funcs=list(helpers))
+    if not hasattr(func, "_own_doc"):
+        func._own_doc = func.__doc__
+    func.__doc__ = describe(func, config_cls)
+    return dsl.component(func, base_image=image, install_kfp_package=False, additional_funcs=list(helpers))

@@ -31,36 +31,27 @@ Decisions that live here (and nowhere else):
 * **Retries**: pretrain retries twice (a preempted GPU node; with ``checkpoint_uri`` set it
   resumes from the last mirrored checkpoint), publish twice (a flaky object store); the
   deterministic CPU stages fail fast.
-* **Defaults** of the hyperparameters come from the library's config dataclasses, so the
-  pipeline, the CLI and the library agree.
+* **Parameters**: their names, types, defaults and descriptions come from
+  ``scratchbert_pipelines.parameters``, which derives them from the library's config
+  dataclasses, so the pipeline, the CLI, ``run-local`` and the library agree.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline's annotations as types.
 import dataclasses
-from typing import Optional
 
 from kfp import dsl, kubernetes
 
-from components.dataset import component as dataset_component
-from components.evaluate import component as evaluate_component
-from components.pretrain import component as pretrain_component
-from components.publish import component as publish_component
-from components.qa_finetune import component as qa_component
-from components.tokenizer import component as tokenizer_component
-from pipelines import settings
-from scratchbert.pretrain import PretrainConfig
-from scratchbert.pretraining_data import DatasetConfig
-from scratchbert.qa import QAConfig
-from scratchbert.tokenizer import TokenizerConfig
+from scratchbert_components.dataset import component as dataset_component
+from scratchbert_components.evaluate import component as evaluate_component
+from scratchbert_components.pretrain import component as pretrain_component
+from scratchbert_components.publish import component as publish_component
+from scratchbert_components.qa_finetune import component as qa_component
+from scratchbert_components.tokenizer import component as tokenizer_component
+from scratchbert_pipelines import parameters, settings
 
 PIPELINE_NAME = "scratchbert"
 PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on a GPU, "
                         "evaluation, SQuAD v1.1 fine-tuning, and publishing the QA model to S3.")
-
-DEFAULT_CORPUS = "hf://wikitext/wikitext-2-raw-v1"
-DEFAULT_SQUAD_TRAIN = "hf://rajpurkar/squad/train"
-DEFAULT_SQUAD_DEV = "hf://rajpurkar/squad/validation"
-DEFAULT_PUBLISH_URI = f"s3://{settings.PUBLISH_BUCKET}/{settings.PUBLISH_PREFIX}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +83,6 @@ PRETRAIN_RETRIES = 2
 PUBLISH_RETRIES = 2
 
 
-def _default(cls, name: str):
-    """The default of field ``name`` of the library config dataclass ``cls``."""
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
-
-
 def _resources(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
     r = RESOURCES[stage]
     return (task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
@@ -122,8 +108,8 @@ def _on_gpu(task: dsl.PipelineTask, node_selector: bool) -> dsl.PipelineTask:
     return task
 
 
-def build_pipeline(image: Optional[str] = None, gpu_image: Optional[str] = None, *, node_selector: bool = True,
-                   pipeline_root: Optional[str] = None):
+def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, node_selector: bool = True,
+                   pipeline_root: str | None = None):
     """Return the ``@dsl.pipeline`` function with its components built for the given images.
 
     Args:
@@ -144,108 +130,54 @@ def build_pipeline(image: Optional[str] = None, gpu_image: Optional[str] = None,
     qa_cpu_op = qa_component.build(image)
     publish_op = publish_component.build(image)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION, pipeline_root=pipeline_root)
-    def bert_pipeline(
-        corpus_uri: str = DEFAULT_CORPUS,
-        valid_corpus_uri: str = "",
-        squad_train_uri: str = DEFAULT_SQUAD_TRAIN,
-        squad_dev_uri: str = DEFAULT_SQUAD_DEV,
-        max_corpus_bytes: int = 0,
-        vocab_size: int = _default(TokenizerConfig, "vocab_size"),
-        max_seq_len: int = _default(DatasetConfig, "max_seq_len"),
-        dupe_factor: int = _default(DatasetConfig, "dupe_factor"),
-        preset: str = _default(PretrainConfig, "preset"),
-        pretrain_max_steps: int = _default(PretrainConfig, "max_steps"),
-        pretrain_time_budget_minutes: float = 0.0,
-        learning_rate: float = _default(PretrainConfig, "learning_rate"),
-        batch_size: int = _default(PretrainConfig, "batch_size"),
-        checkpoint_uri: str = "",
-        eval_max_examples: int = 0,
-        qa_max_steps: int = _default(QAConfig, "max_steps"),
-        qa_learning_rate: float = _default(QAConfig, "learning_rate"),
-        qa_batch_size: int = _default(QAConfig, "batch_size"),
-        qa_max_seq_len: int = _default(QAConfig, "max_seq_len"),
-        qa_max_train_examples: int = 0,
-        qa_max_eval_examples: int = 0,
-        qa_on_gpu: bool = True,
-        publish_uri: str = DEFAULT_PUBLISH_URI,
-        publish_version: str = "",
-    ) -> str:
-        """Train BERT from scratch and publish a SQuAD question-answering model.
+    def bert_pipeline(*values) -> str:
+        p = dict(zip(parameters.NAMES, values))  # kfp passes the parameters in signature order
 
-        Args:
-            corpus_uri: Pretraining corpus: hf://name[/config], s3://bucket/prefix, or a path inside the image.
-            valid_corpus_uri: Separate validation corpus (same forms); empty holds out 2% of the corpus.
-            squad_train_uri: SQuAD v1.1 training set: hf://owner/name[/split] or s3://bucket/file.json.
-            squad_dev_uri: SQuAD v1.1 evaluation set, same forms.
-            max_corpus_bytes: Use only the first N bytes of the corpus; 0 uses all.
-            vocab_size: WordPiece vocabulary size.
-            max_seq_len: Tokens per pretraining example.
-            dupe_factor: Times each training document is cut into examples (new splits and NSP pairings); 5 or so for a small corpus pretrained on for several epochs.
-            preset: Model size: nano, tiny, mini, small, medium, base.
-            pretrain_max_steps: Pretraining optimizer steps; -1 trains one epoch or until the time budget.
-            pretrain_time_budget_minutes: Stop pretraining after this many minutes; 0 means no budget.
-            learning_rate: Peak pretraining learning rate.
-            batch_size: Pretraining examples per step.
-            checkpoint_uri: s3:// prefix mirroring pretraining checkpoints so a retried task resumes; empty is off.
-            eval_max_examples: Evaluate on at most N validation examples; 0 uses all.
-            qa_max_steps: QA fine-tuning steps; -1 trains 2 epochs.
-            qa_learning_rate: Peak QA learning rate.
-            qa_batch_size: QA windows per step.
-            qa_max_seq_len: Tokens per QA window; 0 uses min(384, the model's positions).
-            qa_max_train_examples: Use only the first N SQuAD training questions; 0 uses all.
-            qa_max_eval_examples: Score only the first N SQuAD evaluation questions; 0 uses all.
-            qa_on_gpu: Fine-tune on a GPU node (the CUDA image) rather than on a CPU node.
-            publish_uri: s3://bucket/prefix the QA model is published under (version folder, manifest, LATEST).
-            publish_version: Version folder name; empty uses the UTC time.
+        def args(stage: str) -> dict:
+            return parameters.stage_arguments(stage, p)
 
-        Returns:
-            The URI of the published model version.
-        """
-        tok = tokenizer_op(corpus_uri=corpus_uri, vocab_size=vocab_size, max_corpus_bytes=max_corpus_bytes,
-                           lowercase=_default(TokenizerConfig, "lowercase"))
+        tok = tokenizer_op(**args("tokenizer"))
         tok.set_display_name("tokenizer: train WordPiece").set_caching_options(True)
         _s3_credentials(_resources(tok, "tokenizer"), optional=True)
 
-        data = dataset_op(corpus_uri=corpus_uri, valid_corpus_uri=valid_corpus_uri,
-                          tokenizer=tok.outputs["tokenizer"], max_seq_len=max_seq_len,
-                          max_corpus_bytes=max_corpus_bytes, dupe_factor=dupe_factor, num_proc=DATASET_NUM_PROC)
+        data = dataset_op(tokenizer=tok.outputs["tokenizer"], num_proc=DATASET_NUM_PROC, **args("dataset"))
         data.set_display_name("dataset: MLM+NSP examples").set_caching_options(True)
         _s3_credentials(_resources(data, "dataset"), optional=True)
 
-        pre = pretrain_op(dataset=data.outputs["dataset"], preset=preset, max_steps=pretrain_max_steps,
-                          time_budget_minutes=pretrain_time_budget_minutes, learning_rate=learning_rate,
-                          batch_size=batch_size, checkpoint_uri=checkpoint_uri)
+        pre = pretrain_op(dataset=data.outputs["dataset"], **args("pretrain"))
         pre.set_display_name("pretrain BERT (GPU)").set_caching_options(False)
         pre.set_retry(PRETRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
         _on_gpu(_s3_credentials(_resources(pre, "pretrain"), optional=True), node_selector)
 
-        ev = evaluate_op(model=pre.outputs["model"], dataset=data.outputs["dataset"], max_examples=eval_max_examples)
+        ev = evaluate_op(model=pre.outputs["model"], logs=pre.outputs["logs"], dataset=data.outputs["dataset"],
+                         **args("evaluate"))
         ev.set_display_name("evaluate: MLM/NSP, perplexity, fill-mask").set_caching_options(False)
         _resources(ev, "evaluate")
 
         def finetune_and_publish(qa_op, where: str, gpu: bool):
-            qa = qa_op(model=pre.outputs["model"], squad_train_uri=squad_train_uri, squad_dev_uri=squad_dev_uri,
-                       max_steps=qa_max_steps, learning_rate=qa_learning_rate, batch_size=qa_batch_size,
-                       max_seq_len=qa_max_seq_len, max_train_examples=qa_max_train_examples,
-                       max_eval_examples=qa_max_eval_examples)
+            qa = qa_op(model=pre.outputs["model"], **args("qa_finetune"))
             qa.set_display_name(f"qa_finetune: SQuAD ({where})").set_caching_options(False)
             _s3_credentials(_resources(qa, "qa_finetune"), optional=True)
             if gpu:
                 _on_gpu(qa, node_selector)
-            pub = publish_op(model=qa.outputs["qa_model"], publish_uri=publish_uri, version=publish_version)
+            pub = publish_op(model=qa.outputs["qa_model"], **args("publish"))
             pub.set_display_name("publish QA model").set_caching_options(False)
             pub.set_retry(PUBLISH_RETRIES, backoff_duration="30s")
             _s3_credentials(_resources(pub, "publish"), optional=False)
             return pub
 
-        with dsl.If(qa_on_gpu == True, name="qa-on-gpu"):  # noqa: E712 (a pipeline condition, not a Python test)
+        with dsl.If(p["qa_on_gpu"] == True, name="qa-on-gpu"):  # noqa: E712 (a pipeline condition, not a Python test)
             published_gpu = finetune_and_publish(qa_gpu_op, "GPU", gpu=True)
         with dsl.Else(name="qa-on-cpu"):
             published_cpu = finetune_and_publish(qa_cpu_op, "CPU", gpu=False)
         return dsl.OneOf(published_gpu.output, published_cpu.output)
 
-    return bert_pipeline
+    # The signature and the docstring (the UI's parameter descriptions) come from the parameter table.
+    bert_pipeline.__signature__ = parameters.signature(return_annotation=str)
+    bert_pipeline.__doc__ = parameters.docstring(
+        "Train BERT from scratch and publish a SQuAD question-answering model.",
+        "The URI of the published model version.")
+    return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION, pipeline_root=pipeline_root)(bert_pipeline)
 
 
 # The pipeline for the default images (what the committed YAML is compiled from).

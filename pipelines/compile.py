@@ -6,7 +6,9 @@
 
 Defaults come from ``pipelines/settings.py``; compiled with no options it reproduces the
 committed ``pipelines/bert_pipeline.yaml`` byte for byte (tests/static/test_pipeline_yaml.py
-checks that, so the YAML cannot drift from the code: recompile after changing either).
+checks that, so the YAML cannot drift from the code: recompile after changing either). The
+standard KFP command compiles the same pipeline:
+``kfp dsl compile --py pipelines/bert_pipeline.py --function bert_pipeline --output FILE``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make `components` and `pipelines` importable
-    sys.path.insert(0, str(ROOT))
-
-DEFAULT_OUTPUT = ROOT / "pipelines" / "bert_pipeline.yaml"
+# The YAML beside this file (in a checkout: pipelines/bert_pipeline.yaml); it ships with the package.
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "bert_pipeline.yaml"
 
 
 def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, *, image: str | None = None, gpu_image: str | None = None,
@@ -32,7 +31,7 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, *, image: str | None =
     """
     from kfp import compiler
 
-    from pipelines.bert_pipeline import build_pipeline
+    from scratchbert_pipelines.bert_pipeline import build_pipeline
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +41,7 @@ def compile_pipeline(output: str | Path = DEFAULT_OUTPUT, *, image: str | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines import settings
+    from scratchbert_pipelines import settings
 
     parser = argparse.ArgumentParser(description="Compile the scratchbert pipeline to YAML.")
     parser.add_argument("--image", help=f"image of the CPU tasks (default: {settings.default_image(gpu=False)})")

@@ -1,44 +1,208 @@
-#!/usr/bin/env python
-"""Run the scratchbert pipeline on this machine through ``kfp.local`` (the kfp half of ``scratchbert run-local``).
+"""``scratchbert run-local``: the whole Kubeflow pipeline on this machine, with an embedded S3 server.
 
-:func:`run_pipeline` is the only code that touches ``kfp.local``: it runs the very pipeline
-function that ``pipelines/compile.py`` compiles (``pipelines.bert_pipeline.build_pipeline``)
-with ``kfp.local.SubprocessRunner(use_venv=False)``, i.e. each task is a subprocess of this
-Python, in this virtual environment, with this process's environment variables (that is how
-the ``AWS_*`` variables reach the tasks locally; on a cluster they come from the Secret).
-kfp.local ignores the cluster-only settings (kfp-kubernetes platform config, accelerator,
-CPU and memory), so nothing is switched off for a local run.
+What :func:`run_local` does, in order:
 
-Everything else (the embedded S3 server, staging inputs, reading results, the summary)
-lives in :mod:`scratchbert.local_run`, which does not import kfp. From a checkout:
+1. checks the pipeline parameters it is given (names and types from
+   :mod:`scratchbert_pipelines.parameters`) and makes a run folder ``<workdir>/<run id>/``;
+2. with ``synthetic=True``, writes a generated corpus and SQuAD-style train/dev sets there
+   (for any of the four inputs not given);
+3. starts :class:`scratchbert.objectstore.EmbeddedS3` on 127.0.0.1 (objects kept in
+   ``keep_store``, by default ``<workdir>/s3-store``), or uses the S3 endpoint you give
+   with the ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` of the environment;
+4. sets the ``AWS_*`` variables for the pipeline's task processes and uploads local corpus
+   and SQuAD files to ``s3://scratchbert-inputs/<run id>/...``, so the tasks read them from
+   ``s3://`` exactly as on a cluster (``hf://`` and ``s3://`` inputs are passed unchanged;
+   with no input at all the pipeline's defaults, WikiText-2 and SQuAD from the Hub, apply,
+   or their offline stand-ins when the Hub cannot be reached: :func:`stand_in_data`);
+5. runs the pipeline, the same function that is compiled for the cluster, through
+   ``kfp.local`` (each task a subprocess of this Python, in this environment); kfp.local's
+   own output goes to ``<run>/run.log`` while the screen shows a line per stage with its
+   progress (everything, with ``verbose``);
+6. stops the server (always), reads every stage's ``metrics.json``, writes
+   ``<run>/summary.json`` and prints a summary table. A failed run says which task failed
+   and why in one line, names the log, and removes nothing but the server.
 
-    python pipelines/local_run.py --synthetic          # same as `scratchbert run-local --synthetic`
+After the run, the published model stays in the kept store; to read it again::
+
+    from scratchbert.objectstore import EmbeddedS3
+    from scratchbert import storage
+    with EmbeddedS3(data_dir="runs/local/s3-store") as s3:
+        storage.fetch_published("s3://models/scratchbert-qa", "qa-model", client=s3.client())
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import os
+import re
+import shutil
 import sys
+import tempfile
+import threading
+import time
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make `components` and `pipelines` importable
-    sys.path.insert(0, str(ROOT))
+from scratchbert import params
+from scratchbert.errors import RunFailed, ScratchBertError
+from scratchbert.outputs import read_json, write_json
+from scratchbert_pipelines import parameters
+
+COMMAND = "run-local"
+DESCRIPTION = ("Run the whole scratchbert pipeline on this machine through kfp.local, with an embedded "
+               "S3 server (or --endpoint); prints a line per stage and a summary, and keeps the published "
+               "model in the store.")
+INPUT_BUCKET = "scratchbert-inputs"
+STORE_DIRNAME = "s3-store"
+LOG_FILE = "run.log"
+SOURCES = ("corpus", "valid_corpus", "squad_train", "squad_dev")  # pipeline parameters that take data
+
+# The run's defaults, by pipeline parameter (the pipeline's own defaults fill in the rest).
+# On generated data: a nano model, a few minutes on 2 CPU cores, long enough that the numbers
+# show learning (the nano learning rates are those the unit tests found to work for it).
+SYNTHETIC_DEFAULTS: dict[str, Any] = {
+    "preset": "nano", "vocab_size": 2000, "max_seq_len": 128, "max_steps": 800, "batch_size": 32,
+    "learning_rate": 3e-3, "qa_max_steps": 300, "qa_batch_size": 32, "qa_max_seq_len": 192,
+    "qa_learning_rate": 3e-3,
+}
+SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_articles": 40}
+# On real data (WikiText-2 and SQuAD unless given), on a laptop CPU: a tiny model for ten
+# minutes (several passes over 11 MB, hence five cuts of each document), a short QA
+# fine-tune, scored on 1000 dev questions. docs/performance.md has what it measures.
+REAL_DEFAULTS: dict[str, Any] = {
+    "preset": "tiny", "max_steps": -1, "time_budget_minutes": 10.0, "dupe_factor": 5, "qa_max_steps": 600,
+    "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
+}
+
+# With no inputs a run trains on the Hub's WikiText-2 and SQuAD (the pipeline's defaults). When
+# the Hub cannot be reached, the same kinds of data in ../shared/data beside the checkout (or
+# $SCRATCHBERT_SHARED_DATA) stand in for them: that folder's README says it holds offline
+# stand-ins for exactly these Hub datasets. 11 MB of the Wikipedia text is WikiText-2's size.
+STAND_IN_ENV = "SCRATCHBERT_SHARED_DATA"
+STAND_INS = {"corpus": "enwiki/train.txt", "squad_train": "squad/train-v1.1.json", "squad_dev": "squad/dev-v1.1.json"}
+STAND_IN_CORPUS_BYTES = 11_000_000
+
+# Stage -> the output artifact holding the stage's metrics.json.
+STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
+                 "qa_finetune": "logs"}
+STAGES = (*STAGE_OUTPUTS, "publish")
+
+
+def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
+              keep_store: str | os.PathLike | None = "", verbose: bool = False, quiet: bool = False,
+              **params: Any) -> dict:
+    """Run the whole pipeline locally (see the module docstring) and return its summary.
+
+    Args:
+        synthetic: generate whichever of the four inputs is not given, and default to a nano
+            model trained for a few minutes (:data:`SYNTHETIC_DEFAULTS`).
+        endpoint: an S3 endpoint to use instead of the embedded server (credentials from the
+            environment's ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``).
+        workdir: the folder of the runs (each run gets ``<workdir>/<UTC time>/``).
+        keep_store: the embedded server's data folder, kept after the run: ``""`` means
+            ``<workdir>/s3-store``, ``None`` a temporary store deleted when the run ends.
+        verbose: show kfp.local's whole output, not only a line per stage.
+        quiet: print nothing (the summary is returned and written to ``summary.json``).
+        **params: pipeline parameters (:data:`scratchbert_pipelines.parameters.NAMES`); the
+            inputs (``corpus``, ``valid_corpus``, ``squad_train``, ``squad_dev``) may also be
+            local files or folders, which are uploaded to the S3 server first.
+
+    Returns:
+        The summary (also in ``<run>/summary.json``): ``run_id``, ``run_dir``, ``outputs``,
+        ``log``, ``published_uri``, ``store``, ``endpoint``, ``arguments``,
+        ``total_seconds`` and, per stage, ``seconds`` and its metrics.
+
+    Raises:
+        ScratchBertError: a bad parameter or input path, a missing ``weed``, missing
+            credentials for ``endpoint``; ``RunFailed`` when a task fails (the message has
+            the task's error and names the log).
+    """
+    given = parameters.check({k: v for k, v in params.items() if v is not None})
+    if "qa_on_gpu" in given:
+        raise ScratchBertError("qa_on_gpu has no meaning in a local run (every task runs on this machine); leave it out")
+    workdir = Path(workdir).resolve()
+    sources = {name: given.pop(name, None) for name in SOURCES}
+    for name, value in sources.items():
+        if value is not None and not _is_remote(str(value)) and not Path(value).exists():
+            raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")
+    endpoint_env = _endpoint_env(endpoint) if endpoint is not None else None
+    _check_runner()
+    settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
+    if not synthetic:
+        sources, stand_in_settings = _offline_stand_ins(sources, quiet)
+        settings.update(stand_in_settings)
+    run_id, run_dir = _new_run_dir(workdir)
+    if synthetic:
+        sources.update(_write_synthetic(run_dir / "inputs", sources))
+    arguments = {**settings, **given, "qa_on_gpu": False}  # no GPU branch locally
+
+    server = None
+    store: Path | None = None
+    saved_env = {k: os.environ.get(k) for k in _aws_env_names()}
+    monitor = _Monitor(run_dir / LOG_FILE, verbose=verbose, quiet=quiet)
+    try:
+        if endpoint is None:
+            from scratchbert.objectstore import EmbeddedS3
+
+            store = (workdir / STORE_DIRNAME if keep_store == "" else
+                     Path(keep_store).resolve() if keep_store is not None else None)
+            server = EmbeddedS3(data_dir=store).start()
+            env = server.env()
+        else:
+            env = endpoint_env
+        os.environ.update(env)  # the task subprocesses inherit these (on a cluster: the Secret)
+        for name, value in sources.items():
+            if value is not None:
+                arguments[name] = _stage_input(str(value), name, run_id)
+        write_json(run_dir / "arguments.json", arguments)
+        started = time.time()
+        try:
+            with monitor:
+                published = run_pipeline(arguments, run_dir / "outputs")
+        except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+            raise RunFailed(monitor.failure(_plain(str(e)))) from None
+        endpoint_used = env["AWS_ENDPOINT_URL"]
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if server is not None:
+            server.stop()
+    stages = collect_results(run_dir / "outputs")
+    for stage, seconds in monitor.durations().items():
+        stages.setdefault(stage, {})["seconds"] = seconds
+    summary = {
+        "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
+        "published_uri": published, "endpoint": endpoint_used if endpoint else None,
+        "store": str(store) if store else None, "synthetic": synthetic, "arguments": arguments,
+        "stages": stages, "total_seconds": round(time.time() - started, 1),
+    }
+    write_json(run_dir / "summary.json", summary)
+    if not quiet:
+        print(format_summary(summary), flush=True)
+    return summary
 
 
 def run_pipeline(arguments: dict[str, Any], pipeline_root: str | Path, *, image: str | None = None,
                  gpu_image: str | None = None) -> str:
-    """Run the pipeline locally with ``arguments`` (pipeline parameters); return the published URI.
+    """Run the pipeline through ``kfp.local`` with ``arguments``; return the published URI.
 
-    Task outputs land under ``pipeline_root`` (``<pipeline-run>/<task>/<output>``). The
-    image names only label the tasks locally (the subprocess runner uses this Python).
-    Raises ``RuntimeError`` naming the failed task when a task fails; the task's own error
-    is in the streamed log above it.
+    ``kfp.local.SubprocessRunner(use_venv=False)`` runs each task as a subprocess of this
+    Python, in this environment, with this process's environment variables (that is how the
+    ``AWS_*`` variables reach the tasks locally; on a cluster they come from the Secret).
+    kfp.local ignores the cluster-only settings (kfp-kubernetes platform config, accelerator,
+    CPU and memory), so nothing is switched off for a local run. Task outputs land under
+    ``pipeline_root`` (``<pipeline-run>/<task>/<output>``); the image names only label the
+    tasks. Raises ``RuntimeError`` naming the failed task when a task fails.
     """
     from kfp import local
 
-    from pipelines.bert_pipeline import build_pipeline
+    from scratchbert_pipelines.bert_pipeline import build_pipeline
 
     pipeline = build_pipeline(image, gpu_image)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
@@ -52,12 +216,360 @@ def run_pipeline(arguments: dict[str, Any], pipeline_root: str | Path, *, image:
     return task.output
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python pipelines/local_run.py [run-local options]``."""
-    from scratchbert.local_run import main as run_local_main
+def collect_results(outputs: str | os.PathLike) -> dict:
+    """Per-stage metrics: each stage's ``metrics.json`` from a kfp.local output folder."""
+    stages: dict[str, dict] = {}
+    for stage, output in STAGE_OUTPUTS.items():
+        for path in Path(outputs).rglob(f"{output}/metrics.json"):
+            if _stage_of(path.parent.parent.name) == stage:
+                stages.setdefault(stage, {}).update(read_json(path))
+    return stages
 
-    return run_local_main(argv)
+
+def format_summary(summary: dict) -> str:
+    """The summary as a short table: stage, wall seconds, headline numbers, then where things are."""
+    s = summary["stages"]
+
+    def get(stage, key, fmt="{:.3f}"):
+        value = s.get(stage, {}).get(key)
+        return "n/a" if value is None else fmt.format(value)
+
+    headline = {
+        "tokenizer": f"vocab {get('tokenizer', 'vocab_size', '{}')}, unk rate {get('tokenizer', 'unk_rate', '{:.4f}')}",
+        "dataset": f"{get('dataset', 'train_examples', '{}')} train / {get('dataset', 'validation_examples', '{}')} validation examples",
+        "pretrain": f"{get('pretrain', 'steps', '{}')} steps, loss {get('pretrain', 'train_loss', '{:.3f}')}, {get('pretrain', 'tokens_per_second', '{:.0f}')} tokens/s",
+        "evaluate": f"MLM acc {get('evaluate', 'mlm_accuracy')}, NSP acc {get('evaluate', 'nsp_accuracy')}, perplexity {get('evaluate', 'perplexity', '{:.1f}')}",
+        "qa_finetune": f"EM {get('qa_finetune', 'exact_match', '{:.2f}')}, F1 {get('qa_finetune', 'f1', '{:.2f}')}",
+        "publish": summary.get("published_uri") or "n/a",
+    }
+    lines = [f"scratchbert local run {summary['run_id']}" + (" (synthetic data)" if summary.get("synthetic") else ""),
+             f"{'stage':<12} {'seconds':>8}  result"]
+    for stage in STAGES:
+        lines.append(f"{stage:<12} {get(stage, 'seconds', '{:.1f}'):>8}  {headline[stage]}")
+    lines.append(f"{'total':<12} {summary['total_seconds']:>8.1f}")
+    where = summary["store"] and f"kept in {summary['store']} (server stopped)" or summary.get("endpoint") or "temporary store (deleted)"
+    lines += [f"published:  {summary.get('published_uri')}  [{where}]", f"outputs:    {summary['outputs']}",
+              f"log:        {summary['log']}"]
+    return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# ------------------------------------------------------------------------------------ progress
+
+
+class _Monitor(io.TextIOBase):
+    """Stands in for ``sys.stdout`` while kfp.local runs: everything goes to the run's log file;
+    the screen (stderr) gets a line per stage with its elapsed time and the stage's own
+    progress (the last progress bar its task printed), or everything with ``verbose``.
+
+    kfp.local prints ``Executing task 'NAME'`` and ``Task 'NAME' finished with status S`` around
+    each task and streams the task's output line by line (a progress bar's carriage returns
+    arrive as line ends), which is what this reads.
+    """
+
+    _START = re.compile(r"Executing task '([^']+)'")
+    _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
+    _BAR = re.compile(r"^\s*(?P<desc>[^|]*?):?\s*(?P<pct>\d{1,3})%\|.*?\|\s*(?P<count>[^\[]*?)\s*\[(?P<times>[^\]]*)\]")
+    _ERROR = re.compile(r"scratchbert error: (.*)")
+
+    def __init__(self, path: Path, *, verbose: bool, quiet: bool):
+        super().__init__()
+        self.path, self.verbose, self.quiet = Path(path), verbose, quiet
+        self.screen = sys.stderr
+        self.live = self.screen.isatty() and not verbose and not quiet
+        self._buffer = ""
+        self._lock = threading.Lock()
+        self._stage: str | None = None
+        self._stage_start = 0.0
+        self._progress = ""
+        self._last_print = 0.0
+        self._durations: dict[str, float] = {}
+        self._errors: list[str] = []
+        self._tail: list[str] = []
+
+    # context manager: swap sys.stdout, and the root logger's handlers (kfp.local logs through
+    # the root logger), for this object
+    def __enter__(self):
+        import logging
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._saved = sys.stdout
+        root = logging.getLogger()
+        self._saved_handlers = root.handlers[:]
+        root.handlers = [logging.StreamHandler(self)]
+        sys.stdout = self
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger().handlers = self._saved_handlers
+        sys.stdout = self._saved
+        self.flush()
+        if self._buffer:
+            self._line(self._buffer)
+            self._buffer = ""
+        self._file.close()
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._file.write(text)
+            if self.verbose:
+                self._saved.write(text)
+            self._buffer += text
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in lines:
+                self._line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+        if self.verbose:
+            self._saved.flush()
+
+    def durations(self) -> dict[str, float]:
+        return dict(self._durations)
+
+    def failure(self, message: str) -> str:
+        """The one-line error of a failed run: the task's own error where it printed one."""
+        cause = self._errors[-1] if self._errors else message
+        return f"the local pipeline run failed in {self._stage or 'a task'}: {cause}; the whole log is in {self.path}"
+
+    def _line(self, line: str) -> None:
+        line = _plain(line).rstrip("\r")
+        self._tail = (self._tail + [line])[-50:]
+        if m := self._ERROR.search(line):
+            self._errors.append(m.group(1).strip())
+        if m := self._START.search(line):
+            self._begin(m.group(1))
+        elif m := self._END.search(line):
+            self._finish(m.group(1), m.group(2))
+        elif self._stage and (m := self._BAR.match(line)):
+            desc = m.group("desc").strip() or "steps"
+            self._progress = f"{desc} {m.group('pct')}% {m.group('count')}".strip()
+            self._show()
+
+    def _begin(self, task: str) -> None:
+        self._stage, self._stage_start, self._progress = _stage_of(task) or task, time.monotonic(), "started"
+        self._show(force=True)
+
+    def _finish(self, task: str, status: str) -> None:
+        stage = _stage_of(task) or task
+        seconds = round(time.monotonic() - self._stage_start, 1)
+        if stage in STAGES:
+            self._durations[stage] = seconds
+        self._progress = "done" if status == "SUCCESS" else status.lower()
+        self._show(force=True, final=True)
+        if status == "SUCCESS":
+            self._stage = None
+
+    def _show(self, force: bool = False, final: bool = False) -> None:
+        if self.quiet or self.verbose or self._stage is None:
+            return
+        now = time.monotonic()
+        if not (force or final) and now - self._last_print < (0.5 if self.live else 30):
+            return
+        self._last_print = now
+        elapsed = time.strftime("%M:%S", time.gmtime(now - self._stage_start))
+        text = f"{self._stage:<12} {elapsed}  {self._progress}"[:120]
+        if self.live:
+            self.screen.write("\r\x1b[K" + text + ("\n" if final else ""))
+        else:
+            self.screen.write(text + "\n")
+        self.screen.flush()
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _new_run_dir(workdir: Path) -> tuple[str, Path]:
+    """A fresh ``<workdir>/<UTC time>[-N]`` folder."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        run_id = stamp if n == 1 else f"{stamp}-{n}"
+        try:
+            (workdir / run_id).mkdir(parents=True)
+            return run_id, workdir / run_id
+        except FileExistsError:
+            continue
+    raise ScratchBertError(f"could not create a new run folder in {workdir}; clean it up")
+
+
+def stand_in_data() -> Path:
+    """The folder of offline stand-ins for the Hub's datasets (see :data:`STAND_INS`):
+    ``$SCRATCHBERT_SHARED_DATA``, else ``shared/data`` beside the source checkout."""
+    return Path(os.environ.get(STAND_IN_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``) answers at all, with any HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:  # URLError, refused, no DNS, timed out
+        return False
+    return True
+
+
+def _offline_stand_ins(sources: dict, quiet: bool = False) -> tuple[dict, dict]:
+    """The inputs with the Hub defaults swapped for their stand-ins when the Hub is unreachable,
+    and the settings that go with them (the corpus's size); unchanged when nothing defaults
+    to the Hub or it answers."""
+    from huggingface_hub import constants
+
+    missing = [name for name in STAND_INS if sources[name] is None]
+    # HF_HUB_OFFLINE=1: the tasks read the Hub's datasets from its local cache, on purpose
+    if not missing or constants.HF_HUB_OFFLINE or hub_reachable():
+        return sources, {}
+    folder = stand_in_data()
+    flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+    if not all((folder / STAND_INS[name]).is_file() for name in missing):
+        raise ScratchBertError(f"the Hugging Face Hub is unreachable and {flags} default to data on it; give local files or "
+                               f"s3:// URIs with {flags}, or pass --synthetic for generated data")
+    if not quiet:
+        print(f"{COMMAND}: the Hugging Face Hub is unreachable; using the offline stand-ins in {folder} for {flags}"
+              + (f" (by default the corpus's first {STAND_IN_CORPUS_BYTES // 1_000_000} MB, WikiText-2's size)" if "corpus" in missing else ""),
+              file=sys.stderr, flush=True)
+    sources = dict(sources, **{name: str(folder / STAND_INS[name]) for name in missing})
+    return sources, ({"max_corpus_bytes": STAND_IN_CORPUS_BYTES} if "corpus" in missing else {})
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.startswith(("s3://", "hf://"))
+
+
+def _stage_of(task_dir: str) -> str | None:
+    """kfp.local task name or folder (``qa-finetune-2``) -> stage name (``qa_finetune``); None for others."""
+    base = task_dir
+    if base.rsplit("-", 1)[-1].isdigit():
+        base = base.rsplit("-", 1)[0]
+    stage = base.replace("-", "_")
+    return stage if stage in STAGES else None
+
+
+def _plain(text: str) -> str:
+    """Drop the terminal colour codes kfp.local puts into its messages."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _aws_env_names() -> list[str]:
+    from scratchbert import storage
+
+    return [storage.ENV_ENDPOINT, storage.ENV_ACCESS_KEY, storage.ENV_SECRET_KEY, storage.ENV_REGION]
+
+
+def _endpoint_env(endpoint: str) -> dict[str, str]:
+    from scratchbert import storage
+
+    missing = [k for k in (storage.ENV_ACCESS_KEY, storage.ENV_SECRET_KEY) if not os.environ.get(k)]
+    if missing:
+        raise ScratchBertError(f"--endpoint {endpoint} needs credentials, but {' and '.join(missing)} is not set; export them or leave --endpoint out to use the embedded server")
+    return {storage.ENV_ENDPOINT: endpoint, storage.ENV_ACCESS_KEY: os.environ[storage.ENV_ACCESS_KEY],
+            storage.ENV_SECRET_KEY: os.environ[storage.ENV_SECRET_KEY]}
+
+
+def _check_runner() -> None:
+    import importlib.util
+
+    from scratchbert.objectstore import find_weed  # noqa: F401 (EmbeddedS3 reports a missing weed itself)
+
+    if importlib.util.find_spec("kfp") is None:
+        raise ScratchBertError("run-local needs the Kubeflow Pipelines SDK, which is not installed; pip install scratchbert")
+
+
+def _stage_input(value: str, name: str, run_id: str) -> str:
+    """Upload a local file or folder to ``s3://scratchbert-inputs/<run>/<name>/``; pass URIs through."""
+    from scratchbert import storage
+
+    if _is_remote(value):
+        return value
+    path = Path(value)
+    prefix = f"s3://{INPUT_BUCKET}/{run_id}/{name}"
+    if path.is_dir():
+        storage.upload_dir(path, prefix)
+        return prefix
+    with tempfile.TemporaryDirectory(prefix="scratchbert-stage-") as tmp:
+        shutil.copy2(path, Path(tmp) / path.name)
+        storage.upload_dir(tmp, prefix)
+    return f"{prefix}/{path.name}"
+
+
+def _write_synthetic(folder: Path, sources: dict) -> dict:
+    """Generated corpus and SQuAD files for the inputs not given."""
+    from scratchbert import synthetic
+
+    made = {}
+    if sources["corpus"] is None:
+        made["corpus"] = str(synthetic.write_corpus(folder / "corpus.txt", SYNTHETIC_SIZES["documents"], seed=0))
+    if sources["squad_train"] is None:
+        made["squad_train"] = str(synthetic.write_squad(folder / "squad-train.json", SYNTHETIC_SIZES["squad_train_articles"], seed=1))
+    if sources["squad_dev"] is None:
+        made["squad_dev"] = str(synthetic.write_squad(folder / "squad-dev.json", SYNTHETIC_SIZES["squad_dev_articles"], seed=2))
+    return made
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+def _flag_default(name: str) -> str:
+    """A flag's default as run-local applies it: the run's, else the pipeline's, and --synthetic's."""
+    value = REAL_DEFAULTS.get(name, parameters.BY_NAME[name].default)
+    text = params.show(value)
+    synthetic = SYNTHETIC_DEFAULTS.get(name, value)
+    if synthetic != value:
+        text += f"; with --synthetic {params.show(synthetic)}"
+    return text
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``run-local`` (the ``scratchbert.commands`` entry point)."""
+    p = sub.add_parser(COMMAND, help="run the whole pipeline locally (kfp.local + embedded S3)", description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(_run=_run_from_args)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The run's own options, then one flag per pipeline parameter (named as in the pipeline)."""
+    p.add_argument("--synthetic", action="store_true", help="generate the inputs not given; a nano model, a few minutes of CPU")
+    p.add_argument("--endpoint", help="use this S3 endpoint (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) instead of an embedded server")
+    p.add_argument("--workdir", default="runs/local", help="folder of the runs (default: %(default)s)")
+    p.add_argument("--keep-store", default="", help="data folder of the embedded S3 server, kept after the run (default: WORKDIR/s3-store)")
+    p.add_argument("--temporary-store", action="store_true", help="use a throw-away S3 store instead (the published model is gone after the run)")
+    group = p.add_argument_group("pipeline parameters", "The pipeline's parameters; local files and folders are accepted for the inputs.")
+    for param in parameters.PARAMETERS:
+        if param.name == "qa_on_gpu":
+            continue
+        flag = "--" + param.name.replace("_", "-")
+        if param.name in SOURCES:
+            help_text = param.help + (" Default: the pipeline's (on the Hub), or its offline stand-in in "
+                                      "../shared/data; generated with --synthetic." if param.name != "valid_corpus" else "")
+        else:
+            help_text = f"{param.help} Default: {_flag_default(param.name)}."
+        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
+        if param.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=param.type, metavar=param.name.upper())
+        if param.choices:
+            kwargs.update(choices=param.choices, metavar="{" + ",".join(param.choices) + "}")
+        group.add_argument(flag, dest=param.name, default=None, **kwargs)
+
+
+def _run_from_args(args) -> None:
+    """The command: the summary table is its output (and ``<run>/summary.json`` the same as JSON)."""
+    params = {p.name: getattr(args, p.name) for p in parameters.PARAMETERS if hasattr(args, p.name)}
+    run_local(synthetic=args.synthetic, endpoint=args.endpoint, workdir=args.workdir,
+              keep_store=None if args.temporary_store else args.keep_store,
+              verbose=getattr(args, "verbose", False), quiet=getattr(args, "quiet", False), **params)

@@ -1,22 +1,18 @@
 """Every cluster-side decision of scratchbert, in one place.
 
-The pipeline, `pipelines/compile.py`, `scratchbert submit`, and the static tests that check
-`images/` and `manifests/` all read these values; nothing else spells them out. The kfp SDK
-pin in pyproject.toml and KFP_VERSION below must agree (tests/static/test_versions.py).
+The pipeline, ``scratchbert_pipelines.compile``, ``scratchbert submit``, and the static tests
+that check ``images/`` and ``manifests/`` all read these values; nothing else spells them out.
+The kfp SDK pin in pyproject.toml and KFP_VERSION below must agree (tests/static/test_versions.py).
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def project_version() -> str:
-    """The package version from pyproject.toml: the tag of every image we build."""
-    text = (ROOT / "pyproject.toml").read_text()
-    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    """The installed package's version: the tag of every image we build."""
+    from scratchbert import __version__
+
+    return __version__
 
 
 # Kubeflow Pipelines: SDK pin (pyproject.toml), backend manifests ref (manifests/, kind script).

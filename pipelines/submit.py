@@ -1,10 +1,10 @@
 """`scratchbert submit`: upload the compiled pipeline to Kubeflow Pipelines and start a run.
 
-Uploads ``pipelines/bert_pipeline.yaml`` as the pipeline ``scratchbert`` (or, if that pipeline
+Uploads the compiled pipeline (by default the ``bert_pipeline.yaml`` shipped with the package) as the pipeline ``scratchbert`` (or, if that pipeline
 exists, as a new version of it named after the project version and the YAML's hash, so the
 same YAML is never uploaded twice), starts a run in an experiment with the given parameters,
 and with ``--wait`` waits for it and prints the final state and, where the object store is
-reachable from here, the published model's metrics.
+reachable from here, the published model's EM/F1; a run that did not succeed exits 1.
 
 Endpoint and credentials follow the kfp CLI's conventions: ``--host`` or
 ``KF_PIPELINES_ENDPOINT``; ``--existing-token`` or ``KF_PIPELINES_TOKEN`` for a bearer token.
@@ -12,31 +12,33 @@ Endpoint and credentials follow the kfp CLI's conventions: ``--host`` or
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines import settings  # noqa: E402
+from scratchbert.errors import RunFailed, ScratchBertError
+from scratchbert_pipelines import parameters, settings
+from scratchbert_pipelines.compile import DEFAULT_OUTPUT as DEFAULT_YAML
 
-DEFAULT_YAML = settings.ROOT / "pipelines" / "bert_pipeline.yaml"
 PIPELINE_NAME = "scratchbert"
+SUCCEEDED = "SUCCEEDED"
 
 
 def _parse_params(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings -> checked pipeline parameters (JSON values keep their type)."""
     params = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"scratchbert submit: error: --param {item!r} must look like NAME=VALUE")
+            raise ScratchBertError(f"--param {item!r} must look like NAME=VALUE, e.g. -p preset=tiny")
         key, value = item.split("=", 1)
         try:
             params[key] = json.loads(value)  # numbers and booleans keep their type
         except json.JSONDecodeError:
             params[key] = value
-    return params
+        if isinstance(params[key], (dict, list)) or params[key] is None:
+            params[key] = value
+    return parameters.check(params)
 
 
 def version_name(package: Path) -> str:
@@ -65,62 +67,91 @@ def ensure_pipeline(client, package: Path, name: str = PIPELINE_NAME) -> tuple[s
 
 def submit(host: str | None, experiment: str, params: dict, package: Path = DEFAULT_YAML, run_name: str | None = None,
            wait: bool = False, timeout_minutes: float = 24 * 60, existing_token: str | None = None, client=None) -> dict:
-    """Upload (if needed), start a run, optionally wait; return a summary dict."""
+    """Upload (if needed), start a run, optionally wait; return a summary dict.
+
+    With ``wait``, a run that does not end in SUCCEEDED raises :class:`RunFailed` (exit status 1).
+    """
     import kfp
 
+    package = Path(package)
     if not package.is_file():
-        raise SystemExit(f"scratchbert submit: error: {package} does not exist; run `python pipelines/compile.py` first")
-    client = client or kfp.Client(host=host or os.environ.get("KF_PIPELINES_ENDPOINT"),
-                                  existing_token=existing_token or os.environ.get("KF_PIPELINES_TOKEN"))
-    pipeline_id, version_id = ensure_pipeline(client, package)
-    exp = client.create_experiment(experiment)
-    run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name or f"{PIPELINE_NAME}-{version_name(package)}",
-                              params=params, pipeline_id=pipeline_id, version_id=version_id)
-    summary = {"pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": exp.experiment_id,
-               "run_id": run.run_id, "params": params}
-    if wait:
+        raise ScratchBertError(f"{package} does not exist; compile it with `python pipelines/compile.py --output {package}`")
+    params = parameters.check(params)
+    with _api_errors(host):
+        client = client or kfp.Client(host=host or os.environ.get("KF_PIPELINES_ENDPOINT"),
+                                      existing_token=existing_token or os.environ.get("KF_PIPELINES_TOKEN"))
+        pipeline_id, version_id = ensure_pipeline(client, package)
+        exp = client.create_experiment(experiment)
+        run = client.run_pipeline(experiment_id=exp.experiment_id,
+                                  job_name=run_name or f"{PIPELINE_NAME}-{version_name(package)}",
+                                  params=params, pipeline_id=pipeline_id, version_id=version_id)
+        summary = {"pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": exp.experiment_id,
+                   "run_id": run.run_id, "params": params}
+        if not wait:
+            return summary
         done = client.wait_for_run_completion(run.run_id, timeout=int(timeout_minutes * 60))
-        summary["state"] = str(done.state)
-        summary.update(_published_metrics(params))
+    state = str(getattr(done, "state", "UNKNOWN")).rsplit(".", 1)[-1]
+    summary["state"] = state
+    if state != SUCCEEDED:
+        raise RunFailed(f"run {run.run_id} ended {state}; its tasks' logs are in the Kubeflow UI (experiment {experiment})")
+    summary.update(_published_metrics(params))
     return summary
 
 
+class _api_errors:
+    """Connection and API failures of the KFP client as one line naming the host."""
+
+    def __init__(self, host: str | None):
+        self.host = host or os.environ.get("KF_PIPELINES_ENDPOINT") or "the default KFP endpoint"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, ScratchBertError):
+            return False
+        import urllib3
+        from kfp_server_api.exceptions import ApiException
+
+        if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, OSError)):
+            raise ScratchBertError(f"could not reach Kubeflow Pipelines at {self.host} ({type(exc).__name__}); "
+                                   "check --host (e.g. http://localhost:8080) and that the API server is up") from None
+        if isinstance(exc, ApiException):
+            raise ScratchBertError(f"Kubeflow Pipelines at {self.host} refused the request ({exc.status} {exc.reason}); "
+                                   "check --host and --existing-token") from None
+        if isinstance(exc, TimeoutError):
+            raise RunFailed(f"the run did not finish in time ({exc}); it may still be running") from None
+        return False
+
+
 def _published_metrics(params: dict) -> dict:
-    """The published model's metrics.json, when AWS_* credentials reach the store from here."""
-    uri = params.get("publish_uri", f"s3://{settings.PUBLISH_BUCKET}/{settings.PUBLISH_PREFIX}")
+    """The published model's EM/F1 from its model card, when AWS_* credentials reach the store from here."""
+    uri = params.get("publish_uri", parameters.BY_NAME["publish_uri"].default)
     if not os.environ.get("AWS_ENDPOINT_URL"):
         return {"published_uri": uri}
     from scratchbert import storage
-    from scratchbert.errors import ScratchBertError
+    from scratchbert.modelcard import CARD_FILE, card_results
 
     try:
-        manifest = storage.read_manifest(uri)
-        client = storage.client_from_env()
-        bucket, key = storage.parse_s3_uri(manifest["uri"] + "/metrics.json")
-        return {"published_uri": manifest["uri"], "metrics": json.loads(client.get_object(bucket, key).read())}
-    except (ScratchBertError, Exception) as e:  # metrics are a convenience: never fail a finished run
+        version = storage.read_manifest(uri)["uri"]
+        return {"published_uri": version, "metrics": card_results(storage.read_object(version + CARD_FILE).decode())}
+    except Exception as e:  # metrics are a convenience: never fail a finished run
         return {"published_uri": uri, "metrics_error": str(e).splitlines()[0]}
 
 
 def add_parser(sub) -> None:
-    """Register ``scratchbert submit`` (see scratchbert.cli.EXTRA_COMMANDS)."""
+    """Register ``scratchbert submit`` (the ``scratchbert.commands`` entry point)."""
     p = sub.add_parser("submit", help="upload the pipeline to Kubeflow Pipelines and start a run",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default=None, help="KFP API endpoint, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT)")
     p.add_argument("--existing-token", default=None, help="bearer token (default: $KF_PIPELINES_TOKEN)")
-    p.add_argument("--experiment", default="scratchbert", help="experiment name (created if missing)")
-    p.add_argument("--package", type=Path, default=DEFAULT_YAML, help="compiled pipeline YAML")
-    p.add_argument("--run-name", default=None)
+    p.add_argument("--experiment", default="scratchbert", help="experiment name, created if missing (default: %(default)s)")
+    p.add_argument("--package", type=Path, default=DEFAULT_YAML, help="compiled pipeline YAML (default: the one shipped with scratchbert)")
+    p.add_argument("--run-name", default=None, help="name of the run (default: scratchbert-VERSION-HASH)")
     p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                   help="pipeline parameter (repeat), e.g. -p preset=tiny -p pretrain_time_budget_minutes=30")
-    p.add_argument("--wait", action="store_true", help="wait for the run and print the final metrics")
-    p.add_argument("--timeout-minutes", type=float, default=24 * 60)
+                   help="pipeline parameter (repeat), e.g. -p preset=tiny -p time_budget_minutes=30; "
+                        f"names: {', '.join(parameters.NAMES)}")
+    p.add_argument("--wait", action="store_true", help="wait for the run, print its final state and the model's EM/F1; exit 1 unless it succeeded")
+    p.add_argument("--timeout-minutes", type=float, default=24 * 60, help="how long --wait waits (default: %(default)s)")
     p.set_defaults(_run=lambda a: submit(a.host, a.experiment, _parse_params(a.param), a.package, a.run_name,
                                          a.wait, a.timeout_minutes, a.existing_token))
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="submit")
-    add_parser(parser.add_subparsers(dest="command"))
-    ns = parser.parse_args(["submit", *sys.argv[1:]])
-    print(json.dumps(ns._run(ns), indent=2, default=str))

@@ -38,7 +38,7 @@ _BIN = str(Path(sys.executable).parent)
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
-from scratchbert.local_run import stand_in_data  # noqa: E402
+from scratchbert_pipelines.local_run import stand_in_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = stand_in_data()  # ../shared/data beside the checkout, or $SCRATCHBERT_SHARED_DATA

@@ -3,17 +3,18 @@
 # No `from __future__ import annotations`: kfp reads the annotations as types.
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components import REPORT_HELPERS, make_component
+from scratchbert.evaluation import EvalConfig
+from scratchbert_components import REPORT_HELPERS, make_component
 
 
-def evaluate(model: Input[Model], dataset: Input[Dataset], max_examples: int,
+def evaluate(model: Input[Model], logs: Input[Artifact], dataset: Input[Dataset], max_examples: int,
              metrics: Output[Metrics], report: Output[HTML], evaluation: Output[Artifact]):
     """MLM accuracy, NSP accuracy and perplexity on the validation split, fill-mask examples, training curves.
 
     Args:
         model: The pretrained model from the pretrain component.
+        logs: The pretraining run's records (its loss curve goes into the report).
         dataset: The dataset the model was trained on (its validation split is scored).
-        max_examples: Score at most N validation examples; 0 scores all of them.
         metrics: mlm_accuracy, nsp_accuracy, perplexity, mlm_loss, nsp_loss, examples, masked_tokens, seconds.
         report: An HTML page: the metrics, the fill-mask top-5 table and the pretraining loss and learning-rate curves.
         evaluation: The evaluation folder: metrics.json, fill_mask.json and report.md.
@@ -23,14 +24,14 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], max_examples: int,
 
     from scratchbert.evaluation import EvalConfig, evaluate_model
 
-    config = EvalConfig(model=model.path, dataset=dataset.path, out=evaluation.path, max_examples=max_examples or None)
+    config = EvalConfig(model=model.path, dataset=dataset.path, out=evaluation.path, max_examples=max_examples)
     result = run_stage(evaluate_model, config)
     log_numbers(metrics, result)
     with open(os.path.join(evaluation.path, "fill_mask.json"), encoding="utf-8") as f:
         fills = json.load(f)["fill_mask"]
-    with open(os.path.join(model.path, "metrics.json"), encoding="utf-8") as f:
+    with open(os.path.join(logs.path, "metrics.json"), encoding="utf-8") as f:
         training = json.load(f)
-    history = read_log_history(os.path.join(model.path, "log_history.json"))
+    history = read_log_history(os.path.join(logs.path, "log_history.json"))
     fill_rows = [(f["sentence"], ", ".join(f"{p['token']} ({p['score']:.2f})" for p in f["predictions"])) for f in fills]
     sections = [
         ("Validation metrics", html_table(sorted(result.items()))),
@@ -47,4 +48,4 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], max_examples: int,
 
 def build(image: str):
     """The evaluate component for ``image``."""
-    return make_component(evaluate, image, REPORT_HELPERS)
+    return make_component(evaluate, image, EvalConfig, REPORT_HELPERS)

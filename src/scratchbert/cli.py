@@ -1,21 +1,25 @@
 """``scratchbert``: one command, a sub-command per stage.
 
 Each stage sub-command is generated from the stage's config dataclass (field name ->
-``--flag``, its ``help`` metadata -> help text, its default -> default), so the command
-line, the library and the Kubeflow components cannot disagree about a parameter.
+``--flag``, type, default, help and allowed values: :mod:`scratchbert.params`), so the command
+line, the library and the Kubeflow components cannot disagree about a parameter. Commands
+that live outside the library (``run-local``, ``submit``: the Kubeflow side) are found
+through the ``scratchbert.commands`` entry points, so the library never imports them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
+import logging
+import os
 import sys
-import types
-import typing
 
+from scratchbert import params
 from scratchbert.errors import ScratchBertError
+
+log = logging.getLogger("scratchbert")
 
 # sub-command -> (module, config class, stage function, one-line description)
 STAGES = {
@@ -25,49 +29,55 @@ STAGES = {
     "evaluate": ("scratchbert.evaluation", "EvalConfig", "evaluate_model", "MLM/NSP accuracy, perplexity, fill-mask report"),
     "qa-finetune": ("scratchbert.qa", "QAConfig", "finetune_qa", "fine-tune on SQuAD-style question answering (EM/F1)"),
 }
-
 # Config classes are plain dataclasses; importing their modules is cheap (torch is imported
 # inside the stage functions), so --help stays fast.
 
+COMMANDS_GROUP = "scratchbert.commands"  # entry points: name -> function(subparsers) adding the command
 
-def _unwrap_optional(tp):
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
+
+def stage_config_class(command: str):
+    module, cls_name, _, _ = STAGES[command]
+    return getattr(importlib.import_module(module), cls_name)
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """Add one ``--flag`` per dataclass field; fields without a default become required."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp, optional = _unwrap_optional(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    for name, f in params.fields(cls).items():
+        tp, optional = params.field_type(cls, name)
+        flag = "--" + name.replace("_", "-")
+        help_text = params.help_text(cls, name, with_choices=False).replace("%", "%%")  # argparse shows the choices
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                default=None if optional else f.default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
             continue
-        kwargs = {"type": tp if tp in (int, float, str) else str, "help": help_text}
-        if required:
+        kwargs = {"type": tp if tp in (int, float, str) else str, "help": help_text, "metavar": name.upper()}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+            kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        if f.default is params.REQUIRED:
             kwargs["required"] = True
         else:
             kwargs["default"] = f.default
-            kwargs["help"] = f"{help_text} (default: {f.default})"
         parser.add_argument(flag, **kwargs)
 
 
 def config_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    return cls(**{name: getattr(args, name) for name in params.fields(cls)})
+
+
+def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``, accepted before or after the sub-command."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log debug messages and every library's info")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only warnings and errors; no progress bars")
 
 
 def _stage_parser(sub, name: str):
-    module, cls_name, _, description = STAGES[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    p = sub.add_parser(name, help=description, description=description)
-    add_dataclass_arguments(p, cls)
+    description = STAGES[name][3]
+    p = sub.add_parser(name, help=description, description=description[0].upper() + description[1:] + ".")
+    add_dataclass_arguments(p, stage_config_class(name))
+    add_verbosity_arguments(p)
     p.set_defaults(_stage=name)
     return p
 
@@ -77,42 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="scratchbert", description="Train BERT from scratch: tokenizer -> dataset -> pretrain -> evaluate -> qa-finetune.")
     parser.add_argument("--version", action="version", version=f"scratchbert {__version__}")
+    add_verbosity_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGES:
         _stage_parser(sub, name)
-    for name, (module, attr) in EXTRA_COMMANDS.items():
-        getattr(importlib.import_module(module), attr)(sub)
+    _add_ask(sub)
+    for add in plugin_commands().values():
+        before = set(sub.choices)
+        add(sub)
+        for added in set(sub.choices) - before:
+            add_verbosity_arguments(sub.choices[added])
     return parser
 
 
-# Commands that are not library stages register themselves through a function that adds a
-# sub-parser and sets ``_run`` (a callable taking the parsed args). They live beside the
-# code they drive; modules that are not installed are skipped.
-EXTRA_COMMANDS = {
-    "run-local": ("scratchbert.local_run", "add_parser"),
-    "submit": ("scratchbert.cli", "_add_submit"),
-    "ask": ("scratchbert.cli", "_add_ask"),
-}
+def plugin_commands() -> dict:
+    """The commands registered under the ``scratchbert.commands`` entry points, by name.
 
+    A command whose module cannot be imported (its package is not installed) is left out
+    with a debug message, so the rest of the command line keeps working.
+    """
+    from importlib.metadata import entry_points
 
-def _add_submit(sub) -> None:
-    """``scratchbert submit`` lives with the pipeline in the checkout (``pipelines/submit.py``)."""
-    from scratchbert.local_run import checkout_root
-
-    try:
-        root = str(checkout_root())
-    except ScratchBertError:
-        return  # an installed library without the checkout: no pipeline to submit
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    importlib.import_module("pipelines.submit").add_parser(sub)
+    found = {}
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            found[ep.name] = ep.load()
+        except ImportError as e:
+            log.debug("command %s is not available: %s", ep.name, e)
+    return found
 
 
 def _add_ask(sub) -> None:
-    p = sub.add_parser("ask", help="answer a question with a fine-tuned QA model")
-    p.add_argument("--model", required=True, help="QA model folder (from qa-finetune) or s3:// published URI")
-    p.add_argument("--question", required=True)
-    p.add_argument("--context", required=True, help="the passage that holds the answer (or @file to read it)")
+    p = sub.add_parser("ask", help="answer a question with a fine-tuned QA model",
+                       description="Answer a question from a passage with a fine-tuned QA model.")
+    p.add_argument("--model", required=True, help="QA model folder (from qa-finetune) or the s3:// URI it was published under")
+    p.add_argument("--question", required=True, help="the question")
+    p.add_argument("--context", required=True, help="the passage that holds the answer, or @FILE to read it from a file")
+    p.add_argument("--top-k", type=int, default=1, help="how many answers to return, best first (default: 1)")
+    add_verbosity_arguments(p)
     p.set_defaults(_run=_run_ask)
 
 
@@ -121,13 +133,30 @@ def _run_ask(args) -> dict:
 
     from scratchbert.qa import answer
 
-    context = open(args.context[1:]).read() if args.context.startswith("@") else args.context
+    context = open(args.context[1:], encoding="utf-8").read() if args.context.startswith("@") else args.context
     if args.model.startswith("s3://"):
         from scratchbert import storage
 
         with tempfile.TemporaryDirectory() as tmp:
-            return {"answers": answer(str(storage.fetch_published(args.model, tmp)), args.question, context)}
-    return {"answers": answer(args.model, args.question, context)}
+            return {"answers": answer(str(storage.fetch_published(args.model, tmp)), args.question, context, args.top_k)}
+    return {"answers": answer(args.model, args.question, context, args.top_k)}
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log to stderr: INFO by default, DEBUG with ``verbose``, WARNING (and no progress bars)
+    with ``quiet``. Set through environment variables before the libraries load, so that the
+    dataset stage's worker processes and the pipeline's task processes follow too."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+    log.setLevel(level)
+    hf_level = "info" if verbose else "error" if quiet else "warning"
+    os.environ["TRANSFORMERS_VERBOSITY"] = hf_level
+    os.environ["DATASETS_VERBOSITY"] = hf_level
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["SCRATCHBERT_VERBOSITY"] = "verbose" if verbose else "quiet" if quiet else "normal"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
         if getattr(args, "_stage", None):
             module, cls_name, fn_name, _ = STAGES[args._stage]
@@ -145,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             result = args._run(args)
     except ScratchBertError as e:
         print(f"scratchbert {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"scratchbert {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,10 +7,10 @@ A corpus URI is one of:
 * ``s3://bucket/prefix``: every object under the prefix, downloaded through
   :mod:`scratchbert.storage` (endpoint and keys from ``AWS_ENDPOINT_URL``,
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), then read as local files;
-* ``hf://name[/config][?split=train&column=text]``: a dataset from the Hugging Face Hub
-  through :func:`datasets.load_dataset`. WikiText (``hf://wikitext/wikitext-2-raw-v1``) is
-  split into articles at its `` = Title = `` headings; any other dataset gives one
-  document per row of its text column.
+* ``hf://owner/name[?config=NAME&split=train&column=text]`` (:mod:`scratchbert.hub`): a
+  dataset from the Hugging Face Hub through :func:`datasets.load_dataset`. WikiText
+  (``hf://Salesforce/wikitext?config=wikitext-2-raw-v1``) is split into articles at its
+  `` = Title = `` headings; any other dataset gives one document per row of its text column.
 
 A document is returned as one string whose lines are paragraphs.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from scratchbert.errors import ScratchBertError
 
@@ -102,33 +101,21 @@ _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
 
 def _hf_documents(uri: str) -> list[str]:
-    """Load ``hf://name[/config][?split=..&column=..]`` with ``datasets.load_dataset``."""
-    parts = urlsplit(uri)
-    path = (parts.netloc + parts.path).strip("/")
-    if not path:
-        raise ScratchBertError(f"corpus URI {uri} names no dataset; write it as hf://name[/config], e.g. hf://wikitext/wikitext-2-raw-v1")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    split, column = query.get("split", "train"), query.get("column", "text")
-    segments = path.split("/")
-    # "owner/name/config" or "name/config": a config never contains a dash-free owner, so
-    # treat a third segment, or a second segment when the dataset is a canonical one
-    # (wikitext, bookcorpus, ...), as the config name.
-    if len(segments) >= 3:
-        name, config = "/".join(segments[:2]), "/".join(segments[2:])
-    elif len(segments) == 2 and segments[0] in {"wikitext", "wikipedia", "bookcorpus"}:
-        name, config = segments
-    else:
-        name, config = path, None
+    """Load ``hf://owner/name[?config=..&split=..&column=..]`` with ``datasets.load_dataset``."""
+    from scratchbert import hub
+
+    address = hub.parse(uri)
+    split, column = address.split or "train", address.column or "text"
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, config, split=split)
+        ds = datasets.load_dataset(address.repo, address.config, split=split, revision=address.revision)
     except Exception as e:  # the hub, the network or a bad name: one sentence for the user
         raise ScratchBertError(f"could not load {uri} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check the name and your network, or use a local path") from None
     if column not in ds.column_names:
         raise ScratchBertError(f"dataset {uri} has no column {column!r} (it has {ds.column_names}); add ?column=NAME to the URI")
     rows = ds[column]
-    if name.rsplit("/", 1)[-1] == "wikitext":  # "wikitext" or its current home "Salesforce/wikitext"
+    if address.repo.rsplit("/", 1)[-1] == "wikitext":  # "wikitext" or its current home "Salesforce/wikitext"
         return _wikitext_documents(rows)
     docs = ("\n".join(line.strip() for line in (r or "").split("\n") if line.strip()) for r in rows)
     return [d for d in docs if d]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import atomic_output_dir, write_json
+from scratchbert.params import param
 
 FILL_MASK_SENTENCES = (
     "I am [MASK] at math.",
@@ -27,15 +28,17 @@ FILL_MASK_SENTENCES = (
 
 @dataclass
 class EvalConfig:
-    model: str = field(metadata={"help": "model folder (from `scratchbert pretrain`)"})
-    dataset: str = field(metadata={"help": "dataset folder (from `scratchbert dataset`)"})
-    out: str = field(metadata={"help": "output folder for metrics.json and report.md"})
-    split: str = field(default="validation", metadata={"help": "dataset split to evaluate"})
-    max_examples: int | None = field(default=None, metadata={"help": "evaluate at most N examples"})
-    batch_size: int = field(default=128, metadata={"help": "examples per batch"})
-    mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
-    seed: int = field(default=1234, metadata={"help": "seed of the fixed masking"})
-    fill_mask: str | None = field(default=None, metadata={"help": "sentences for the fill-mask report, separated by '|' (default: a built-in set)"})
+    """Settings of the evaluation stage (``scratchbert evaluate``)."""
+
+    model: str = param(help="Model folder (from `scratchbert pretrain`).")
+    dataset: str = param(help="Dataset folder built with the model's tokenizer (from `scratchbert dataset`).")
+    out: str = param(help="Output folder for metrics.json, fill_mask.json and report.md.")
+    split: str = param("validation", help="Dataset split to evaluate.")
+    max_examples: int = param(0, help="Evaluate at most N examples; 0 evaluates all.")
+    batch_size: int = param(128, help="Examples per batch.")
+    mlm_probability: float = param(0.15, help="Fraction of tokens masked.")
+    seed: int = param(1234, help="Seed of the fixed masking, so that two runs score the same.")
+    fill_mask: str = param("", help="Sentences for the fill-mask report, separated by '|'; empty uses a built-in set.")
 
 
 def load_pretraining_model(model_dir: str | Path):

@@ -214,7 +214,7 @@ class EmbeddedS3:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "EmbeddedS3":
+    def start(self) -> EmbeddedS3:
         """Start weed and wait until its S3 endpoint answers; return self.
 
         Raises:
@@ -284,7 +284,7 @@ class EmbeddedS3:
             self._data_dir = None
         self._ports = {}
 
-    def __enter__(self) -> "EmbeddedS3":
+    def __enter__(self) -> EmbeddedS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -46,6 +46,12 @@ def atomic_output_dir(out: str | os.PathLike, *, overwrite: bool = True) -> Iter
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def sibling(out: str | os.PathLike, suffix: str) -> Path:
+    """The folder beside ``out`` named ``<out>-<suffix>`` (a stage's logs or checkpoints)."""
+    out = Path(out)
+    return out.parent / f"{out.name}-{suffix}"
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

@@ -22,54 +22,63 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
-from scratchbert.outputs import atomic_output_dir, write_json
+from scratchbert.modeling import PRESETS
+from scratchbert.outputs import atomic_output_dir, sibling, write_json
+from scratchbert.params import param
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ATTENTIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass
 class PretrainConfig:
-    dataset: str = field(metadata={"help": "dataset folder (from `scratchbert dataset`)"})
-    out: str = field(metadata={"help": "output folder for the pretrained model and tokenizer"})
-    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder (default: the one stored with the dataset)"})
-    preset: str = field(default="tiny", metadata={"help": "model size: nano, tiny, mini, small, medium, base"})
-    hidden_size: int | None = field(default=None, metadata={"help": "override the preset's hidden size"})
-    num_hidden_layers: int | None = field(default=None, metadata={"help": "override the preset's layer count"})
-    num_attention_heads: int | None = field(default=None, metadata={"help": "override the preset's head count"})
-    intermediate_size: int | None = field(default=None, metadata={"help": "override the preset's MLP size"})
-    max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: use --epochs or the time budget)"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training set when --max-steps is -1 and no time budget"})
-    time_budget_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes of training; the LR schedule follows the clock"})
-    batch_size: int = field(default=32, metadata={"help": "examples per optimizer step (per device); on 2 CPU cores 32 beat 64 (tiny, 10 minutes) and matched 16 (mini, 20 minutes) with half the updates"})
-    learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate; 2e-3 beat 1e-3 and 3e-3 at tiny (5,000 steps, see the README); for base, lower it (BERT-base is usually trained at 1e-4 to 5e-4)"})
-    warmup_fraction: float = field(default=0.25, metadata={"help": "fraction of the budget (steps or time) spent warming up; 0.25 let mini leave the unigram plateau in a 5-minute CPU budget where 0.06 did not"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
-    adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
-    adam_epsilon: float = field(default=1e-6, metadata={"help": "AdamW epsilon"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    dropout: float = field(default=0.0, metadata={"help": "hidden and attention dropout"})
-    unigram_bias: bool = field(default=True, metadata={"help": "start the MLM output bias at the training tokens' log frequencies (a fresh model then skips the first few hundred updates of learning word frequencies; see the README)"})
-    mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens masked"})
-    precision: str = field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (auto: bf16 where the hardware has it, fp16 on older GPUs)"})
-    attention: str = field(default="auto", metadata={"help": "attention kernel: auto, sdpa or eager (auto: eager, measured faster on a CPU and on a GPU)"})
-    torch_compile: bool = field(default=False, metadata={"help": "compile the model with torch.compile"})
-    sparse_head: bool = field(default=True, metadata={"help": "compute MLM logits at masked positions only (off: the stock BertForPreTraining head)"})
-    group_by_length: bool = field(default=True, metadata={"help": "batch examples of similar length and pad to the longest (off: random batches)"})
-    pad_to_max_length: bool = field(default=False, metadata={"help": "pad every batch to the maximum sequence length (the stock recipe)"})
-    optimizer: str = field(default="adamw_torch_fused", metadata={"help": "Trainer optimizer name (adamw_torch_fused, adamw_torch, ...)"})
-    eval_steps: int = field(default=500, metadata={"help": "evaluate every N steps (0: only at the end)"})
-    eval_max_examples: int = field(default=2000, metadata={"help": "validation examples used by periodic evaluation"})
-    save_steps: int = field(default=1000, metadata={"help": "checkpoint every N steps"})
-    logging_steps: int = field(default=50, metadata={"help": "log every N steps"})
-    checkpoint_dir: str | None = field(default=None, metadata={"help": "where checkpoints go (default: OUT-checkpoints); a rerun resumes from the latest"})
-    checkpoint_uri: str | None = field(default=None, metadata={"help": "s3://bucket/prefix that mirrors every checkpoint, so a run on a killed pod resumes from it"})
-    keep_checkpoints: bool = field(default=False, metadata={"help": "keep the checkpoints after a successful run"})
-    num_workers: int | None = field(default=None, metadata={"help": "DataLoader worker processes (default: 0 on a CPU, where a worker steals a core from the model; 4 on a GPU)"})
-    seed: int = field(default=42, metadata={"help": "random seed"})
+    """Settings of the pretraining stage (``scratchbert pretrain``); the recipe's defaults are
+    explained in docs/performance.md."""
+
+    dataset: str = param(help="Dataset folder (from `scratchbert dataset`).")
+    out: str = param(help="Output folder of the pretrained model: weights, config, tokenizer and a model card.")
+    logs: str = param("", help="Folder for metrics.json, the training log and TensorBoard runs; empty uses OUT-logs.")
+    tokenizer: str = param("", help="Tokenizer folder; empty uses the one stored with the dataset.")
+    preset: str = param("tiny", help="Model size (Turc et al.'s compact sizes, and BERT-base).", choices=tuple(PRESETS))
+    hidden_size: int | None = param(None, help="Override the preset's hidden size.")
+    num_hidden_layers: int | None = param(None, help="Override the preset's layer count.")
+    num_attention_heads: int | None = param(None, help="Override the preset's attention head count.")
+    intermediate_size: int | None = param(None, help="Override the preset's MLP size.")
+    max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs, or until the time budget when one is set.")
+    epochs: float = param(1.0, help="Passes over the training set when --max-steps is -1 and there is no time budget.")
+    time_budget_minutes: float = param(0.0, help="Stop training after this many minutes, the learning-rate schedule following the clock; 0 means no budget.")
+    batch_size: int = param(32, help="Examples per optimizer step (per device).")
+    learning_rate: float = param(2e-3, help="Peak learning rate, chosen for the small presets; BERT-base wants 1e-4 to 5e-4.")
+    warmup_fraction: float = param(0.25, help="Fraction of the budget (steps or time) spent warming the learning rate up.")
+    weight_decay: float = param(0.01, help="AdamW weight decay.")
+    adam_beta1: float = param(0.9, help="AdamW beta1.")
+    adam_beta2: float = param(0.98, help="AdamW beta2.")
+    adam_epsilon: float = param(1e-6, help="AdamW epsilon.")
+    max_grad_norm: float = param(1.0, help="Clip gradients to this global norm.")
+    dropout: float = param(0.0, help="Hidden and attention dropout.")
+    unigram_bias: bool = param(True, help="Start the MLM output bias at the training tokens' log frequencies, so a fresh model need not learn word frequencies first.")
+    mlm_probability: float = param(0.15, help="Fraction of tokens masked.")
+    precision: str = param("auto", help="Arithmetic: auto is bf16 where the hardware has it, fp16 on older GPUs, else fp32.", choices=PRECISIONS)
+    attention: str = param("auto", help="Attention kernel: auto is eager (faster at these lengths on CPUs and GPUs).", choices=ATTENTIONS)
+    torch_compile: bool = param(False, help="Compile the model with torch.compile.")
+    sparse_head: bool = param(True, help="Compute MLM logits at the masked positions only (off: the stock BertForPreTraining head).")
+    group_by_length: bool = param(True, help="Batch examples of similar length and pad to the longest (off: random batches).")
+    pad_to_max_length: bool = param(False, help="Pad every batch to the maximum sequence length (the stock recipe).")
+    optimizer: str = param("adamw_torch_fused", help="Trainer optimizer name (adamw_torch_fused, adamw_torch, ...).")
+    eval_steps: int = param(500, help="Evaluate on the validation split every N steps; 0 evaluates only at the end.")
+    eval_examples: int = param(2000, help="Validation examples used by the evaluations during training; 0 uses all.")
+    save_steps: int = param(1000, help="Save a checkpoint every N steps.")
+    logging_steps: int = param(50, help="Log loss and learning rate every N steps.")
+    checkpoint_dir: str = param("", help="Where checkpoints go; empty uses OUT-checkpoints. A rerun resumes from the latest.")
+    checkpoint_uri: str = param("", help="s3://bucket/prefix that mirrors every checkpoint, so a run on a killed pod resumes from it; empty is off.")
+    keep_checkpoints: bool = param(False, help="Keep the checkpoints after a successful run.")
+    num_workers: int = param(-1, help="DataLoader worker processes; -1 picks 0 on a CPU (a worker would steal a core from the model) and up to 4 on a GPU.")
+    seed: int = param(42, help="Random seed.")
 
 
 def resolve_precision(precision: str) -> str:
@@ -111,11 +120,11 @@ def resolve_attention(attention: str) -> str:
     return "eager" if attention == "auto" else attention
 
 
-def step_arguments(num_workers: int | None = None) -> dict:
+def step_arguments(num_workers: int = -1) -> dict:
     """The ``TrainingArguments`` that set how fast a step runs around the model, shared by
     ``pretrain`` and ``benchmarks/pretrain_throughput.py``.
 
-    DataLoader workers: ``num_workers`` if given, else 0 on a CPU (a worker steals a core
+    DataLoader workers: ``num_workers`` if not negative, else 0 on a CPU (a worker steals a core
     from the model's own threads), up to 4 on a GPU (they collate the next batches while
     the device computes, into pinned memory). The Trainer's NaN/inf filter is off: it tests
     every step's loss on the host, a sync per step that idles a GPU while the CPU queues the
@@ -124,7 +133,7 @@ def step_arguments(num_workers: int | None = None) -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    workers = num_workers if num_workers is not None else (min(4, (os.cpu_count() or 2) - 1) if cuda else 0)
+    workers = num_workers if num_workers >= 0 else (min(4, (os.cpu_count() or 2) - 1) if cuda else 0)
     return dict(dataloader_num_workers=workers, dataloader_pin_memory=cuda,
                 dataloader_persistent_workers=workers > 0, logging_nan_inf_filter=False)
 
@@ -212,13 +221,25 @@ def _mirror_callback(uri: str, checkpoint_dir: Path):
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Pretrain, save the model and tokenizer into ``cfg.out`` and return the metrics."""
+    """Pretrain; save the model, its tokenizer and model card into ``cfg.out``, the run's records
+    (``metrics.json``, ``log_history.json``, TensorBoard runs) into ``cfg.logs``; return the metrics."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-    from scratchbert.modeling import (build_config, check_tokenizer_matches, count_parameters, pretraining_model_class,
-                                      set_mlm_bias_to_unigram)
-    from scratchbert.pretraining_data import MlmNspCollator, load_pretraining_dataset, token_counts, tokenizer_fingerprint
+    from scratchbert.modelcard import write_model_card
+    from scratchbert.modeling import (
+        build_config,
+        check_tokenizer_matches,
+        count_parameters,
+        pretraining_model_class,
+        set_mlm_bias_to_unigram,
+    )
+    from scratchbert.pretraining_data import (
+        MlmNspCollator,
+        load_pretraining_dataset,
+        token_counts,
+        tokenizer_fingerprint,
+    )
     from scratchbert.tokenizer import load_tokenizer
 
     ds, info = load_pretraining_dataset(cfg.dataset)
@@ -243,7 +264,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         from transformers import BertForPreTraining
 
         model = BertForPreTraining(config)
-    checkpoint_dir = Path(cfg.checkpoint_dir or f"{cfg.out.rstrip('/')}-checkpoints")
+    checkpoint_dir = Path(cfg.checkpoint_dir or sibling(cfg.out, "checkpoints"))
     resume = _latest_checkpoint(checkpoint_dir)
     if resume is None and cfg.checkpoint_uri:
         resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
@@ -251,8 +272,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
 
     eval_ds = ds["validation"]
-    if cfg.eval_max_examples and len(eval_ds) > cfg.eval_max_examples:
-        eval_ds = eval_ds.select(range(cfg.eval_max_examples))
+    if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
+        eval_ds = eval_ds.select(range(cfg.eval_examples))
     budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
     max_steps = cfg.max_steps
     if max_steps <= 0 and budget_s:
@@ -273,7 +294,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
-        report_to=_report_to(), seed=cfg.seed, disable_tqdm=False,
+        report_to=report_to(), seed=cfg.seed, disable_tqdm=False,
         **step_arguments(cfg.num_workers),
     )
 
@@ -339,15 +360,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
         **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
     }
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-    with atomic_output_dir(cfg.out) as tmp:
+    logs = Path(cfg.logs or sibling(cfg.out, "logs"))
+    with atomic_output_dir(cfg.out) as tmp, atomic_output_dir(logs) as tmp_logs:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(Path(tmp) / "metrics.json", metrics)
-        write_json(Path(tmp) / "log_history.json", {"log_history": trainer.state.log_history})
+        write_model_card(tmp, task="fill-mask", datasets=info.get("corpora", []), metrics=metrics)
+        write_json(tmp_logs / "metrics.json", metrics)
+        write_json(tmp_logs / "log_history.json", {"log_history": trainer.state.log_history})
         tb = checkpoint_dir / "runs"
         if tb.is_dir():
-            shutil.copytree(tb, Path(tmp) / "tensorboard")
+            shutil.copytree(tb, tmp_logs / "tensorboard")
     if not cfg.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics
@@ -383,9 +406,13 @@ def _time_progress(budget_s: float, start: dict):
     return _TimeProgress()
 
 
-def _report_to() -> list[str]:
+def report_to() -> list[str]:
+    """The Trainer's loggers for both training stages: TensorBoard when it is installed, unless
+    ``SCRATCHBERT_TENSORBOARD=0``."""
+    if os.environ.get("SCRATCHBERT_TENSORBOARD", "1") == "0":
+        return ["none"]
     try:
         import tensorboard  # noqa: F401
     except ImportError:
-        return []
-    return ["tensorboard"] if os.environ.get("SCRATCHBERT_TENSORBOARD", "1") != "0" else []
+        return ["none"]
+    return ["tensorboard"]

@@ -19,7 +19,7 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +27,29 @@ import numpy as np
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import masked_positions
 from scratchbert.outputs import atomic_output_dir, read_json, write_json
+from scratchbert.params import param
 
 DATASET_INFO = "scratchbert_dataset.json"
 
 
 @dataclass
 class DatasetConfig:
-    corpus: str = field(metadata={"help": "corpus: .txt file or folder, s3://bucket/prefix, or hf://name[/config]"})
-    tokenizer: str = field(metadata={"help": "tokenizer folder (from `scratchbert tokenizer`)"})
-    out: str = field(metadata={"help": "output folder (a datasets DatasetDict saved with save_to_disk)"})
-    max_seq_len: int = field(default=128, metadata={"help": "tokens per example, [CLS] and [SEP]s included"})
-    short_seq_prob: float = field(default=0.1, metadata={"help": "probability of a shorter target length"})
-    random_next_prob: float = field(default=0.5, metadata={"help": "probability that segment B comes from another document"})
-    dupe_factor: int = field(default=1, metadata={"help": "times each training document is turned into examples, with new splits and pairings (validation: once); more than 1 pays when training runs several epochs over a small corpus"})
-    valid_corpus: str | None = field(default=None, metadata={"help": "separate validation corpus (default: hold out documents of --corpus)"})
-    validation_fraction: float = field(default=0.02, metadata={"help": "fraction of documents held out for validation when no --valid-corpus"})
-    max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the corpus (at a document boundary)"})
-    valid_max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the validation corpus"})
-    num_proc: int | None = field(default=None, metadata={"help": "worker processes for the map (default: all cores)"})
-    seed: int = field(default=12345, metadata={"help": "random seed"})
+    """Settings of the dataset stage (``scratchbert dataset``)."""
+
+    corpus: str = param(help="The training corpus, in any form the tokenizer stage takes.")
+    tokenizer: str = param(help="Tokenizer folder (from `scratchbert tokenizer`).")
+    out: str = param(help="Output folder: the train/validation examples, their tokenizer and metrics.json.")
+    max_seq_len: int = param(128, help="Tokens per example, [CLS] and [SEP]s included.")
+    short_seq_prob: float = param(0.1, help="Probability that an example aims at a shorter length (BERT's 0.1).")
+    random_next_prob: float = param(0.5, help="Probability that segment B comes from another document.")
+    dupe_factor: int = param(1, help="Times each training document is cut into examples, with new splits and pairings; "
+                                     "more than 1 for a small corpus trained on for several epochs.")
+    valid_corpus: str = param("", help="A separate validation corpus; empty holds out --validation-fraction of the documents.")
+    validation_fraction: float = param(0.02, help="Fraction of the documents held out for validation when there is no --valid-corpus.")
+    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a document boundary; 0 uses all of it.")
+    max_valid_corpus_bytes: int = param(0, help="Use only the first N bytes of the validation corpus; 0 uses all of it.")
+    num_proc: int = param(0, help="Worker processes; 0 uses every core.")
+    seed: int = param(12345, help="Random seed of the cuts, pairings and held-out documents.")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -207,11 +211,11 @@ def build_dataset(cfg: DatasetConfig) -> dict:
     t0 = time.perf_counter()
     tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
     num_proc = cfg.num_proc or os.cpu_count() or 1
-    documents = load_documents(cfg.corpus, cfg.max_bytes)
+    documents = load_documents(cfg.corpus, cfg.max_corpus_bytes or None)
     if len(documents) < 2:
         raise ScratchBertError(f"corpus {cfg.corpus} has {len(documents)} document; next-sentence prediction needs at least two (separate documents with a blank line)")
     if cfg.valid_corpus:
-        train_docs, valid_docs = documents, load_documents(cfg.valid_corpus, cfg.valid_max_bytes)
+        train_docs, valid_docs = documents, load_documents(cfg.valid_corpus, cfg.max_valid_corpus_bytes or None)
         if len(valid_docs) < 2:
             raise ScratchBertError(f"validation corpus {cfg.valid_corpus} has fewer than two documents; NSP needs at least two")
     else:
@@ -235,7 +239,8 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         ds.save_to_disk(str(tmp), num_proc=None)
         tok.save_pretrained(Path(tmp) / "tokenizer")
         write_json(Path(tmp) / DATASET_INFO, {"max_seq_len": cfg.max_seq_len, "vocab_size": len(tok),
-                                              "tokenizer_fingerprint": tokenizer_fingerprint(tok)})
+                                              "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+                                              "corpora": [c for c in (cfg.corpus, cfg.valid_corpus) if c]})
         write_json(Path(tmp) / "metrics.json", stats)
     return stats
 

@@ -24,16 +24,17 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
-from scratchbert.outputs import atomic_output_dir, write_json
+from scratchbert.outputs import atomic_output_dir, sibling, write_json
+from scratchbert.params import check_choices, param
 
 if TYPE_CHECKING:
     import datasets
@@ -47,56 +48,47 @@ S3_PREFIX = "s3://"
 SQUAD_COLUMNS = ("id", "title", "context", "question", "answers")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
+# The window rule, used by fine-tuning, scoring and answer(): BERT's 384-token windows (or the
+# model's positions, if fewer) that overlap by a third of their length (BERT's 128 of 384).
+DEFAULT_WINDOW = 384
+
+
+def window_settings(max_seq_len: int, doc_stride: int, model_positions: int) -> tuple[int, int]:
+    """The (window length, overlap) to use: 0 picks ``min(384, model_positions)`` and a third of
+    the window; given values are kept (and checked where they are used)."""
+    length = max_seq_len or min(DEFAULT_WINDOW, model_positions)
+    return length, doc_stride or max(1, length // 3)
 
 
 @dataclass
 class QAConfig:
     """Settings of the SQuAD v1.1 fine-tuning stage (``scratchbert qa-finetune``)."""
 
-    model: str = field(metadata=_help(
-        "Folder of the pretrained model (save_pretrained of a BERT model plus its fast tokenizer)."))
-    train: str = field(metadata=_help(
-        "Training set: a SQuAD v1.1 JSON file, an s3://bucket/key URI, or hf://rajpurkar/squad[/split]."))
-    eval: str = field(metadata=_help(
-        "Evaluation set, same forms as --train (hf:// defaults to the 'validation' split)."))
-    out: str = field(metadata=_help(
-        "Output folder: fine-tuned model and tokenizer, metrics.json, predictions.json, log_history.json."))
-    max_seq_len: int = field(default=384, metadata=_help(
-        "Tokens per window (question + context + special tokens); at most the model's max_position_embeddings."))
-    doc_stride: int = field(default=128, metadata=_help(
-        "Tokens of overlap between consecutive windows of a long context; must be smaller than --max-seq-len."))
-    max_answer_len: int = field(default=30, metadata=_help("Longest answer, in tokens, that post-processing may return."))
-    n_best: int = field(default=20, metadata=_help(
-        "How many start and end candidates post-processing combines per window."))
-    # Measured on the synthetic set (300 steps, batch 32, MLM-pretrained models; eval F1):
-    # 64 wide: 3e-4 20, 5e-4 31, 1e-3 51, 3e-3 73, 6e-3 69; 128 wide: 3e-4 75, 1e-3 81, 3e-3 74.
-    # The best rate falls as width (and run length) grows, so 5e-4 serves tiny to small presets;
-    # BERT-base wants 3e-5 to 5e-5.
-    learning_rate: float = field(default=5e-4, metadata=_help(
-        "Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (nano: ~3e-3, BERT-base: 5e-5)."))
-    batch_size: int = field(default=32, metadata=_help("Windows per training batch (and per prediction batch)."))
-    epochs: float = field(default=2.0, metadata=_help("Passes over the training windows (ignored when --max-steps > 0)."))
-    max_steps: int = field(default=-1, metadata=_help("Stop after this many optimizer steps; -1 trains for --epochs."))
-    warmup_ratio: float = field(default=0.1, metadata=_help(
-        "Fraction of the steps spent warming the learning rate up from 0; it then decays linearly to 0."))
-    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (not applied to biases and LayerNorm)."))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Clip gradients to this global norm."))
-    seed: int = field(default=42, metadata=_help("Random seed for the QA head, data order and dropout."))
-    max_train_examples: Optional[int] = field(default=None, metadata=_help(
-        "Use only the first N training questions (for quick runs)."))
-    max_eval_examples: Optional[int] = field(default=None, metadata=_help(
-        "Use only the first N evaluation questions (for quick runs)."))
-    repair_answer_starts: bool = field(default=True, metadata=_help(
-        "Move an answer_start that does not point at its answer text to the nearest occurrence of that text "
-        "(counted in metrics.json); when off, such an answer is an error."))
-    bf16: str = field(default="auto", metadata=_help(
-        "bfloat16 mixed precision: 'auto' (on where the hardware has bf16: GPUs that support it, CPUs with "
-        "AMX or AVX512-BF16, as in pretraining), 'true' or 'false'."))
-    num_workers: int = field(default=0, metadata=_help(
-        "Worker processes for tokenisation and data loading (0: in the main process)."))
-    logging_steps: int = field(default=50, metadata=_help("Log loss and learning rate every N steps."))
+    model: str = param(help="The pretrained model folder (weights, config and fast tokenizer, e.g. from `scratchbert pretrain`).")
+    squad_train: str = param(help="Training set: a SQuAD v1.1 JSON file, s3://bucket/key.json, or hf://owner/name[?split=train].")
+    squad_dev: str = param(help="Evaluation set, in the same forms (hf:// defaults to the validation split).")
+    out: str = param(help="Output folder of the fine-tuned model: weights, config, tokenizer and a model card.")
+    logs: str = param("", help="Folder for metrics.json, predictions.json, the training log and TensorBoard runs; empty uses OUT-logs.")
+    max_seq_len: int = param(0, help="Tokens per (question, context) window; 0 uses min(384, the model's positions).")
+    doc_stride: int = param(0, help="Tokens of overlap between consecutive windows of a long context; 0 uses a third of the window.")
+    max_answer_len: int = param(30, help="Longest answer, in tokens, that post-processing may return.")
+    n_best: int = param(20, help="How many start and end candidates post-processing combines per window.")
+    learning_rate: float = param(5e-4, help="Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (BERT-base: 5e-5).")
+    batch_size: int = param(32, help="Windows per training and prediction batch.")
+    epochs: float = param(2.0, help="Passes over the training windows when --max-steps is -1.")
+    max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs.")
+    warmup_ratio: float = param(0.1, help="Fraction of the steps spent warming the learning rate up from 0; it then decays linearly to 0.")
+    weight_decay: float = param(0.01, help="AdamW weight decay (not applied to biases and LayerNorm).")
+    max_grad_norm: float = param(1.0, help="Clip gradients to this global norm.")
+    seed: int = param(42, help="Random seed of the QA head, the data order and dropout.")
+    max_train_examples: int = param(0, help="Use only the first N training questions; 0 uses all.")
+    max_eval_examples: int = param(0, help="Score only the first N evaluation questions; 0 scores all.")
+    repair_answer_starts: bool = param(True, help="Move an answer_start that does not point at its answer text to the nearest "
+                                                  "occurrence of that text (counted in metrics.json); off, such an answer is an error.")
+    bf16: str = param("auto", help="bfloat16 mixed precision: auto is on where the hardware has it, as in pretraining.",
+                      choices=("auto", "true", "false"))
+    num_workers: int = param(0, help="Worker processes for tokenisation and data loading; 0 works in the main process.")
+    logging_steps: int = param(50, help="Log loss and learning rate every N steps.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +96,7 @@ class QAConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def _squad_features() -> "datasets.Features":
+def _squad_features() -> datasets.Features:
     import datasets
 
     return datasets.Features({
@@ -220,19 +212,18 @@ def _read_json_file(path: Path, where: str) -> Any:
 
 
 def _load_hub_records(source: str, split: str) -> list[dict]:
-    """``hf://owner/name[/split]`` -> flat records, through ``datasets.load_dataset``."""
+    """``hf://owner/name[?split=..&config=..]`` -> flat records, through ``datasets.load_dataset``."""
     import datasets
 
-    parts = source[len(HF_PREFIX):].strip("/").split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise ScratchBertError(
-            f"{source} is not a Hub dataset address; write hf://owner/name or hf://owner/name/split")
-    repo = "/".join(parts[:2])
-    split = parts[2] if len(parts) == 3 else split
+    from scratchbert import hub
+
+    address = hub.parse(source)
+    split = address.split or split
     try:
-        ds = datasets.load_dataset(repo, split=split)
+        ds = datasets.load_dataset(address.repo, address.config, split=split, revision=address.revision)
     except Exception as e:  # network, unknown repo, unknown split: one sentence, not a traceback
-        raise ScratchBertError(f"could not load {repo} split {split} from the Hugging Face Hub ({e}); "
+        raise ScratchBertError(f"could not load {address.repo} split {split} from the Hugging Face Hub "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                                "check the name and the network, or pass a local SQuAD JSON file") from None
     missing = set(SQUAD_COLUMNS) - set(ds.column_names) - {"title"}
     if missing:
@@ -243,11 +234,11 @@ def _load_hub_records(source: str, split: str) -> list[dict]:
 
 
 def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool = True,
-               max_examples: Optional[int] = None) -> tuple["datasets.Dataset", int]:
+               max_examples: int | None = None) -> tuple[datasets.Dataset, int]:
     """Load SQuAD v1.1 as a flat ``datasets.Dataset`` and return it with the number of repaired answers.
 
     ``source`` is a local SQuAD v1.1 JSON file (or a folder holding exactly one), an
-    ``s3://bucket/key`` URI, or ``hf://owner/name[/split]`` (``split`` is used when the
+    ``s3://bucket/key`` URI, or ``hf://owner/name[?split=NAME]`` (``split`` is used when the
     address names none). Every answer is checked with :func:`check_answers`;
     ``max_examples`` keeps the first N questions after the check.
     """
@@ -278,7 +269,7 @@ def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool 
 # --------------------------------------------------------------------------------------------
 
 
-def _tokenize_windows(tokenizer: "PreTrainedTokenizerFast", examples: dict, max_seq_len: int, doc_stride: int):
+def _tokenize_windows(tokenizer: PreTrainedTokenizerFast, examples: dict, max_seq_len: int, doc_stride: int):
     # Leading spaces in questions waste tokens and can push a window out of bounds (as in run_qa.py).
     questions = [q.lstrip() for q in examples["question"]]
     return tokenizer(
@@ -297,7 +288,7 @@ def _context_mask(tokenized, i: int) -> np.ndarray:
     return np.array([s == 1 for s in tokenized.sequence_ids(i)], dtype=bool)
 
 
-def prepare_train_features(examples: dict, tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
+def prepare_train_features(examples: dict, tokenizer: PreTrainedTokenizerFast, max_seq_len: int,
                            doc_stride: int) -> dict:
     """Batched ``datasets.map`` function: SQuAD rows -> training windows with start/end token labels.
 
@@ -329,7 +320,7 @@ def prepare_train_features(examples: dict, tokenizer: "PreTrainedTokenizerFast",
     return tokenized
 
 
-def prepare_eval_features(examples: dict, tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
+def prepare_eval_features(examples: dict, tokenizer: PreTrainedTokenizerFast, max_seq_len: int,
                           doc_stride: int) -> dict:
     """Batched ``datasets.map`` function: SQuAD rows -> prediction windows.
 
@@ -347,7 +338,7 @@ def prepare_eval_features(examples: dict, tokenizer: "PreTrainedTokenizerFast", 
     return tokenized
 
 
-def question_token_limit(tokenizer: "PreTrainedTokenizerFast", max_seq_len: int, doc_stride: int) -> int:
+def question_token_limit(tokenizer: PreTrainedTokenizerFast, max_seq_len: int, doc_stride: int) -> int:
     """Most question tokens a window may hold so that long contexts still cut into sane windows.
 
     The fast tokenizer needs more than ``doc_stride`` context tokens next to the question (it
@@ -361,8 +352,8 @@ def question_token_limit(tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
     return max(room // 2, min(64, room - 16))
 
 
-def fit_questions(dataset: "datasets.Dataset", tokenizer: "PreTrainedTokenizerFast", max_seq_len: int,
-                  doc_stride: int) -> tuple["datasets.Dataset", int]:
+def fit_questions(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, max_seq_len: int,
+                  doc_stride: int) -> tuple[datasets.Dataset, int]:
     """Cut questions longer than :func:`question_token_limit` tokens; return the dataset and how many were cut."""
     limit = question_token_limit(tokenizer, max_seq_len, doc_stride)
     questions, cut = _truncate_questions(tokenizer, dataset["question"], limit)
@@ -388,8 +379,8 @@ def _truncate_questions(tokenizer, questions: list[str], limit: int) -> tuple[li
     return questions, cut
 
 
-def build_features(dataset: "datasets.Dataset", tokenizer, max_seq_len: int, doc_stride: int, *, train: bool,
-                   num_proc: Optional[int] = None) -> "datasets.Dataset":
+def build_features(dataset: datasets.Dataset, tokenizer, max_seq_len: int, doc_stride: int, *, train: bool,
+                   num_proc: int | None = None) -> datasets.Dataset:
     """Cut a flat SQuAD dataset into training (``train=True``) or prediction windows.
 
     Questions too long for the windows are cut first (:func:`fit_questions`).
@@ -435,7 +426,7 @@ def _window_candidates(start_logits: np.ndarray, end_logits: np.ndarray, offsets
     return [(float(sc), offsets[s][0], offsets[e][1]) for sc, s, e in zip(scores, top_s[si], top_e[ei])]
 
 
-def postprocess_predictions(examples: "datasets.Dataset | dict", features: "datasets.Dataset | dict",
+def postprocess_predictions(examples: datasets.Dataset | dict, features: datasets.Dataset | dict,
                             start_logits: np.ndarray, end_logits: np.ndarray, *, n_best: int = 20,
                             max_answer_len: int = 30) -> tuple[dict[str, str], dict[str, list[dict]]]:
     """Turn window logits into answers, as ``utils_qa.postprocess_qa_predictions`` does for SQuAD v1.
@@ -482,7 +473,7 @@ def postprocess_predictions(examples: "datasets.Dataset | dict", features: "data
     return predictions, nbest
 
 
-def squad_scores(predictions: dict[str, str], references: "datasets.Dataset | list[dict]") -> dict[str, float]:
+def squad_scores(predictions: dict[str, str], references: datasets.Dataset | list[dict]) -> dict[str, float]:
     """Exact match and F1 (0-100, official SQuAD v1.1 semantics) of ``predictions`` (id -> text)."""
     refs = references.to_list() if hasattr(references, "to_list") else references
     metric = squad_metric()
@@ -519,26 +510,40 @@ def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder"
 
 def _validate(cfg: QAConfig) -> None:
     checks = [
-        (cfg.max_seq_len >= 16, f"max_seq_len {cfg.max_seq_len} is too small; use at least 16 (384 is usual)"),
-        (0 < cfg.doc_stride < cfg.max_seq_len,
-         f"doc_stride {cfg.doc_stride} must be positive and smaller than max_seq_len {cfg.max_seq_len}; "
-         "use about a third of max_seq_len"),
+        (cfg.max_seq_len == 0 or cfg.max_seq_len >= 16, f"max_seq_len {cfg.max_seq_len} is too small; use at least 16, or 0 for 384"),
+        (cfg.doc_stride >= 0, f"doc_stride {cfg.doc_stride} must not be negative (0 uses a third of the window)"),
         (cfg.max_answer_len >= 1, f"max_answer_len {cfg.max_answer_len} must be at least 1"),
         (cfg.n_best >= 1, f"n_best {cfg.n_best} must be at least 1"),
         (cfg.learning_rate > 0, f"learning_rate {cfg.learning_rate} must be positive"),
         (cfg.batch_size >= 1, f"batch_size {cfg.batch_size} must be at least 1"),
+        (cfg.max_steps == -1 or cfg.max_steps > 0, f"max_steps {cfg.max_steps} must be positive, or -1 to train --epochs"),
         (cfg.max_steps > 0 or cfg.epochs > 0, "epochs must be positive when max_steps is -1; set one of them"),
         (0 <= cfg.warmup_ratio < 1, f"warmup_ratio {cfg.warmup_ratio} must be in [0, 1)"),
         (cfg.weight_decay >= 0, f"weight_decay {cfg.weight_decay} must not be negative"),
-        (cfg.max_train_examples is None or cfg.max_train_examples >= 1, "max_train_examples must be at least 1"),
-        (cfg.max_eval_examples is None or cfg.max_eval_examples >= 1, "max_eval_examples must be at least 1"),
+        (cfg.max_train_examples >= 0, "max_train_examples must not be negative (0 uses all)"),
+        (cfg.max_eval_examples >= 0, "max_eval_examples must not be negative (0 uses all)"),
         (cfg.num_workers >= 0, f"num_workers {cfg.num_workers} must not be negative"),
         (cfg.logging_steps >= 1, f"logging_steps {cfg.logging_steps} must be at least 1"),
-        (str(cfg.bf16).lower() in ("auto", "true", "false"), f"bf16 {cfg.bf16!r} must be auto, true or false"),
     ]
     for ok, message in checks:
         if not ok:
             raise ScratchBertError(f"QA fine-tuning: {message}")
+    check_choices(cfg)
+
+
+def _check_windows(tokenizer, max_seq_len: int, doc_stride: int, max_pos: int, model: str) -> None:
+    """The windows must fit the model and leave the question room (one message per way to fail)."""
+    if max_seq_len > max_pos:
+        raise ScratchBertError(f"max_seq_len {max_seq_len} is longer than the {max_pos} positions of the model in {model}; "
+                               f"use --max-seq-len {max_pos} or less")
+    if doc_stride >= max_seq_len:
+        raise ScratchBertError(f"doc_stride {doc_stride} must be smaller than max_seq_len {max_seq_len}; "
+                               "use about a third of it, or 0 for exactly that")
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    if question_token_limit(tokenizer, max_seq_len, doc_stride) < 8:
+        raise ScratchBertError(
+            f"doc_stride {doc_stride} leaves room for fewer than 8 question tokens in a {max_seq_len}-token "
+            f"window; use doc_stride at most {max_seq_len - specials - 16}, or 0 for a third of the window")
 
 
 def use_bf16(setting: str) -> bool:
@@ -555,69 +560,58 @@ def use_bf16(setting: str) -> bool:
     return setting == "true" or (setting == "auto" and resolve_precision("auto") == "bf16")
 
 
-def _report_to() -> list[str]:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return ["none"]
-    return ["tensorboard"]
-
-
 def finetune_qa(cfg: QAConfig) -> dict:
-    """Fine-tune a pretrained BERT on SQuAD v1.1, evaluate it, and write everything to ``cfg.out``.
+    """Fine-tune a pretrained BERT on SQuAD v1.1, score it, and write the model and its records.
 
-    ``cfg.out`` receives (atomically: all of it or nothing) the fine-tuned
-    ``BertForQuestionAnswering`` and its tokenizer at the top (``from_pretrained(out)``
-    works), ``metrics.json`` (exact_match, f1, counts, timings, train_loss,
-    answer_starts_repaired, ...), ``predictions.json`` (question id -> answer),
-    ``log_history.json`` (the Trainer's log, for training curves) and TensorBoard logs under
-    ``runs/``. Returns the metrics.
+    ``cfg.out`` receives (atomically: all of it or nothing) a clean Hugging Face folder: the
+    fine-tuned ``BertForQuestionAnswering``, its config and tokenizer, and a model card
+    (``README.md``) with the EM/F1 results; ``from_pretrained(out)`` loads it. The run's
+    records go to ``cfg.logs`` (default ``OUT-logs``): ``metrics.json`` (exact_match, f1,
+    counts, timings, train_loss, answer_starts_repaired, ...), ``predictions.json``
+    (question id -> answer), ``log_history.json`` (the Trainer's log), ``qa_config.json``
+    and TensorBoard runs under ``runs/``. Returns the metrics.
     """
     import torch
-    from transformers import (BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments,
-                              set_seed)
+    from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    from scratchbert.modelcard import write_model_card
+    from scratchbert.pretrain import report_to
 
     _validate(cfg)
     tokenizer, config = _load_tokenizer_and_config(cfg.model)
-    max_pos = getattr(config, "max_position_embeddings", None)
-    if max_pos is not None and cfg.max_seq_len > max_pos:
-        raise ScratchBertError(
-            f"max_seq_len {cfg.max_seq_len} is longer than the {max_pos} positions of the model in {cfg.model}; "
-            f"use --max-seq-len {max_pos} or less")
+    max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
+    max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos)
+    _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)
     if len(tokenizer) > config.vocab_size:
         raise ScratchBertError(
             f"the tokenizer in {cfg.model} has {len(tokenizer)} tokens but the model only {config.vocab_size}; "
             "save the tokenizer the model was pretrained with into the folder")
-    specials = tokenizer.num_special_tokens_to_add(pair=True)
-    if question_token_limit(tokenizer, cfg.max_seq_len, cfg.doc_stride) < 8:
-        raise ScratchBertError(
-            f"doc_stride {cfg.doc_stride} leaves room for fewer than 8 question tokens in a {cfg.max_seq_len}-token "
-            f"window; use doc_stride at most {cfg.max_seq_len - specials - 16} (about a third of max_seq_len is usual)")
     bf16 = use_bf16(cfg.bf16)
+    logs = Path(cfg.logs or sibling(cfg.out, "logs"))
 
-    train_set, train_repaired = load_squad(cfg.train, split="train", repair_answer_starts=cfg.repair_answer_starts,
-                                           max_examples=cfg.max_train_examples)
-    eval_set, eval_repaired = load_squad(cfg.eval, split="validation", repair_answer_starts=cfg.repair_answer_starts,
-                                         max_examples=cfg.max_eval_examples)
+    train_set, train_repaired = load_squad(cfg.squad_train, split="train", repair_answer_starts=cfg.repair_answer_starts,
+                                           max_examples=cfg.max_train_examples or None)
+    eval_set, eval_repaired = load_squad(cfg.squad_dev, split="validation", repair_answer_starts=cfg.repair_answer_starts,
+                                         max_examples=cfg.max_eval_examples or None)
     if train_repaired or eval_repaired:
         log.warning("moved answer_start of %d training and %d evaluation answers to where their text is",
                     train_repaired, eval_repaired)
     num_proc = cfg.num_workers or None
     if cfg.num_workers > 0:  # forked data-loader workers and the tokenizer's own thread pool do not mix
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    train_set, train_cut = fit_questions(train_set, tokenizer, cfg.max_seq_len, cfg.doc_stride)
-    eval_set, eval_cut = fit_questions(eval_set, tokenizer, cfg.max_seq_len, cfg.doc_stride)
-    train_features = build_features(train_set, tokenizer, cfg.max_seq_len, cfg.doc_stride, train=True,
-                                    num_proc=num_proc)
-    eval_features = build_features(eval_set, tokenizer, cfg.max_seq_len, cfg.doc_stride, train=False,
-                                   num_proc=num_proc)
+    train_set, train_cut = fit_questions(train_set, tokenizer, max_seq_len, doc_stride)
+    eval_set, eval_cut = fit_questions(eval_set, tokenizer, max_seq_len, doc_stride)
+    train_features = build_features(train_set, tokenizer, max_seq_len, doc_stride, train=True, num_proc=num_proc)
+    eval_features = build_features(eval_set, tokenizer, max_seq_len, doc_stride, train=False, num_proc=num_proc)
 
     set_seed(cfg.seed)  # before the model: the new QA head is initialised from the seed
     model = BertForQuestionAnswering.from_pretrained(cfg.model, local_files_only=True)
 
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out) as tmp, atomic_output_dir(logs) as tmp_logs:
         args = TrainingArguments(
-            output_dir=str(tmp),
+            # The run lives in temporary folders that only become `out` and `logs` at the end,
+            # so mid-run checkpoints there could not be resumed from anyway: none are saved.
+            output_dir=str(tmp_logs),
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
             learning_rate=cfg.learning_rate,
@@ -632,9 +626,7 @@ def finetune_qa(cfg: QAConfig) -> dict:
             logging_strategy="steps",
             logging_steps=cfg.logging_steps,
             logging_first_step=True,
-            report_to=_report_to(),
-            # The whole run lives in a temporary folder that only becomes `out` at the end, so
-            # mid-run checkpoints there could not be resumed from anyway.
+            report_to=report_to(),
             save_strategy="no",
             eval_strategy="no",
             seed=cfg.seed,
@@ -650,9 +642,7 @@ def finetune_qa(cfg: QAConfig) -> dict:
             processing_class=tokenizer,
         )
         t0 = time.perf_counter()
-        # on a CPU, reuse freed memory (scratchbert.allocator): mini, 25 steps of 32 windows
-        # of 384 tokens, 33.2 s -> 30.7 s
-        with keep_freed_memory():
+        with keep_freed_memory():  # on a CPU, reuse freed memory (scratchbert.allocator)
             train_result = trainer.train()
         train_seconds = time.perf_counter() - t0
 
@@ -672,6 +662,8 @@ def finetune_qa(cfg: QAConfig) -> dict:
             "eval_examples": len(eval_set),
             "train_features": len(train_features),
             "eval_features": len(eval_features),
+            "max_seq_len": max_seq_len,
+            "doc_stride": doc_stride,
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
             "train_loss": float(train_result.training_loss),
@@ -683,12 +675,14 @@ def finetune_qa(cfg: QAConfig) -> dict:
             "bf16": int(bf16),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
-        trainer.save_model(str(tmp))  # model, config and (processing_class) tokenizer
-        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; qa_config.json says the same in JSON
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "predictions.json", predictions)
-        (tmp / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
-        write_json(tmp / "qa_config.json", asdict(cfg))
+        trainer.model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_model_card(tmp, task="question-answering", base_model=cfg.model,
+                         datasets=[cfg.squad_train, cfg.squad_dev], metrics=metrics)
+        write_json(tmp_logs / "metrics.json", metrics)
+        write_json(tmp_logs / "predictions.json", predictions)
+        (tmp_logs / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+        write_json(tmp_logs / "qa_config.json", asdict(cfg))
         del trainer
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -712,8 +706,8 @@ def _cached_qa_model(path: str, _stamp: float):
     return tokenizer, model
 
 
-def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int = 1, *, max_seq_len: int = 384,
-           doc_stride: int = 128, max_answer_len: int = 30, n_best: int = 20) -> list[dict]:
+def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int = 1, *, max_seq_len: int = 0,
+           doc_stride: int = 0, max_answer_len: int = 30, n_best: int = 20) -> list[dict]:
     """Answer ``question`` from ``context`` with a fine-tuned QA model folder (e.g. ``finetune_qa``'s out).
 
     Returns up to ``top_k`` dicts ``text`` (a span of ``context``), ``score`` (probability
@@ -730,8 +724,8 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     if not (path / "config.json").is_file():
         raise ScratchBertError(f"QA model folder {path} has no config.json; pass the out folder of qa-finetune")
     tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime)
-    max_seq_len = min(max_seq_len, model.config.max_position_embeddings)
-    doc_stride = min(doc_stride, max_seq_len // 2)
+    max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings)
+    _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, str(path))
     questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
     examples = {"id": ["q"], "question": questions, "context": [context]}
     features = prepare_eval_features(examples, tokenizer, max_seq_len, doc_stride)

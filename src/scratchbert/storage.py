@@ -34,15 +34,18 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import atomic_output_dir
+from scratchbert.params import param
 
 if TYPE_CHECKING:  # minio is imported lazily: importing this module must stay cheap
     from minio import Minio
@@ -95,7 +98,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def client_from_env(env: Mapping[str, str] | None = None) -> "Minio":
+def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
     """Return a :class:`minio.Minio` client for the endpoint and keys in ``env`` (default: ``os.environ``).
 
     Raises:
@@ -133,7 +136,7 @@ def client_from_env(env: Mapping[str, str] | None = None) -> "Minio":
 # --------------------------------------------------------------------------------------------
 
 
-def download(uri: str, local_dir: str | os.PathLike, *, client: "Minio | None" = None,
+def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = None,
              overwrite: bool = False) -> Path:
     """Download one object, or every object under a prefix, into ``local_dir``.
 
@@ -168,7 +171,7 @@ def download(uri: str, local_dir: str | os.PathLike, *, client: "Minio | None" =
     return out
 
 
-def upload_dir(local_dir: str | os.PathLike, uri: str, *, client: "Minio | None" = None,
+def upload_dir(local_dir: str | os.PathLike, uri: str, *, client: Minio | None = None,
                create_bucket: bool = True) -> list[str]:
     """Upload every file under ``local_dir`` to ``uri`` (``s3://bucket/prefix``), keeping relative paths.
 
@@ -198,7 +201,7 @@ def default_version(now: datetime | None = None) -> str:
 
 
 def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = None, *,
-            client: "Minio | None" = None) -> str:
+            client: Minio | None = None) -> str:
     """Publish a model folder as ``dest_uri/<version>/`` and return that URI (with a trailing slash).
 
     Order of writes: every file, then ``<version>/manifest.json`` (relative path, size and
@@ -242,7 +245,21 @@ def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = N
     return final_uri
 
 
-def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: "Minio | None" = None,
+@dataclass
+class PublishConfig:
+    """Settings of the publish step (the pipeline's last task)."""
+
+    model: str = param(help="The model folder to publish.")
+    publish_uri: str = param(help="s3://bucket/prefix to publish under: a version folder with a manifest, then LATEST.")
+    publish_version: str = param("", help="Version folder name; empty uses the UTC time. A published version is never overwritten.")
+
+
+def publish_model(cfg: PublishConfig) -> str:
+    """Publish ``cfg.model`` (see :func:`publish`) and return the version's URI."""
+    return publish(cfg.model, cfg.publish_uri, cfg.publish_version or None)
+
+
+def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = None,
                     overwrite: bool = False) -> Path:
     """Download a published model into ``local_dir`` and verify every file; return ``local_dir``.
 
@@ -285,7 +302,18 @@ def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: "Minio | 
     return out
 
 
-def read_manifest(uri: str, *, client: "Minio | None" = None) -> dict:
+def read_object(uri: str, *, client: Minio | None = None) -> bytes:
+    """The bytes of one object, ``s3://bucket/key``."""
+    bucket, key = parse_s3_uri(uri)
+    client = client or client_from_env()
+    with _s3_errors(uri):
+        data = _get_bytes(client, bucket, key)
+    if data is None:
+        raise ScratchBertError(f"nothing is stored at {uri}; check the address")
+    return data
+
+
+def read_manifest(uri: str, *, client: Minio | None = None) -> dict:
     """Return the manifest of a published model (``uri`` as for :func:`fetch_published`).
 
     The returned dict also carries ``"uri"``: the version's address.
@@ -302,7 +330,7 @@ def read_manifest(uri: str, *, client: "Minio | None" = None) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve_manifest(client: "Minio", bucket: str, prefix: str, uri: str) -> tuple[str, dict]:
+def _resolve_manifest(client: Minio, bucket: str, prefix: str, uri: str) -> tuple[str, dict]:
     """Find the manifest for ``prefix`` (a version, or a publish root through LATEST)."""
     raw = _get_bytes(client, bucket, prefix + MANIFEST)
     version_prefix = prefix
@@ -352,7 +380,7 @@ def _s3_errors(uri: str) -> Iterator[None]:
             f"could not reach S3 for {uri} ({type(exc).__name__}: {exc}); check {ENV_ENDPOINT} and that the server is running") from exc
 
 
-def _exists(client: "Minio", bucket: str, name: str) -> bool:
+def _exists(client: Minio, bucket: str, name: str) -> bool:
     from minio.error import S3Error
 
     try:
@@ -364,7 +392,7 @@ def _exists(client: "Minio", bucket: str, name: str) -> bool:
         raise
 
 
-def _get_bytes(client: "Minio", bucket: str, name: str) -> bytes | None:
+def _get_bytes(client: Minio, bucket: str, name: str) -> bytes | None:
     from minio.error import S3Error
 
     try:
@@ -380,11 +408,11 @@ def _get_bytes(client: "Minio", bucket: str, name: str) -> bytes | None:
         response.release_conn()
 
 
-def _put_bytes(client: "Minio", bucket: str, name: str, data: bytes, content_type: str) -> None:
+def _put_bytes(client: Minio, bucket: str, name: str, data: bytes, content_type: str) -> None:
     client.put_object(bucket, name, io.BytesIO(data), len(data), content_type=content_type)
 
 
-def _ensure_bucket(client: "Minio", bucket: str) -> None:
+def _ensure_bucket(client: Minio, bucket: str) -> None:
     from minio.error import S3Error
 
     if client.bucket_exists(bucket):
@@ -396,7 +424,7 @@ def _ensure_bucket(client: "Minio", bucket: str) -> None:
             raise
 
 
-def _upload_files(client: "Minio", bucket: str, prefix: str, files: dict[str, Path], desc: str) -> list[str]:
+def _upload_files(client: Minio, bucket: str, prefix: str, files: dict[str, Path], desc: str) -> list[str]:
     names = []
     with _progress([(rel, p.stat().st_size) for rel, p in files.items()], desc) as bar:
         for rel, path in files.items():

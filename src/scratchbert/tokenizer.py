@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import atomic_output_dir, write_json
+from scratchbert.params import param
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Below this a WordPiece vocabulary cannot hold the special tokens plus a basic alphabet.
@@ -23,16 +24,18 @@ MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 64
 
 @dataclass
 class TokenizerConfig:
-    corpus: str = field(metadata={"help": "corpus: .txt file or folder, s3://bucket/prefix, or hf://name[/config]"})
-    out: str = field(metadata={"help": "output folder for the tokenizer (AutoTokenizer.from_pretrained loads it)"})
-    vocab_size: int = field(default=30522, metadata={"help": "WordPiece vocabulary size (BERT's is 30522)"})
-    lowercase: bool = field(default=True, metadata={"help": "lower-case the text (an uncased model)"})
-    strip_accents: bool | None = field(default=None, metadata={"help": "strip accents (default: same as --lowercase)"})
-    min_frequency: int = field(default=2, metadata={"help": "minimum pair frequency for a merge"})
-    limit_alphabet: int = field(default=1000, metadata={"help": "at most this many initial characters"})
-    max_bytes: int | None = field(default=None, metadata={"help": "use only the first N bytes of the corpus (at a document boundary)"})
-    heldout_fraction: float = field(default=0.02, metadata={"help": "fraction of documents held out to report the unknown-token rate"})
-    seed: int = field(default=0, metadata={"help": "random seed for the held-out split"})
+    """Settings of the tokenizer stage (``scratchbert tokenizer``)."""
+
+    corpus: str = param(help="The corpus: a text file or folder, s3://bucket/prefix, or hf://owner/name (see scratchbert.corpus).")
+    out: str = param(help="Output folder of the tokenizer (AutoTokenizer.from_pretrained loads it).")
+    vocab_size: int = param(30522, help="WordPiece vocabulary size, special tokens included (BERT's is 30522).")
+    lowercase: bool = param(True, help="Lower-case the text and strip accents (an uncased model).")
+    strip_accents: bool | None = param(None, help="Strip accents; unset follows --lowercase.")
+    min_frequency: int = param(2, help="Minimum pair frequency for a merge.")
+    limit_alphabet: int = param(1000, help="At most this many initial characters.")
+    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a document boundary; 0 uses all of it.")
+    heldout_fraction: float = param(0.02, help="Fraction of documents held out to report the unknown-token rate.")
+    seed: int = param(0, help="Random seed of the held-out split.")
 
 
 def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
@@ -59,7 +62,7 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
     if documents is None:
         from scratchbert.corpus import load_documents
 
-        documents = load_documents(cfg.corpus, cfg.max_bytes)
+        documents = load_documents(cfg.corpus, cfg.max_corpus_bytes or None)
     rng = random.Random(cfg.seed)
     n_held = int(len(documents) * cfg.heldout_fraction) if len(documents) > 1 else 0
     held_idx = set(rng.sample(range(len(documents)), n_held))
@@ -97,7 +100,7 @@ def tokenizer_quality(tokenizer, documents: list[str]) -> dict:
     """Unknown-token rate and tokens per word (BERT pre-tokenizer words) on ``documents``."""
     lines = [line for doc in documents for line in doc.split("\n")]
     backend = tokenizer.backend_tokenizer
-    words = sum(len(backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(l))) for l in lines)
+    words = sum(len(backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(line))) for line in lines)
     enc = tokenizer(lines, add_special_tokens=False)["input_ids"]
     n_tokens = sum(len(ids) for ids in enc)
     unk = tokenizer.unk_token_id

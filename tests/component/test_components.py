@@ -12,24 +12,17 @@ only without input artifacts).
 
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
+from kfp import dsl, local
 
-kfp = pytest.importorskip("kfp")
-from kfp import dsl, local  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from components import helpers  # noqa: E402
-from components.dataset import component as dataset_component  # noqa: E402
-from components.evaluate import component as evaluate_component  # noqa: E402
-from components.publish import component as publish_component  # noqa: E402
-from components.tokenizer import component as tokenizer_component  # noqa: E402
+from scratchbert_components import helpers
+from scratchbert_components.dataset import component as dataset_component
+from scratchbert_components.evaluate import component as evaluate_component
+from scratchbert_components.publish import component as publish_component
+from scratchbert_components.tokenizer import component as tokenizer_component
 
 # The label only (the subprocess runner runs this Python); "python" in it keeps kfp.local quiet.
 IMAGE = "python-scratchbert:test"
@@ -60,7 +53,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
                                 num_proc=1))
     pretrain(PretrainConfig(dataset=str(d / "ds"), out=str(d / "model"), preset="nano", max_steps=5, batch_size=8,
                             logging_steps=1, eval_steps=0, num_workers=0))
-    return {"corpus": corpus, "tokenizer": d / "tok", "dataset": d / "ds", "model": d / "model"}
+    return {"corpus": corpus, "tokenizer": d / "tok", "dataset": d / "ds", "model": d / "model",
+            "logs": d / "model-logs"}
 
 
 def imported(path: Path, cls):
@@ -76,7 +70,7 @@ def test_tokenizer_component_reads_corpus_from_s3(data, s3_env):
 
     storage.upload_dir(data["corpus"].parent, "s3://corpora/synthetic")  # corpus.txt and the built folders
     op = tokenizer_component.build(IMAGE)
-    task = op(corpus_uri="s3://corpora/synthetic/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
+    task = op(corpus="s3://corpora/synthetic/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
     out = Path(task.outputs["tokenizer"].path)
     tok = load_tokenizer(out)
     assert len(tok) == 300
@@ -94,7 +88,7 @@ def test_dataset_component(data):
 
     @dsl.pipeline(name="dataset-test")
     def pipe() -> dsl.Dataset:
-        return op(corpus_uri=str(data["corpus"]), valid_corpus_uri="", tokenizer=imported(data["tokenizer"], dsl.Artifact),
+        return op(corpus=str(data["corpus"]), valid_corpus="", tokenizer=imported(data["tokenizer"], dsl.Artifact),
                   max_seq_len=64, max_corpus_bytes=0, dupe_factor=2, num_proc=8).outputs["dataset"]
 
     dataset = pipe().output
@@ -114,8 +108,8 @@ def test_evaluate_component_writes_metrics_and_report(data):
 
     @dsl.pipeline(name="evaluate-test")
     def pipe() -> dsl.HTML:
-        return op(model=imported(data["model"], dsl.Model), dataset=imported(data["dataset"], dsl.Dataset),
-                  max_examples=0).outputs["report"]
+        return op(model=imported(data["model"], dsl.Model), logs=imported(data["logs"], dsl.Artifact),
+                  dataset=imported(data["dataset"], dsl.Dataset), max_examples=0).outputs["report"]
 
     task = pipe()
     report = Path(task.output.path).read_text()
@@ -137,7 +131,7 @@ def test_publish_component(data, s3_env, tmp_path):
     @dsl.pipeline(name="publish-test")
     def pipe() -> str:
         return op(model=imported(data["model"], dsl.Model), publish_uri="s3://models/test-publish",
-                  version="v1").output
+                  publish_version="v1").output
 
     uri = pipe().output
     assert uri == "s3://models/test-publish/v1/"
@@ -150,7 +144,7 @@ def test_publish_component(data, s3_env, tmp_path):
 def test_bad_input_ends_the_task_with_one_clear_sentence(capfd):
     op = tokenizer_component.build(IMAGE)
     with pytest.raises(RuntimeError, match="FAILURE"):
-        op(corpus_uri="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
+        op(corpus="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
     out = capfd.readouterr()
     log = out.out + out.err
     assert "scratchbert error: corpus /nonexistent/corpus.txt does not exist" in log
@@ -162,7 +156,7 @@ def test_publish_refuses_a_non_s3_destination(data, capfd):
 
     @dsl.pipeline(name="publish-bad")
     def pipe() -> str:
-        return op(model=imported(data["model"], dsl.Model), publish_uri="models/no-scheme", version="").output
+        return op(model=imported(data["model"], dsl.Model), publish_uri="models/no-scheme", publish_version="").output
 
     with pytest.raises(RuntimeError, match="FAILURE"):
         pipe()

@@ -1,5 +1,5 @@
 """The whole pipeline, end to end, through kfp.local on generated data with the embedded S3 server
-(``scratchbert.local_run.run_local``), then the published model read back from the kept store
+(``scratchbert_pipelines.local_run.run_local``), then the published model read back from the kept store
 (manifest and checksums verified) and asked a question. Plus the runner's input checks and the
 rule that the library never imports kfp.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("kfp")
-
-from scratchbert.errors import ScratchBertError  # noqa: E402
-from scratchbert.local_run import run_local  # noqa: E402
+from scratchbert import cli
+from scratchbert.errors import RunFailed, ScratchBertError
+from scratchbert_pipelines import local_run
+from scratchbert_pipelines.local_run import run_local
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
@@ -49,7 +49,7 @@ def test_pipeline_runs_every_stage(run):
     assert 0 <= stages["qa_finetune"]["exact_match"] <= 100 and 0 <= stages["qa_finetune"]["f1"] <= 100
     assert summary["total_seconds"] >= sum(s["seconds"] for s in stages.values()) - 1
     # Local inputs went through the S3 server, as they would on a cluster.
-    for param in ("corpus_uri", "squad_train_uri", "squad_dev_uri"):
+    for param in ("corpus", "squad_train", "squad_dev"):
         assert summary["arguments"][param].startswith("s3://scratchbert-inputs/"), param
     saved = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
     assert saved["published_uri"] == summary["published_uri"]
@@ -60,6 +60,9 @@ def test_reports_are_written(run):
     outputs = Path(run["summary"]["outputs"])
     (evaluate_report,) = outputs.rglob("evaluate/report")
     (qa_report,) = outputs.rglob("qa-finetune*/report")
+    # the run's log holds kfp.local's output; the screen got a line per stage (checked below)
+    log = Path(run["summary"]["log"]).read_text()
+    assert "Executing task" in log and "finished with status" in log
     assert "<svg" in evaluate_report.read_text() and "Fill-mask" in evaluate_report.read_text()
     qa = qa_report.read_text()
     assert "<svg" in qa and "exact_match" in qa
@@ -85,7 +88,9 @@ def test_published_model_is_readable_after_the_run_and_answers(run, tmp_path):
         manifest = storage.read_manifest("s3://models/scratchbert-qa", client=client)
         assert manifest["uri"] == uri
         model = storage.fetch_published("s3://models/scratchbert-qa", tmp_path / "qa", client=client)
-    assert {f["path"] for f in manifest["files"]} >= {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"}
+    # a clean Hugging Face folder: no training records mixed in
+    assert {f["path"] for f in manifest["files"]} == {"config.json", "model.safetensors", "tokenizer.json",
+                                                      "tokenizer_config.json", "README.md"}
     context = "The town of Brellon lies in the northern hills. Brellon is known for its wool and its old stone bridge."
     (best,) = answer(model, "What is Brellon known for?", context)
     assert isinstance(best["text"], str) and best["text"]
@@ -98,10 +103,12 @@ def test_failed_task_is_reported_and_the_server_stopped(tmp_path, capfd):
     if find_weed() is None:
         pytest.skip("the `weed` command (SeaweedFS) is not installed")
     env_before = {k: os.environ.get(k) for k in AWS_VARS}
-    with pytest.raises(ScratchBertError, match="local pipeline run failed.*tokenizer") as info:
+    with pytest.raises(RunFailed, match="failed in tokenizer: vocab size 10 is too small.*run.log") as info:
         run_local(synthetic=True, vocab_size=10, workdir=tmp_path / "runs", keep_store=None, quiet=True)
     assert "\x1b[" not in str(info.value)  # no terminal colour codes in the message
-    assert "scratchbert error: vocab size 10 is too small" in capfd.readouterr().out
+    (log,) = (tmp_path / "runs").glob("*/run.log")
+    assert "scratchbert error: vocab size 10 is too small" in log.read_text()
+    assert "scratchbert error" not in capfd.readouterr().out  # kfp.local's output went to the log
     assert {k: os.environ.get(k) for k in AWS_VARS} == env_before
     assert not (tmp_path / "runs" / "s3-store").exists()  # keep_store=None: a temporary store
 
@@ -113,9 +120,9 @@ def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
 
 
 def _stand_ins(folder: Path) -> Path:
-    from scratchbert import local_run, synthetic
+    from scratchbert import synthetic
 
-    for name, rel in local_run.STAND_INS.items():
+    for rel in local_run.STAND_INS.values():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
     synthetic.write_corpus(folder / local_run.STAND_INS["corpus"], 20, seed=1)
     for name in ("squad_train", "squad_dev"):
@@ -126,12 +133,10 @@ def _stand_ins(folder: Path) -> Path:
 def test_offline_without_stand_ins_stops_in_one_line_before_anything_starts(tmp_path, monkeypatch, capsys):
     from huggingface_hub import constants
 
-    from scratchbert import local_run
-
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
     monkeypatch.setattr(local_run, "hub_reachable", lambda: False)
     monkeypatch.setenv(local_run.STAND_IN_ENV, str(tmp_path / "no-such-folder"))
-    assert local_run.main(["--workdir", str(tmp_path / "runs")]) == 2
+    assert cli.main(["run-local", "--workdir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert "Hub is unreachable" in err and "--corpus, --squad-train, --squad-dev" in err and "--synthetic" in err
     assert "\n" not in err
@@ -140,8 +145,6 @@ def test_offline_without_stand_ins_stops_in_one_line_before_anything_starts(tmp_
 
 def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, capsys):
     from huggingface_hub import constants
-
-    from scratchbert import local_run
 
     folder = _stand_ins(tmp_path / "shared-data")
     monkeypatch.setenv(local_run.STAND_IN_ENV, str(folder))
@@ -167,7 +170,6 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
 def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from scratchbert import local_run
     from scratchbert.objectstore import find_weed
 
     if find_weed() is None:
@@ -180,14 +182,14 @@ def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, m
     def runner(arguments, outputs):  # stands in for kfp.local: the arguments are what is checked
         from scratchbert import storage
 
-        got = storage.download(arguments["corpus_uri"], tmp_path / "got")  # one object: its local file
+        got = storage.download(arguments["corpus"], tmp_path / "got")  # one object: its local file
         seen.update(arguments, corpus_bytes=got.stat().st_size)
         raise RuntimeError("stopped by the test")
 
-    monkeypatch.setattr(local_run, "_load_pipeline_runner", lambda: runner)
-    with pytest.raises(ScratchBertError, match="stopped by the test"):
+    monkeypatch.setattr(local_run, "run_pipeline", runner)
+    with pytest.raises(RunFailed, match="stopped by the test"):
         run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, max_corpus_bytes=5000)
-    assert seen["corpus_uri"].startswith("s3://scratchbert-inputs/") and seen["squad_dev_uri"].startswith("s3://")
+    assert seen["corpus"].startswith("s3://scratchbert-inputs/") and seen["squad_dev"].startswith("s3://")
     assert seen["corpus_bytes"] == (tmp_path / "shared-data/enwiki/train.txt").stat().st_size
     assert seen["max_corpus_bytes"] == 5000 and seen["preset"] == "tiny"
 
@@ -198,7 +200,7 @@ def test_hub_reachable_counts_any_answer_and_no_answer_as_unreachable(monkeypatc
 
     from huggingface_hub import constants
 
-    from scratchbert.local_run import hub_reachable
+    from scratchbert_pipelines.local_run import hub_reachable
 
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501 to HEAD
     threading.Thread(target=server.handle_request, daemon=True).start()
@@ -219,36 +221,17 @@ def test_endpoint_needs_credentials(tmp_path, monkeypatch):
 
 
 def test_command_line_reports_bad_input_in_one_line(tmp_path, capsys):
-    from scratchbert.local_run import main
-
-    assert main(["--corpus", str(tmp_path / "nope.txt"), "--workdir", str(tmp_path / "runs")]) == 2
+    assert cli.main(["run-local", "--corpus", str(tmp_path / "nope.txt"), "--workdir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("scratchbert run-local: error: corpus ") and "does not exist" in err and "\n" not in err
 
 
-def test_every_option_is_a_run_local_keyword_a_flag_and_a_pipeline_parameter():
-    import argparse
-    import inspect
-
-    import yaml
-
-    from scratchbert.local_run import _OPTIONS, add_parser
-
-    fixed = {"corpus", "valid_corpus", "squad_train", "squad_dev", "synthetic", "endpoint", "workdir", "keep_store", "quiet"}
-    assert set(inspect.signature(run_local).parameters) - fixed == set(_OPTIONS)
-    parser = add_parser(argparse.ArgumentParser().add_subparsers())
-    flags = {a.dest for a in parser._actions}
-    assert set(_OPTIONS) <= flags
-    compiled = next(yaml.safe_load_all((ROOT / "pipelines" / "bert_pipeline.yaml").read_text()))  # the spec
-    assert {param for param, _, _ in _OPTIONS.values()} <= set(compiled["root"]["inputDefinitions"]["parameters"])
-
-
 def test_library_never_imports_kfp():
-    """scratchbert (run-local included) imports and registers its command with kfp unavailable."""
-    code = ("import sys, argparse; sys.modules['kfp'] = None\n"
-            "import scratchbert.local_run, scratchbert.cli\n"
-            "sub = argparse.ArgumentParser().add_subparsers()\n"
-            "scratchbert.local_run.add_parser(sub)\n"
+    """scratchbert's command line (run-local and submit included) builds with kfp unavailable."""
+    code = ("import sys; sys.modules['kfp'] = None\n"
+            "import scratchbert.cli\n"
+            "parser = scratchbert.cli.build_parser()\n"
+            "assert {'run-local', 'submit'} <= set(parser._subparsers._group_actions[0].choices)\n"
             "assert 'kfp' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -7,16 +7,12 @@ parameters, and waiting when asked.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from pipelines import submit as submit_mod  # noqa: E402
+from scratchbert.errors import RunFailed, ScratchBertError
+from scratchbert_pipelines import submit as submit_mod
 
 
 class FakeClient:
@@ -69,8 +65,8 @@ def package(tmp_path):
 def test_first_submit_uploads_and_runs_with_typed_params(package, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     client = FakeClient()
-    params = submit_mod._parse_params(["preset=tiny", "pretrain_max_steps=200", "qa_on_gpu=true", "learning_rate=0.001"])
-    assert params == {"preset": "tiny", "pretrain_max_steps": 200, "qa_on_gpu": True, "learning_rate": 0.001}
+    params = submit_mod._parse_params(["preset=tiny", "max_steps=200", "qa_on_gpu=true", "learning_rate=0.001"])
+    assert params == {"preset": "tiny", "max_steps": 200, "qa_on_gpu": True, "learning_rate": 0.001}
     out = submit_mod.submit(None, "exp", params, package, wait=True, timeout_minutes=1, client=client)
     assert [c[0] for c in client.calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "wait"]
     run = client.calls[2]
@@ -98,7 +94,36 @@ def test_resubmit_uploads_one_version_per_distinct_yaml(package):
 
 
 def test_missing_package_and_bad_param_are_one_line_errors(tmp_path):
-    with pytest.raises(SystemExit, match="compile.py"):
+    with pytest.raises(ScratchBertError, match="compile.py"):
         submit_mod.submit(None, "exp", {}, tmp_path / "nope.yaml", client=FakeClient())
-    with pytest.raises(SystemExit, match="NAME=VALUE"):
+    with pytest.raises(ScratchBertError, match="NAME=VALUE"):
         submit_mod._parse_params(["preset"])
+    with pytest.raises(ScratchBertError, match="no parameter 'pretrain_max_steps'"):
+        submit_mod._parse_params(["pretrain_max_steps=5"])
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELED", "RuntimeStateEnum.FAILED"])
+def test_wait_exits_nonzero_when_the_run_did_not_succeed(package, state, capsys, monkeypatch):
+    import kfp
+
+    from scratchbert import cli
+
+    client = FakeClient()
+    client.wait_for_run_completion = lambda run_id, timeout: SimpleNamespace(state=state)
+    with pytest.raises(RunFailed, match=f"ended {state.rsplit('.', 1)[-1]}"):
+        submit_mod.submit(None, "exp", {}, package, wait=True, client=client)
+    # through the command line: exit status 1 and one line
+    monkeypatch.setattr(kfp, "Client", lambda **kw: client)
+    capsys.readouterr()
+    assert cli.main(["submit", "--package", str(package), "--wait"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scratchbert submit: error: run r-1 ended") and err.count("\n") == 1
+
+
+def test_shipped_package_is_the_default(monkeypatch):
+    assert submit_mod.DEFAULT_YAML.is_file() and submit_mod.DEFAULT_YAML.name == "bert_pipeline.yaml"
+
+
+def test_unreachable_host_is_one_line(package):
+    with pytest.raises(ScratchBertError, match="could not reach Kubeflow Pipelines at http://127.0.0.1:9"):
+        submit_mod.submit("http://127.0.0.1:9", "exp", {}, package)

@@ -16,20 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("kfp")
-pytest.importorskip("kfp.kubernetes")
-
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
 STAGE_FUNCTIONS = {"tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
 
 
 def _compile_module():
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import importlib
+    from scratchbert_pipelines import compile as compile_module
 
-    return importlib.import_module("pipelines.compile")
+    return compile_module
 
 
 def compile_to(path: Path, **kwargs) -> tuple[dict, dict]:
@@ -104,14 +99,13 @@ def test_wiring(compiled):
     for qa in ("qa-finetune", "qa-finetune-2"):
         assert producer(qa, "model") == "pipelinechannel--pretrain-model"  # the pretrained model, via the branch
     assert producer("publish", "model") == "qa-finetune" and producer("publish-2", "model") == "qa-finetune-2"
+    assert producer("evaluate", "logs") == "pretrain"
+    from scratchbert_pipelines import parameters
+
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("corpus_uri", "valid_corpus_uri", "squad_train_uri", "squad_dev_uri", "max_corpus_bytes", "preset",
-                 "vocab_size", "max_seq_len", "dupe_factor", "pretrain_max_steps", "pretrain_time_budget_minutes", "learning_rate",
-                 "batch_size", "qa_max_steps", "qa_learning_rate", "qa_batch_size", "qa_on_gpu", "publish_uri",
-                 "checkpoint_uri"):
-        assert name in params, name
+    assert set(params) == set(parameters.NAMES)
     assert params["checkpoint_uri"]["defaultValue"] == ""
-    assert params["corpus_uri"]["defaultValue"].startswith("hf://")
+    assert params["corpus"]["defaultValue"].startswith("hf://")
     assert spec["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
 
 

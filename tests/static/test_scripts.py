@@ -59,7 +59,7 @@ def test_build_images_dry_run(settings):
     gpu = f"{settings.IMAGE_REGISTRY}/{settings.GPU_IMAGE_NAME}:{version}"
     proc = sh("scripts/build-images.sh", "--kind-load", "test-cluster", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("+ ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
     assert lines == [
         f"+ docker build --file images/Dockerfile --build-arg VERSION={version} --tag {cpu} .",
         f"+ kind load docker-image --name test-cluster {cpu}",
@@ -68,7 +68,7 @@ def test_build_images_dry_run(settings):
     ]
     push = sh("scripts/build-images.sh", "--push", "--only", "cuda", "--dry-run")
     assert push.returncode == 0
-    assert [l for l in push.stdout.splitlines() if l.startswith("+ ")][-1] == f"+ docker push {gpu}"
+    assert [line for line in push.stdout.splitlines() if line.startswith("+ ")][-1] == f"+ docker push {gpu}"
     assert sh("scripts/build-images.sh", "--kind-load").returncode != 0
 
 
@@ -77,7 +77,7 @@ def kind_up(*args: str, root: Path = ROOT) -> tuple[list[str], str]:
     proc = sh("scripts/kind-up.sh", *args, "--dry-run", "--no-port-forward", root=root)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
-    return [l[2:] for l in out.splitlines() if l.startswith("+ ")], out
+    return [line[2:] for line in out.splitlines() if line.startswith("+ ")], out
 
 
 def test_kind_up_gpu_dry_run(settings):

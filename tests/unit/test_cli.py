@@ -31,7 +31,7 @@ def test_scratchbert_help_and_version_from_the_installed_command():
     assert version.returncode == 0 and version.stdout.startswith("scratchbert ")
 
 
-@pytest.mark.parametrize("command", [*cli.STAGES, *cli.EXTRA_COMMANDS])
+@pytest.mark.parametrize("command", [*cli.STAGES, "ask", "run-local", "submit"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([command, "--help"])
@@ -43,6 +43,53 @@ def test_every_command_has_help(command, capsys):
         cls = getattr(importlib.import_module(module), cls_name)
         for f in dataclasses.fields(cls):  # one flag per config field: the CLI cannot drift from the library
             assert "--" + f.name.replace("_", "-") in help_text
+
+
+def test_help_shows_allowed_values_and_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    text = text[text.index("options:"):]  # the option list, past the usage line
+    assert "--preset {nano,tiny,mini,small,medium,base}" in text
+    assert "--precision {auto,bf16,fp16,fp32}" in text and "--attention {auto,eager,sdpa}" in text
+    # one "Default:" per option that has one, never two
+    learning_rate = text[text.index("--learning-rate LEARNING_RATE"):text.index("--warmup-fraction WARMUP_FRACTION", text.index("--learning-rate LEARNING_RATE"))]
+    assert learning_rate.count("Default:") == 1 and "Default: 0.002" in learning_rate
+    assert text.count("(default:") == 0
+
+
+def test_a_command_whose_package_is_missing_is_left_out(monkeypatch):
+    """An entry point that cannot be imported (its package not installed) leaves the rest working."""
+    from importlib import metadata
+
+    real = metadata.entry_points
+    broken = metadata.EntryPoint("from-nowhere", "no_such_package.module:add_parser", cli.COMMANDS_GROUP)
+
+    def entry_points(**kw):
+        found = real(**kw)
+        return metadata.EntryPoints([*found, broken]) if kw.get("group") == cli.COMMANDS_GROUP else found
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+    commands = cli.plugin_commands()
+    assert "from-nowhere" not in commands and {"run-local", "submit"} <= set(commands)
+    parser = cli.build_parser()
+    assert parser.parse_args(["tokenizer", "--corpus", "c", "--out", "o"]).command == "tokenizer"
+
+
+def test_verbosity_flags_set_the_log_level(monkeypatch):
+    import logging
+
+    for name in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                 "SCRATCHBERT_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    monkeypatch.setattr(logging.getLogger("scratchbert"), "level", logging.NOTSET)
+    for flags, level in (([], logging.INFO), (["-v"], logging.DEBUG), (["--quiet"], logging.WARNING)):
+        parser = cli.build_parser()
+        args = parser.parse_args(["ask", "--model", "m", "--question", "q", "--context", "c", *flags])
+        monkeypatch.setattr(logging.root, "handlers", [])
+        cli.setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
+        assert logging.getLogger("scratchbert").level == level
+    assert os.environ["TQDM_DISABLE"] == "1"  # the last one, --quiet, turns progress bars off
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
@@ -57,8 +104,8 @@ def test_flags_become_typed_config_values():
     parser = cli.build_parser()
     args = parser.parse_args(["tokenizer", "--corpus", "c.txt", "--out", "o", "--no-lowercase", "--vocab-size", "500"])
     cfg = cli.config_from_args(TokenizerConfig, args)
-    assert (cfg.corpus, cfg.out, cfg.lowercase, cfg.vocab_size, cfg.strip_accents, cfg.max_bytes) == (
-        "c.txt", "o", False, 500, None, None)
+    assert (cfg.corpus, cfg.out, cfg.lowercase, cfg.vocab_size, cfg.strip_accents, cfg.max_corpus_bytes) == (
+        "c.txt", "o", False, 500, None, 0)
     args = parser.parse_args(["pretrain", "--dataset", "d", "--out", "o", "--time-budget-minutes", "0.5",
                               "--keep-checkpoints", "--learning-rate", "2e-3"])
     cfg = cli.config_from_args(PretrainConfig, args)
@@ -114,8 +161,8 @@ def test_stages_chained_through_main_write_the_documented_metrics(tmp_path, caps
     assert metrics(tok)["vocab_size"] == 800
     assert {f"{s}_{k}" for s in ("train", "validation") for k in ("examples", "tokens", "random_next_fraction")} \
         <= metrics(data).keys()
-    assert {"train_loss", "steps", "tokens_per_second", "val_mlm_accuracy", "val_nsp_accuracy"} <= metrics(model).keys()
-    assert metrics(model)["steps"] == 6
+    assert {"train_loss", "steps", "tokens_per_second", "val_mlm_accuracy", "val_nsp_accuracy"} <= metrics(model + "-logs").keys()
+    assert metrics(model + "-logs")["steps"] == 6
     assert {"mlm_accuracy", "nsp_accuracy", "perplexity"} <= metrics(ev).keys()
     assert printed == metrics(ev) and metrics(ev)["examples"] == 32
     assert (Path(ev) / "report.md").is_file()
@@ -124,3 +171,7 @@ def test_stages_chained_through_main_write_the_documented_metrics(tmp_path, caps
 
     assert len(AutoTokenizer.from_pretrained(model)) == 800
     assert BertForMaskedLM.from_pretrained(model).config.vocab_size == 800
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(Path(model) / "README.md")
+    assert card.data.pipeline_tag == "fill-mask" and str(corpus) in card.text

@@ -147,8 +147,8 @@ def fake_hub(monkeypatch):
 
 
 @pytest.mark.parametrize("uri, name, config, split", [
-    ("hf://wikitext/wikitext-2-raw-v1", "wikitext", "wikitext-2-raw-v1", "train"),
-    ("hf://Salesforce/wikitext/wikitext-103-raw-v1?split=validation", "Salesforce/wikitext", "wikitext-103-raw-v1", "validation"),
+    ("hf://wikitext?config=wikitext-2-raw-v1", "wikitext", "wikitext-2-raw-v1", "train"),
+    ("hf://Salesforce/wikitext?config=wikitext-103-raw-v1&split=validation", "Salesforce/wikitext", "wikitext-103-raw-v1", "validation"),
 ])
 def test_hf_wikitext_is_requested_by_name_config_split_and_split_into_articles(fake_hub, uri, name, config, split):
     calls, tables = fake_hub
@@ -169,8 +169,12 @@ def test_hf_other_dataset_gives_one_document_per_row_of_the_chosen_column(fake_h
 
 def test_hf_errors_are_one_sentence(fake_hub):
     calls, tables = fake_hub
-    with pytest.raises(ScratchBertError, match="names no dataset"):
+    with pytest.raises(ScratchBertError, match="does not name a Hub repository"):
         load_documents("hf://")
+    with pytest.raises(ScratchBertError, match="a config or split goes in the query"):
+        load_documents("hf://Salesforce/wikitext/wikitext-2-raw-v1")
+    with pytest.raises(ScratchBertError, match="unknown query parameters"):
+        load_documents("hf://Salesforce/wikitext?name=x")
     with pytest.raises(ScratchBertError, match="could not load hf://nobody/nothing") as e:
         load_documents("hf://nobody/nothing")
     assert _one_sentence(str(e.value)) and "FileNotFoundError" in str(e.value)

@@ -35,7 +35,7 @@ def _config(dataset, out, **kw) -> PretrainConfig:
 
 
 def _losses(model_dir: Path) -> list[tuple[int, float]]:
-    history = json.loads((model_dir / "log_history.json").read_text())["log_history"]
+    history = json.loads((Path(f"{model_dir}-logs") / "log_history.json").read_text())["log_history"]
     return [(h["step"], h["loss"]) for h in history if "loss" in h]
 
 
@@ -110,9 +110,10 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
     assert balanced > 0.6 and min(recall_next, recall_random) > 0.5
     losses = _losses(out)
     assert len(losses) == 20 and losses[0][1] > losses[-1][1] + 1.0
-    # the output is a complete model folder, and the checkpoints are gone
-    assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"} <= {p.name for p in out.iterdir()}
-    saved = json.loads((out / "metrics.json").read_text())
+    # the output is a clean model folder with a model card, the records beside it, and the checkpoints are gone
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
+                                               "tokenizer_config.json", "README.md"}
+    saved = json.loads((Path(f"{out}-logs") / "metrics.json").read_text())
     assert saved["steps"] == 1500 and saved["attention"] == resolve_attention("auto")
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
     assert not Path(f"{out}-checkpoints").exists()
@@ -177,7 +178,7 @@ def test_kill_9_leaves_no_output_and_the_rerun_resumes(built_dataset, tmp_path):
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((Path(f"{out}-logs") / "metrics.json").read_text())
     assert metrics["resumed"] is True and metrics["steps"] == 120
     # the command ends by printing the metrics as JSON (after the Trainer's own log lines)
     assert json.loads(done.stdout[done.stdout.rindex("\n{\n") + 1:])["resumed"] is True
@@ -214,7 +215,7 @@ def test_time_budget_stops_training_on_the_clock(built_dataset, tmp_path):
     # 6 s budget; one nano step takes well under a second, even on a busy machine
     assert 6.0 <= metrics["train_seconds"] < 6.0 + 8.0
     assert metrics["steps"] > 10
-    lrs = [h["learning_rate"] for h in json.loads((tmp_path / "model" / "log_history.json").read_text())["log_history"]
+    lrs = [h["learning_rate"] for h in json.loads((tmp_path / "model-logs" / "log_history.json").read_text())["log_history"]
            if "learning_rate" in h]
     assert max(lrs) > lrs[-1]  # the schedule follows the clock and decays towards the end
 

@@ -11,9 +11,19 @@ import pytest
 
 from scratchbert import synthetic
 from scratchbert.errors import ScratchBertError
-from scratchbert.qa import (QAConfig, answer, build_features, check_answers, finetune_qa, fit_questions,
-                            load_squad, postprocess_predictions, prepare_eval_features, prepare_train_features,
-                            question_token_limit)
+from scratchbert.qa import (
+    QAConfig,
+    answer,
+    build_features,
+    check_answers,
+    finetune_qa,
+    fit_questions,
+    load_squad,
+    postprocess_predictions,
+    prepare_eval_features,
+    prepare_train_features,
+    question_token_limit,
+)
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # The learning test: a randomly initialised 64-wide BERT (no pretraining) must learn the synthetic
@@ -166,17 +176,17 @@ def test_hub_and_s3_sources_go_through_their_loaders(squad_files, tmp_path, monk
     local, _ = load_squad(squad_files[1])
     calls = []
 
-    def fake_load_dataset(repo, split):
+    def fake_load_dataset(repo, config=None, split=None, revision=None):
         calls.append((repo, split))
         return local.remove_columns("title")  # the loader must not need a title column
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     ds, _ = load_squad("hf://rajpurkar/squad", split="validation")
     assert calls == [("rajpurkar/squad", "validation")] and len(ds) == 120 and ds[0]["title"] == ""
-    load_squad("hf://rajpurkar/squad/train", split="validation")
+    load_squad("hf://rajpurkar/squad?split=train", split="validation")
     assert calls[-1] == ("rajpurkar/squad", "train")
-    with pytest.raises(ScratchBertError, match="not a Hub dataset address"):
-        load_squad("hf://squad")
+    with pytest.raises(ScratchBertError, match="a config or split goes in the query"):
+        load_squad("hf://rajpurkar/squad/train")
 
     def fake_download(uri, local_dir):
         assert uri == "s3://data/squad/eval.json"
@@ -321,9 +331,13 @@ def test_postprocess_without_a_valid_span_answers_empty():
 
 
 def test_config_validation(model_dir, squad_files, tmp_path):
-    base = dict(model=str(model_dir), train=str(squad_files[0]), eval=str(squad_files[1]), out=str(tmp_path / "o"))
-    with pytest.raises(ScratchBertError, match="doc_stride 128 must be .* smaller than max_seq_len 128"):
+    base = dict(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]), out=str(tmp_path / "o"))
+    with pytest.raises(ScratchBertError, match="doc_stride 128 must be smaller than max_seq_len 128"):
         finetune_qa(QAConfig(**base, max_seq_len=128, doc_stride=128))
+    with pytest.raises(ScratchBertError, match="max_steps 0 must be positive, or -1"):
+        finetune_qa(QAConfig(**base, max_steps=0))
+    with pytest.raises(ScratchBertError, match="--bf16 'maybe' is not one of auto, true, false"):
+        finetune_qa(QAConfig(**base, bf16="maybe"))
     with pytest.raises(ScratchBertError, match="max_seq_len 1024 is longer than the 512 positions"):
         finetune_qa(QAConfig(**base, max_seq_len=1024))
     empty = tmp_path / "empty"
@@ -352,7 +366,7 @@ def test_failure_leaves_no_output(model_dir, squad_files, tmp_path, monkeypatch)
     out = tmp_path / "out"
     bad_eval = _write(tmp_path / "bad.json", "not json at all")
     with pytest.raises(ScratchBertError, match="bad.json"):
-        finetune_qa(QAConfig(model=str(model_dir), train=str(squad_files[1]), eval=str(bad_eval), out=str(out)))
+        finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(bad_eval), out=str(out)))
     assert not out.exists()
 
     # a failure after training, inside the output folder's lifetime, leaves nothing either
@@ -363,24 +377,65 @@ def test_failure_leaves_no_output(model_dir, squad_files, tmp_path, monkeypatch)
 
     monkeypatch.setattr(qa, "postprocess_predictions", boom)
     with pytest.raises(RuntimeError, match="exploded"):
-        finetune_qa(QAConfig(model=str(model_dir), train=str(squad_files[1]), eval=str(squad_files[1]),
+        finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
                              out=str(out), max_seq_len=128, doc_stride=64, max_steps=2, batch_size=8,
                              max_train_examples=16, max_eval_examples=8))
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "out-logs").exists()
     assert list(tmp_path.iterdir()) == [bad_eval]  # no temporary folder left behind either
 
 
-def test_bf16_true_fine_tunes_on_a_cpu_and_saves_fp32_weights(model_dir, squad_files, tmp_path):
-    """The Trainer refuses bf16 on a CPU unless told it is one; weights stay fp32 (autocast)."""
+def test_bf16_true_fine_tunes_on_a_cpu_and_saves_fp32_weights(model_dir, squad_files, tmp_path, monkeypatch):
+    """The Trainer refuses bf16 on a CPU unless told it is one; weights stay fp32 (autocast).
+    Also: a short window takes the default overlap (a third of it), and TensorBoard is off
+    when SCRATCHBERT_TENSORBOARD=0, as in pretraining."""
     import torch
     from transformers import BertForQuestionAnswering
 
+    monkeypatch.setenv("SCRATCHBERT_TENSORBOARD", "0")
     out = tmp_path / "qa"
-    metrics = finetune_qa(QAConfig(model=str(model_dir), train=str(squad_files[1]), eval=str(squad_files[1]),
-                                   out=str(out), max_seq_len=128, doc_stride=64, max_steps=2, batch_size=8,
+    metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
+                                   out=str(out), max_seq_len=128, max_steps=2, batch_size=8,
                                    max_train_examples=16, max_eval_examples=8, bf16="true"))
     assert metrics["bf16"] == 1 and metrics["train_steps"] == 2
+    assert (metrics["max_seq_len"], metrics["doc_stride"]) == (128, 42)
     assert BertForQuestionAnswering.from_pretrained(out).qa_outputs.weight.dtype == torch.float32
+    assert not (tmp_path / "qa-logs" / "runs").exists()
+
+
+def test_the_fine_tuned_folder_is_a_hugging_face_model_with_a_card(model_dir, squad_files, tmp_path):
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    out = tmp_path / "qa"
+    metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
+                                   out=str(out), max_seq_len=64, max_steps=1, batch_size=8,
+                                   max_train_examples=8, max_eval_examples=4))
+    assert AutoModelForQuestionAnswering.from_pretrained(out).config.architectures == ["BertForQuestionAnswering"]
+    assert len(AutoTokenizer.from_pretrained(out)) == AutoModelForQuestionAnswering.from_pretrained(out).config.vocab_size
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "question-answering" and card.data.license == "apache-2.0"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"exact_match": round(metrics["exact_match"], 2), "f1": round(metrics["f1"], 2)}
+    assert str(squad_files[1]) in card.text
+
+
+def test_tensorboard_runs_go_to_the_logs_folder(model_dir, squad_files, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("SCRATCHBERT_TENSORBOARD", "1")
+    finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
+                         out=str(tmp_path / "qa"), logs=str(tmp_path / "records"), max_seq_len=64, max_steps=1,
+                         batch_size=8, max_train_examples=8, max_eval_examples=4))
+    assert list((tmp_path / "records" / "runs").rglob("events.out.tfevents.*"))
+    assert not (tmp_path / "qa-logs").exists()
+
+
+def test_window_rule_is_one_function():
+    from scratchbert.qa import window_settings
+
+    assert window_settings(0, 0, 512) == (384, 128)  # BERT's windows
+    assert window_settings(0, 0, 128) == (128, 42)   # a model with fewer positions
+    assert window_settings(256, 0, 512) == (256, 85)
+    assert window_settings(256, 100, 512) == (256, 100)  # given values are kept
 
 
 def test_bf16_auto_follows_the_pretraining_rule(monkeypatch):
@@ -392,7 +447,7 @@ def test_bf16_auto_follows_the_pretraining_rule(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("the CPU rule is what is checked")
     for has_bf16 in (True, False):
-        monkeypatch.setattr(pretrain, "cpu_has_bf16", lambda: has_bf16)
+        monkeypatch.setattr(pretrain, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
         assert use_bf16("auto") is has_bf16
         assert use_bf16("true") is True and use_bf16("false") is False
 
@@ -413,7 +468,7 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     from transformers import BertForQuestionAnswering
 
     out = tmp_path / "qa"
-    common = dict(model=str(model_dir), train=str(squad_files[0]), eval=str(squad_files[1]),
+    common = dict(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
                   max_seq_len=128, doc_stride=64, batch_size=32, seed=0, logging_steps=20)
     # Chance level: the same pipeline with no learning (the QA head as initialised).
     baseline = finetune_qa(QAConfig(**common, out=str(tmp_path / "untrained"), max_steps=1, learning_rate=1e-12))
@@ -433,15 +488,18 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     assert metrics["train_features"] >= metrics["train_examples"]
     assert metrics["answer_starts_repaired"] == 0
 
-    # the output folder: model + tokenizer at the top, metrics, predictions, training curve
-    saved = json.loads((out / "metrics.json").read_text())
+    # the output folder: a clean Hugging Face folder with a model card; the records beside it
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
+                                               "tokenizer_config.json", "README.md"}
+    logs = tmp_path / "qa-logs"
+    saved = json.loads((logs / "metrics.json").read_text())
     assert saved["f1"] == pytest.approx(metrics["f1"])
     for key in ("exact_match", "f1", "train_examples", "eval_examples", "train_features", "train_seconds",
                 "eval_seconds", "train_loss", "answer_starts_repaired"):
         assert isinstance(saved[key], (int, float)), key
-    predictions = json.loads((out / "predictions.json").read_text())
+    predictions = json.loads((logs / "predictions.json").read_text())
     assert len(predictions) == 120 and all(isinstance(v, str) for v in predictions.values())
-    history = json.loads((out / "log_history.json").read_text())
+    history = json.loads((logs / "log_history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) >= 3 and losses[-1] < losses[0]
     assert isinstance(BertForQuestionAnswering.from_pretrained(out), BertForQuestionAnswering)

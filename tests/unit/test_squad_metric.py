@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from scratchbert.local_run import stand_in_data
 from scratchbert.metrics import SQUAD_V1_DIR, squad_metric
+from scratchbert_pipelines.local_run import stand_in_data
 
 DEV = stand_in_data() / "squad" / "dev-v1.1.json"
 

@@ -17,7 +17,7 @@ METRICS_DIR = Path(__file__).resolve().parent
 SQUAD_V1_DIR = METRICS_DIR / "squad_v1"
 
 
-def squad_metric() -> "evaluate.EvaluationModule":
+def squad_metric() -> evaluate.EvaluationModule:
     """Return the SQuAD v1.1 exact-match/F1 metric (official script semantics, 0-100 scale).
 
     Inputs are those of the Hub's ``squad`` metric: ``predictions=[{"id", "prediction_text"}]``

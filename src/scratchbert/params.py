@@ -1,0 +1,81 @@
+"""One definition per stage parameter: a field of the stage's config dataclass.
+
+Each field carries its name, type, default, help and (for a closed set of values) its
+choices. The command line (:mod:`scratchbert.cli`), the Kubeflow components, the pipeline's
+parameters and ``scratchbert run-local`` are all derived from these fields or checked
+against them, so a parameter is written down once.
+
+Conventions that keep a parameter usable everywhere, Kubeflow included (whose parameters are
+plain ``str``/``int``/``float``/``bool`` and never ``None``):
+
+* an "off" or "automatic" value is a plain value that the help names, ``0`` or ``""``
+  (for example ``max_corpus_bytes=0``: the whole corpus);
+* ``None`` defaults (``int | None``) are kept only for expert overrides that no pipeline
+  exposes, where every given value must be valid (``--num-hidden-layers 0`` is an error,
+  not "the preset's").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from scratchbert.errors import ScratchBertError
+
+REQUIRED = dataclasses.MISSING
+
+
+def param(default: Any = REQUIRED, *, help: str, choices: tuple = ()) -> Any:  # noqa: A002 (argparse's word)
+    """A config field: its default (none: required), a one-sentence help, and its allowed values."""
+    metadata = {"help": help, "choices": tuple(choices)}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def field_type(cls, name: str) -> tuple[type, bool]:
+    """The type of field ``name`` of dataclass ``cls`` and whether it is optional (``X | None``)."""
+    tp = typing.get_type_hints(cls)[name]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def fields(cls) -> dict[str, dataclasses.Field]:
+    """The fields of a config dataclass by name, in definition order."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def default(cls, name: str) -> Any:
+    """The default of field ``name`` of ``cls`` (``REQUIRED`` when it has none)."""
+    return fields(cls)[name].default
+
+
+def help_text(cls, name: str, *, with_default: bool = True, with_choices: bool = True) -> str:
+    """The help of a field, with its allowed values and its default appended once."""
+    f = fields(cls)[name]
+    text = f.metadata.get("help", "")
+    if with_choices and f.metadata.get("choices"):
+        text += f" One of: {', '.join(map(str, f.metadata['choices']))}."
+    if with_default and f.default is not REQUIRED and f.default is not None:
+        text += f" Default: {show(f.default)}."
+    return text
+
+
+def show(value: Any) -> str:
+    """A default as a user types it: ``true``, ``''``, ``tiny``, ``0.002``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if value == "" else str(value)
+
+
+def check_choices(config) -> None:
+    """Raise a one-line error when a field with choices holds a value outside them."""
+    for name, f in fields(type(config)).items():
+        allowed = f.metadata.get("choices")
+        value = getattr(config, name)
+        if allowed and value not in allowed:
+            flag = "--" + name.replace("_", "-")
+            raise ScratchBertError(f"{flag} {value!r} is not one of {', '.join(map(str, allowed))}")
