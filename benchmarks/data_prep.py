@@ -23,7 +23,7 @@ from common import ENWIKI_TRAIN, emit, require_shared_data  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--max-bytes", type=int, default=None, help="only the first N bytes (default: all 64 MB)")
+    p.add_argument("--max-bytes", type=int, default=0, help="only the first N bytes (default: 0, all 64 MB)")
     p.add_argument("--vocab-size", type=int, default=30522)
     args = p.parse_args()
     require_shared_data()
@@ -40,7 +40,7 @@ def main() -> None:
                                         max_corpus_bytes=args.max_bytes))
         tokenizer_s = time.perf_counter() - t
 
-        docs = load_documents(str(ENWIKI_TRAIN), args.max_bytes)
+        docs = load_documents(str(ENWIKI_TRAIN), args.max_bytes or None)
         lines = [line for d in docs for line in d.split("\n")]
         raw = Tokenizer.from_file(str(work / "tok" / "tokenizer.json"))
         t = time.perf_counter()

@@ -7,12 +7,20 @@ The kfp SDK pin in pyproject.toml and KFP_VERSION below must agree (tests/static
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+# In a checkout, pyproject.toml beside this folder; scripts/lib.sh reads this file with any python3.
+_PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
 
 def project_version() -> str:
-    """The installed package's version: the tag of every image we build."""
-    from scratchbert import __version__
-
-    return __version__
+    """The project's version (the checkout's pyproject.toml, else the installed package's): the
+    tag of every image we build. Standard library only."""
+    if _PYPROJECT.is_file():
+        return re.search(r'^version\s*=\s*"([^"]+)"', _PYPROJECT.read_text(), re.M).group(1)
+    return version("scratchbert")
 
 
 # Kubeflow Pipelines: SDK pin (pyproject.toml), backend manifests ref (manifests/, kind script).

@@ -10,11 +10,8 @@ batch over 30,522 words; in QA fine-tuning, the fp32 attention scores of 384-tok
 windows. With mmap off and no trimming, freed blocks stay in the heap and the next step
 reuses them.
 
-Measured on this project's 2-core Xeon, training through the Trainer, bf16, tokens/s
-(``benchmarks/pretrain_throughput.py`` measures it with and without): mini (batch 32, 300
-steps) 12.9k -> 16.3k; tiny (batch 64, 30 steps, before the sparse head's rows were
-rounded) 20.0k -> 30.5k. Memory stays flat (mini: 2.0 GB resident after 300 steps, 1.4 GB
-without).
+``benchmarks/pretrain_throughput.py`` measures training with and without it (see
+docs/performance.md); memory stays flat.
 
 jemalloc or tcmalloc (Intel's advice for PyTorch on CPUs) would do the same, but need a
 system package and ``LD_PRELOAD`` before the process starts; ``mallopt`` works in-process

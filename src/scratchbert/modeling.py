@@ -199,11 +199,8 @@ def keep_residual_stream_in_bf16(bert) -> None:
     GPU autocast runs LayerNorm in fp32, so there mainly the attention mask changes (not
     measured on a GPU). The stream is post-LayerNorm throughout (every sublayer's sum is
     renormalised), and the weights, their gradients and the optimizer stay fp32. fp16 is
-    left alone: its narrower range is why such runs keep an fp32 stream.
-
-    Measured on this project's 2-core Xeon (AMX bf16), ``base``, one batch of 64 examples
-    (7,415 tokens padded to 128), a training step with fused AdamW: 4.38 s -> 3.94 s
-    (forward 1.51 -> 1.22 s, backward 2.77 -> 2.60 s).
+    left alone: its narrower range is why such runs keep an fp32 stream. (A ``base`` step on
+    an AMX CPU is about 10% faster with it; docs/performance.md.)
     """
     import torch
 
@@ -273,10 +270,9 @@ def _make_masked_lm_loss_function():
           matmul operands and outputs (``rows x hidden``, ``vocab``), never to the
           ``rows x vocab`` tensor.
 
-        Measured on this project's 2-core Xeon, bf16, forward and backward of the head at
-        ``tiny``'s shapes (560-608 rows): 52 ms -> 35 ms per step. Liger Kernel fuses the
-        same projection and loss, but in Triton, for GPUs only; this one is plain PyTorch,
-        for the CPU and the GPU alike.
+        Liger Kernel fuses the same projection and loss, but in Triton, for GPUs only; this
+        one is plain PyTorch, for the CPU and the GPU alike (a third faster than ATen's path
+        at ``tiny``'s shapes on a CPU).
         fp16 (older GPUs) takes the softmax in fp32, where the target's probability cannot
         underflow; its log is floored at fp32's smallest normal number (a loss of 87 nats
         per row at most, reached only by a diverged model).

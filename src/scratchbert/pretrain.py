@@ -85,9 +85,7 @@ def resolve_precision(precision: str) -> str:
     """'auto' -> bf16 on GPUs and CPUs that have it, fp16 on older GPUs, else fp32.
 
     On a CPU, bf16 autocast pays where the CPU has bf16 matrix instructions (AMX-BF16 or
-    AVX512-BF16). Measured on this project's 2-core Xeon (AMX), training step time, bf16 vs
-    fp32: nano equal, tiny 1.16x faster, mini 1.55x, base 2.1x
-    (``benchmarks/pretrain_throughput.py`` and the README's performance section).
+    AVX512-BF16); ``benchmarks/pretrain_throughput.py`` measures both (docs/performance.md).
     """
     import torch
 
@@ -103,17 +101,10 @@ def resolve_precision(precision: str) -> str:
 
 
 def resolve_attention(attention: str) -> str:
-    """'auto' -> eager attention, on a CPU and on a GPU alike: measured faster on both at
-    sequence length 128 with length-grouped batches (``benchmarks/pretrain_throughput.py``
-    reports both kernels).
-
-    * CPU (this project's 2-core Xeon, bare training step, bf16, tokens/s eager vs sdpa):
-      tiny 19.5k vs 17.9k, mini 12.2k vs 9.8k, base 1,144 vs 1,025 (SDPA's flash kernel,
-      its backward above all, is slower than eager's batched matmuls).
-    * GPU (an H200, torch 2.11, bf16, through the Trainer, 20 steps after 3): base (batch
-      256) 366.8k vs 350.3k, tiny (batch 512) 3.82M vs 0.44M. With a padding mask SDPA
-      ran cuDNN's attention kernels (profiled), which build a plan for each new shape, each
-      length a batch is padded to: the likely cost at tiny, not profiled separately.
+    """'auto' -> eager attention, on a CPU and on a GPU alike: faster than SDPA on both at
+    sequence length 128 with length-grouped batches (with a padding mask SDPA runs cuDNN
+    kernels that plan again for every padded length); ``benchmarks/pretrain_throughput.py``
+    reports both kernels (docs/performance.md).
     """
     if attention not in {"auto", "sdpa", "eager"}:
         raise ScratchBertError(f"attention {attention!r} is not one of auto, sdpa, eager")
