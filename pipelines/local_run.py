@@ -407,19 +407,10 @@ def stand_in_data() -> Path:
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hugging Face Hub (``HF_ENDPOINT``) answers at all, with any HTTP status."""
-    import urllib.error
-    import urllib.request
+    """Whether the Hugging Face Hub answers (:func:`scratchbert.hub.reachable`)."""
+    from scratchbert import hub
 
-    from huggingface_hub import constants
-
-    try:
-        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
-    except OSError:  # URLError, refused, no DNS, timed out
-        return False
-    return True
+    return hub.reachable(timeout)
 
 
 def _offline_stand_ins(sources: dict, quiet: bool = False) -> tuple[dict, dict]:

@@ -67,3 +67,19 @@ def dataset_id(uri: str) -> str | None:
         return parse(uri).repo
     except ScratchBertError:
         return None
+
+
+def reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``) answers at all, with any HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:  # URLError, refused, no DNS, timed out
+        return False
+    return True

@@ -18,6 +18,7 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -30,6 +31,8 @@ from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import PRESETS
 from scratchbert.outputs import atomic_output_dir, sibling, write_json
 from scratchbert.params import param
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 ATTENTIONS = ("auto", "eager", "sdpa")
@@ -53,8 +56,13 @@ class PretrainConfig:
     epochs: float = param(1.0, help="Passes over the training set when --max-steps is -1 and there is no time budget.")
     time_budget_minutes: float = param(0.0, help="Stop training after this many minutes, the learning-rate schedule following the clock; 0 means no budget.")
     batch_size: int = param(32, help="Examples per optimizer step (per device).")
-    learning_rate: float = param(2e-3, help="Peak learning rate, chosen for the small presets; BERT-base wants 1e-4 to 5e-4.")
-    warmup_fraction: float = param(0.25, help="Fraction of the budget (steps or time) spent warming the learning rate up.")
+    learning_rate: float = param(0.0, help="Peak learning rate; 0 picks the recipe's: 2e-3 from scratch (chosen for the small "
+                                           "presets; BERT-base wants 1e-4 to 5e-4), 1e-4 continuing a starting model.")
+    warmup_fraction: float = param(-1.0, help="Fraction of the budget (steps or time) spent warming the learning rate up; "
+                                              "-1 picks the recipe's: 0.25 from scratch, 0.06 continuing a starting model.")
+    init_model: str = param("", help="Continue pretraining this model (hf://owner/name, s3://... or a folder) instead of "
+                                     "random weights; its size replaces the preset, and the dataset must be built with "
+                                     "its tokenizer.")
     weight_decay: float = param(0.01, help="AdamW weight decay.")
     adam_beta1: float = param(0.9, help="AdamW beta1.")
     adam_beta2: float = param(0.98, help="AdamW beta2.")
@@ -79,6 +87,18 @@ class PretrainConfig:
     keep_checkpoints: bool = param(False, help="Keep the checkpoints after a successful run.")
     num_workers: int = param(-1, help="DataLoader worker processes; -1 picks 0 on a CPU (a worker would steal a core from the model) and up to 4 on a GPU.")
     seed: int = param(42, help="Random seed.")
+
+
+# The recipe's peak learning rate and warmup fraction: from scratch (chosen by measurement at
+# `tiny`, docs/performance.md) and continuing a starting model (the usual choice for
+# domain-adaptive pretraining: a BERT's own peak of 1e-4 and a short warmup).
+RECIPES = {"scratch": (2e-3, 0.25), "continue": (1e-4, 0.06)}
+
+
+def schedule_settings(cfg: PretrainConfig) -> tuple[float, float]:
+    """The (peak learning rate, warmup fraction) to use: the given ones, else the recipe's."""
+    lr, warmup = RECIPES["continue" if cfg.init_model else "scratch"]
+    return cfg.learning_rate or lr, warmup if cfg.warmup_fraction < 0 else cfg.warmup_fraction
 
 
 def resolve_precision(precision: str) -> str:
@@ -240,26 +260,31 @@ def pretrain(cfg: PretrainConfig) -> dict:
         raise ScratchBertError(f"tokenizer {tok_dir} is not the one dataset {cfg.dataset} was built with; pass the dataset's tokenizer or rebuild the dataset")
     if cfg.max_steps <= 0 and not cfg.time_budget_minutes and cfg.epochs <= 0:
         raise ScratchBertError("nothing to train: give --max-steps, --epochs or --time-budget-minutes")
-    if cfg.batch_size <= 0 or cfg.learning_rate <= 0:
-        raise ScratchBertError("batch size and learning rate must be positive")
-    config = build_config(cfg.preset, len(tokenizer), info["max_seq_len"], hidden_size=cfg.hidden_size,
-                          num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-                          intermediate_size=cfg.intermediate_size, dropout=cfg.dropout,
-                          attn_implementation=(attention := resolve_attention(cfg.attention)))
-    check_tokenizer_matches(config, tokenizer, cfg.dataset)
+    if cfg.batch_size <= 0 or cfg.learning_rate < 0:
+        raise ScratchBertError("batch size must be positive and learning rate not negative (0 picks the recipe's)")
+    learning_rate, warmup_fraction = schedule_settings(cfg)
+    attention = resolve_attention(cfg.attention)
     precision = resolve_precision(cfg.precision)
     set_seed(cfg.seed)
-    if cfg.sparse_head:
-        model = pretraining_model_class()(config)
+    if cfg.init_model:
+        model = _starting_model(cfg, tokenizer, info, attention)
     else:
-        from transformers import BertForPreTraining
+        config = build_config(cfg.preset, len(tokenizer), info["max_seq_len"], hidden_size=cfg.hidden_size,
+                              num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                              intermediate_size=cfg.intermediate_size, dropout=cfg.dropout,
+                              attn_implementation=attention)
+        check_tokenizer_matches(config, tokenizer, cfg.dataset)
+        if cfg.sparse_head:
+            model = pretraining_model_class()(config)
+        else:
+            from transformers import BertForPreTraining
 
-        model = BertForPreTraining(config)
+            model = BertForPreTraining(config)
     checkpoint_dir = Path(cfg.checkpoint_dir or sibling(cfg.out, "checkpoints"))
     resume = _latest_checkpoint(checkpoint_dir)
     if resume is None and cfg.checkpoint_uri:
         resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
-    if cfg.unigram_bias and resume is None:  # a resumed run loads its trained bias
+    if cfg.unigram_bias and resume is None and not cfg.init_model:  # a resumed or starting model has its trained bias
         set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
 
     eval_ds = ds["validation"]
@@ -274,7 +299,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=max(cfg.batch_size, 64),
-        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        learning_rate=learning_rate, weight_decay=cfg.weight_decay,
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
         max_grad_norm=cfg.max_grad_norm, max_steps=max_steps, num_train_epochs=cfg.epochs,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
@@ -311,7 +336,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                     progress = step / total if total else 0.0
                     if budget_s and start["time"] is not None:
                         progress = max(progress, (time.monotonic() - start["time"]) / budget_s)
-                    return lr_lambda(min(progress, 1.0), cfg.warmup_fraction)
+                    return lr_lambda(min(progress, 1.0), warmup_fraction)
 
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
                 self._created_lr_scheduler = True
@@ -347,7 +372,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         "train_seconds": round(train_seconds, 2), "train_tokens": tokens["count"],
         "tokens_per_second": tokens["count"] / max(train_seconds, 1e-9),
         "parameters": count_parameters(model), "precision": precision, "attention": attention,
-        "resumed": bool(resume),
+        "resumed": bool(resume), "learning_rate": learning_rate, "warmup_fraction": warmup_fraction,
+        "init_model": cfg.init_model,
         **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
     }
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
@@ -356,7 +382,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_model_card(tmp, task="fill-mask", datasets=info.get("corpora", []), metrics=metrics)
+        write_model_card(tmp, task="fill-mask", datasets=info.get("corpora", []), metrics=metrics,
+                         base_model=cfg.init_model or None)
         write_json(tmp_logs / "metrics.json", metrics)
         write_json(tmp_logs / "log_history.json", {"log_history": trainer.state.log_history})
         tb = checkpoint_dir / "runs"
@@ -365,6 +392,42 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics
+
+
+def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
+    """The pretraining model initialised from ``cfg.init_model``: its weights, its size, and its
+    MLM and NSP heads (new ones, with a warning, where the checkpoint has none)."""
+    import tempfile
+
+    from scratchbert import starting_model
+    from scratchbert.modeling import pretraining_model_class
+    from scratchbert.pretraining_data import tokenizer_fingerprint
+    from scratchbert.tokenizer import load_tokenizer
+
+    sizes = [f for f in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if getattr(cfg, f)]
+    if sizes:
+        raise ScratchBertError(f"--{sizes[0].replace('_', '-')} cannot change the size of a starting model; leave it out")
+    with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
+        folder = starting_model.fetch(cfg.init_model, tmp)
+        config = starting_model.check(folder, max_seq_len=info["max_seq_len"], where=cfg.init_model)
+        if tokenizer_fingerprint(load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
+            raise ScratchBertError(f"dataset {cfg.dataset} was not built with the tokenizer of {cfg.init_model}; build it "
+                                   f"with `scratchbert tokenizer --init-model {cfg.init_model}` and then `scratchbert dataset`")
+        if not starting_model.has_weights(folder):
+            raise ScratchBertError(f"starting model {cfg.init_model} has no weights (model.safetensors or pytorch_model.bin)")
+        config._attn_implementation = attention
+        if cfg.sparse_head:
+            cls = pretraining_model_class()
+        else:
+            from transformers import BertForPreTraining as cls
+        model, loading = cls.from_pretrained(str(folder), config=config, output_loading_info=True)
+    parts = {"cls.predictions": "MLM head", "cls.seq_relationship": "NSP head", "bert.pooler": "pooler"}
+    new = sorted({next((name for prefix, name in parts.items() if key.startswith(prefix)), key)
+                  for key in loading["missing_keys"]})
+    if new:
+        log.warning("starting model %s has no %s; new ones are trained from random weights", cfg.init_model,
+                    " and ".join(new))
+    return model
 
 
 def _time_progress(budget_s: float, start: dict):

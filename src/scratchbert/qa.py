@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from scratchbert import starting_model
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
@@ -64,7 +65,8 @@ def window_settings(max_seq_len: int, doc_stride: int, model_positions: int) -> 
 class QAConfig:
     """Settings of the SQuAD v1.1 fine-tuning stage (``scratchbert qa-finetune``)."""
 
-    model: str = param(help="The pretrained model folder (weights, config and fast tokenizer, e.g. from `scratchbert pretrain`).")
+    model: str = param(help="The model to fine-tune: a folder (e.g. from `scratchbert pretrain`), s3://bucket/prefix, "
+                            "or a Hub model such as hf://google-bert/bert-base-uncased.")
     squad_train: str = param(help="Training set: a SQuAD v1.1 JSON file, s3://bucket/key.json, or hf://owner/name[?split=train].")
     squad_dev: str = param(help="Evaluation set, in the same forms (hf:// defaults to the validation split).")
     out: str = param(help="Output folder of the fine-tuned model: weights, config, tokenizer and a model card.")
@@ -563,6 +565,9 @@ def use_bf16(setting: str) -> bool:
 def finetune_qa(cfg: QAConfig) -> dict:
     """Fine-tune a pretrained BERT on SQuAD v1.1, score it, and write the model and its records.
 
+    ``cfg.model`` is a model folder, or a starting model on the Hub or in object storage
+    (:mod:`scratchbert.starting_model`: ``hf://google-bert/bert-base-uncased``, ``s3://...``).
+
     ``cfg.out`` receives (atomically: all of it or nothing) a clean Hugging Face folder: the
     fine-tuned ``BertForQuestionAnswering``, its config and tokenizer, and a model card
     (``README.md``) with the EM/F1 results; ``from_pretrained(out)`` loads it. The run's
@@ -571,14 +576,26 @@ def finetune_qa(cfg: QAConfig) -> dict:
     (question id -> answer), ``log_history.json`` (the Trainer's log), ``qa_config.json``
     and TensorBoard runs under ``runs/``. Returns the metrics.
     """
+    _validate(cfg)
+    with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
+        return _finetune(cfg, starting_model.fetch(cfg.model, tmp) if starting_model.is_remote(cfg.model)
+                         else Path(cfg.model))
+
+
+def _finetune(cfg: QAConfig, model_dir: Path) -> dict:
     import torch
-    from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        BertForQuestionAnswering,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from scratchbert.modelcard import write_model_card
     from scratchbert.pretrain import report_to
 
-    _validate(cfg)
-    tokenizer, config = _load_tokenizer_and_config(cfg.model)
+    tokenizer, config = _load_tokenizer_and_config(model_dir)
     max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
     max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos)
     _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)
@@ -605,7 +622,7 @@ def finetune_qa(cfg: QAConfig) -> dict:
     eval_features = build_features(eval_set, tokenizer, max_seq_len, doc_stride, train=False, num_proc=num_proc)
 
     set_seed(cfg.seed)  # before the model: the new QA head is initialised from the seed
-    model = BertForQuestionAnswering.from_pretrained(cfg.model, local_files_only=True)
+    model = BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
 
     with atomic_output_dir(cfg.out) as tmp, atomic_output_dir(logs) as tmp_logs:
         args = TrainingArguments(

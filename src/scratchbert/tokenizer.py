@@ -36,6 +36,12 @@ class TokenizerConfig:
     max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a document boundary; 0 uses all of it.")
     heldout_fraction: float = param(0.02, help="Fraction of documents held out to report the unknown-token rate.")
     seed: int = param(0, help="Random seed of the held-out split.")
+    init_model: str = param("", help="Take the tokenizer of this starting model (hf://owner/name, s3://... or a folder) "
+                                     "instead of training one; the corpus then only measures how well it fits.")
+
+
+# The tokenizer of a starting model is scored on this much of the corpus (its first documents).
+STARTING_MODEL_SAMPLE_BYTES = 5_000_000
 
 
 def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
@@ -50,10 +56,13 @@ def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
 
 
 def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) -> dict:
-    """Train the tokenizer, save it to ``cfg.out`` and return its report (also ``metrics.json``)."""
+    """Train the tokenizer (or take a starting model's), save it to ``cfg.out`` and return its report
+    (also ``metrics.json``)."""
     from tokenizers import processors, trainers
     from transformers import BertTokenizerFast
 
+    if cfg.init_model:
+        return _starting_model_tokenizer(cfg, documents)
     if cfg.vocab_size < MIN_VOCAB_SIZE:
         raise ScratchBertError(f"vocab size {cfg.vocab_size} is too small for the {len(SPECIAL_TOKENS)} special tokens and a basic alphabet; use --vocab-size {MIN_VOCAB_SIZE} or more")
     if not 0 <= cfg.heldout_fraction < 1:
@@ -93,6 +102,30 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
     with atomic_output_dir(cfg.out) as tmp:
         hf_tok.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", report)
+    return report
+
+
+def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None) -> dict:
+    """The starting model's own tokenizer, checked, saved to ``cfg.out`` and scored on the corpus."""
+    import tempfile
+
+    from scratchbert import starting_model
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
+        folder = starting_model.fetch(cfg.init_model, tmp, weights=False)
+        starting_model.check(folder, where=cfg.init_model)
+        tok = load_tokenizer(folder)
+        if documents is None:
+            from scratchbert.corpus import load_documents
+
+            limit = min(cfg.max_corpus_bytes or STARTING_MODEL_SAMPLE_BYTES, STARTING_MODEL_SAMPLE_BYTES)
+            documents = load_documents(cfg.corpus, limit)
+        report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents),
+                  "train_seconds": round(time.perf_counter() - t0, 3), **tokenizer_quality(tok, documents)}
+        with atomic_output_dir(cfg.out) as out:
+            tok.save_pretrained(out)
+            write_json(Path(out) / "metrics.json", report)
     return report
 
 

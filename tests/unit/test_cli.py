@@ -54,7 +54,7 @@ def test_help_shows_allowed_values_and_each_default_once(capsys):
     assert "--precision {auto,bf16,fp16,fp32}" in text and "--attention {auto,eager,sdpa}" in text
     # one "Default:" per option that has one, never two
     learning_rate = text[text.index("--learning-rate LEARNING_RATE"):text.index("--warmup-fraction WARMUP_FRACTION", text.index("--learning-rate LEARNING_RATE"))]
-    assert learning_rate.count("Default:") == 1 and "Default: 0.002" in learning_rate
+    assert learning_rate.count("Default:") == 1 and "Default: 0.0." in learning_rate
     assert text.count("(default:") == 0
 
 

@@ -193,7 +193,8 @@ def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_to
 
 @pytest.mark.parametrize("kw, words", [
     ({"max_steps": -1, "epochs": 0}, "nothing to train"),
-    ({"max_steps": 5, "learning_rate": 0.0}, "must be positive"),
+    ({"max_steps": 5, "learning_rate": -1.0}, "learning rate not negative"),
+    ({"max_steps": 5, "batch_size": 0}, "batch size must be positive"),
     ({"max_steps": 5, "preset": "huge"}, "unknown preset"),
     ({"max_steps": 5, "precision": "fp8"}, "precision 'fp8' is not one of"),
     ({"max_steps": 5, "attention": "flash"}, "attention 'flash' is not one of"),

@@ -1,0 +1,165 @@
+"""A starting model: an existing BERT to continue pretraining or to fine-tune, instead of random weights.
+
+A starting model is named by a URI:
+
+* ``hf://owner/name[?revision=REV]``: a model on the Hugging Face Hub (for example
+  ``hf://google-bert/bert-base-uncased``), downloaded once into the Hub's cache;
+* ``s3://bucket/prefix``: a version published by scratchbert's publish step (its manifest's
+  checksums are verified; a publish root picks ``LATEST``), or any folder of model files;
+* a local folder written by ``save_pretrained`` (a scratchbert model folder, for one).
+
+:func:`fetch` brings it to a local folder (the weights, or only the config and tokenizer) and
+:func:`check` makes sure it is something scratchbert can continue: a BERT encoder (model type
+``bert``) with a BERT WordPiece tokenizer that fits its vocabulary, and enough positions for
+the sequence length asked for. Each problem is one sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from scratchbert import hub
+from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import atomic_output_dir
+from scratchbert.params import param
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILES = ["config.json"]
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]
+WEIGHT_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "pytorch_model.bin",
+                "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+SUPPORTED_MODEL_TYPES = ("bert",)
+EXAMPLE = "hf://google-bert/bert-base-uncased"
+
+
+@dataclass
+class StartingModelConfig:
+    """Settings of the step that brings a starting model into the pipeline."""
+
+    init_model: str = param(help="The starting model: hf://owner/name, s3://bucket/prefix (a published scratchbert model "
+                                 "or a model folder) or a local folder; empty trains from scratch.")
+    out: str = param(help="Output folder: the model's config, weights and tokenizer.")
+    max_seq_len: int = param(0, help="Tokens per example the model must have positions for; 0 checks nothing.")
+
+
+def is_remote(uri: str) -> bool:
+    return str(uri).startswith(("hf://", "s3://"))
+
+
+def fetch(uri: str, workdir: str | os.PathLike, *, weights: bool = True) -> Path:
+    """A local folder holding the model at ``uri`` (with ``weights=False`` only its config and
+    tokenizer). Local folders are used where they are; remote ones land under ``workdir``
+    (``hf://`` in the Hub's own cache)."""
+    uri = str(uri)
+    if hub.is_hub(uri):
+        return _from_hub(uri, weights)
+    if uri.startswith("s3://"):
+        return _from_s3(uri, Path(workdir) / "starting-model", weights)
+    path = Path(uri)
+    if not path.is_dir():
+        raise ScratchBertError(f"starting model {uri} is not a folder; give a model folder, s3://bucket/prefix "
+                               f"or a Hub model such as {EXAMPLE}")
+    return path
+
+
+def _from_hub(uri: str, weights: bool) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    address = hub.parse(uri)
+    offline = constants.HF_HUB_OFFLINE
+    if not offline and not hub.reachable():
+        raise ScratchBertError(f"the Hugging Face Hub cannot be reached for {uri}; check the network, or give a local "
+                               "or s3:// copy of the model (save_pretrained folder)")
+    patterns = CONFIG_FILES + TOKENIZER_FILES + (WEIGHT_FILES if weights else [])
+    try:
+        return Path(snapshot_download(address.repo, revision=address.revision, allow_patterns=patterns,
+                                      local_files_only=offline))
+    except LocalEntryNotFoundError:
+        raise ScratchBertError(f"{uri} is not in the local Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE=1); "
+                               "download it once online, or give a local or s3:// copy") from None
+    except GatedRepoError:
+        raise ScratchBertError(f"{uri} is gated on the Hub; accept its terms there and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ScratchBertError(f"there is no model {address.repo} on the Hub (or it is private: set HF_TOKEN); "
+                               f"check the name, e.g. {EXAMPLE}") from None
+    except RevisionNotFoundError:
+        raise ScratchBertError(f"{address.repo} has no revision {address.revision!r}; check ?revision=") from None
+    except OSError as e:  # a connection that broke half-way
+        raise ScratchBertError(f"could not download {uri} from the Hub ({type(e).__name__}); try again") from None
+
+
+def _from_s3(uri: str, dest: Path, weights: bool) -> Path:
+    """A published scratchbert model (verified against its manifest), else the plain folder."""
+    from scratchbert import storage
+
+    try:
+        storage.read_manifest(uri)
+    except ScratchBertError:  # no manifest there: a plain folder of model files
+        return storage.download(uri.rstrip("/") + "/", dest)
+    return storage.fetch_published(uri, dest)
+
+
+def check(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | None = None):
+    """The model's ``BertConfig`` after checking it can be continued here; one sentence otherwise."""
+    from transformers import AutoConfig
+
+    from scratchbert.tokenizer import load_tokenizer
+
+    path = Path(path)
+    where = where or str(path)
+    if not (path / "config.json").is_file():
+        raise ScratchBertError(f"starting model {where} has no config.json; give a folder saved with save_pretrained "
+                               f"or a Hub model such as {EXAMPLE}")
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ScratchBertError(f"starting model {where} is a {config.model_type!r} model; scratchbert continues BERT "
+                               f"encoders (model type bert), such as {EXAMPLE}")
+    tokenizer = load_tokenizer(path)
+    if len(tokenizer) > config.vocab_size:
+        raise ScratchBertError(f"the tokenizer of {where} has {len(tokenizer)} tokens but the model only "
+                               f"{config.vocab_size}; the folder mixes two models")
+    if max_seq_len and config.max_position_embeddings < max_seq_len:
+        raise ScratchBertError(f"starting model {where} has {config.max_position_embeddings} positions, fewer than the "
+                               f"{max_seq_len} tokens per example asked for; use --max-seq-len "
+                               f"{config.max_position_embeddings} or less")
+    return config
+
+
+def has_weights(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+
+
+def prepare_starting_model(cfg: StartingModelConfig) -> dict:
+    """Fetch and check ``cfg.init_model`` and copy it into ``cfg.out`` (a model folder); return facts about it."""
+    import tempfile
+
+    if not cfg.init_model:
+        raise ScratchBertError("no starting model given; set init_model (hf://owner/name, s3://... or a folder)")
+    with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
+        folder = fetch(cfg.init_model, tmp)
+        config = check(folder, max_seq_len=cfg.max_seq_len, where=cfg.init_model)
+        if not has_weights(folder):
+            raise ScratchBertError(f"starting model {cfg.init_model} has no weights (model.safetensors or "
+                                   "pytorch_model.bin); give a complete model folder")
+        with atomic_output_dir(cfg.out) as out:
+            for item in folder.iterdir():
+                if item.is_file() and item.name != "README.md":
+                    shutil.copy2(item.resolve(), out / item.name)
+    facts = {"init_model": cfg.init_model, "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+             "num_hidden_layers": config.num_hidden_layers, "max_position_embeddings": config.max_position_embeddings,
+             "architectures": ",".join(config.architectures or [])}
+    log.info("starting model %s: %s layers, hidden size %s, vocabulary %s", cfg.init_model, config.num_hidden_layers,
+             config.hidden_size, config.vocab_size)
+    return facts

@@ -1,0 +1,218 @@
+"""Starting from an existing BERT: fetched from a folder, from object storage (a plain folder or a
+published, checksummed version) or from the Hub; checked before any work; continued
+pretraining lowers its masked-LM loss on new text; QA fine-tuning starts from it and keeps its
+tokenizer. The models are small BERTs the tests build and save themselves (no download)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from scratchbert import starting_model, storage, synthetic
+from scratchbert.errors import ScratchBertError
+from scratchbert.pretraining_data import tokenizer_fingerprint
+from scratchbert.tokenizer import load_tokenizer
+
+MAX_SEQ_LEN = 64
+
+
+@pytest.fixture(autouse=True)
+def _no_tensorboard(monkeypatch):
+    monkeypatch.setenv("SCRATCHBERT_TENSORBOARD", "0")
+
+
+@pytest.fixture(scope="module")
+def start_model(pretrained_nano) -> Path:
+    """A scratchbert model folder (nano, pretrained a few steps on the synthetic corpus)."""
+    return pretrained_nano
+
+
+@pytest.fixture(scope="module")
+def mlm_only_model(trained_tokenizer, tmp_path_factory) -> Path:
+    """A BERT saved as BertForMaskedLM (an MLM head, no NSP head), with its own tokenizer."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    tok = load_tokenizer(trained_tokenizer)
+    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=128)
+    out = tmp_path_factory.mktemp("mlm-only") / "model"
+    BertForMaskedLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_a_local_folder_is_used_where_it_is_and_checked(start_model, tmp_path):
+    folder = starting_model.fetch(str(start_model), tmp_path)
+    assert folder == start_model
+    config = starting_model.check(folder, max_seq_len=MAX_SEQ_LEN)
+    assert config.model_type == "bert"
+    with pytest.raises(ScratchBertError, match="has 512 positions, fewer than the 1024 tokens"):
+        starting_model.check(folder, max_seq_len=1024)
+    with pytest.raises(ScratchBertError, match="is not a folder"):
+        starting_model.fetch(str(tmp_path / "nope"), tmp_path)
+
+
+def test_a_model_that_is_not_bert_is_refused_in_one_line(trained_tokenizer, tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ScratchBertError, match="is a 'gpt2' model; scratchbert continues BERT encoders"):
+        starting_model.check(tmp_path / "gpt2")
+
+
+def test_s3_folder_and_published_version_are_fetched_and_verified(start_model, s3_env, s3_bucket, tmp_path):
+    storage.upload_dir(start_model, f"s3://{s3_bucket}/plain/model")
+    plain = starting_model.fetch(f"s3://{s3_bucket}/plain/model", tmp_path / "a")
+    assert (plain / "model.safetensors").read_bytes() == (start_model / "model.safetensors").read_bytes()
+
+    storage.publish(start_model, f"s3://{s3_bucket}/published", version="v1")
+    published = starting_model.fetch(f"s3://{s3_bucket}/published", tmp_path / "b")  # LATEST, checksums
+    assert tokenizer_fingerprint(load_tokenizer(published)) == tokenizer_fingerprint(load_tokenizer(start_model))
+    # a published object changed after publishing is caught
+    s3 = storage.client_from_env()
+    s3.put_object(s3_bucket, "published/v1/config.json", __import__("io").BytesIO(b"{}"), 2)
+    with pytest.raises(ScratchBertError, match="does not match manifest.json"):
+        starting_model.fetch(f"s3://{s3_bucket}/published", tmp_path / "c")
+
+
+def test_hub_models_go_through_snapshot_download(start_model, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, local_files_only=False):
+        calls.append((repo_id, revision, tuple(allow_patterns), local_files_only))
+        return str(start_model)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never asks the network
+    folder = starting_model.fetch("hf://someone/tiny-bert?revision=v2", "unused", weights=False)
+    assert folder == start_model
+    repo, revision, patterns, offline = calls[0]
+    assert (repo, revision, offline) == ("someone/tiny-bert", "v2", True)
+    assert "config.json" in patterns and "vocab.txt" in patterns and "model.safetensors" not in patterns
+    starting_model.fetch("hf://someone/tiny-bert", "unused")
+    assert "model.safetensors" in calls[-1][2]
+
+
+def test_hub_offline_and_not_cached_fails_at_once_in_one_line(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ScratchBertError, match="is not in the local Hugging Face cache and the Hub is offline"):
+        starting_model.fetch("hf://google-bert/bert-base-uncased", tmp_path)
+
+
+def test_hub_unreachable_fails_at_once_in_one_line(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from scratchbert import hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=5.0: False)
+    with pytest.raises(ScratchBertError, match="the Hugging Face Hub cannot be reached"):
+        starting_model.fetch("hf://google-bert/bert-base-uncased", tmp_path)
+
+
+def _corpus_and_dataset(tmp_path: Path, init_model: str) -> tuple[Path, Path]:
+    """New text, its tokenizer taken from the starting model, and the dataset built with it."""
+    from scratchbert.pretraining_data import DatasetConfig, build_dataset
+    from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
+
+    corpus = synthetic.write_corpus(tmp_path / "new-text.txt", 400, seed=7)
+    report = train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(tmp_path / "tok"), init_model=init_model))
+    assert report["init_model"] == init_model and report["unk_rate"] < 0.05
+    build_dataset(DatasetConfig(corpus=str(corpus), tokenizer=str(tmp_path / "tok"), out=str(tmp_path / "data"),
+                                max_seq_len=MAX_SEQ_LEN, validation_fraction=0.1, num_proc=1))
+    return corpus, tmp_path / "data"
+
+
+def test_continued_pretraining_from_s3_lowers_the_masked_lm_loss_on_new_text(start_model, s3_env, s3_bucket,
+                                                                              tmp_path):
+    from scratchbert.evaluation import EvalConfig, evaluate_model
+    from scratchbert.pretrain import PretrainConfig, pretrain
+
+    uri = f"s3://{s3_bucket}/start"
+    storage.publish(start_model, uri, version="v1")
+    _, data = _corpus_and_dataset(tmp_path, uri)
+    assert tokenizer_fingerprint(load_tokenizer(tmp_path / "tok")) == tokenizer_fingerprint(load_tokenizer(start_model))
+
+    before = evaluate_model(EvalConfig(model=str(start_model), dataset=str(data), out=str(tmp_path / "eval-before")))
+    metrics = pretrain(PretrainConfig(dataset=str(data), out=str(tmp_path / "model"), init_model=uri, max_steps=200,
+                                      batch_size=16, eval_steps=0, num_workers=0, logging_steps=10,
+                                      learning_rate=3e-3))
+    after = evaluate_model(EvalConfig(model=str(tmp_path / "model"), dataset=str(data), out=str(tmp_path / "eval-after")))
+    # the same examples and the same seeded masks before and after: the difference is the training
+    assert after["mlm_loss"] < before["mlm_loss"] - 0.15, (before["mlm_loss"], after["mlm_loss"])
+    assert metrics["init_model"] == uri and metrics["warmup_fraction"] == 0.06  # the continuing recipe's warmup
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["hidden_size"] == json.loads((start_model / "config.json").read_text())["hidden_size"]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert uri in card
+
+
+def test_the_recipe_is_the_continuing_one_unless_overridden():
+    from scratchbert.pretrain import RECIPES, PretrainConfig, schedule_settings
+
+    scratch = PretrainConfig(dataset="d", out="o")
+    assert schedule_settings(scratch) == RECIPES["scratch"]
+    assert schedule_settings(PretrainConfig(dataset="d", out="o", init_model="m")) == RECIPES["continue"]
+    assert schedule_settings(PretrainConfig(dataset="d", out="o", init_model="m", learning_rate=3e-4,
+                                            warmup_fraction=0.0)) == (3e-4, 0.0)
+
+
+def test_a_missing_nsp_head_is_created_with_a_warning(mlm_only_model, tmp_path, caplog):
+    from scratchbert.pretrain import PretrainConfig, pretrain
+
+    _, data = _corpus_and_dataset(tmp_path, str(mlm_only_model))
+    with caplog.at_level(logging.WARNING, logger="scratchbert.pretrain"):
+        metrics = pretrain(PretrainConfig(dataset=str(data), out=str(tmp_path / "model"), init_model=str(mlm_only_model),
+                                          max_steps=2, batch_size=8, eval_steps=0, num_workers=0, logging_steps=1))
+    assert metrics["steps"] == 2
+    assert any("has no NSP head and pooler; new ones are trained" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_dataset_of_another_tokenizer_or_a_size_override_is_refused(start_model, built_dataset, other_dataset,
+                                                                      tmp_path):
+    from scratchbert.pretrain import PretrainConfig, pretrain
+
+    with pytest.raises(ScratchBertError, match="was not built with the tokenizer of"):
+        pretrain(PretrainConfig(dataset=str(other_dataset), out=str(tmp_path / "m"), init_model=str(start_model),
+                                max_steps=1))
+    with pytest.raises(ScratchBertError, match="--num-hidden-layers cannot change the size of a starting model"):
+        pretrain(PretrainConfig(dataset=str(built_dataset), out=str(tmp_path / "m"), init_model=str(start_model),
+                                max_steps=1, num_hidden_layers=4))
+    assert not (tmp_path / "m").exists()
+
+
+def test_qa_fine_tuning_starts_from_an_s3_model_and_keeps_its_tokenizer(start_model, s3_env, s3_bucket, tmp_path):
+    from scratchbert.qa import QAConfig, finetune_qa
+
+    uri = f"s3://{s3_bucket}/for-qa"
+    storage.publish(start_model, uri, version="v1")
+    train = synthetic.write_squad(tmp_path / "train.json", 20, seed=1)
+    dev = synthetic.write_squad(tmp_path / "dev.json", 5, seed=2)
+    metrics = finetune_qa(QAConfig(model=uri, squad_train=str(train), squad_dev=str(dev), out=str(tmp_path / "qa"),
+                                   max_seq_len=64, max_steps=2, batch_size=8, max_eval_examples=8))
+    assert metrics["train_steps"] == 2
+    assert tokenizer_fingerprint(load_tokenizer(tmp_path / "qa")) == tokenizer_fingerprint(load_tokenizer(start_model))
+    assert uri in (tmp_path / "qa" / "README.md").read_text()
+
+
+def test_prepare_starting_model_copies_a_checked_model(start_model, tmp_path):
+    facts = starting_model.prepare_starting_model(starting_model.StartingModelConfig(
+        init_model=str(start_model), out=str(tmp_path / "start"), max_seq_len=MAX_SEQ_LEN))
+    assert facts["num_hidden_layers"] == 2 and (tmp_path / "start" / "model.safetensors").is_file()
+    assert not (tmp_path / "start" / "README.md").exists()  # the new model gets its own card
+    (tmp_path / "no-weights").mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "no-weights" / name).write_bytes((start_model / name).read_bytes())
+    with pytest.raises(ScratchBertError, match="has no weights"):
+        starting_model.prepare_starting_model(starting_model.StartingModelConfig(
+            init_model=str(tmp_path / "no-weights"), out=str(tmp_path / "start2")))
+    assert not (tmp_path / "start2").exists()
