@@ -5,9 +5,11 @@ function (the component's body: it imports the library inside, turns artifacts i
 builds the stage's config, calls the stage, logs metrics) and a ``build(image)`` that turns it
 into a KFP component for a given image.
 
-A component's parameters are fields of its stage's config dataclass, with the same names and
-types (tests/component/test_interfaces.py checks each against the config); their descriptions
-are taken from the config's help by :func:`make_component`, so they are written once.
+A component's parameters are fields of its stage's config dataclass (pretrain's also of the
+pipeline's ``TrainJobConfig``: ``scratchbert_pipelines.parameters.stage_configs``), with the
+same names and types (tests/component/test_interfaces.py checks each against the config);
+their descriptions are taken from the config's help by :func:`make_component`, so they are
+written once.
 
 The image is an argument, not a constant in each file: KFP fixes ``base_image`` when the
 component is created, and the pipeline is compiled for whichever images
@@ -49,8 +51,8 @@ def describe(func: Callable, config_cls=None) -> str:
     doc = inspect.cleandoc(getattr(func, "_own_doc", None) or func.__doc__ or "")
     if config_cls is None:
         return doc
-    known = params.fields(config_cls)
-    lines = [f"    {name}: {params.help_text(config_cls, name, with_default=False)}"
+    known = {name: cls for cls in reversed(_as_tuple(config_cls)) for name in params.fields(cls)}
+    lines = [f"    {name}: {params.help_text(known[name], name, with_default=False)}"
              for name in inspect.signature(func).parameters if name in known and f"\n    {name}:" not in doc]
     if not lines:
         return doc
@@ -60,10 +62,17 @@ def describe(func: Callable, config_cls=None) -> str:
     return doc + "\n\nArgs:\n" + "\n".join(lines)
 
 
-def make_component(func: Callable, image: str, config_cls=None, helpers: Sequence[Callable] = BASE_HELPERS):
+def _as_tuple(config_cls) -> tuple:
+    return config_cls if isinstance(config_cls, tuple) else (config_cls,)
+
+
+def make_component(func: Callable, image: str, config_cls=None, helpers: Sequence[Callable] = BASE_HELPERS,
+                   **options):
     """A KFP lightweight component running ``func`` in ``image`` with ``helpers`` pasted in.
 
-    The parameters that are fields of ``config_cls`` are described from its help. Nothing is
+    The parameters that are fields of ``config_cls`` (a config class, or a tuple of them, the
+    first naming a field winning) are described from its help; ``options`` go to
+    ``dsl.component`` (e.g. ``task_config_passthroughs``). Nothing is
     pip-installed when the task starts: ``image`` must hold scratchbert and kfp (the images
     under ``images/`` do; so does the project's virtual environment, which is what
     ``kfp.local.SubprocessRunner(use_venv=False)`` uses).
@@ -73,4 +82,4 @@ def make_component(func: Callable, image: str, config_cls=None, helpers: Sequenc
     if not hasattr(func, "_own_doc"):
         func._own_doc = func.__doc__
     func.__doc__ = describe(func, config_cls)
-    return dsl.component(func, base_image=image, install_kfp_package=False, additional_funcs=list(helpers))
+    return dsl.component(func, base_image=image, install_kfp_package=False, additional_funcs=list(helpers), **options)

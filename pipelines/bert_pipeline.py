@@ -10,20 +10,26 @@ depends on where the pipeline runs.
 
 Decisions that live here (and nowhere else):
 
-* **GPU**: pretrain always asks for one ``nvidia.com/gpu`` and runs the CUDA image, tolerates
-  the GPU taint and (unless compiled with ``--no-node-selector``) selects the GPU node label
-  from ``pipelines/settings.py``, and gets a memory-backed ``/dev/shm`` for DataLoader
-  workers. ``qa_on_gpu`` picks, at run time, between two branches (``dsl.If``/``dsl.Else``):
-  the same QA component on the GPU image with the same GPU settings, or on the CPU image.
-  Each branch publishes its own result; the pipeline's output is the published URI
+* **GPU**: pretrain runs the CUDA image, tolerates the GPU taint and (unless compiled with
+  ``--no-node-selector``) selects the GPU node label from ``pipelines/settings.py``, and gets
+  a memory-backed ``/dev/shm`` for DataLoader workers. It asks for one ``nvidia.com/gpu`` when
+  it trains in its own pod (``num_nodes`` × ``gpus_per_node`` = 1) and for none when it
+  launches a Kubeflow Trainer TrainJob instead (``scratchbert_pipelines.trainjob``): a tiny
+  ``pretrain_gpus`` task decides the count at run time (KFP conditions cannot multiply, and
+  one pretrain task, rather than a branch per case, hands its model to evaluate and QA, which
+  kfp.local needs). The TrainJob's pods get the task's toleration, node selector, Secret and,
+  per GPU, its CPU and memory, through kfp's ``dsl.TaskConfig``. ``qa_on_gpu`` picks, at run
+  time, between two branches (``dsl.If``/``dsl.Else``): the same QA component on the GPU
+  image with the same GPU settings, or on the CPU image. Each branch publishes its own
+  result; the pipeline's output is the published URI
   (``dsl.OneOf`` of the two branches, a parameter, which kfp.local also supports;
   kfp.local cannot yet pass a ``dsl.OneOf`` of *artifacts* to a downstream task, hence one
   publish task per branch).
 * **Object-store credentials**: the Secret ``S3_SECRET_NAME`` becomes the ``AWS_*``
   variables of every task that may touch object storage itself: required for publish;
   ``optional`` for tokenizer, dataset, qa_finetune (they need it only for ``s3://`` inputs)
-  and pretrain (only with ``checkpoint_uri``), so a pipeline that reads only from the Hub
-  runs without the Secret. Values never enter the YAML, only the Secret's name and keys.
+  and pretrain (only with ``checkpoint_uri`` or a TrainJob), so a pipeline that reads only
+  from the Hub runs without the Secret. Values never enter the YAML, only the Secret's name and keys.
 * **Caching**: on for tokenizer and dataset (same inputs, same output; note that an
   ``s3://`` corpus rewritten in place under the same URI is not noticed: use a new URI);
   off for pretrain, evaluate, qa_finetune and publish (training is not bit-reproducible
@@ -73,12 +79,13 @@ RESOURCES = {
     "evaluate": Resources("1", "4", "2Gi", "8Gi"),
     "qa_finetune": Resources("2", "8", "8Gi", "32Gi"),
     "publish": Resources("500m", "2", "1Gi", "4Gi"),
+    "pretrain_gpus": Resources("100m", "1", "256Mi", "1Gi"),
 }
 # Worker processes for the dataset map: the dataset task's CPU limit.
 DATASET_NUM_PROC = int(RESOURCES["dataset"].cpu_limit)
 # Memory-backed /dev/shm of GPU tasks (DataLoader workers pass batches through it); it
 # counts against the task's memory limit.
-SHM_SIZE = "4Gi"
+SHM_SIZE = settings.SHM_SIZE
 PRETRAIN_RETRIES = 2
 PUBLISH_RETRIES = 2
 
@@ -96,9 +103,10 @@ def _s3_credentials(task: dsl.PipelineTask, optional: bool) -> dsl.PipelineTask:
                                         optional=optional)
 
 
-def _on_gpu(task: dsl.PipelineTask, node_selector: bool) -> dsl.PipelineTask:
-    """One GPU, the GPU taint tolerated, the GPU node selected, and a RAM-backed /dev/shm."""
-    task.set_accelerator_type(settings.GPU_RESOURCE).set_accelerator_limit(1)
+def _on_gpu(task: dsl.PipelineTask, node_selector: bool, gpus=1) -> dsl.PipelineTask:
+    """``gpus`` GPUs (one, or a count known at run time), the GPU taint tolerated, the GPU node
+    selected, and a RAM-backed /dev/shm."""
+    task.set_accelerator_type(settings.GPU_RESOURCE).set_accelerator_limit(gpus)
     kubernetes.add_toleration(task, key=settings.GPU_TAINT_KEY, operator="Equal", value=settings.GPU_TAINT_VALUE,
                               effect=settings.GPU_TAINT_EFFECT)
     if node_selector:
@@ -125,6 +133,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
     tokenizer_op = tokenizer_component.build(image)
     dataset_op = dataset_component.build(image)
     pretrain_op = pretrain_component.build(gpu_image)
+    pretrain_gpus_op = pretrain_component.build_gpus(image)
     evaluate_op = evaluate_component.build(image)
     qa_gpu_op = qa_component.build(gpu_image)
     qa_cpu_op = qa_component.build(image)
@@ -144,10 +153,17 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         data.set_display_name("dataset: MLM+NSP examples").set_caching_options(True)
         _s3_credentials(_resources(data, "dataset"), optional=True)
 
-        pre = pretrain_op(dataset=data.outputs["dataset"], **args("pretrain"))
+        # After the dataset, so that the stages run one after the other (as run-local reports them).
+        gpus = pretrain_gpus_op(num_nodes=p["num_nodes"], gpus_per_node=p["gpus_per_node"]).after(data)
+        gpus.set_display_name("pretrain: its pod's GPUs (0 with a TrainJob)").set_caching_options(True)
+        _resources(gpus, "pretrain_gpus")
+
+        # .after(gpus): a task output used as a GPU count is no dependency to kfp (none in the
+        # compiled YAML, no ordering in kfp.local), so say it.
+        pre = pretrain_op(dataset=data.outputs["dataset"], image=gpu_image, **args("pretrain")).after(gpus)
         pre.set_display_name("pretrain BERT (GPU)").set_caching_options(False)
         pre.set_retry(PRETRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
-        _on_gpu(_s3_credentials(_resources(pre, "pretrain"), optional=True), node_selector)
+        _on_gpu(_s3_credentials(_resources(pre, "pretrain"), optional=True), node_selector, gpus=gpus.output)
 
         ev = evaluate_op(model=pre.outputs["model"], logs=pre.outputs["logs"], dataset=data.outputs["dataset"],
                          **args("evaluate"))

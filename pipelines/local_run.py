@@ -89,6 +89,8 @@ STAND_IN_CORPUS_BYTES = 11_000_000
 STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
                  "qa_finetune": "logs"}
 STAGES = (*STAGE_OUTPUTS, "publish")
+# Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
+CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
 
 
 def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
@@ -121,8 +123,10 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
             the task's error and names the log).
     """
     given = parameters.check({k: v for k, v in params.items() if v is not None})
-    if "qa_on_gpu" in given:
-        raise ScratchBertError("qa_on_gpu has no meaning in a local run (every task runs on this machine); leave it out")
+    for name in CLUSTER_ONLY:
+        if name in given:
+            raise ScratchBertError(f"{name} has no meaning in a local run (every task runs on this machine, "
+                                   "pretraining in one process); leave it out")
     workdir = Path(workdir).resolve()
     sources = {name: given.pop(name, None) for name in SOURCES}
     for name, value in sources.items():
@@ -540,7 +544,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporary-store", action="store_true", help="use a throw-away S3 store instead (the published model is gone after the run)")
     group = p.add_argument_group("pipeline parameters", "The pipeline's parameters; local files and folders are accepted for the inputs.")
     for param in parameters.PARAMETERS:
-        if param.name == "qa_on_gpu":
+        if param.name in CLUSTER_ONLY:
             continue
         flag = "--" + param.name.replace("_", "-")
         if param.name in SOURCES:

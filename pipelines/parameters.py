@@ -25,6 +25,7 @@ from scratchbert.qa import QAConfig
 from scratchbert.storage import PublishConfig
 from scratchbert.tokenizer import TokenizerConfig
 from scratchbert_pipelines import settings
+from scratchbert_pipelines.trainjob import TrainJobConfig
 
 # Stage (component folder name) -> its config dataclass.
 STAGE_CONFIGS = {
@@ -35,6 +36,22 @@ STAGE_CONFIGS = {
     "qa_finetune": QAConfig,
     "publish": PublishConfig,
 }
+# Stage -> configs of the pipeline's own side that its component takes too (fields the
+# library has no use for: pretrain's nodes and GPUs, which decide where it runs).
+PIPELINE_CONFIGS = {"pretrain": (TrainJobConfig,)}
+
+
+def stage_configs(stage: str) -> tuple[type, ...]:
+    """Every config class whose fields the component of ``stage`` takes."""
+    return (STAGE_CONFIGS[stage], *PIPELINE_CONFIGS.get(stage, ()))
+
+
+def config_class(stage: str, name: str) -> type:
+    """The config class of ``stage`` that has the field ``name``."""
+    for cls in stage_configs(stage):
+        if name in params.fields(cls):
+            return cls
+    raise KeyError(f"no config of stage {stage} has a field {name!r}")
 PREFIXES = {"evaluate": "eval_", "qa_finetune": "qa_"}
 
 DEFAULT_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
@@ -61,7 +78,7 @@ def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, pre
     """A parameter feeding ``(stage, field)`` targets, described by the first target's field;
     ``prefix=False`` keeps the field's name where it says what it is on its own (``squad_train``)."""
     stage, name = targets[0]
-    cls = STAGE_CONFIGS[stage]
+    cls = config_class(stage, name)
     tp, optional = params.field_type(cls, name)
     if optional or tp not in (str, int, float, bool):
         raise TypeError(f"{cls.__name__}.{name} is {tp}{' | None' if optional else ''}: a pipeline takes str, int, float or bool")
@@ -92,6 +109,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),
+    stage_parameter(("pretrain", "num_nodes")),
+    stage_parameter(("pretrain", "gpus_per_node")),
     # evaluation and QA fine-tuning
     stage_parameter(("evaluate", "max_examples")),
     stage_parameter(("qa_finetune", "max_steps")),

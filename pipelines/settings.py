@@ -59,3 +59,39 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_UR
 # Where the publish step puts the fine-tuned QA model by default.
 PUBLISH_BUCKET = "models"
 PUBLISH_PREFIX = "scratchbert-qa"
+
+# Memory-backed /dev/shm of the pods that train (DataLoader workers pass batches through it);
+# it counts against the pod's memory limit. A TrainJob node gets it once per GPU.
+SHM_SIZE = "4Gi"
+
+# Kubeflow Trainer: pretraining on more than one GPU runs as a TrainJob of this release's
+# `torch-distributed` runtime (docs/cluster.md installs it; tests/static validate the TrainJob
+# against the CRD vendored from this tag).
+TRAINER_VERSION = "v2.3.0"
+TRAINER_REPOSITORY = "https://github.com/kubeflow/trainer"
+TRAINER_GROUP = "trainer.kubeflow.org"
+TRAINER_API_VERSION = "v1alpha1"
+TRAINJOB_PLURAL = "trainjobs"
+TRAINER_RUNTIME = "torch-distributed"
+TRAINER_RUNTIME_KIND = "ClusterTrainingRuntime"
+# The runtime's only replicated job and its container (the runtime's YAML names them).
+TRAINER_NODE = "node"
+# Labels JobSet and the Job controller put on a TrainJob's pods (the JobSet is named after the TrainJob).
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+JOBSET_REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+JOB_COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+# The `manager` of our runtime patch (a domain-prefixed path, as the Trainer webhook requires).
+TRAINJOB_PATCH_MANAGER = "scratchbert.github.io/pretrain"
+# TrainJob names: this prefix and a random suffix (a TrainJob name is an RFC 1035 label).
+TRAINJOB_NAME_PREFIX = "scratchbert-pretrain"
+# Where a TrainJob's dataset goes in and its model comes out: one prefix per TrainJob below
+# this, on the endpoint of the object-store Secret, removed when the task ends. The bucket
+# is created when missing.
+TRAINJOB_STAGING_URI = "s3://scratchbert-staging/trainjobs"
+# Node-local folder of a TrainJob's pods (an emptyDir): the staged dataset and the outputs.
+TRAINJOB_WORKDIR = "/home/scratchbert/work"
+# Seconds between two looks at a running TrainJob.
+TRAINJOB_POLL_SECONDS = 10
+# The ServiceAccount that runs the pipeline's pods in NAMESPACE (standalone KFP); the Role of
+# manifests/trainer lets it create, watch and delete TrainJobs.
+PIPELINE_SERVICE_ACCOUNT = "pipeline-runner"

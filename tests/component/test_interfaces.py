@@ -19,7 +19,7 @@ from scratchbert_pipelines import local_run, parameters
 from scratchbert_pipelines.bert_pipeline import DATASET_NUM_PROC, build_pipeline
 
 # Component parameters the pipeline sets itself rather than through a pipeline parameter.
-PIPELINE_CONSTANTS = {"dataset": {"num_proc": DATASET_NUM_PROC}}
+PIPELINE_CONSTANTS = {"dataset": {"num_proc": DATASET_NUM_PROC}, "pretrain": {"image": "the GPU image"}}
 
 
 def _module(stage: str):
@@ -41,9 +41,8 @@ def _value_parameters(stage: str) -> dict[str, inspect.Parameter]:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_component_parameters_are_config_fields_of_the_same_type(stage):
-    cls = parameters.STAGE_CONFIGS[stage]
     for name, p in _value_parameters(stage).items():
-        assert name in params.fields(cls), f"{stage}: {name} is not a field of {cls.__name__}"
+        cls = parameters.config_class(stage, name)  # KeyError: a parameter that no config of the stage has
         assert p.annotation is params.field_type(cls, name)[0], name
 
 
@@ -65,39 +64,39 @@ def _distinct_value(tp: type, i: int, default):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_value_a_component_is_given_reaches_the_config(stage, monkeypatch, tmp_path):
-    cls = parameters.STAGE_CONFIGS[stage]
     module = _module(stage)
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def run_stage(fn, config):  # the helper KFP pastes into the component: here a recorder
-        seen["config"] = config
+    def run_stage(fn, *args):  # the helper KFP pastes into the component: here a recorder
+        seen["configs"] = {type(a): a for a in args if type(a) in parameters.stage_configs(stage)}
         raise Stop
 
     for name, fn in (("run_stage", run_stage), ("log_numbers", lambda m, v: 0), ("logging_interval", lambda n: 7)):
         monkeypatch.setattr(module, name, fn, raising=False)
     values = {}
     for i, name in enumerate(_value_parameters(stage)):
+        cls = parameters.config_class(stage, name)
         tp = params.field_type(cls, name)[0]
         values[name] = 1 if name == "num_proc" else _distinct_value(tp, i, params.default(cls, name))
     artifacts = {name: SimpleNamespace(path=str(tmp_path / name), metadata={})
                  for name, p in inspect.signature(_function(stage)).parameters.items() if _is_artifact(p.annotation)}
     with pytest.raises(Stop):
         _function(stage)(**values, **artifacts)
-    config = seen["config"]
-    assert isinstance(config, cls)
+    configs = seen["configs"]
+    assert parameters.STAGE_CONFIGS[stage] in configs
     for name, value in values.items():
-        assert getattr(config, name) == value, f"{stage}: {name}"
+        assert getattr(configs[parameters.config_class(stage, name)], name) == value, f"{stage}: {name}"
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_component_inputs_are_described_from_the_config(stage):
     component = _module(stage).build("python:3.11")
     inputs = component.component_spec.inputs
-    cls = parameters.STAGE_CONFIGS[stage]
     for name in _value_parameters(stage):
+        cls = parameters.config_class(stage, name)
         assert inputs[name].description == params.help_text(cls, name, with_default=False), name
 
 
@@ -114,14 +113,16 @@ def test_table_names_are_unique_and_targets_agree_on_type():
     assert len(parameters.NAMES) == len(set(parameters.NAMES))
     for p in parameters.PARAMETERS:
         for stage, field in p.targets:
-            assert params.field_type(parameters.STAGE_CONFIGS[stage], field)[0] is p.type, (p.name, stage, field)
+            assert params.field_type(parameters.config_class(stage, field), field)[0] is p.type, (p.name, stage, field)
 
 
-def test_run_local_has_a_flag_for_every_parameter_but_the_gpu_switch():
+def test_run_local_has_a_flag_for_every_parameter_but_the_cluster_ones():
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
     dests = {a.dest for a in parser._actions}
-    assert set(parameters.NAMES) - {"qa_on_gpu"} <= dests
+    assert set(parameters.NAMES) - set(local_run.CLUSTER_ONLY) <= dests
+    assert not set(local_run.CLUSTER_ONLY) & dests
+    assert set(local_run.CLUSTER_ONLY) <= set(parameters.NAMES)
     for name in set(local_run.REAL_DEFAULTS) | set(local_run.SYNTHETIC_DEFAULTS):
         assert name in parameters.BY_NAME, f"run-local defaults name an unknown parameter {name}"
     parameters.check(local_run.REAL_DEFAULTS)

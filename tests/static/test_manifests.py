@@ -39,7 +39,7 @@ def find(objs: list[dict], kind: str, name: str | None = None) -> dict:
 
 def test_every_overlay_exists():
     names = set(IDS)
-    assert {"base", "overlays/kind-gpu", "overlays/kind-cpu", "serving", "credentials"} <= names
+    assert {"base", "overlays/kind-gpu", "overlays/kind-cpu", "serving", "credentials", "trainer"} <= names
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=IDS)

@@ -19,6 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
 STAGE_FUNCTIONS = {"tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
+# The tiny task that tells pretrain's pod how many GPUs to ask for (0 when it launches a TrainJob).
+GPU_COUNT_FUNCTION = "pretrain_gpus"
 
 
 def _compile_module():
@@ -76,7 +78,7 @@ def test_committed_yaml_is_what_compile_writes(tmp_path):
 
 def test_five_stages_and_publish(compiled):
     spec, _ = compiled
-    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS
+    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS | {GPU_COUNT_FUNCTION}
     assert spec["pipelineInfo"]["name"] == "scratchbert"
     # One QA fine-tune and one publish per branch (GPU / CPU), one of everything else.
     assert len(executors_of(spec, "qa_finetune")) == 2 and len(executors_of(spec, "publish")) == 2
@@ -128,12 +130,47 @@ def test_gpu_request_only_on_gpu_tasks(compiled, settings):
         accel = ex["container"].get("resources", {}).get("accelerator")
         if name in gpu:
             assert accel is not None, name
-            assert accel["resourceType"] == settings.GPU_RESOURCE and str(accel["resourceCount"]) == "1", name
+            assert accel["resourceType"] == settings.GPU_RESOURCE, name
+            if name != "exec-pretrain":  # its count is known at run time: test_pretrain_gpu_count_is_decided_at_run_time
+                assert str(accel["resourceCount"]) == "1", name
         else:
             assert accel is None, f"{name} must not ask for a GPU"
         res = ex["container"]["resources"]
         for key in ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"):
             assert key in res, f"{name} has no {key}"
+
+
+def test_pretrain_gpu_count_is_decided_at_run_time(compiled):
+    """pretrain's pod asks for the GPUs the pretrain-gpus task returns ("1" to train in the pod,
+    "0" to launch a TrainJob), after that task ran; the count is a STRING output, because the
+    KFP driver reads a runtime GPU count with GetStringValue (a number would drop the limit)."""
+    spec, _ = compiled
+    tasks = all_tasks(spec)
+    (gpus_task,) = [n for n, t in tasks.items() if t["componentRef"]["name"] == "comp-pretrain-gpus"]
+    accel = executors(spec)["exec-pretrain"]["container"]["resources"]["accelerator"]
+    channel = f"pipelinechannel--{gpus_task}-Output"
+    assert accel["resourceCount"] == f"{{{{$.inputs.parameters['{channel}']}}}}"
+    pre = tasks["pretrain"]
+    assert gpus_task in pre["dependentTasks"]
+    assert pre["inputs"]["parameters"][channel]["taskOutputParameter"] == {"outputParameterKey": "Output",
+                                                                           "producerTask": gpus_task}
+    out = spec["components"]["comp-pretrain-gpus"]["outputDefinitions"]["parameters"]["Output"]
+    assert out["parameterType"] == "STRING"
+    for name in ("num_nodes", "gpus_per_node"):
+        assert tasks[gpus_task]["inputs"]["parameters"][name] == {"componentInputParameter": name}
+        assert pre["inputs"]["parameters"][name] == {"componentInputParameter": name}
+
+
+def test_pretrain_passes_its_settings_to_a_trainjob(compiled, settings):
+    """The pretrain component gets its task's config (resources, env, tolerations, node selector)
+    for a TrainJob's pods and keeps applying it to its own pod; the TrainJob runs the GPU image."""
+    spec, _ = compiled
+    comp = spec["components"]["comp-pretrain"]
+    assert comp["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
+    assert {(p["field"], p["applyToTask"]) for p in comp["taskConfigPassthroughs"]} == {
+        ("RESOURCES", True), ("ENV", True), ("KUBERNETES_TOLERATIONS", True), ("KUBERNETES_NODE_SELECTOR", True)}
+    image = all_tasks(spec)["pretrain"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"]
+    assert image == executors(spec)["exec-pretrain"]["container"]["image"] == settings.default_image(gpu=True)
 
 
 def test_toleration_node_selector_and_shm(compiled, settings):
@@ -155,7 +192,7 @@ def test_secrets_by_name_only(compiled, settings):
     spec, platform = compiled
     expected = [{"envVar": k, "secretKey": k} for k in settings.S3_SECRET_KEYS]
     for name in executors(spec):
-        if function_of(executors(spec)[name]) == "evaluate":  # reads only KFP artifacts: no credentials
+        if function_of(executors(spec)[name]) in ("evaluate", GPU_COUNT_FUNCTION):  # no object storage: no credentials
             assert "secretAsEnv" not in platform.get(name, {})
             continue
         (secret,) = platform[name]["secretAsEnv"]
@@ -187,7 +224,7 @@ def test_caching_and_retries(compiled):
         if name.startswith("condition"):
             continue
         cache = task.get("cachingOptions", {}).get("enableCache", False)
-        assert cache is (name in ("tokenizer", "dataset")), name
+        assert cache is (name in ("tokenizer", "dataset", "pretrain-gpus")), name
     assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
     assert tasks["publish"]["retryPolicy"]["maxRetryCount"] >= 1
 

@@ -65,16 +65,20 @@ def test_kfp_version_attribute(settings):
 
 
 def test_every_manifests_ref_follows_settings(settings):
-    """Every `?ref=` (the KFP manifests are the only remote kustomizations we apply) is
-    $KFP_VERSION, read from settings, or the literal version."""
-    found = []
+    """Every `?ref=` of a remote kustomization we apply is the version of settings: the KFP
+    manifests' $KFP_VERSION, Kubeflow Trainer's $TRAINER_VERSION (read from settings), or the
+    literal version."""
+    found = {"KFP": [], "TRAINER": []}
     for path in searched_files():
-        for m in re.finditer(r"\?ref=([^\s\"')]+)", path.read_text()):
-            ref = m.group(1)
-            found.append(ref)
-            assert ref in (settings.KFP_VERSION, "$KFP_VERSION", "${KFP_VERSION}"), \
-                f"{path.relative_to(ROOT)}: KFP manifests ref={ref}, settings say {settings.KFP_VERSION}"
-    assert found, "no KFP manifests ref found at all: scripts/kind-up.sh should install KFP"
+        for m in re.finditer(r"(\S*)\?ref=([^\s\"')]+)", path.read_text()):
+            url, ref = m.groups()
+            name = "TRAINER" if "kubeflow/trainer" in url else "KFP"
+            version = getattr(settings, f"{name}_VERSION")
+            found[name].append(ref)
+            assert ref in (version, f"${name}_VERSION", f"${{{name}_VERSION}}"), \
+                f"{path.relative_to(ROOT)}: {url} at ref={ref}, settings say {name}_VERSION={version}"
+    assert found["KFP"], "no KFP manifests ref found at all: scripts/kind-up.sh should install KFP"
+    assert found["TRAINER"], "no Kubeflow Trainer ref found: docs/cluster.md should install it"
 
 
 def test_scripts_read_kfp_version_from_settings():
