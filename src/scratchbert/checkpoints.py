@@ -60,6 +60,8 @@ def run_record(cfg, model_config, dataset_info: dict, dataset_fingerprint: str, 
         "model": {name: getattr(model_config, name) for name in MODEL_FIELDS},
         "training": {**{name: getattr(cfg, name) for name in TRAINING_FIELDS}, "precision": precision},
     }
+    if cfg.max_steps > 0:  # a step budget: the epoch count plays no part
+        del record["training"]["epochs"]
     return json.loads(json.dumps(record))  # as it reads back from the file
 
 
