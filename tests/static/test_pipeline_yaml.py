@@ -229,10 +229,9 @@ def test_every_task_runs_as_the_non_root_user_of_the_images(compiled, settings):
         assert not {"pvcMount", "hostPath"} & set(platform[name]), name
 
 
-def test_a_local_build_has_no_retries(tmp_path):
+def test_a_local_build_has_no_retries(compiled, tmp_path):
     """run-local builds the pipeline with retries=False: a local failure is deterministic."""
-    spec, _ = compile_to(tmp_path / "cluster.yaml")
-    assert all_tasks(spec)["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
+    assert all_tasks(compiled[0])["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
     from kfp import compiler
 
     from scratchbert_pipelines.bert_pipeline import build_pipeline

@@ -124,9 +124,9 @@ def our_workloads(render) -> list[tuple[str, dict, dict]]:
     found = {}
     for directory in KUSTOMIZATIONS:
         for obj in render(directory):
-            for pod, annotations in pods_of(obj):
-                found[f"{obj['kind']}/{obj['metadata']['name']}"] = (obj, pod, annotations)
-    return [(key, pod, annotations) for key, (obj, pod, annotations) in sorted(found.items())
+            for pod, notes in pods_of(obj):
+                found[f"{obj['kind']}/{obj['metadata']['name']}"] = (obj, pod, notes)
+    return [(key, pod, notes) for key, (obj, pod, notes) in sorted(found.items())
             if obj["metadata"]["name"] not in EXEMPT]
 
 
@@ -136,7 +136,7 @@ def our_workloads(render) -> list[tuple[str, dict, dict]]:
 def test_our_workloads_pass_the_restricted_profile(render_kustomization):
     workloads = our_workloads(render_kustomization)
     assert {key for key, _, _ in workloads} >= {"Job/scratchbert-create-bucket", "InferenceService/scratchbert-qa"}
-    failures = [f"{key}: {v}" for key, pod, annotations in workloads for v in restricted_violations(pod, annotations)]
+    failures = [f"{key}: {v}" for key, pod, notes in workloads for v in restricted_violations(pod, notes)]
     assert not failures, "\n".join(failures)
 
 
