@@ -161,6 +161,8 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     log.setLevel(level)
+    # urllib3 logs each retry of a refused connection: lines before the one error that says it all
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)
     hf_level = "info" if verbose else "error" if quiet else "warning"
     os.environ["TRANSFORMERS_VERBOSITY"] = hf_level
     os.environ["DATASETS_VERBOSITY"] = hf_level

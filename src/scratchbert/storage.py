@@ -210,7 +210,20 @@ def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
         raise ScratchBertError(f"environment variable {ENV_ENDPOINT} is not set, so S3 cannot be reached; "
                                f"export {ENV_ENDPOINT}=http://127.0.0.1:8333 (your S3 endpoint)")
     netloc, secure = parse_endpoint(endpoint)
-    return Minio(netloc, credentials=credentials_provider(env), secure=secure, region=(env.get(ENV_REGION) or None))
+    return Minio(netloc, credentials=credentials_provider(env), secure=secure, region=(env.get(ENV_REGION) or None),
+                 http_client=_http_client())
+
+
+def _http_client():
+    """minio's own HTTP client settings, but a refused or silent endpoint fails in seconds: minio
+    retries a refused connection five times with back-off (6 s) and waits 5 minutes to connect."""
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=15, read=300), maxsize=10, cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=5, connect=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,8 +480,10 @@ def _s3_errors(uri: str) -> Iterator[None]:
             msg = f"S3 request for {uri} failed ({exc.code}: {exc.message}); check the address and the server"
         raise ScratchBertError(msg) from exc
     except (MinioException, HTTPError) as exc:
+        reason = str(getattr(exc, "reason", None) or exc)  # MaxRetryError: the last attempt's error
+        reason = reason.rsplit("): ", 1)[-1] if "): " in reason else reason  # without the pool's repr
         raise ScratchBertError(
-            f"could not reach S3 for {uri} ({type(exc).__name__}: {exc}); check {ENV_ENDPOINT} and that the server is running") from exc
+            f"could not reach S3 for {uri} ({reason}); check {ENV_ENDPOINT} and that the server is running") from exc
 
 
 def _exists(client: Minio, bucket: str, name: str) -> bool:

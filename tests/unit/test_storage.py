@@ -493,3 +493,17 @@ def test_server_dies_with_the_python_process_that_started_it():
         for name, port in json.loads(ports).items():
             if name.endswith(".grpc"):
                 Path(f"/tmp/seaweedfs-{name[:-5]}-grpc-{port}.sock").unlink(missing_ok=True)
+
+
+def test_an_unreachable_endpoint_is_one_short_line(tmp_path):
+    """minio's own client retries a refused connection five times with back-off and waits five
+    minutes to connect; ours retries a connection twice and gives up connecting after 15 s,
+    and the line names the address and the reason, not urllib3's pool."""
+    client = storage.client_from_env({**FULL_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    retries = client._http.connection_pool_kw["retries"]
+    assert retries.connect == 2 and client._http.connection_pool_kw["timeout"].connect_timeout == 15
+    with pytest.raises(ScratchBertError) as e:
+        storage.download("s3://bucket/x", tmp_path / "d", client=client)
+    msg = str(e.value)
+    assert "could not reach S3 for s3://bucket/x (Failed to establish a new connection" in msg
+    assert "HTTPConnectionPool" not in msg and "\n" not in msg
