@@ -84,7 +84,8 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
 
     ``inputs`` are the stage's inputs (local paths; ``s3://``/``hf://`` and empty values are
     ignored). ``what`` names the option in messages. Cheap (no output is created; one probe
-    folder is made and removed where the output will go), so stages call it first.
+    folder is made and removed where the output will go), so stages call it first. It also
+    removes the temporary folders that killed writers of ``out`` left (:func:`clean_orphans`).
     """
     if not str(out or "").strip():
         raise ScratchBertError(f"{what} is empty; give the folder to write")
@@ -118,6 +119,7 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
             raise ScratchBertError(f"{what} {out} already exists and is {owner}; choose another {what}, "
                                    f"or pass --overwrite to replace it")
     check_writable(out, what)
+    clean_orphans(out)  # what earlier, killed writers left, now rather than after this run's work
     return out
 
 

@@ -252,3 +252,14 @@ def test_check_distinct_refuses_overlapping_outputs(tmp_path):
 
 def test_sibling_names():
     assert str(outputs.sibling("runs/model", "logs")) == "runs/model-logs"
+
+
+def test_a_stage_removes_orphans_when_it_starts(tmp_path):
+    """The check at the start of a stage already removes what a killed writer left (a model's
+    worth of disk need not wait for this run's training to end)."""
+    out = tmp_path / "out"
+    killed = _start_writer(out)
+    _kill(killed)
+    assert len(list(tmp_path.glob(".out.tmp-*"))) == 1
+    check_output(out, stage="pretrain")
+    assert _names(tmp_path) == []
