@@ -203,6 +203,18 @@ def _unlock(folder: Path) -> None:
         os.close(fd)
 
 
+def _has_checkpoints(folder: Path) -> bool:
+    return any(p.is_dir() and p.name.startswith("checkpoint-") for p in folder.iterdir())
+
+
+def _clear(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def _read_record(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -236,7 +248,11 @@ class Checkpoints:
         if folder.is_dir():
             found = _read_record(folder / RUN_RECORD)
             empty = not any(folder.iterdir())
-            if not empty and not same_run(found, self.record):
+            if found is not None and not same_run(found, self.record) and not _has_checkpoints(folder):
+                # a recorded run that stopped before its first checkpoint: nothing to keep
+                log.info("%s holds no checkpoint of its earlier run; this run takes it over", folder)
+                _clear(folder)
+            elif not empty and not same_run(found, self.record):
                 what = ("belong to another pretraining run (" + ", ".join(differences(found, self.record)) + ")"
                         if found is not None else "were not written by a scratchbert pretraining run that recorded itself")
                 if not overwrite:
@@ -245,11 +261,7 @@ class Checkpoints:
                         "run another --checkpoint-dir, or pass --overwrite to discard them")
                 _lock(folder)
                 log.warning("discarding the checkpoints in %s, which %s (--overwrite)", folder, what)
-                for child in folder.iterdir():
-                    if child.is_dir() and not child.is_symlink():
-                        shutil.rmtree(child)
-                    else:
-                        child.unlink()
+                _clear(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:

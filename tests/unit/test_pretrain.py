@@ -214,12 +214,36 @@ def test_a_run_with_other_settings_never_resumes_nor_deletes_anothers_checkpoint
         assert not metrics["resumed"] and metrics["steps"] == 20 and not checkpoints.exists()
 
 
+def test_a_recorded_run_without_any_checkpoint_is_taken_over(kept_run, tmp_path):
+    """A run stopped before its first save leaves only its record (and TensorBoard runs): nothing
+    that another run would destroy, so that run starts there without --overwrite."""
+    from scratchbert.checkpoints import Checkpoints
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    old = json.loads((kept_run["checkpoints"] / RUN_RECORD).read_text())
+    (folder / RUN_RECORD).write_text(json.dumps(old))
+    (folder / "runs").mkdir()
+    new = json.loads(json.dumps(old))
+    new["training"]["seed"] = 7
+    claim = Checkpoints(folder, new)
+    assert claim.resume is None and json.loads((folder / RUN_RECORD).read_text()) == new
+    assert sorted(p.name for p in folder.iterdir()) == [RUN_RECORD]
+    claim.finish(keep=False)
+
+
 def test_checkpoints_of_an_unrecorded_run_or_a_users_folder_are_not_touched(built_dataset, kept_run, tmp_path):
     checkpoints = _copy_checkpoints(kept_run, tmp_path / "model-checkpoints")
     (checkpoints / RUN_RECORD).unlink()  # checkpoints from before runs were recorded
     with pytest.raises(ScratchBertError, match="were not written by a scratchbert pretraining run that recorded itself"):
         pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, save_steps=10))
     assert (checkpoints / "checkpoint-20" / "model.safetensors").is_file()
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("not checkpoints")
+    with pytest.raises(ScratchBertError, match="were not written by a scratchbert pretraining run"):
+        pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, checkpoint_dir=str(users)))
+    assert (users / "notes.txt").read_text() == "not checkpoints"
 
 
 def test_a_checkpoint_folder_in_use_by_another_process_is_refused(kept_run, tmp_path):
