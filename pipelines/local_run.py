@@ -55,7 +55,7 @@ from typing import Any
 
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert.outputs import read_json, write_json
+from scratchbert.outputs import check_writable, read_json, write_json
 from scratchbert_pipelines import parameters
 
 COMMAND = "run-local"
@@ -144,10 +144,14 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     if not synthetic:
         sources, stand_in_settings = _offline_stand_ins(sources, quiet)
         settings.update(stand_in_settings)
+    check_writable(workdir, "--workdir", inside=True)
     store: Path | None = None
     store_lock = None
     if endpoint is None and keep_store is not None:
         store = workdir / STORE_DIRNAME if keep_store == "" else Path(keep_store).resolve()
+        if store.exists() and not store.is_dir():
+            raise ScratchBertError(f"--keep-store {store} is a file; give a folder for the S3 store")
+        check_writable(store, "--keep-store", inside=True)
         store_lock = _lock_store(store, shared_default=keep_store == "")
     run_id, run_dir = _new_run_dir(workdir)
     if store is not None and store_lock is None:  # the workdir's store is busy: this run gets its own

@@ -134,9 +134,11 @@ def check_distinct(paths: dict[str, str | os.PathLike]) -> None:
                 raise ScratchBertError(f"{a} {pa} and {b} {pb} overlap; give each its own folder")
 
 
-def check_writable(out: Path, what: str = "--out") -> None:
-    """Raise when no folder can be created at ``out``'s place (checked with a real probe folder)."""
-    anchor = out.parent
+def check_writable(out: Path, what: str = "--out", *, inside: bool = False) -> None:
+    """Raise when no folder can be created at ``out``'s place (checked with a real probe folder);
+    ``inside``: ``out`` is a folder to write into (probed inside it when it exists)."""
+    out = Path(out)
+    anchor = out if inside else out.parent
     while not anchor.exists() and not anchor.is_symlink():
         anchor = anchor.parent
     if not anchor.is_dir():

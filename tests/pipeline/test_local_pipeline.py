@@ -125,12 +125,18 @@ def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tm
     (["--qa-max-seq-len", "1024"], "qa_max_seq_len 1024 is longer than the 512 positions"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--endpoint", "not-a-url"], "--endpoint 'not-a-url' is not an endpoint URL"),
+    (["--workdir", "/proc/scratchbert-runs"], "cannot write --workdir /proc/scratchbert-runs: no folder can be created"),
+    (["--workdir", "{tmp}/a-file/runs"], "a-file is a file, not a folder"),
+    (["--keep-store", "{tmp}/a-file"], "--keep-store {tmp}/a-file is a file"),
+    (["--keep-store", "/proc/scratchbert-store"], "cannot write --keep-store /proc/scratchbert-store"),
 ])
 def test_bad_parameters_fail_in_one_line_before_anything_starts(tmp_path, capsys, monkeypatch, flags, words):
     """run-local checks every parameter as the stages will before it makes a folder, starts a
     server or runs a task (a bad preset used to run two stages and retry pretrain three times)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    (tmp_path / "a-file").write_text("x")
+    flags, words = [f.format(tmp=tmp_path) for f in flags], words.format(tmp=tmp_path)
     with pytest.raises(SystemExit) if "choice" in words else contextlib.nullcontext():
         assert cli.main(["run-local", "--synthetic", "--workdir", str(tmp_path / "runs"), *flags]) == 2
     err = capsys.readouterr().err.strip()
