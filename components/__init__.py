@@ -39,7 +39,7 @@ BASE_HELPERS = (run_stage, log_numbers, logging_interval)
 REPORT_HELPERS = BASE_HELPERS + (read_log_history, history_series, format_number, html_table,
                                  svg_line_chart, html_page)
 
-# Folder names, in pipeline order.
+# Folder names, in pipeline order (the library stages; the pipeline runs ``validate`` before them).
 STAGES = ("tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish")
 
 

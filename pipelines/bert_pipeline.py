@@ -34,9 +34,15 @@ Decisions that live here (and nowhere else):
   ``s3://`` corpus rewritten in place under the same URI is not noticed: use a new URI);
   off for pretrain, evaluate, qa_finetune and publish (training is not bit-reproducible
   across GPUs, and a publish must really happen).
+* **Validation first**: the ``validate`` task checks every parameter the way the stages will
+  before the tokenizer starts, so a bad value fails in seconds, never after training.
 * **Retries**: pretrain retries twice (a preempted GPU node; with ``checkpoint_uri`` set it
-  resumes from the last mirrored checkpoint), publish twice (a flaky object store); the
-  deterministic CPU stages fail fast.
+  resumes from the last mirrored checkpoint, of the same run only), publish twice (a flaky
+  object store); the deterministic CPU stages fail fast. KFP retries every failure of a task
+  (no condition on the exit code), so deterministic errors are caught by ``validate`` and by
+  each stage's checks at its start (seconds, not a training run). ``retries=False`` for local
+  runs, where nothing is preempted.
+* **Security**: every task runs as the images' non-root user (``settings.RUN_AS_USER``).
 * **Parameters**: their names, types, defaults and descriptions come from
   ``scratchbert_pipelines.parameters``, which derives them from the library's config
   dataclasses, so the pipeline, the CLI, ``run-local`` and the library agree.
@@ -53,6 +59,7 @@ from scratchbert_components.pretrain import component as pretrain_component
 from scratchbert_components.publish import component as publish_component
 from scratchbert_components.qa_finetune import component as qa_component
 from scratchbert_components.tokenizer import component as tokenizer_component
+from scratchbert_components.validate import component as validate_component
 from scratchbert_pipelines import parameters, settings
 
 PIPELINE_NAME = "scratchbert"
@@ -73,6 +80,7 @@ class Resources:
 # Requests are what the scheduler must find free (kept small enough for a kind cluster on a
 # workstation); limits are what a stage may burst to.
 RESOURCES = {
+    "validate": Resources("100m", "500m", "256Mi", "1Gi"),
     "tokenizer": Resources("1", "4", "2Gi", "8Gi"),
     "dataset": Resources("2", "4", "4Gi", "16Gi"),
     "pretrain": Resources("2", "8", "8Gi", "32Gi"),
@@ -92,6 +100,11 @@ PUBLISH_RETRIES = 2
 
 def _resources(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
     r = RESOURCES[stage]
+    # Every task runs as the images' non-root user; the KFP backend adds the rest of a
+    # restricted security context itself (no privilege escalation, all capabilities dropped,
+    # seccomp RuntimeDefault). A read-only root filesystem cannot be asked for (docs/reliability.md).
+    kubernetes.set_security_context(task, run_as_user=settings.RUN_AS_USER, run_as_group=settings.RUN_AS_GROUP,
+                                    run_as_non_root=True)
     return (task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
             .set_memory_request(r.memory_request).set_memory_limit(r.memory_limit))
 
@@ -117,7 +130,7 @@ def _on_gpu(task: dsl.PipelineTask, node_selector: bool, gpus=1) -> dsl.Pipeline
 
 
 def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, node_selector: bool = True,
-                   pipeline_root: str | None = None):
+                   pipeline_root: str | None = None, retries: bool = True):
     """Return the ``@dsl.pipeline`` function with its components built for the given images.
 
     Args:
@@ -127,9 +140,12 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
             Turn off for clusters whose GPU nodes are not labelled that way (the
             toleration and the GPU request still apply).
         pipeline_root: Where KFP keeps the artifacts; default: the cluster's (``minio://mlpipeline/v2/artifacts``).
+        retries: Retry pretrain and publish (preemption, a flaky store). Off for a local run, where
+            no node is preempted and every failure is deterministic.
     """
     image = image or settings.default_image(gpu=False)
     gpu_image = gpu_image or settings.default_image(gpu=True)
+    validate_op = validate_component.build(image)
     tokenizer_op = tokenizer_component.build(image)
     dataset_op = dataset_component.build(image)
     pretrain_op = pretrain_component.build(gpu_image)
@@ -145,7 +161,11 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         def args(stage: str) -> dict:
             return parameters.stage_arguments(stage, p)
 
-        tok = tokenizer_op(**args("tokenizer"))
+        check = validate_op(**p)
+        check.set_display_name("validate the parameters").set_caching_options(False)
+        _resources(check, "validate")
+
+        tok = tokenizer_op(**args("tokenizer")).after(check)  # everything else follows the tokenizer
         tok.set_display_name("tokenizer: train WordPiece").set_caching_options(True)
         _s3_credentials(_resources(tok, "tokenizer"), optional=True)
 
@@ -162,7 +182,8 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         # compiled YAML, no ordering in kfp.local), so say it.
         pre = pretrain_op(dataset=data.outputs["dataset"], image=gpu_image, **args("pretrain")).after(gpus)
         pre.set_display_name("pretrain BERT (GPU)").set_caching_options(False)
-        pre.set_retry(PRETRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
+        if retries:
+            pre.set_retry(PRETRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
         _on_gpu(_s3_credentials(_resources(pre, "pretrain"), optional=True), node_selector, gpus=gpus.output)
 
         ev = evaluate_op(model=pre.outputs["model"], logs=pre.outputs["logs"], dataset=data.outputs["dataset"],
@@ -178,7 +199,8 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
                 _on_gpu(qa, node_selector)
             pub = publish_op(model=qa.outputs["qa_model"], **args("publish"))
             pub.set_display_name("publish QA model").set_caching_options(False)
-            pub.set_retry(PUBLISH_RETRIES, backoff_duration="30s")
+            if retries:
+                pub.set_retry(PUBLISH_RETRIES, backoff_duration="30s")
             _s3_credentials(_resources(pub, "publish"), optional=False)
             return pub
 

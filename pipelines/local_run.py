@@ -14,13 +14,20 @@ What :func:`run_local` does, in order:
    ``s3://`` exactly as on a cluster (``hf://`` and ``s3://`` inputs are passed unchanged;
    with no input at all the pipeline's defaults, WikiText-2 and SQuAD from the Hub, apply,
    or their offline stand-ins when the Hub cannot be reached: :func:`stand_in_data`);
-5. runs the pipeline, the same function that is compiled for the cluster, through
+5. runs the pipeline, the same function that is compiled for the cluster (without the
+   retries, which only repeat a local failure), through
    ``kfp.local`` (each task a subprocess of this Python, in this environment); kfp.local's
    own output goes to ``<run>/run.log`` while the screen shows a line per stage with its
    progress (everything, with ``verbose``);
 6. stops the server (always), reads every stage's ``metrics.json``, writes
    ``<run>/summary.json`` and prints a summary table. A failed run says which task failed
-   and why in one line, names the log, and removes nothing but the server.
+   and why in one line, names the log, and marks its folder failed (``summary.json`` with
+   ``status: failed`` and the error).
+
+Every parameter is checked first, the way the stages will (:func:`scratchbert_pipelines.parameters.validate`),
+so a bad value fails before any folder, server or task exists. The embedded server's store is
+locked for the run; a second run sharing the workdir while one runs keeps its objects in its
+own run folder instead.
 
 After the run, the published model stays in the kept store; to read it again::
 
@@ -48,7 +55,7 @@ from typing import Any
 
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert.outputs import read_json, write_json
+from scratchbert.outputs import check_writable, read_json, write_json
 from scratchbert_pipelines import parameters
 
 COMMAND = "run-local"
@@ -135,24 +142,38 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     endpoint_env = _endpoint_env(endpoint) if endpoint is not None else None
     _check_runner()
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
+    # every parameter checked the way the stages will, before anything starts (the pipeline's
+    # validate task does the same on a cluster)
+    parameters.validate({**settings, **given, **{k: str(v) for k, v in sources.items() if v is not None}})
     if not synthetic:
         sources, stand_in_settings = _offline_stand_ins(sources, quiet)
         settings.update(stand_in_settings)
-    run_id, run_dir = _new_run_dir(workdir)
-    if synthetic:
-        sources.update(_write_synthetic(run_dir / "inputs", sources))
-    arguments = {**settings, **given, "qa_on_gpu": False}  # no GPU branch locally
-
-    server = None
+    check_writable(workdir, "--workdir", inside=True)
     store: Path | None = None
+    store_lock = None
+    if endpoint is None and keep_store is not None:
+        store = workdir / STORE_DIRNAME if keep_store == "" else Path(keep_store).resolve()
+        if store.exists() and not store.is_dir():
+            raise ScratchBertError(f"--keep-store {store} is a file; give a folder for the S3 store")
+        check_writable(store, "--keep-store", inside=True)
+        store_lock = _lock_store(store, shared_default=keep_store == "")
+    run_id, run_dir = _new_run_dir(workdir)
+    if store is not None and store_lock is None:  # the workdir's store is busy: this run gets its own
+        store = run_dir / STORE_DIRNAME
+        store_lock = _lock_store(store, shared_default=False)
+        if not quiet:
+            print(f"{COMMAND}: {workdir / STORE_DIRNAME} is in use by another run-local; this run keeps its objects "
+                  f"in {store}", file=sys.stderr, flush=True)
+    server = None
     saved_env = {k: os.environ.get(k) for k in _aws_env_names()}
     monitor = _Monitor(run_dir / LOG_FILE, verbose=verbose, quiet=quiet)
     try:
+        if synthetic:
+            sources.update(_write_synthetic(run_dir / "inputs", sources))
+        arguments = {**settings, **given, "qa_on_gpu": False}  # no GPU branch locally
         if endpoint is None:
             from scratchbert.objectstore import EmbeddedS3
 
-            store = (workdir / STORE_DIRNAME if keep_store == "" else
-                     Path(keep_store).resolve() if keep_store is not None else None)
             server = EmbeddedS3(data_dir=store).start()
             env = server.env()
         else:
@@ -165,10 +186,14 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         started = time.time()
         try:
             with monitor:
-                published = run_pipeline(arguments, run_dir / "outputs")
+                published = run_pipeline(arguments, run_dir / "outputs", retries=False)
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             raise RunFailed(monitor.failure(_plain(str(e)))) from None
         endpoint_used = env["AWS_ENDPOINT_URL"]
+    except BaseException as e:
+        # the run folder stays (its log says what happened) but says that it failed
+        _mark_failed(run_dir, run_id, e, monitor.path)
+        raise
     finally:
         for k, v in saved_env.items():
             if v is None:
@@ -177,11 +202,13 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
                 os.environ[k] = v
         if server is not None:
             server.stop()
+        if store_lock is not None:
+            os.close(store_lock)
     stages = collect_results(run_dir / "outputs")
     for stage, seconds in monitor.durations().items():
         stages.setdefault(stage, {})["seconds"] = seconds
     summary = {
-        "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
+        "status": "succeeded", "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
         "published_uri": published, "endpoint": endpoint_used if endpoint else None,
         "store": str(store) if store else None, "synthetic": synthetic, "arguments": arguments,
         "stages": stages, "total_seconds": round(time.time() - started, 1),
@@ -193,7 +220,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
 
 
 def run_pipeline(arguments: dict[str, Any], pipeline_root: str | Path, *, image: str | None = None,
-                 gpu_image: str | None = None) -> str:
+                 gpu_image: str | None = None, retries: bool = True) -> str:
     """Run the pipeline through ``kfp.local`` with ``arguments``; return the published URI.
 
     ``kfp.local.SubprocessRunner(use_venv=False)`` runs each task as a subprocess of this
@@ -202,13 +229,15 @@ def run_pipeline(arguments: dict[str, Any], pipeline_root: str | Path, *, image:
     kfp.local ignores the cluster-only settings (kfp-kubernetes platform config, accelerator,
     CPU and memory), so nothing is switched off for a local run. Task outputs land under
     ``pipeline_root`` (``<pipeline-run>/<task>/<output>``); the image names only label the
-    tasks. Raises ``RuntimeError`` naming the failed task when a task fails.
+    tasks. ``retries=False`` drops the retries of pretrain and publish (a local failure is not a
+    preempted node: retrying it only repeats it, with back-off). Raises ``RuntimeError`` naming
+    the failed task when a task fails.
     """
     from kfp import local
 
     from scratchbert_pipelines.bert_pipeline import build_pipeline
 
-    pipeline = build_pipeline(image, gpu_image)
+    pipeline = build_pipeline(image, gpu_image, retries=retries)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
     with warnings.catch_warnings():
@@ -391,6 +420,40 @@ class _Monitor(io.TextIOBase):
 # ------------------------------------------------------------------------------------ helpers
 
 
+def _lock_store(store: Path, *, shared_default: bool) -> int | None:
+    """Lock the embedded server's data folder for this run (``<store>.lock`` beside it, held
+    until the run ends): two SeaweedFS servers on one folder fail with a lock error of their
+    own. Busy: None for the workdir's default store (the run takes one of its own), else an error."""
+    import fcntl
+
+    lock = store.parent / f".{store.name}.lock"
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ScratchBertError(f"cannot use {store} for the S3 store: {e.strerror or e}; give --keep-store a folder you can "
+                               "write to, or pass --temporary-store") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        if shared_default:
+            return None
+        raise ScratchBertError(f"the S3 store {store} is in use by another run-local; wait for it to finish, give "
+                               "--keep-store another folder, or pass --temporary-store") from None
+    return fd
+
+
+def _mark_failed(run_dir: Path, run_id: str, error: BaseException, log: Path) -> None:
+    """Say in the run folder that the run failed, and why (``summary.json``, ``status: failed``)."""
+    reason = "interrupted" if isinstance(error, KeyboardInterrupt) else " ".join(str(error).split()) or type(error).__name__
+    try:
+        write_json(run_dir / "summary.json", {"status": "failed", "run_id": run_id, "run_dir": str(run_dir),
+                                               "error": reason, "log": str(log) if log.exists() else None})
+    except OSError:
+        pass
+
+
 def _new_run_dir(workdir: Path) -> tuple[str, Path]:
     """A fresh ``<workdir>/<UTC time>[-N]`` folder."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -465,13 +528,22 @@ def _aws_env_names() -> list[str]:
 
 
 def _endpoint_env(endpoint: str) -> dict[str, str]:
+    """The ``AWS_*`` variables for ``--endpoint``: its URL checked as ``--endpoint`` (not as the
+    variable it becomes), and credentials found as the tasks will find them (keys, a profile or
+    a workload identity: :func:`scratchbert.storage.credentials_provider`)."""
     from scratchbert import storage
 
-    missing = [k for k in (storage.ENV_ACCESS_KEY, storage.ENV_SECRET_KEY) if not os.environ.get(k)]
-    if missing:
-        raise ScratchBertError(f"--endpoint {endpoint} needs credentials, but {' and '.join(missing)} is not set; export them or leave --endpoint out to use the embedded server")
-    return {storage.ENV_ENDPOINT: endpoint, storage.ENV_ACCESS_KEY: os.environ[storage.ENV_ACCESS_KEY],
-            storage.ENV_SECRET_KEY: os.environ[storage.ENV_SECRET_KEY]}
+    storage.parse_endpoint(endpoint, "--endpoint")
+    try:
+        storage.credentials_provider(os.environ)
+    except ScratchBertError as e:
+        raise ScratchBertError(f"--endpoint {endpoint} needs credentials: {e}; or leave --endpoint out to use the "
+                               "embedded server") from None
+    env = {storage.ENV_ENDPOINT: endpoint}
+    for name in (storage.ENV_ACCESS_KEY, storage.ENV_SECRET_KEY):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return env
 
 
 def _check_runner() -> None:

@@ -160,6 +160,47 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def validate(values: dict[str, Any]) -> dict[str, Any]:
+    """Check a run's parameter values as the stages will, before any of them starts; return them, complete.
+
+    The values are checked by :func:`check` (names, types, choices), completed with the
+    defaults, and turned into every stage's config (the artifact paths the pipeline fills in
+    later stand in as placeholders), whose ``validate()`` runs: the checks each stage makes at
+    its start, now made in seconds at the start of the run. Then what spans stages: the QA
+    windows must fit the pretrained model's positions. A failure is one line in the pipeline's
+    names (``qa_max_steps``, not ``--max-steps``).
+    """
+    from scratchbert.errors import ScratchBertError
+
+    full = {**defaults(), **check(values)}
+    for stage in STAGE_CONFIGS:
+        given = stage_arguments(stage, full)
+        for cls in stage_configs(stage):
+            fields = params.fields(cls)
+            args = {name: value for name, value in given.items() if name in fields}
+            for name, field in fields.items():
+                if name not in args and field.default is params.REQUIRED:
+                    args[name] = f"<{name} of the pipeline>"  # an artifact path, known only when the task runs
+            try:
+                cls(**args).validate()
+            except ScratchBertError as e:
+                raise ScratchBertError(f"pipeline parameters, {stage} stage: {pipeline_names(stage, str(e))}") from None
+    positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
+    if full["qa_max_seq_len"] > positions:
+        raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
+                               f"positions of the model pretrained with max_seq_len {full['max_seq_len']}; use {positions} "
+                               "or less, or 0 for the default")
+    return full
+
+
+def pipeline_names(stage: str, message: str) -> str:
+    """A stage's message with its ``--flags`` renamed to the pipeline parameters that feed them."""
+    names = {"--" + field.replace("_", "-"): p.name for p in PARAMETERS for s, field in p.targets if s == stage}
+    for flag in sorted(names, key=len, reverse=True):
+        message = message.replace(flag, names[flag])
+    return message
+
+
 def signature(return_annotation: Any = inspect.Signature.empty) -> inspect.Signature:
     """The pipeline function's signature: every parameter, typed, with its default."""
     return inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default,

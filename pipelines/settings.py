@@ -39,6 +39,11 @@ def default_image(gpu: bool = False) -> str:
     return f"{IMAGE_REGISTRY}/{name}:{project_version()}"
 
 
+# The images' user (images/Dockerfile*: uid 1000, group 0): pipeline tasks, the bucket Job and
+# the serving container run as it, never as root.
+RUN_AS_USER = 1000
+RUN_AS_GROUP = 0
+
 # Namespace of a standalone KFP install, where pipeline pods run.
 NAMESPACE = "kubeflow"
 

@@ -12,9 +12,11 @@ Endpoint and credentials follow the kfp CLI's conventions: ``--host`` or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from scratchbert.errors import RunFailed, ScratchBertError
@@ -77,9 +79,14 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
     if not package.is_file():
         raise ScratchBertError(f"{package} does not exist; compile it with `python pipelines/compile.py --output {package}`")
     params = parameters.check(params)
-    with _api_errors(host):
-        client = client or kfp.Client(host=host or os.environ.get("KF_PIPELINES_ENDPOINT"),
-                                      existing_token=existing_token or os.environ.get("KF_PIPELINES_TOKEN"))
+    parameters.validate(params)  # as the pipeline's validate task will: fail here, not on the cluster
+    host = host or os.environ.get("KF_PIPELINES_ENDPOINT")
+    if host:
+        _check_host(host)
+    with _api_errors(host), _quiet_http_retries(), warnings.catch_warnings():
+        # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later": KFP_VERSION is later
+        warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
+        client = client or kfp.Client(host=host, existing_token=existing_token or os.environ.get("KF_PIPELINES_TOKEN"))
         pipeline_id, version_id = ensure_pipeline(client, package)
         exp = client.create_experiment(experiment)
         run = client.run_pipeline(experiment_id=exp.experiment_id,
@@ -96,6 +103,29 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
         raise RunFailed(f"run {run.run_id} ended {state}; its tasks' logs are in the Kubeflow UI (experiment {experiment})")
     summary.update(_published_metrics(params))
     return summary
+
+
+def _check_host(host: str) -> None:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(host)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ScratchBertError(f"--host {host!r} is not a URL of the KFP API; give scheme and host, e.g. http://localhost:8080")
+
+
+@contextlib.contextmanager
+def _quiet_http_retries():
+    """urllib3 logs a warning for every retry of a refused connection (three lines before the
+    error that says the same): keep them out of the user's screen, the error says it all."""
+    import logging
+
+    pool = logging.getLogger("urllib3.connectionpool")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        pool.setLevel(level)
 
 
 class _api_errors:

@@ -72,6 +72,9 @@ class TrainJobConfig:
     gpus_per_node: int = param(1, help="GPUs per pretraining node, one training process each.")
     image: str = param("", help="Image of the TrainJob's pods; empty uses the CUDA image of this version.")
 
+    def validate(self) -> None:
+        check(self)
+
 
 def check(job: TrainJobConfig) -> None:
     if job.num_nodes < 1 or job.gpus_per_node < 1:

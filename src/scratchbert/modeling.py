@@ -35,6 +35,27 @@ PRESETS: dict[str, Size] = {
 }
 
 
+def effective_size(preset: str, *, hidden_size: int | None = None, num_hidden_layers: int | None = None,
+                   num_attention_heads: int | None = None, intermediate_size: int | None = None) -> Size:
+    """The model size a preset gives with the given overrides (``None``: the preset's), checked.
+
+    An MLP size that is not given follows a given hidden size (4x, BERT's ratio).
+    """
+    if preset not in PRESETS:
+        raise ScratchBertError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for flag, value in (("--hidden-size", hidden_size), ("--num-hidden-layers", num_hidden_layers),
+                        ("--num-attention-heads", num_attention_heads), ("--intermediate-size", intermediate_size)):
+        if value is not None and value < 1:
+            raise ScratchBertError(f"{flag} {value} must be a positive number; leave it out to use the preset's")
+    size = PRESETS[preset]
+    hidden = size.hidden_size if hidden_size is None else hidden_size
+    heads = size.num_attention_heads if num_attention_heads is None else num_attention_heads
+    inter = intermediate_size if intermediate_size is not None else (4 * hidden if hidden_size is not None else size.intermediate_size)
+    if hidden % heads:
+        raise ScratchBertError(f"hidden size {hidden} is not divisible by {heads} attention heads; pick a head count that divides it (e.g. {hidden // 64 or 1})")
+    return Size(hidden, size.num_hidden_layers if num_hidden_layers is None else num_hidden_layers, heads, inter)
+
+
 def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size: int | None = None,
                  num_hidden_layers: int | None = None, num_attention_heads: int | None = None,
                  intermediate_size: int | None = None, max_position_embeddings: int | None = None,
@@ -42,18 +63,12 @@ def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size:
     """A validated ``BertConfig`` from a preset, with any size overridden explicitly."""
     from transformers import BertConfig
 
-    if preset not in PRESETS:
-        raise ScratchBertError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    size = PRESETS[preset]
-    hidden = hidden_size or size.hidden_size
-    layers = num_hidden_layers or size.num_hidden_layers
-    heads = num_attention_heads or size.num_attention_heads
-    inter = intermediate_size or (4 * hidden if hidden_size and not intermediate_size else size.intermediate_size)
+    size = effective_size(preset, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+                          num_attention_heads=num_attention_heads, intermediate_size=intermediate_size)
+    hidden, layers, heads, inter = size.hidden_size, size.num_hidden_layers, size.num_attention_heads, size.intermediate_size
     positions = max_position_embeddings or max(512, max_seq_len)
-    if min(hidden, layers, heads, inter, vocab_size) <= 0:
-        raise ScratchBertError("model sizes must be positive integers")
-    if hidden % heads:
-        raise ScratchBertError(f"hidden size {hidden} is not divisible by {heads} attention heads; pick a head count that divides it (e.g. {hidden // 64 or 1})")
+    if vocab_size <= 0:
+        raise ScratchBertError("the vocabulary size must be positive")
     if positions < max_seq_len:
         raise ScratchBertError(f"max position embeddings {positions} is shorter than the sequence length {max_seq_len}; raise --max-position-embeddings")
     if not 0 <= dropout < 1:
@@ -66,10 +81,19 @@ def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size:
     return config
 
 
-def check_tokenizer_matches(config, tokenizer, where: str) -> None:
-    """A model and a tokenizer must agree on the vocabulary size."""
+def check_tokenizer_matches(config, tokenizer, where: str, model_dir=None) -> None:
+    """A model and a tokenizer must agree exactly: the same vocabulary size and, where the model
+    folder records the fingerprint of the tokenizer it was trained with, that vocabulary."""
     if config.vocab_size != len(tokenizer):
         raise ScratchBertError(f"the tokenizer has {len(tokenizer)} tokens but the model at {where} expects {config.vocab_size}; use the tokenizer the model was trained with")
+    if model_dir is not None:
+        from scratchbert.outputs import read_marker
+        from scratchbert.tokenizer import fingerprint
+
+        recorded = read_marker(model_dir).get("tokenizer_fingerprint")
+        if recorded and fingerprint(tokenizer) != recorded:
+            raise ScratchBertError(f"the tokenizer in {model_dir} is not the one its model was trained with (another vocabulary "
+                                   "of the same size); put the model's own tokenizer back into the folder")
 
 
 def count_parameters(model, exclude_embeddings: bool = False) -> int:
@@ -362,3 +386,40 @@ def load_pretrained_config(model_dir):
     if not (Path(model_dir) / "config.json").is_file():
         raise ScratchBertError(f"{model_dir} is not a model folder (no config.json); point --model at the output of `scratchbert pretrain`")
     return BertConfig.from_pretrained(str(model_dir))
+
+
+# Weights that only a trained head of each kind has (names as transformers saves them).
+PRETRAINING_HEAD = ("cls.predictions.transform.dense.weight", "cls.seq_relationship.weight")
+QA_HEAD = ("qa_outputs.weight",)
+
+
+def saved_weight_names(model_dir) -> set[str] | None:
+    """The tensor names in a model folder's ``model.safetensors`` (header only); None without one."""
+    import json
+    import struct
+    from pathlib import Path
+
+    path = Path(model_dir) / "model.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+    except (OSError, struct.error, ValueError):
+        raise ScratchBertError(f"{path} is damaged (not a safetensors file); save the model again") from None
+    return set(header) - {"__metadata__"}
+
+
+def check_model_kind(model_dir, config, kind: str, fix: str) -> None:
+    """Refuse a model folder that lacks the trained head ``kind`` (``pretraining`` or ``question-answering``)
+    needs, with ``fix`` saying what to do: a missing head would be initialised at random and
+    score or answer by chance."""
+    wanted = {"pretraining": ("BertForPreTraining", PRETRAINING_HEAD),
+              "question-answering": ("BertForQuestionAnswering", QA_HEAD)}[kind]
+    architecture, head = wanted
+    names = saved_weight_names(model_dir)
+    has_head = all(n in names for n in head) if names is not None else architecture in (config.architectures or [])
+    if getattr(config, "model_type", "bert") != "bert" or not has_head:
+        what = ", ".join(config.architectures or []) or getattr(config, "model_type", "unknown")
+        raise ScratchBertError(f"{model_dir} is a {what} model without a trained {kind} head; {fix}")

@@ -18,6 +18,7 @@ plain ``str``/``int``/``float``/``bool`` and never ``None``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -79,3 +80,34 @@ def check_choices(config) -> None:
         if allowed and value not in allowed:
             flag = "--" + name.replace("_", "-")
             raise ScratchBertError(f"{flag} {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def check(*checks: tuple[bool, str]) -> None:
+    """Raise a one-line error with the message of the first ``(ok, message)`` that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise ScratchBertError(message)
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_source(value: str, flag: str, *, required: bool = True) -> None:
+    """A data source is a local path, ``s3://bucket/prefix`` or ``hf://owner/name[?...]``: check its form
+    (not whether it exists: the stage that reads it says that, where it runs)."""
+    text = str(value or "").strip()
+    if not text:
+        if required:
+            raise ScratchBertError(f"{flag} is empty; give a local path, s3://bucket/prefix or hf://owner/name")
+        return
+    if text.startswith("s3://"):
+        from scratchbert.storage import parse_s3_uri
+
+        parse_s3_uri(text)
+    elif text.startswith("hf://"):
+        from scratchbert import hub
+
+        hub.parse(text)
+    elif "://" in text:
+        raise ScratchBertError(f"{flag} {text!r} has a scheme scratchbert does not read; give a local path, s3://... or hf://...")

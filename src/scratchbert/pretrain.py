@@ -18,6 +18,7 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -29,8 +30,10 @@ from pathlib import Path
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import PRESETS
-from scratchbert.outputs import atomic_output_dir, sibling, write_json
-from scratchbert.params import param
+from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
+from scratchbert.params import check, check_choices, check_source, default, finite, param
+
+STAGE = "pretrain"
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,59 @@ class PretrainConfig:
     keep_checkpoints: bool = param(False, help="Keep the checkpoints after a successful run.")
     num_workers: int = param(-1, help="DataLoader worker processes; -1 picks 0 on a CPU (a worker would steal a core from the model) and up to 4 on a GPU.")
     seed: int = param(42, help="Random seed.")
+    overwrite: bool = param(False, help="Replace an existing --out and --logs that another stage or a person wrote, and "
+                                        "discard checkpoints of another run in --checkpoint-dir (this run's own are always resumed).")
+
+    def validate(self) -> None:
+        """Check every setting (no file is read): one line for the first that is wrong."""
+        from scratchbert.modeling import effective_size
+
+        check((bool(str(self.dataset).strip()), "--dataset is empty; give the folder written by `scratchbert dataset`"))
+        check_choices(self)
+        effective_size(self.preset, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+                       num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size)
+        budget = self.time_budget_minutes
+        check((self.max_steps == -1 or self.max_steps > 0,
+               f"--max-steps {self.max_steps} trains nothing; give a positive number of steps, or -1 to train "
+               "--epochs or until --time-budget-minutes"),
+              (finite(budget) and budget >= 0,
+               f"--time-budget-minutes {budget} must be a number of minutes, 0 or more (0: no budget)"),
+              (self.max_steps > 0 or budget > 0 or (finite(self.epochs) and self.epochs > 0),
+               "nothing to train: give --max-steps, a positive --epochs or --time-budget-minutes"),
+              (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1"),
+              (finite(self.learning_rate) and self.learning_rate >= 0,
+               f"--learning-rate {self.learning_rate} must be positive, or 0 for the recipe's"),
+              (finite(self.warmup_fraction) and (self.warmup_fraction == -1 or 0 <= self.warmup_fraction < 1),
+               f"--warmup-fraction {self.warmup_fraction} must lie in [0, 1), or be -1 for the recipe's"),
+              (finite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay {self.weight_decay} must not be negative"),
+              (finite(self.adam_beta1) and 0 <= self.adam_beta1 < 1, f"--adam-beta1 {self.adam_beta1} must lie in [0, 1)"),
+              (finite(self.adam_beta2) and 0 <= self.adam_beta2 < 1, f"--adam-beta2 {self.adam_beta2} must lie in [0, 1)"),
+              (finite(self.adam_epsilon) and self.adam_epsilon > 0, f"--adam-epsilon {self.adam_epsilon} must be positive"),
+              (finite(self.max_grad_norm) and self.max_grad_norm >= 0,
+               f"--max-grad-norm {self.max_grad_norm} must not be negative (0: no clipping)"),
+              (finite(self.dropout) and 0 <= self.dropout < 1, f"--dropout {self.dropout} must lie in [0, 1)"),
+              (finite(self.mlm_probability) and 0 < self.mlm_probability < 1,
+               f"--mlm-probability {self.mlm_probability} must lie in (0, 1)"),
+              (self.eval_steps >= 0, f"--eval-steps {self.eval_steps} must not be negative (0: evaluate at the end only)"),
+              (self.eval_examples >= 0, f"--eval-examples {self.eval_examples} must not be negative (0: all)"),
+              (self.save_steps >= 1, f"--save-steps {self.save_steps} must be at least 1"),
+              (self.logging_steps >= 1, f"--logging-steps {self.logging_steps} must be at least 1"),
+              (self.num_workers >= -1, f"--num-workers {self.num_workers} must be -1 (automatic) or more"))
+        if self.checkpoint_uri:
+            from scratchbert.storage import parse_s3_uri
+
+            parse_s3_uri(self.checkpoint_uri)
+        check_source(self.init_model, "--init-model", required=False)
+        sizes = [f for f in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+                 if getattr(self, f) is not None]
+        check((not (self.init_model and sizes),
+               f"--{sizes[0].replace('_', '-') if sizes else ''} cannot change the size of a starting model; leave it out"))
+        if self.optimizer != default(PretrainConfig, "optimizer"):
+            from transformers.training_args import OptimizerNames
+
+            names = [o.value for o in OptimizerNames]
+            check((self.optimizer in names, f"--optimizer {self.optimizer!r} is not a Trainer optimizer; use one of "
+                                            f"adamw_torch_fused, adamw_torch, ... ({len(names)} in all)"))
 
 
 # The recipe's peak learning rate and warmup fraction: from scratch (chosen by measurement at
@@ -192,51 +248,22 @@ def _mlm_nsp_metrics(eval_pred) -> dict:
             "nsp_accuracy": float(np.mean(counts[:, 2] == nsp_labels))}
 
 
-def _latest_checkpoint(checkpoint_dir: Path) -> str | None:
-    """The newest *complete* checkpoint: a kill while saving leaves a folder without
-    ``trainer_state.json`` (the Trainer writes it last), which is skipped."""
-    if not checkpoint_dir.is_dir():
-        return None
-    complete = [p for p in checkpoint_dir.glob("checkpoint-*")
-                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
-
-
-def _fetch_remote_checkpoint(uri: str, checkpoint_dir: Path) -> str | None:
-    """Download the latest complete checkpoint mirrored at ``uri``; None when there is none yet."""
-    from scratchbert import storage
-
-    try:
-        version = storage.read_manifest(uri)["version"]
-    except ScratchBertError:
-        return None  # nothing published there yet: a fresh run
-    target = checkpoint_dir / version
-    if not target.is_dir():
-        storage.fetch_published(f"{uri.rstrip('/')}/{version}", target)
-    return str(target)
-
-
-def _mirror_callback(uri: str, checkpoint_dir: Path):
-    """A callback that publishes each saved checkpoint to ``uri`` (manifest last, then LATEST)."""
-    from transformers import TrainerCallback
-
-    from scratchbert import storage
-
-    class _Mirror(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            folder = checkpoint_dir / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                storage.publish(folder, uri, version=folder.name)
-
-    return _Mirror()
-
-
 def pretrain(cfg: PretrainConfig) -> dict:
     """Pretrain; save the model, its tokenizer and model card into ``cfg.out``, the run's records
     (``metrics.json``, ``log_history.json``, TensorBoard runs) into ``cfg.logs``; return the metrics."""
+    # every setting and every output place is checked before the slow imports and any work
+    cfg.validate()
+    logs = Path(cfg.logs or sibling(cfg.out, "logs"))
+    checkpoint_dir = Path(cfg.checkpoint_dir or sibling(cfg.out, "checkpoints"))
+    inputs = [cfg.dataset, cfg.tokenizer]
+    check_distinct({"--out": cfg.out, "--logs": logs, "--checkpoint-dir": checkpoint_dir})
+    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
+    check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
+    check_output(checkpoint_dir, stage=None, inputs=inputs, overwrite=True, what="--checkpoint-dir")  # its run: Checkpoints
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+    from scratchbert.checkpoints import Checkpoints, run_record
     from scratchbert.modelcard import write_model_card
     from scratchbert.modeling import (
         build_config,
@@ -247,6 +274,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     )
     from scratchbert.pretraining_data import (
         MlmNspCollator,
+        data_fingerprint,
         load_pretraining_dataset,
         token_counts,
         tokenizer_fingerprint,
@@ -258,10 +286,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     tokenizer = load_tokenizer(tok_dir)
     if tokenizer_fingerprint(tokenizer) != info["tokenizer_fingerprint"]:
         raise ScratchBertError(f"tokenizer {tok_dir} is not the one dataset {cfg.dataset} was built with; pass the dataset's tokenizer or rebuild the dataset")
-    if cfg.max_steps <= 0 and not cfg.time_budget_minutes and cfg.epochs <= 0:
-        raise ScratchBertError("nothing to train: give --max-steps, --epochs or --time-budget-minutes")
-    if cfg.batch_size <= 0 or cfg.learning_rate < 0:
-        raise ScratchBertError("batch size must be positive and learning rate not negative (0 picks the recipe's)")
     learning_rate, warmup_fraction = schedule_settings(cfg)
     attention = resolve_attention(cfg.attention)
     precision = resolve_precision(cfg.precision)
@@ -280,10 +304,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
             from transformers import BertForPreTraining
 
             model = BertForPreTraining(config)
-    checkpoint_dir = Path(cfg.checkpoint_dir or sibling(cfg.out, "checkpoints"))
-    resume = _latest_checkpoint(checkpoint_dir)
-    if resume is None and cfg.checkpoint_uri:
-        resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
+    # the run is what it trains with: the recipe's learning rate and warmup where 0 / -1 picked them
+    settings = dataclasses.replace(cfg, learning_rate=learning_rate, warmup_fraction=warmup_fraction)
+    run = Checkpoints(checkpoint_dir, run_record(settings, model.config, info,
+                                                 info.get("fingerprint") or data_fingerprint(cfg.dataset), precision),
+                      overwrite=cfg.overwrite, uri=cfg.checkpoint_uri)
+    resume = run.resume
     if cfg.unigram_bias and resume is None and not cfg.init_model:  # a resumed or starting model has its trained bias
         set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
 
@@ -342,12 +368,21 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
+        def _run_epoch(self, *args, **kw):
+            # Resumed from the last step (a run killed after its final checkpoint, before its
+            # output): the stock loop fast-forwards inside the epoch and trains one step past
+            # max_steps. Nothing is left to train.
+            if self.args.max_steps > 0 and self.state.global_step >= self.args.max_steps:
+                self.control.should_training_stop = True
+                return None
+            return super()._run_epoch(*args, **kw)
+
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
             if model.training:  # a device tensor: no host sync on the hot path
                 tokens["count"] = tokens["count"] + inputs["attention_mask"].sum()
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-    callbacks = [_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else [])
+    callbacks = [_Clock(), *run.callbacks()]
     trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
                        data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
                                                     pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
@@ -377,8 +412,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
         **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
     }
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-    logs = Path(cfg.logs or sibling(cfg.out, "logs"))
-    with atomic_output_dir(cfg.out) as tmp, atomic_output_dir(logs) as tmp_logs:
+    with (atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite,
+                            marker={"tokenizer_fingerprint": info["tokenizer_fingerprint"]}) as tmp,
+          atomic_output_dir(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs") as tmp_logs):
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -389,8 +425,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         tb = checkpoint_dir / "runs"
         if tb.is_dir():
             shutil.copytree(tb, tmp_logs / "tensorboard")
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    run.finish(keep=cfg.keep_checkpoints)
     return metrics
 
 
@@ -404,9 +439,6 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
     from scratchbert.pretraining_data import tokenizer_fingerprint
     from scratchbert.tokenizer import load_tokenizer
 
-    sizes = [f for f in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if getattr(cfg, f)]
-    if sizes:
-        raise ScratchBertError(f"--{sizes[0].replace('_', '-')} cannot change the size of a starting model; leave it out")
     with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
         folder = starting_model.fetch(cfg.init_model, tmp)
         config = starting_model.check(folder, max_seq_len=info["max_seq_len"], where=cfg.init_model)

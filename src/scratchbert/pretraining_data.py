@@ -26,10 +26,15 @@ import numpy as np
 
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import masked_positions
-from scratchbert.outputs import atomic_output_dir, read_json, write_json
-from scratchbert.params import param
+from scratchbert.outputs import atomic_output_dir, check_output, read_json, write_json
+from scratchbert.params import check, check_source, finite, param
 
 DATASET_INFO = "scratchbert_dataset.json"
+STAGE = "dataset"
+# The shortest example that holds two segments, and the longest BERT position table this
+# project builds (the `length` column is int16, so it must stay below 32,768 anyway).
+MIN_SEQ_LEN = 8
+MAX_SEQ_LEN = 8192
 
 
 @dataclass
@@ -50,12 +55,33 @@ class DatasetConfig:
     max_valid_corpus_bytes: int = param(0, help="Use only the first N bytes of the validation corpus; 0 uses all of it.")
     num_proc: int = param(0, help="Worker processes; 0 uses every core.")
     seed: int = param(12345, help="Random seed of the cuts, pairings and held-out documents.")
+    overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote (a dataset folder is always replaced).")
+
+    def validate(self) -> None:
+        """Check every setting (no file is read): one line for the first that is wrong."""
+        check_source(self.corpus, "--corpus")
+        check_source(self.valid_corpus, "--valid-corpus", required=False)
+        check((bool(str(self.tokenizer).strip()), "--tokenizer is empty; give the folder written by `scratchbert tokenizer`"),
+              (MIN_SEQ_LEN <= self.max_seq_len <= MAX_SEQ_LEN,
+               f"--max-seq-len {self.max_seq_len} must lie between {MIN_SEQ_LEN} (two segments need room) and {MAX_SEQ_LEN} "
+               "(BERT uses 128 or 512)"),
+              (finite(self.short_seq_prob) and 0 <= self.short_seq_prob <= 1, f"--short-seq-prob {self.short_seq_prob} must lie in [0, 1]"),
+              (finite(self.random_next_prob) and 0 <= self.random_next_prob <= 1,
+               f"--random-next-prob {self.random_next_prob} must lie in [0, 1]"),
+              (self.dupe_factor >= 1, f"--dupe-factor {self.dupe_factor} must be 1 or more (times each document is turned into examples)"),
+              (finite(self.validation_fraction) and 0 <= self.validation_fraction < 1,
+               f"--validation-fraction {self.validation_fraction} must lie in [0, 1) (the fraction of documents held out)"),
+              (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
+              (self.max_valid_corpus_bytes >= 0,
+               f"--max-valid-corpus-bytes {self.max_valid_corpus_bytes} must not be negative (0 uses all of it)"),
+              (self.num_proc >= 0, f"--num-proc {self.num_proc} must not be negative; give a number of processes, or 0 for every core"))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of the vocabulary: a model, dataset and tokenizer must agree on it."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256("\n".join(t for t, _ in vocab).encode()).hexdigest()[:16]
+    from scratchbert.tokenizer import fingerprint
+
+    return fingerprint(tokenizer)
 
 
 def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random) -> None:
@@ -198,16 +224,13 @@ def _split_stats(ds, max_seq_len: int) -> dict:
 
 def build_dataset(cfg: DatasetConfig) -> dict:
     """Build the train/validation MLM+NSP dataset into ``cfg.out``; return its statistics."""
+    cfg.validate()
+    inputs = [cfg.corpus, cfg.valid_corpus, cfg.tokenizer]
+    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
     from datasets import DatasetDict, disable_caching
 
     from scratchbert.corpus import load_documents
 
-    if cfg.max_seq_len < 8:
-        raise ScratchBertError(f"max sequence length {cfg.max_seq_len} is too short for two segments; use 32 or more")
-    if not 0 <= cfg.random_next_prob <= 1 or not 0 <= cfg.short_seq_prob <= 1:
-        raise ScratchBertError("random-next and short-sequence probabilities must lie in [0, 1]")
-    if cfg.dupe_factor < 1:
-        raise ScratchBertError(f"dupe factor {cfg.dupe_factor} must be 1 or more (times each document is turned into examples)")
     t0 = time.perf_counter()
     tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
     num_proc = cfg.num_proc or os.cpu_count() or 1
@@ -235,14 +258,27 @@ def build_dataset(cfg: DatasetConfig) -> dict:
              "train_documents": len(train_docs), "validation_documents": len(valid_docs)}
     for split in ("train", "validation"):
         stats.update({f"{split}_{k}": v for k, v in _split_stats(ds[split], cfg.max_seq_len).items()})
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite) as tmp:
         ds.save_to_disk(str(tmp), num_proc=None)
         tok.save_pretrained(Path(tmp) / "tokenizer")
         write_json(Path(tmp) / DATASET_INFO, {"max_seq_len": cfg.max_seq_len, "vocab_size": len(tok),
                                               "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+                                              "fingerprint": data_fingerprint(tmp),
                                               "corpora": [c for c in (cfg.corpus, cfg.valid_corpus) if c]})
         write_json(Path(tmp) / "metrics.json", stats)
     return stats
+
+
+def data_fingerprint(folder: str | Path) -> str:
+    """A hash of a saved dataset's examples (its Arrow files), so that a checkpoint knows which
+    dataset it was trained on; the same examples give the same fingerprint."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).rglob("*.arrow")):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with open(f, "rb") as data:
+            for chunk in iter(lambda: data.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def load_pretraining_dataset(path: str | Path):

@@ -34,8 +34,9 @@ from scratchbert import starting_model
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
-from scratchbert.outputs import atomic_output_dir, sibling, write_json
-from scratchbert.params import check_choices, param
+from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
+from scratchbert.params import check_choices, check_source, finite, param
+from scratchbert.tokenizer import fingerprint
 
 if TYPE_CHECKING:
     import datasets
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STAGE = "qa-finetune"
 HF_PREFIX = "hf://"
 S3_PREFIX = "s3://"
 # The columns (and their types) of the Hub's rajpurkar/squad, which every source is turned into.
@@ -91,6 +93,11 @@ class QAConfig:
                       choices=("auto", "true", "false"))
     num_workers: int = param(0, help="Worker processes for tokenisation and data loading; 0 works in the main process.")
     logging_steps: int = param(50, help="Log loss and learning rate every N steps.")
+    overwrite: bool = param(False, help="Replace an existing --out and --logs that another stage or a person wrote (a QA model folder is always replaced).")
+
+    def validate(self) -> None:
+        """Check every setting (no file is read): one line for the first that is wrong."""
+        _validate(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,21 +518,26 @@ def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder"
 
 
 def _validate(cfg: QAConfig) -> None:
+    if not str(cfg.model).strip():
+        raise ScratchBertError("QA fine-tuning: --model is empty; give the folder written by `scratchbert pretrain`")
+    check_source(cfg.squad_train, "--squad-train")
+    check_source(cfg.squad_dev, "--squad-dev")
     checks = [
-        (cfg.max_seq_len == 0 or cfg.max_seq_len >= 16, f"max_seq_len {cfg.max_seq_len} is too small; use at least 16, or 0 for 384"),
-        (cfg.doc_stride >= 0, f"doc_stride {cfg.doc_stride} must not be negative (0 uses a third of the window)"),
-        (cfg.max_answer_len >= 1, f"max_answer_len {cfg.max_answer_len} must be at least 1"),
-        (cfg.n_best >= 1, f"n_best {cfg.n_best} must be at least 1"),
-        (cfg.learning_rate > 0, f"learning_rate {cfg.learning_rate} must be positive"),
-        (cfg.batch_size >= 1, f"batch_size {cfg.batch_size} must be at least 1"),
-        (cfg.max_steps == -1 or cfg.max_steps > 0, f"max_steps {cfg.max_steps} must be positive, or -1 to train --epochs"),
-        (cfg.max_steps > 0 or cfg.epochs > 0, "epochs must be positive when max_steps is -1; set one of them"),
-        (0 <= cfg.warmup_ratio < 1, f"warmup_ratio {cfg.warmup_ratio} must be in [0, 1)"),
-        (cfg.weight_decay >= 0, f"weight_decay {cfg.weight_decay} must not be negative"),
-        (cfg.max_train_examples >= 0, "max_train_examples must not be negative (0 uses all)"),
-        (cfg.max_eval_examples >= 0, "max_eval_examples must not be negative (0 uses all)"),
-        (cfg.num_workers >= 0, f"num_workers {cfg.num_workers} must not be negative"),
-        (cfg.logging_steps >= 1, f"logging_steps {cfg.logging_steps} must be at least 1"),
+        (cfg.max_seq_len == 0 or cfg.max_seq_len >= 16, f"--max-seq-len {cfg.max_seq_len} is too small; use at least 16, or 0 for 384"),
+        (cfg.doc_stride >= 0, f"--doc-stride {cfg.doc_stride} must not be negative (0 uses a third of the window)"),
+        (cfg.max_answer_len >= 1, f"--max-answer-len {cfg.max_answer_len} must be at least 1"),
+        (cfg.n_best >= 1, f"--n-best {cfg.n_best} must be at least 1"),
+        (finite(cfg.learning_rate) and cfg.learning_rate > 0, f"--learning-rate {cfg.learning_rate} must be positive"),
+        (finite(cfg.max_grad_norm) and cfg.max_grad_norm >= 0, f"--max-grad-norm {cfg.max_grad_norm} must not be negative"),
+        (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be at least 1"),
+        (cfg.max_steps == -1 or cfg.max_steps > 0, f"--max-steps {cfg.max_steps} must be positive, or -1 to train --epochs"),
+        (cfg.max_steps > 0 or (finite(cfg.epochs) and cfg.epochs > 0), "--epochs must be positive when --max-steps is -1; set one of them"),
+        (finite(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio < 1, f"--warmup-ratio {cfg.warmup_ratio} must be in [0, 1)"),
+        (finite(cfg.weight_decay) and cfg.weight_decay >= 0, f"--weight-decay {cfg.weight_decay} must not be negative"),
+        (cfg.max_train_examples >= 0, "--max-train-examples must not be negative (0 uses all)"),
+        (cfg.max_eval_examples >= 0, "--max-eval-examples must not be negative (0 uses all)"),
+        (cfg.num_workers >= 0, f"--num-workers {cfg.num_workers} must not be negative"),
+        (cfg.logging_steps >= 1, f"--logging-steps {cfg.logging_steps} must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -576,13 +588,19 @@ def finetune_qa(cfg: QAConfig) -> dict:
     (question id -> answer), ``log_history.json`` (the Trainer's log), ``qa_config.json``
     and TensorBoard runs under ``runs/``. Returns the metrics.
     """
+    # every setting and every output place is checked before the slow imports and any work
     _validate(cfg)
+    logs = Path(cfg.logs or sibling(cfg.out, "logs"))
+    inputs = [cfg.model, cfg.squad_train, cfg.squad_dev]
+    check_distinct({"--out": cfg.out, "--logs": logs})
+    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
+    check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
-        return _finetune(cfg, starting_model.fetch(cfg.model, tmp) if starting_model.is_remote(cfg.model)
-                         else Path(cfg.model))
+        model_dir = starting_model.fetch(cfg.model, tmp) if starting_model.is_remote(cfg.model) else Path(cfg.model)
+        return _finetune(cfg, model_dir, logs, inputs)
 
 
-def _finetune(cfg: QAConfig, model_dir: Path) -> dict:
+def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     import torch
     from transformers import (
         BertForQuestionAnswering,
@@ -593,18 +611,22 @@ def _finetune(cfg: QAConfig, model_dir: Path) -> dict:
     )
 
     from scratchbert.modelcard import write_model_card
+    from scratchbert.modeling import check_tokenizer_matches
     from scratchbert.pretrain import report_to
 
     tokenizer, config = _load_tokenizer_and_config(model_dir)
+    if getattr(config, "model_type", None) != "bert":
+        raise ScratchBertError(f"{cfg.model} holds a {getattr(config, 'model_type', 'unknown')} model; QA fine-tuning takes a BERT "
+                               "model folder, e.g. from `scratchbert pretrain`")
+    check_tokenizer_matches(config, tokenizer, cfg.model, str(model_dir))
     max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
     max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos)
     _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)
-    if len(tokenizer) > config.vocab_size:
-        raise ScratchBertError(
-            f"the tokenizer in {cfg.model} has {len(tokenizer)} tokens but the model only {config.vocab_size}; "
-            "save the tokenizer the model was pretrained with into the folder")
+    # A QA model's head is trained already: fine-tuning continues it; any other BERT starts a new head.
+    starts_from = "qa_model" if "BertForQuestionAnswering" in (config.architectures or []) else "pretrained_model"
+    log.info("QA fine-tuning %s %s (%s)", "continues the QA model" if starts_from == "qa_model" else "starts from the pretrained model",
+             cfg.model, ", ".join(config.architectures or ["no architecture recorded"]))
     bf16 = use_bf16(cfg.bf16)
-    logs = Path(cfg.logs or sibling(cfg.out, "logs"))
 
     train_set, train_repaired = load_squad(cfg.squad_train, split="train", repair_answer_starts=cfg.repair_answer_starts,
                                            max_examples=cfg.max_train_examples or None)
@@ -624,7 +646,9 @@ def _finetune(cfg: QAConfig, model_dir: Path) -> dict:
     set_seed(cfg.seed)  # before the model: the new QA head is initialised from the seed
     model = BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
 
-    with atomic_output_dir(cfg.out) as tmp, atomic_output_dir(logs) as tmp_logs:
+    with (atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite,
+                            marker={"tokenizer_fingerprint": fingerprint(tokenizer), "starts_from": starts_from}) as tmp,
+          atomic_output_dir(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs") as tmp_logs):
         args = TrainingArguments(
             # The run lives in temporary folders that only become `out` and `logs` at the end,
             # so mid-run checkpoints there could not be resumed from anyway: none are saved.
@@ -690,6 +714,7 @@ def _finetune(cfg: QAConfig, model_dir: Path) -> dict:
             "train_answer_starts_repaired": train_repaired,
             "eval_answer_starts_repaired": eval_repaired,
             "bf16": int(bf16),
+            "starts_from": starts_from,
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         trainer.model.save_pretrained(str(tmp))
@@ -717,7 +742,12 @@ def _cached_qa_model(path: str, _stamp: float):
     """Load model and tokenizer once per folder version (``_stamp``: config.json's mtime)."""
     from transformers import BertForQuestionAnswering
 
-    tokenizer, _ = _load_tokenizer_and_config(path, "QA model folder")
+    from scratchbert.modeling import check_model_kind, check_tokenizer_matches
+
+    tokenizer, config = _load_tokenizer_and_config(path, "QA model folder")
+    check_model_kind(path, config, "question-answering",
+                     f"fine-tune it first (`scratchbert qa-finetune --model {path} ...`) and ask the model that writes")
+    check_tokenizer_matches(config, tokenizer, path, path)
     model = BertForQuestionAnswering.from_pretrained(path, local_files_only=True)
     model.eval()
     return tokenizer, model

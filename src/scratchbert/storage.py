@@ -1,17 +1,27 @@
 """Object storage through the ``minio`` SDK: any S3 endpoint (SeaweedFS, MinIO, AWS S3, ...).
 
-Where the endpoint and keys come from
--------------------------------------
+Where the endpoint and credentials come from
+--------------------------------------------
 The standard AWS variable names, read from the environment (or a dict you pass):
 
 * ``AWS_ENDPOINT_URL`` (required): ``http://127.0.0.1:8333``, ``https://s3.amazonaws.com``,
   ``http://seaweedfs.kubeflow:8333``. The scheme decides TLS (``https`` = secure); the URL
   may not have a path.
-* ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (required).
-* ``AWS_SESSION_TOKEN`` (optional): for temporary credentials.
+* credentials, the first that is found, as the AWS SDKs look for them (through the ``minio``
+  SDK's credential providers):
+
+  1. ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN`` for
+     temporary keys);
+  2. a profile of the AWS credentials file (``AWS_SHARED_CREDENTIALS_FILE``, else
+     ``~/.aws/credentials``; profile ``AWS_PROFILE``, else ``default``);
+  3. a workload identity: a web-identity token (``AWS_WEB_IDENTITY_TOKEN_FILE`` with
+     ``AWS_ROLE_ARN``: EKS IRSA and pod identity webhooks; the STS endpoint is
+     ``AWS_ENDPOINT_URL_STS`` or AWS's), ECS/EKS container credentials
+     (``AWS_CONTAINER_CREDENTIALS_*``), or an EC2 instance profile (unless
+     ``AWS_EC2_METADATA_DISABLED=true``). Temporary credentials are renewed when they expire.
 * ``AWS_REGION`` (optional): saves a bucket-location request; AWS needs it for new buckets.
 
-:class:`scratchbert.objectstore.EmbeddedS3` hands out exactly these variables from its
+:class:`scratchbert.objectstore.EmbeddedS3` hands out the endpoint and static keys from its
 ``env()``.
 
 Addresses are ``s3://bucket/prefix`` (:func:`parse_s3_uri`).
@@ -44,6 +54,7 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import MARKER as OUTPUT_MARKER
 from scratchbert.outputs import atomic_output_dir
 from scratchbert.params import param
 
@@ -98,37 +109,121 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
-    """Return a :class:`minio.Minio` client for the endpoint and keys in ``env`` (default: ``os.environ``).
+class NotFound(ScratchBertError):
+    """Nothing is stored at an address (no object, no manifest, no bucket)."""
+
+
+def parse_endpoint(endpoint: str, name: str = ENV_ENDPOINT) -> tuple[str, bool]:
+    """``http(s)://host[:port]`` -> (``host:port``, secure); ``name`` says where the value came from."""
+    endpoint = str(endpoint or "").strip()
+    url = urlsplit(endpoint)
+    try:
+        port_ok = url.port is None or 0 < url.port < 65536
+    except ValueError:
+        port_ok = False
+    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/") or url.query or not port_ok:
+        shown = f"{name}={endpoint!r}" if name == ENV_ENDPOINT else f"{name} {endpoint!r}"
+        raise ScratchBertError(
+            f"{shown} is not an endpoint URL; give scheme, host and port only, e.g. http://127.0.0.1:8333 or https://s3.amazonaws.com")
+    return url.netloc, url.scheme == "https"
+
+
+def credentials_provider(env: Mapping[str, str] | None = None):
+    """The ``minio.credentials`` provider for ``env`` (default ``os.environ``); see the module docstring.
+
+    Static keys win; then the AWS credentials file, then workload identity. The chosen
+    provider has already fetched its credentials once, so a missing or refused identity is
+    reported here, in one line, not at the first request.
 
     Raises:
-        ScratchBertError: a required variable is missing or ``AWS_ENDPOINT_URL`` is malformed.
+        ScratchBertError: no source has credentials (the message lists where it looked).
+    """
+    import urllib3
+    from minio.credentials import AWSConfigProvider, ChainedProvider, IamAwsProvider, StaticProvider
+
+    env = os.environ if env is None else env
+    access_key, secret_key = (env.get(ENV_ACCESS_KEY) or "").strip(), (env.get(ENV_SECRET_KEY) or "").strip()
+    if access_key and secret_key:
+        return StaticProvider(access_key, secret_key, (env.get(ENV_SESSION_TOKEN) or None))
+    if access_key or secret_key:
+        missing = ENV_SECRET_KEY if access_key else ENV_ACCESS_KEY
+        raise ScratchBertError(f"{missing} is not set, but {ENV_ACCESS_KEY if access_key else ENV_SECRET_KEY} is; "
+                               "export both, or neither to use a profile or a workload identity")
+    home = env.get("HOME") or os.path.expanduser("~")
+    credentials_file = env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials")
+    profile = env.get("AWS_PROFILE") or "default"
+    providers = [AWSConfigProvider(filename=credentials_file, profile=profile)]
+    identity = any(env.get(k) for k in ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                                        "AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+    metadata = (env.get("AWS_EC2_METADATA_DISABLED") or "").lower() != "true"
+    if identity or metadata:
+        # Off EC2 the instance-metadata address does not answer at all: ask it once, briefly.
+        http = (urllib3.PoolManager(timeout=urllib3.Timeout(connect=5.0, read=30.0),
+                                    retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
+                if identity else urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=2.0), retries=False))
+        saved = {k: os.environ.get(k) for k in _IDENTITY_VARS}
+        try:  # IamAwsProvider reads these from os.environ only: hand it ``env``'s
+            for k in _IDENTITY_VARS:
+                _set_env(k, env.get(k))
+            providers.append(IamAwsProvider(custom_endpoint=(env.get("AWS_ENDPOINT_URL_STS") or None) if identity else None,
+                                            http_client=http))
+        finally:
+            for k, v in saved.items():
+                _set_env(k, v)
+    chain = ChainedProvider(providers)
+    try:
+        chain.retrieve()
+    except Exception as e:  # noqa: BLE001 - each provider fails in its own way; say where we looked
+        places = [f"{ENV_ACCESS_KEY}/{ENV_SECRET_KEY}", f"profile {profile!r} of {credentials_file}"]
+        if identity:
+            places.append(f"the workload identity ({e})")
+        elif metadata:
+            places.append("the EC2 instance metadata")
+        raise ScratchBertError(f"no S3 credentials found (looked at {', '.join(places)}); export {ENV_ACCESS_KEY} and "
+                               f"{ENV_SECRET_KEY}, or configure one of the others") from None
+    return chain
+
+
+_IDENTITY_VARS = ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                  "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_REGION", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME",
+                  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
+    """Return a :class:`minio.Minio` client for the endpoint and credentials in ``env`` (default: ``os.environ``).
+
+    Raises:
+        ScratchBertError: ``AWS_ENDPOINT_URL`` is missing or malformed, or no credentials are found.
     """
     from minio import Minio
 
     env = os.environ if env is None else env
+    endpoint = (env.get(ENV_ENDPOINT) or "").strip()
+    if not endpoint:
+        raise ScratchBertError(f"environment variable {ENV_ENDPOINT} is not set, so S3 cannot be reached; "
+                               f"export {ENV_ENDPOINT}=http://127.0.0.1:8333 (your S3 endpoint)")
+    netloc, secure = parse_endpoint(endpoint)
+    return Minio(netloc, credentials=credentials_provider(env), secure=secure, region=(env.get(ENV_REGION) or None),
+                 http_client=_http_client())
 
-    def need(name: str, example: str) -> str:
-        value = (env.get(name) or "").strip()
-        if not value:
-            raise ScratchBertError(f"environment variable {name} is not set, so S3 cannot be reached; export {name}={example}")
-        return value
 
-    endpoint = need(ENV_ENDPOINT, "http://127.0.0.1:8333")
-    access_key = need(ENV_ACCESS_KEY, "<your access key>")
-    secret_key = need(ENV_SECRET_KEY, "<your secret key>")
-    url = urlsplit(endpoint)
-    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/") or url.query:
-        raise ScratchBertError(
-            f"{ENV_ENDPOINT}={endpoint!r} is not an endpoint URL; give scheme, host and port only, e.g. http://127.0.0.1:8333 or https://s3.amazonaws.com")
-    return Minio(
-        url.netloc,
-        access_key=access_key,
-        secret_key=secret_key,
-        session_token=(env.get(ENV_SESSION_TOKEN) or None),
-        secure=url.scheme == "https",
-        region=(env.get(ENV_REGION) or None),
-    )
+def _http_client():
+    """minio's own HTTP client settings, but a refused or silent endpoint fails in seconds: minio
+    retries a refused connection five times with back-off (6 s) and waits 5 minutes to connect."""
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=15, read=300), maxsize=10, cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=5, connect=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,15 +251,15 @@ def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = N
     with _s3_errors(uri):
         if key and not key.endswith("/") and _exists(client, bucket, key):
             name = PurePosixPath(key).name
-            with atomic_output_dir(out) as tmp:
+            with atomic_output_dir(out, overwrite=True, what="download folder") as tmp:
                 client.fget_object(bucket, key, str(tmp / name))
             return out / name
         prefix = _as_dir(key)
         objects = [(o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=prefix, recursive=True)
                    if not o.object_name.endswith("/")]
         if not objects:
-            raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
-        with atomic_output_dir(out) as tmp, _progress(objects, f"download {uri}") as bar:
+            raise NotFound(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
+        with atomic_output_dir(out, overwrite=True, what="download folder") as tmp, _progress(objects, f"download {uri}") as bar:
             for name, size in objects:
                 client.fget_object(bucket, name, str(tmp / _safe_relative(name[len(prefix):], uri)))
                 bar.update(size)
@@ -220,7 +315,8 @@ def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = N
     if not _VERSION_RE.fullmatch(version) or version == LATEST:
         raise ScratchBertError(
             f"version {version!r} for {dest_uri} is not a valid name; use letters, digits, '.', '_' or '-' (e.g. 20261125T140501Z)")
-    files = _local_files(local_dir)
+    # the folder's scratchbert_output.json says which local stage wrote it: not part of the model
+    files = {rel: path for rel, path in _local_files(local_dir).items() if rel != OUTPUT_MARKER}
     if MANIFEST in files:
         raise ScratchBertError(f"{Path(local_dir) / MANIFEST} exists, but publish writes {MANIFEST} itself; rename or remove that file")
     base = _as_dir(key)
@@ -253,9 +349,17 @@ class PublishConfig:
     publish_uri: str = param(help="s3://bucket/prefix to publish under: a version folder with a manifest, then LATEST.")
     publish_version: str = param("", help="Version folder name; empty uses the UTC time. A published version is never overwritten.")
 
+    def validate(self) -> None:
+        """Check every setting (nothing is contacted): one line for the first that is wrong."""
+        parse_s3_uri(self.publish_uri)
+        if self.publish_version and (not _VERSION_RE.fullmatch(self.publish_version) or self.publish_version == LATEST):
+            raise ScratchBertError(f"--publish-version {self.publish_version!r} is not a valid name; use letters, digits, "
+                                   "'.', '_' or '-' (e.g. 20261125T140501Z), or leave it empty for the UTC time")
+
 
 def publish_model(cfg: PublishConfig) -> str:
     """Publish ``cfg.model`` (see :func:`publish`) and return the version's URI."""
+    cfg.validate()
     return publish(cfg.model, cfg.publish_uri, cfg.publish_version or None)
 
 
@@ -282,7 +386,7 @@ def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: Minio | N
         version_prefix, manifest = _resolve_manifest(client, bucket, _as_dir(key), uri)
         version_uri = f"s3://{bucket}/{version_prefix}"
         files = manifest["files"]
-        with atomic_output_dir(out) as tmp, _progress([(f["path"], f["size"]) for f in files], f"fetch {version_uri}") as bar:
+        with atomic_output_dir(out, overwrite=True, what="download folder") as tmp, _progress([(f["path"], f["size"]) for f in files], f"fetch {version_uri}") as bar:
             for entry in files:
                 rel = entry["path"]
                 target = tmp / _safe_relative(rel, version_uri)
@@ -309,7 +413,7 @@ def read_object(uri: str, *, client: Minio | None = None) -> bytes:
     with _s3_errors(uri):
         data = _get_bytes(client, bucket, key)
     if data is None:
-        raise ScratchBertError(f"nothing is stored at {uri}; check the address")
+        raise NotFound(f"nothing is stored at {uri}; check the address")
     return data
 
 
@@ -343,7 +447,7 @@ def _resolve_manifest(client: Minio, bucket: str, prefix: str, uri: str) -> tupl
             version_prefix = f"{prefix}{version}/"
             raw = _get_bytes(client, bucket, version_prefix + MANIFEST)
     if raw is None:
-        raise ScratchBertError(
+        raise NotFound(
             f"no {MANIFEST} at s3://{bucket}/{version_prefix}: the model is not published or the publish did not finish; "
             f"publish it again or point at a complete version")
     try:
@@ -368,7 +472,7 @@ def _s3_errors(uri: str) -> Iterator[None]:
         yield
     except S3Error as exc:
         if exc.code == "NoSuchBucket":
-            msg = f"the bucket of {uri} does not exist; create it or fix the address"
+            raise NotFound(f"the bucket of {uri} does not exist; create it or fix the address") from exc
         elif exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             msg = (f"S3 refused access to {uri} ({exc.code}); check {ENV_ACCESS_KEY}, {ENV_SECRET_KEY} "
                    f"and the permissions of that key")
@@ -376,8 +480,10 @@ def _s3_errors(uri: str) -> Iterator[None]:
             msg = f"S3 request for {uri} failed ({exc.code}: {exc.message}); check the address and the server"
         raise ScratchBertError(msg) from exc
     except (MinioException, HTTPError) as exc:
+        reason = str(getattr(exc, "reason", None) or exc)  # MaxRetryError: the last attempt's error
+        reason = reason.rsplit("): ", 1)[-1] if "): " in reason else reason  # without the pool's repr
         raise ScratchBertError(
-            f"could not reach S3 for {uri} ({type(exc).__name__}: {exc}); check {ENV_ENDPOINT} and that the server is running") from exc
+            f"could not reach S3 for {uri} ({reason}); check {ENV_ENDPOINT} and that the server is running") from exc
 
 
 def _exists(client: Minio, bucket: str, name: str) -> bool:

@@ -8,14 +8,17 @@ tokens). Seeds here cover only the held-out split.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert.errors import ScratchBertError
-from scratchbert.outputs import atomic_output_dir, write_json
-from scratchbert.params import param
+from scratchbert.outputs import atomic_output_dir, check_output, write_json
+from scratchbert.params import check, check_source, finite, param
+
+STAGE = "tokenizer"
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Below this a WordPiece vocabulary cannot hold the special tokens plus a basic alphabet.
@@ -38,6 +41,20 @@ class TokenizerConfig:
     seed: int = param(0, help="Random seed of the held-out split.")
     init_model: str = param("", help="Take the tokenizer of this starting model (hf://owner/name, s3://... or a folder) "
                                      "instead of training one; the corpus then only measures how well it fits.")
+    overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote (a tokenizer folder is always replaced).")
+
+    def validate(self) -> None:
+        """Check every setting (no file is read): one line for the first that is wrong."""
+        check_source(self.corpus, "--corpus")
+        check_source(self.init_model, "--init-model", required=False)
+        check((self.vocab_size >= MIN_VOCAB_SIZE,
+               f"--vocab-size {self.vocab_size} is too small for the {len(SPECIAL_TOKENS)} special tokens and a basic alphabet; "
+               f"use {MIN_VOCAB_SIZE} or more"),
+              (self.min_frequency >= 0, f"--min-frequency {self.min_frequency} must not be negative"),
+              (self.limit_alphabet >= 1, f"--limit-alphabet {self.limit_alphabet} must be at least 1"),
+              (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
+              (finite(self.heldout_fraction) and 0 <= self.heldout_fraction < 1,
+               f"--heldout-fraction {self.heldout_fraction} must lie in [0, 1)"))
 
 
 # The tokenizer of a starting model is scored on this much of the corpus (its first documents).
@@ -58,15 +75,13 @@ def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
 def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) -> dict:
     """Train the tokenizer (or take a starting model's), save it to ``cfg.out`` and return its report
     (also ``metrics.json``)."""
+    cfg.validate()
+    check_output(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite)
+    if cfg.init_model:
+        return _starting_model_tokenizer(cfg, documents)
     from tokenizers import processors, trainers
     from transformers import BertTokenizerFast
 
-    if cfg.init_model:
-        return _starting_model_tokenizer(cfg, documents)
-    if cfg.vocab_size < MIN_VOCAB_SIZE:
-        raise ScratchBertError(f"vocab size {cfg.vocab_size} is too small for the {len(SPECIAL_TOKENS)} special tokens and a basic alphabet; use --vocab-size {MIN_VOCAB_SIZE} or more")
-    if not 0 <= cfg.heldout_fraction < 1:
-        raise ScratchBertError(f"heldout fraction {cfg.heldout_fraction} must be in [0, 1)")
     t0 = time.perf_counter()
     if documents is None:
         from scratchbert.corpus import load_documents
@@ -99,7 +114,8 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
     report = {"vocab_size": hf_tok.vocab_size, "train_documents": len(train_docs),
               "heldout_documents": len(held_docs), "train_seconds": round(train_seconds, 3),
               **tokenizer_quality(hf_tok, held_docs)}
-    with atomic_output_dir(cfg.out) as tmp:
+    with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite,
+                           marker={"tokenizer_fingerprint": fingerprint(hf_tok)}) as tmp:
         hf_tok.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", report)
     return report
@@ -123,7 +139,8 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
             documents = load_documents(cfg.corpus, limit)
         report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents),
                   "train_seconds": round(time.perf_counter() - t0, 3), **tokenizer_quality(tok, documents)}
-        with atomic_output_dir(cfg.out) as out:
+        with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite,
+                               marker={"tokenizer_fingerprint": fingerprint(tok)}) as out:
             tok.save_pretrained(out)
             write_json(Path(out) / "metrics.json", report)
     return report
@@ -140,6 +157,12 @@ def tokenizer_quality(tokenizer, documents: list[str]) -> dict:
     n_unk = sum(ids.count(unk) for ids in enc)
     return {"unk_rate": n_unk / max(n_tokens, 1), "tokens_per_word": n_tokens / max(words, 1),
             "heldout_tokens": n_tokens}
+
+
+def fingerprint(tokenizer) -> str:
+    """A short hash of the vocabulary: a model, dataset and tokenizer must agree on it."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256("\n".join(t for t, _ in vocab).encode()).hexdigest()[:16]
 
 
 def load_tokenizer(path: str | Path):

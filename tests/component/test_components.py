@@ -23,6 +23,7 @@ from scratchbert_components.dataset import component as dataset_component
 from scratchbert_components.evaluate import component as evaluate_component
 from scratchbert_components.publish import component as publish_component
 from scratchbert_components.tokenizer import component as tokenizer_component
+from scratchbert_components.validate import component as validate_component
 
 # The label only (the subprocess runner runs this Python); "python" in it keeps kfp.local quiet.
 IMAGE = "python-scratchbert:test"
@@ -149,6 +150,20 @@ def test_bad_input_ends_the_task_with_one_clear_sentence(capfd):
     log = out.out + out.err
     assert "scratchbert error: corpus /nonexistent/corpus.txt does not exist" in log
     assert "Traceback" not in log
+
+
+def test_validate_fails_a_bad_preset_in_one_line_and_passes_good_values(capfd):
+    """The pipeline's first task: a bad value is one line within seconds, before any stage runs."""
+    from scratchbert_pipelines import parameters
+
+    op = validate_component.build(IMAGE)
+    op(**parameters.defaults())  # the defaults pass
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        op(**dict(parameters.defaults(), preset="huge"))
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "scratchbert error: pipeline parameter preset is 'huge', not one of nano, tiny" in log
+    assert "Traceback" not in log and "every pipeline parameter is valid" in log
 
 
 def test_publish_refuses_a_non_s3_destination(data, capfd):

@@ -152,3 +152,53 @@ def test_the_committed_yaml_compiles_with_the_standard_kfp_command(tmp_path):
                            "bert_pipeline", "--output", str(out)], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.read_text() == (root / "pipelines" / "bert_pipeline.yaml").read_text()
+
+
+def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(monkeypatch):
+    """The validate task gets every pipeline parameter under the same name and type, and hands all
+    of them, unchanged, to the pipeline's check."""
+    from scratchbert_components.validate import component as validate_component
+
+    sig = inspect.signature(validate_component.validate).parameters
+    assert list(sig) == list(parameters.NAMES)
+    for p in parameters.PARAMETERS:
+        assert sig[p.name].annotation is p.type, p.name
+    seen = {}
+    monkeypatch.setattr(validate_component, "run_stage", lambda fn, values: seen.update(fn=fn, values=values), raising=False)
+    values = {p.name: _distinct_value(p.type, i, p.default) for i, p in enumerate(parameters.PARAMETERS)}
+    validate_component.validate(**values)
+    assert seen["fn"] is parameters.validate and seen["values"] == values
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"preset": "huge"}, "preset is 'huge', not one of"),
+    ({"max_steps": 0}, "pretrain stage: max_steps 0 trains nothing"),
+    ({"time_budget_minutes": -5.0}, "pretrain stage: time_budget_minutes -5.0 must be"),
+    ({"qa_max_steps": 0}, "qa_finetune stage: QA fine-tuning: qa_max_steps 0 must be positive"),
+    ({"qa_learning_rate": 0.0}, "qa_learning_rate 0.0 must be positive"),
+    ({"qa_batch_size": 0}, "qa_batch_size 0 must be at least 1"),
+    ({"batch_size": 0}, "pretrain stage: batch_size 0 must be at least 1"),
+    ({"max_seq_len": 100000}, "dataset stage: max_seq_len 100000 must lie between"),
+    ({"dupe_factor": 0}, "dupe_factor 0 must be 1 or more"),
+    ({"vocab_size": 10}, "tokenizer stage: vocab_size 10 is too small"),
+    ({"max_corpus_bytes": -1}, "max_corpus_bytes -1 must not be negative"),
+    ({"eval_max_examples": -1}, "evaluate stage: eval_max_examples -1 must not be negative"),
+    ({"corpus": "ftp://x/y"}, "scheme scratchbert does not read"),
+    ({"squad_train": "hf://a/b/c/d"}, "does not name a Hub repository"),
+    ({"checkpoint_uri": "s3://A/b"}, "invalid bucket name"),
+    ({"publish_uri": "models/x"}, "not an S3 address"),
+    ({"publish_version": "has space"}, "publish_version 'has space' is not a valid name"),
+    ({"qa_max_seq_len": 1024}, "qa_max_seq_len 1024 is longer than the 512 positions"),
+    ({"learning_rate": "fast"}, "takes a float"),
+    ({"pretrain_steps": 5}, "no parameter 'pretrain_steps'"),
+])
+def test_pipeline_parameters_are_validated_as_the_stages_will(values, words):
+    with pytest.raises(ScratchBertError, match=words) as e:
+        parameters.validate(values)
+    assert "\n" not in str(e.value)
+
+
+def test_the_defaults_and_run_local_presets_are_valid():
+    assert parameters.validate({}) == parameters.defaults()
+    parameters.validate(local_run.REAL_DEFAULTS)
+    parameters.validate(local_run.SYNTHETIC_DEFAULTS)

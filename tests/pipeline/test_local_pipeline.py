@@ -6,6 +6,7 @@ rule that the library never imports kfp.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -97,20 +98,80 @@ def test_published_model_is_readable_after_the_run_and_answers(run, tmp_path):
     assert context[best["start"]:best["end"]] == best["text"]
 
 
-def test_failed_task_is_reported_and_the_server_stopped(tmp_path, capfd):
+def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tmp_path, capfd):
     from scratchbert.objectstore import find_weed
 
     if find_weed() is None:
         pytest.skip("the `weed` command (SeaweedFS) is not installed")
     env_before = {k: os.environ.get(k) for k in AWS_VARS}
-    with pytest.raises(RunFailed, match="failed in tokenizer: vocab size 10 is too small.*run.log") as info:
-        run_local(synthetic=True, vocab_size=10, workdir=tmp_path / "runs", keep_store=None, quiet=True)
+    corpus = "s3://no-such-bucket-here/corpus.txt"  # valid in form: only the tokenizer task can find out
+    with pytest.raises(RunFailed, match="failed in tokenizer: the bucket of s3://no-such-bucket-here.*run.log") as info:
+        run_local(synthetic=True, corpus=corpus, workdir=tmp_path / "runs", keep_store=None, quiet=True)
     assert "\x1b[" not in str(info.value)  # no terminal colour codes in the message
     (log,) = (tmp_path / "runs").glob("*/run.log")
-    assert "scratchbert error: vocab size 10 is too small" in log.read_text()
+    assert "scratchbert error: the bucket of s3://no-such-bucket-here" in log.read_text()
+    assert "Retrying" not in log.read_text()
     assert "scratchbert error" not in capfd.readouterr().out  # kfp.local's output went to the log
     assert {k: os.environ.get(k) for k in AWS_VARS} == env_before
     assert not (tmp_path / "runs" / "s3-store").exists()  # keep_store=None: a temporary store
+    summary = json.loads((log.parent / "summary.json").read_text())  # the run folder says it failed, and why
+    assert summary["status"] == "failed" and "no-such-bucket-here" in summary["error"] and summary["log"] == str(log)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--max-steps", "0"], "pretrain stage: max_steps 0 trains nothing"),
+    (["--qa-max-steps", "0"], "qa_max_steps 0 must be positive"),
+    (["--time-budget-minutes", "-5"], "time_budget_minutes -5.0 must be"),
+    (["--qa-max-seq-len", "1024"], "qa_max_seq_len 1024 is longer than the 512 positions"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--endpoint", "not-a-url"], "--endpoint 'not-a-url' is not an endpoint URL"),
+    (["--workdir", "/proc/scratchbert-runs"], "cannot write --workdir /proc/scratchbert-runs: no folder can be created"),
+    (["--workdir", "{tmp}/a-file/runs"], "a-file is a file, not a folder"),
+    (["--keep-store", "{tmp}/a-file"], "--keep-store {tmp}/a-file is a file"),
+    (["--keep-store", "/proc/scratchbert-store"], "cannot write --keep-store /proc/scratchbert-store"),
+])
+def test_bad_parameters_fail_in_one_line_before_anything_starts(tmp_path, capsys, monkeypatch, flags, words):
+    """run-local checks every parameter as the stages will before it makes a folder, starts a
+    server or runs a task (a bad preset used to run two stages and retry pretrain three times)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    (tmp_path / "a-file").write_text("x")
+    flags, words = [f.format(tmp=tmp_path) for f in flags], words.format(tmp=tmp_path)
+    with pytest.raises(SystemExit) if "choice" in words else contextlib.nullcontext():
+        assert cli.main(["run-local", "--synthetic", "--workdir", str(tmp_path / "runs"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "AWS_ENDPOINT_URL" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_two_runs_sharing_a_workdir_get_a_store_each(tmp_path, monkeypatch, capsys):
+    """The workdir's store is locked by the run using it; a second run keeps its objects in its own
+    run folder (two SeaweedFS servers on one folder fail with a storage-lock error of their own).
+    A store named with --keep-store that is in use is refused before anything starts."""
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    workdir = tmp_path / "runs"
+    held = local_run._lock_store(workdir / local_run.STORE_DIRNAME, shared_default=False)  # "the first run"
+    seen = {}
+
+    def runner(arguments, outputs, **kw):
+        seen.update(kw, endpoint=os.environ["AWS_ENDPOINT_URL"])
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(local_run, "run_pipeline", runner)
+    try:
+        with pytest.raises(RunFailed, match="stopped by the test"):
+            run_local(synthetic=True, workdir=workdir, quiet=False)
+        (run_dir,) = [p for p in workdir.iterdir() if p.is_dir() and p.name != local_run.STORE_DIRNAME]
+        assert (run_dir / local_run.STORE_DIRNAME).is_dir() and "is in use by another run-local" in capsys.readouterr().err
+        assert seen["retries"] is False  # a local failure is not retried
+        with pytest.raises(ScratchBertError, match="is in use by another run-local; wait for it"):
+            run_local(synthetic=True, workdir=tmp_path / "other", keep_store=workdir / local_run.STORE_DIRNAME, quiet=True)
+        assert not (tmp_path / "other").exists()
+    finally:
+        os.close(held)
 
 
 def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
@@ -179,7 +240,7 @@ def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, m
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
     seen = {}
 
-    def runner(arguments, outputs):  # stands in for kfp.local: the arguments are what is checked
+    def runner(arguments, outputs, **kw):  # stands in for kfp.local: the arguments are what is checked
         from scratchbert import storage
 
         got = storage.download(arguments["corpus"], tmp_path / "got")  # one object: its local file

@@ -127,3 +127,19 @@ def test_shipped_package_is_the_default(monkeypatch):
 def test_unreachable_host_is_one_line(package):
     with pytest.raises(ScratchBertError, match="could not reach Kubeflow Pipelines at http://127.0.0.1:9"):
         submit_mod.submit("http://127.0.0.1:9", "exp", {}, package)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--host", "http://127.0.0.1:9"], "could not reach Kubeflow Pipelines at http://127.0.0.1:9"),
+    (["--host", "not-a-url"], "--host 'not-a-url' is not a URL of the KFP API"),
+    (["--host", "http://127.0.0.1:9", "-p", "max_steps=0"], "pretrain stage: max_steps 0 trains nothing"),
+    (["--host", "http://127.0.0.1:9", "-p", "preset=huge"], "preset is 'huge', not one of"),
+])
+def test_submit_errors_are_one_line_on_the_command_line(args, words, capsys):
+    """No client warnings, no urllib3 retry lines, no chained tracebacks: one line, exit 2.
+    Parameters are checked before the host is contacted."""
+    from scratchbert import cli
+
+    assert cli.main(["submit", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and err.startswith("scratchbert submit: error: ")

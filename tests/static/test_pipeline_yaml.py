@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
-STAGE_FUNCTIONS = {"tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
+STAGE_FUNCTIONS = {"validate", "tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
 # The tiny task that tells pretrain's pod how many GPUs to ask for (0 when it launches a TrainJob).
 GPU_COUNT_FUNCTION = "pretrain_gpus"
 
@@ -192,7 +192,7 @@ def test_secrets_by_name_only(compiled, settings):
     spec, platform = compiled
     expected = [{"envVar": k, "secretKey": k} for k in settings.S3_SECRET_KEYS]
     for name in executors(spec):
-        if function_of(executors(spec)[name]) in ("evaluate", GPU_COUNT_FUNCTION):  # no object storage: no credentials
+        if function_of(executors(spec)[name]) in ("evaluate", "validate", GPU_COUNT_FUNCTION):  # no object storage: no credentials
             assert "secretAsEnv" not in platform.get(name, {})
             continue
         (secret,) = platform[name]["secretAsEnv"]
@@ -227,6 +227,55 @@ def test_caching_and_retries(compiled):
         assert cache is (name in ("tokenizer", "dataset", "pretrain-gpus")), name
     assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
     assert tasks["publish"]["retryPolicy"]["maxRetryCount"] >= 1
+
+
+def test_validate_runs_first_with_every_parameter(compiled):
+    """The validate task checks every pipeline parameter before any work: the tokenizer waits for
+    it, and everything else waits for the tokenizer (by its artifacts)."""
+    from scratchbert_pipelines import parameters
+
+    spec, _ = compiled
+    tasks = all_tasks(spec)
+    check = tasks["validate"]
+    assert not check.get("dependentTasks")
+    assert {name: src["componentInputParameter"] for name, src in check["inputs"]["parameters"].items()} == \
+        {name: name for name in parameters.NAMES}
+    assert tasks["tokenizer"]["dependentTasks"] == ["validate"]
+
+    def upstream(name: str) -> set[str]:
+        deps = set(tasks[name].get("dependentTasks", []))
+        for src in tasks[name].get("inputs", {}).get("artifacts", {}).values():
+            producer = src.get("taskOutputArtifact", {}).get("producerTask")
+            deps |= {producer} if producer else set()
+        return deps | {d for dep in deps if dep in tasks for d in upstream(dep)}
+
+    for name in ("dataset", "pretrain", "evaluate"):
+        assert "validate" in upstream(name), name
+
+
+def test_every_task_runs_as_the_non_root_user_of_the_images(compiled, settings):
+    """What KFP lets a pipeline set of a task's securityContext (kfp-kubernetes set_security_context);
+    the backend adds allowPrivilegeEscalation false, drop ALL and seccomp RuntimeDefault itself."""
+    spec, platform = compiled
+    for name in executors(spec):
+        sc = platform[name]["securityContext"]
+        assert sc["runAsNonRoot"] is True, name
+        assert int(sc["runAsUser"]) == settings.RUN_AS_USER != 0 and int(sc["runAsGroup"]) == settings.RUN_AS_GROUP, name
+        for volume in platform[name].get("emptyDirMounts", []):  # the only volumes: emptyDir, allowed by "restricted"
+            assert volume["mountPath"] == "/dev/shm", name
+        assert not {"pvcMount", "hostPath"} & set(platform[name]), name
+
+
+def test_a_local_build_has_no_retries(compiled, tmp_path):
+    """run-local builds the pipeline with retries=False: a local failure is deterministic."""
+    assert all_tasks(compiled[0])["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
+    from kfp import compiler
+
+    from scratchbert_pipelines.bert_pipeline import build_pipeline
+
+    compiler.Compiler().compile(build_pipeline(retries=False), str(tmp_path / "local.yaml"))
+    spec, _ = load(tmp_path / "local.yaml")
+    assert not [name for name, task in all_tasks(spec).items() if task.get("retryPolicy")]
 
 
 def test_nothing_is_pip_installed_at_run_time(compiled):

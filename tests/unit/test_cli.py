@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,22 +123,117 @@ def one_document(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("command, args, words", [
+# Bad input as a new user types it: each case exits 2 with one line on stderr (no traceback),
+# prints nothing on stdout, creates no output and leaves every input as it was.
+BAD_INPUT = [
     ("tokenizer", ["--corpus", "{tmp}/missing.txt", "--out", "{tmp}/out"], "does not exist"),
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "{corpus}"], "is the input"),
+    ("tokenizer", ["--corpus", "{tmp}", "--out", "{tmp}/out"], "is inside the input"),
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "{notes}"], "not written by scratchbert"),
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "/proc/scratchbert-tok"], "no folder can be created in /proc"),
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "{notes}/mine.txt/tok"], "is a file, not a folder"),
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "{tmp}/out", "--vocab-size", "10"], "--vocab-size 10 is too small"),
+    ("tokenizer", ["--corpus", "{binary}", "--out", "{tmp}/out"], "looks binary"),
+    ("tokenizer", ["--corpus", "{latin1}", "--out", "{tmp}/out"], "is not UTF-8 text"),
+    ("tokenizer", ["--corpus", "ftp://host/corpus.txt", "--out", "{tmp}/out"], "scheme scratchbert does not read"),
     ("dataset", ["--corpus", "{one_doc}", "--tokenizer", "{tok}", "--out", "{tmp}/out"], "has 1 document"),
-    ("pretrain", ["--dataset", "{tmp}", "--out", "{tmp}/out"], "is not a scratchbert dataset"),
-    ("evaluate", ["--model", "{tmp}", "--dataset", "{tmp}", "--out", "{tmp}/out"], "is not a model folder"),
-])
-def test_bad_input_exits_2_with_one_line_and_no_traceback(command, args, words, tmp_path, one_document,
+    ("dataset", ["--corpus", "{corpus}", "--tokenizer", "{tok}", "--out", "{tmp}/out", "--max-seq-len", "100000"],
+     "--max-seq-len 100000 must lie between"),
+    ("dataset", ["--corpus", "{corpus}", "--tokenizer", "{tok}", "--out", "{tmp}/out", "--num-proc", "-1"],
+     "--num-proc -1 must not be negative"),
+    ("dataset", ["--corpus", "{corpus}", "--tokenizer", "{tok}", "--out", "{tmp}/out", "--validation-fraction", "1.5"],
+     "--validation-fraction 1.5 must lie in"),
+    ("dataset", ["--corpus", "{corpus}", "--tokenizer", "{tok}", "--out", "{tok}"], "is the input"),
+    ("pretrain", ["--dataset", "{tmp}/no-data", "--out", "{tmp}/out"], "is not a scratchbert dataset"),
+    ("pretrain", ["--dataset", "{tmp}/d", "--out", "{tmp}/out", "--max-steps", "0"], "--max-steps 0 trains nothing"),
+    ("pretrain", ["--dataset", "{tmp}/d", "--out", "{tmp}/out", "--time-budget-minutes", "-5"],
+     "--time-budget-minutes -5.0 must be"),
+    ("pretrain", ["--dataset", "{tmp}/d", "--out", "{tmp}/out", "--num-hidden-layers", "0"],
+     "--num-hidden-layers 0 must be a positive number"),
+    ("pretrain", ["--dataset", "{tmp}/d", "--out", "{tmp}/out", "--preset", "huge"], "invalid choice: 'huge'"),
+    ("pretrain", ["--dataset", "{tmp}/d", "--out", "{tmp}/out", "--max-steps", "abc"], "invalid int value: 'abc'"),
+    ("pretrain", ["--dataset", "{tmp}/d", "--out", "{tmp}/out", "--logs", "{tmp}/out"], "overlap"),
+    ("evaluate", ["--model", "{tmp}/no-model", "--dataset", "{tmp}/d", "--out", "{tmp}/out"], "is not a model folder"),
+    ("evaluate", ["--model", "{tmp}/m", "--dataset", "{tmp}/d", "--out", "{tmp}/out", "--batch-size", "0"],
+     "--batch-size 0 must be at least 1"),
+    ("evaluate", ["--model", "{tmp}/m", "--dataset", "{tmp}/d", "--out", "{tmp}/m"], "is the input"),
+    ("qa-finetune", ["--model", "{tmp}/m", "--squad-train", "{tmp}/t.json", "--squad-dev", "{tmp}/d.json", "--out", "{tmp}/out",
+                     "--max-steps", "0"], "--max-steps 0 must be positive"),
+    ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{tmp}/missing.txt"], "context file"),
+    ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{latin1}"], "is not UTF-8 text"),
+    ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{tmp}"], "is a folder"),
+    ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did."], "has no config.json"),
+    ("nonsense", [], "invalid choice: 'nonsense'"),
+]
+
+
+@pytest.fixture
+def bad_input_files(tmp_path, one_document):
+    corpus = synthetic.write_corpus(tmp_path / "corpus.txt", 30, seed=3)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a user's notes")
+    (tmp_path / "binary.txt").write_bytes(b"text\x00\x01\x02 more")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    return {"corpus": corpus, "notes": tmp_path / "notes", "binary": tmp_path / "binary.txt",
+            "latin1": tmp_path / "latin1.txt", "one_doc": one_document}
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("command, args, words", BAD_INPUT, ids=[f"{c}-{w[:40]}" for c, _, w in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(command, args, words, tmp_path, bad_input_files,
                                                           trained_tokenizer):
-    args = [a.format(tmp=tmp_path, one_doc=one_document, tok=trained_tokenizer) for a in args]
-    done = _run(sys.executable, "-m", "scratchbert.cli", command, *args)
-    assert done.returncode == 2
+    tok = tmp_path / "tok"
+    shutil.copytree(trained_tokenizer, tok)
+    args = [a.format(tmp=tmp_path, tok=tok, **bad_input_files) for a in args]
+    before = _tree(tmp_path)
+    done = _run(sys.executable, "-m", "scratchbert.cli", *([command] if command != "nonsense" else ["nonsense"]), *args)
+    assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith(f"scratchbert {command}: error: ") and words in lines[0]
+    prefix = f"scratchbert {command}: error: " if command != "nonsense" else "scratchbert: error: "
+    assert lines[0].startswith(prefix) and words in lines[0], lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
-    assert not (tmp_path / "out").exists()
+    assert _tree(tmp_path) == before  # no output, no temporary folder, every input as it was
+
+
+def test_an_internal_error_is_one_line_naming_a_log_with_the_traceback(monkeypatch, tmp_path, capsys):
+    """A bug (any exception that is not a ScratchBertError) exits 1 with one line; the traceback
+    goes to a log file that the line names. A refusal of the file system exits 2, also named."""
+    import scratchbert.tokenizer
+
+    monkeypatch.setenv("SCRATCHBERT_LOG_DIR", str(tmp_path / "logs"))
+
+    def bug(cfg):
+        raise RuntimeError("the sky fell\nin two lines")
+
+    monkeypatch.setattr(scratchbert.tokenizer, "train_tokenizer", bug)
+    assert cli.main(["tokenizer", "--corpus", "c.txt", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RuntimeError: the sky fell in two lines" in err
+    (log,) = (tmp_path / "logs").glob("scratchbert-tokenizer-*.log")
+    assert str(log) in err and "Traceback" in log.read_text() and "in bug" in log.read_text()
+
+    def full_disk(cfg):
+        raise OSError(28, "No space left on device", str(tmp_path / "o"))
+
+    monkeypatch.setattr(scratchbert.tokenizer, "train_tokenizer", full_disk)
+    assert cli.main(["tokenizer", "--corpus", "c.txt", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'o'} No space left on device" in err and "details in" in err
+
+
+def test_utf16_context_file_is_read(tmp_path, capsys, monkeypatch):
+    """`ask --context @file` reads the file as the corpus reader does (UTF-16 with a BOM included)."""
+    import scratchbert.qa
+
+    seen = {}
+    monkeypatch.setattr(scratchbert.qa, "answer", lambda model, q, context, k: seen.setdefault("context", context) and [])
+    (tmp_path / "ctx.txt").write_bytes("Ada founded the town in 1820.\n".encode("utf-16"))
+    assert cli.main(["ask", "--model", str(tmp_path), "--question", "Who?", "--context", f"@{tmp_path / 'ctx.txt'}"]) == 0
+    assert seen["context"] == "Ada founded the town in 1820.\n"
 
 
 def test_stages_chained_through_main_write_the_documented_metrics(tmp_path, capsys):

@@ -46,8 +46,41 @@ def test_max_bytes_takes_a_prefix_at_a_document_boundary(tmp_path):
     size = len(docs[0].encode()) + 2
     prefix = load_documents(str(f), max_bytes=5 * size + 10)
     assert prefix == docs[:5]  # whole documents only, never a cut one
-    assert load_documents(str(f), max_bytes=1) == docs[:1]  # at least one document
     assert load_documents(str(f), max_bytes=10**9) == docs
+    # smaller than the first document: its start, cut at a space, never more than asked for
+    (cut,) = load_documents(str(f), max_bytes=30)
+    assert docs[0].startswith(cut) and 0 < len(cut.encode()) <= 30 and cut == "Document number 0"
+
+
+def test_max_bytes_bounds_a_corpus_that_is_one_long_document(tmp_path):
+    """One document of 12 MB (no blank line anywhere) with a 100 kB limit: cut inside the
+    document at a paragraph boundary, and only the start of the file is read."""
+    import tracemalloc
+
+    paragraph = "This paragraph is one of many in a single enormous document. " * 4
+    f = tmp_path / "one-document.txt"
+    with f.open("w") as out:
+        for i in range(12_000_000 // len(paragraph)):
+            out.write(f"{i} {paragraph}\n")
+    tracemalloc.start()
+    try:
+        (doc,) = load_documents(str(f), max_bytes=100_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 90_000 < len(doc.encode()) <= 100_000
+    assert doc.split("\n")[-1] == f"{doc.count(chr(10))} {paragraph}".strip()  # whole paragraphs only
+    assert peak < 8_000_000, f"read {peak / 1e6:.1f} MB for a 0.1 MB prefix of a 12 MB file"
+
+
+@pytest.mark.parametrize("encoding, bom", [
+    ("utf-16", b""), ("utf-16-be", "\ufeff".encode("utf-16-be")), ("utf-16-le", b""), ("utf-8-sig", b""),
+    ("utf-32", b""),
+])
+def test_utf16_utf32_and_a_utf8_bom_are_read_as_text(tmp_path, encoding, bom):
+    f = tmp_path / "c.txt"
+    f.write_bytes(bom + BERT_LAYOUT.replace("Second", "Séçond").encode(encoding))
+    assert load_documents(str(f)) == ["First doc, para one.\nFirst doc, para two.", "Séçond doc.", "Third doc."]
 
 
 @pytest.mark.parametrize("content, words", [
@@ -197,6 +230,17 @@ def test_s3_object_and_prefix_give_the_same_documents_as_the_local_files(tmp_pat
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki/part-1.txt") == load_documents(str(part1))
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki") == load_documents(str(tmp_path))
     assert len(load_documents(f"s3://{s3_bucket}/corpora/wiki/", max_bytes=1)) == 1
+
+
+def test_s3_corpus_errors_name_the_object_not_a_temporary_copy(tmp_path, s3_env, s3_server, s3_bucket):
+    bad = tmp_path / "latin.txt"
+    bad.write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    s3_server.client().fput_object(s3_bucket, "corpora/bad/part-1.txt", str(bad))
+    for uri, named in ((f"s3://{s3_bucket}/corpora/bad", f"s3://{s3_bucket}/corpora/bad/part-1.txt"),
+                       (f"s3://{s3_bucket}/corpora/bad/part-1.txt", f"s3://{s3_bucket}/corpora/bad/part-1.txt")):
+        with pytest.raises(ScratchBertError) as e:
+            load_documents(uri)
+        assert named in str(e.value) and "scratchbert-corpus-" not in str(e.value) and _one_sentence(str(e.value))
 
 
 def test_s3_missing_prefix_is_a_clear_error(s3_env, s3_bucket):

@@ -114,3 +114,33 @@ def test_bad_inputs_are_errors(pretrained_nano, built_dataset, tmp_path, kw, wor
     with pytest.raises(ScratchBertError, match=words):
         evaluate_model(EvalConfig(**args))
     assert not (tmp_path / "e").exists()
+
+
+def test_a_qa_model_is_refused(pretrained_nano, built_dataset, tmp_path):
+    """A fine-tuned QA model has no masked-LM or NSP heads: they would be scored at random."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    qa = tmp_path / "qa"
+    BertForQuestionAnswering.from_pretrained(pretrained_nano).save_pretrained(qa)
+    AutoTokenizer.from_pretrained(pretrained_nano).save_pretrained(qa)
+    with pytest.raises(ScratchBertError, match="BertForQuestionAnswering model without a trained pretraining head"):
+        evaluate_model(EvalConfig(model=str(qa), dataset=str(built_dataset), out=str(tmp_path / "e")))
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"batch_size": 0}, "--batch-size 0 must be at least 1"),
+    ({"max_examples": -1}, "--max-examples -1 must not be negative"),
+    ({"mlm_probability": 1.5}, "--mlm-probability 1.5 must lie in"),
+    ({"out": "{model}"}, "is the input"),
+    ({"out": "{model}/eval"}, "is inside the input"),
+])
+def test_bad_settings_fail_before_any_work(pretrained_nano, built_dataset, tmp_path, kw, words):
+    """`evaluate --model M --out M` used to delete the model's weights."""
+    before = sorted((p.name, p.stat().st_size) for p in pretrained_nano.iterdir())
+    args = {"model": str(pretrained_nano), "dataset": str(built_dataset), "out": str(tmp_path / "e"), **kw}
+    args = {k: v.format(model=pretrained_nano) if isinstance(v, str) else v for k, v in args.items()}
+    for overwrite in (False, True):
+        with pytest.raises(ScratchBertError, match=words):
+            evaluate_model(EvalConfig(**args, overwrite=overwrite))
+    assert sorted((p.name, p.stat().st_size) for p in pretrained_nano.iterdir()) == before

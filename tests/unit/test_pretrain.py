@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from scratchbert.checkpoints import RUN_RECORD
 from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import MARKER
 from scratchbert.pretrain import PretrainConfig, lr_lambda, pretrain, resolve_attention, resolve_precision
 
 
@@ -112,39 +114,176 @@ def test_nano_model_learns_mlm_and_nsp(built_dataset, baselines, tmp_path):
     assert len(losses) == 20 and losses[0][1] > losses[-1][1] + 1.0
     # the output is a clean model folder with a model card, the records beside it, and the checkpoints are gone
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
-                                               "tokenizer_config.json", "README.md"}
+                                               "tokenizer_config.json", "README.md", MARKER}
     saved = json.loads((Path(f"{out}-logs") / "metrics.json").read_text())
     assert saved["steps"] == 1500 and saved["attention"] == resolve_attention("auto")
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
     assert not Path(f"{out}-checkpoints").exists()
 
 
-def test_a_second_run_resumes_from_the_checkpoint(built_dataset, tmp_path):
-    checkpoints = tmp_path / "checkpoints"
-    first = pretrain(_config(built_dataset, tmp_path / "first", max_steps=20, save_steps=10,
-                             keep_checkpoints=True, checkpoint_dir=str(checkpoints)))
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-10", "checkpoint-20"]
-    assert not first["resumed"]
+@pytest.fixture(scope="module")
+def kept_run(built_dataset, tmp_path_factory):
+    """A 20-step run that kept its checkpoints (10 and 20), for the resume tests to copy."""
+    root = tmp_path_factory.mktemp("kept-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCRATCHBERT_TENSORBOARD", "0")
+        metrics = pretrain(_config(built_dataset, root / "model", max_steps=20, save_steps=10, keep_checkpoints=True))
+    return {"checkpoints": root / "model-checkpoints", "metrics": metrics}
+
+
+def _copy_checkpoints(kept_run, dest: Path) -> Path:
+    shutil.copytree(kept_run["checkpoints"], dest)
+    return dest
+
+
+def test_a_second_run_resumes_from_the_checkpoint(built_dataset, kept_run, tmp_path):
+    checkpoints = _copy_checkpoints(kept_run, tmp_path / "checkpoints")
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-10", "checkpoint-20", RUN_RECORD]
+    assert not kept_run["metrics"]["resumed"]
     shutil.rmtree(checkpoints / "checkpoint-20")  # as if the run had died between steps 10 and 20
 
     second = pretrain(_config(built_dataset, tmp_path / "second", max_steps=20, save_steps=10,
                               checkpoint_dir=str(checkpoints)))
     assert second["resumed"] and second["steps"] == 20
-    assert 0 < second["train_tokens"] < first["train_tokens"]  # only steps 11..20 were trained again
+    assert 0 < second["train_tokens"] < kept_run["metrics"]["train_tokens"]  # only steps 11..20 were trained again
     assert [s for s, _ in _losses(tmp_path / "second")] == [5, 10, 15, 20]  # history carried over
     assert not checkpoints.exists()  # removed after success unless keep_checkpoints
 
 
-def test_an_incomplete_checkpoint_from_a_kill_during_saving_is_skipped(built_dataset, tmp_path):
-    checkpoints = tmp_path / "checkpoints"
-    pretrain(_config(built_dataset, tmp_path / "first", max_steps=10, save_steps=10, keep_checkpoints=True,
-                     checkpoint_dir=str(checkpoints)))
-    partial = checkpoints / "checkpoint-15"
-    partial.mkdir()
-    shutil.copy(checkpoints / "checkpoint-10" / "config.json", partial)  # killed right after this file
-    metrics = pretrain(_config(built_dataset, tmp_path / "second", max_steps=20, save_steps=10,
-                               checkpoint_dir=str(checkpoints)))
+@pytest.mark.parametrize("damage, words", [
+    ("config only", "trainer_state.json is missing"),
+    ("empty trainer_state.json", "trainer_state.json is empty"),
+    ("truncated model.safetensors", "model.safetensors is truncated"),
+    ("truncated optimizer.pt", "optimizer.pt is truncated"),
+])
+def test_damaged_checkpoints_are_recognised(kept_run, tmp_path, damage, words):
+    from scratchbert.checkpoints import damage as why
+
+    latest = _copy_checkpoints(kept_run, tmp_path / "c") / "checkpoint-20"
+    assert why(latest) is None
+    if damage == "config only":  # killed right after the first file of a save
+        for f in latest.iterdir():
+            if f.name != "config.json":
+                f.unlink()
+    elif damage == "empty trainer_state.json":  # a full disk
+        (latest / "trainer_state.json").write_text("")
+    else:
+        name = damage.split()[1]
+        data = (latest / name).read_bytes()
+        (latest / name).write_bytes(data[:len(data) // 2])
+    assert words in why(latest)
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_for_the_newest_complete_one(built_dataset, kept_run, tmp_path, caplog):
+    checkpoints = _copy_checkpoints(kept_run, tmp_path / "checkpoints")
+    weights = checkpoints / "checkpoint-20" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # what a kill or a full disk during the save leaves
+    with caplog.at_level("WARNING", logger="scratchbert.checkpoints"):
+        metrics = pretrain(_config(built_dataset, tmp_path / "second", max_steps=20, save_steps=10,
+                                   checkpoint_dir=str(checkpoints)))
     assert metrics["resumed"] and metrics["steps"] == 20
+    assert 0 < metrics["train_tokens"] < kept_run["metrics"]["train_tokens"]  # resumed at step 10, not from 0
+    assert any("checkpoint-20" in r.message and "truncated" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"seed": 7, "learning_rate": 1e-3}, "learning_rate 0.002 -> 0.001, seed 42 -> 7"),
+    ({"preset": "tiny"}, "hidden_size 64 -> 128"),
+    ({"batch_size": 8}, "batch_size 16 -> 8"),
+    ({"max_steps": 40}, "max_steps 20 -> 40"),
+    ({"dataset": "other"}, "another dataset"),
+])
+def test_a_run_with_other_settings_never_resumes_nor_deletes_anothers_checkpoints(
+        built_dataset, other_dataset, kept_run, tmp_path, kw, words):
+    """The run that kept its checkpoints in OUT-checkpoints is not continued by a run with another
+    seed, size, batch, budget or dataset, and its checkpoints survive; --overwrite discards them."""
+    out = tmp_path / "model"
+    checkpoints = _copy_checkpoints(kept_run, tmp_path / "model-checkpoints")
+    before = sorted(str(p.relative_to(checkpoints)) for p in checkpoints.rglob("*"))
+    kw = dict(kw, dataset=other_dataset) if kw.get("dataset") == "other" else kw
+    dataset = kw.pop("dataset", built_dataset)
+    settings = {"max_steps": 20, "save_steps": 10, **kw}
+    with pytest.raises(ScratchBertError, match=words) as e:
+        pretrain(_config(dataset, out, **settings))
+    message = str(e.value)
+    assert "belong to another pretraining run" in message and "--overwrite" in message and "--checkpoint-dir" in message
+    assert sorted(str(p.relative_to(checkpoints)) for p in checkpoints.rglob("*")) == before
+    assert not out.exists()
+    if kw.get("seed"):  # with --overwrite, the other run's checkpoints are discarded and training starts afresh
+        metrics = pretrain(_config(dataset, out, overwrite=True, **settings))
+        assert not metrics["resumed"] and metrics["steps"] == 20 and not checkpoints.exists()
+
+
+def test_a_recorded_run_without_any_checkpoint_is_taken_over(kept_run, tmp_path):
+    """A run stopped before its first save leaves only its record (and TensorBoard runs): nothing
+    that another run would destroy, so that run starts there without --overwrite."""
+    from scratchbert.checkpoints import Checkpoints
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    old = json.loads((kept_run["checkpoints"] / RUN_RECORD).read_text())
+    (folder / RUN_RECORD).write_text(json.dumps(old))
+    (folder / "runs").mkdir()
+    new = json.loads(json.dumps(old))
+    new["training"]["seed"] = 7
+    claim = Checkpoints(folder, new)
+    assert claim.resume is None and json.loads((folder / RUN_RECORD).read_text()) == new
+    assert sorted(p.name for p in folder.iterdir()) == [RUN_RECORD]
+    claim.finish(keep=False)
+
+
+def test_checkpoints_of_an_unrecorded_run_or_a_users_folder_are_not_touched(built_dataset, kept_run, tmp_path):
+    checkpoints = _copy_checkpoints(kept_run, tmp_path / "model-checkpoints")
+    (checkpoints / RUN_RECORD).unlink()  # checkpoints from before runs were recorded
+    with pytest.raises(ScratchBertError, match="were not written by a scratchbert pretraining run that recorded itself"):
+        pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, save_steps=10))
+    assert (checkpoints / "checkpoint-20" / "model.safetensors").is_file()
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("not checkpoints")
+    with pytest.raises(ScratchBertError, match="were not written by a scratchbert pretraining run"):
+        pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, checkpoint_dir=str(users)))
+    assert (users / "notes.txt").read_text() == "not checkpoints"
+
+
+def test_a_checkpoint_folder_in_use_by_another_process_is_refused(kept_run, tmp_path):
+    """Two processes of the same run training into one folder would write the same checkpoints."""
+    from scratchbert.checkpoints import Checkpoints
+
+    checkpoints = _copy_checkpoints(kept_run, tmp_path / "c")
+    record = json.loads((checkpoints / RUN_RECORD).read_text())
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import json, sys, time\n"
+        "from scratchbert.checkpoints import Checkpoints\n"
+        f"c = Checkpoints({str(checkpoints)!r}, json.loads(open({str(checkpoints / RUN_RECORD)!r}).read()))\n"
+        "print(c.resume, flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip().endswith("checkpoint-20")
+        with pytest.raises(ScratchBertError, match="in use by another pretraining process"):
+            Checkpoints(checkpoints, record)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert Checkpoints(checkpoints, record).resume.endswith("checkpoint-20")  # the holder is gone
+
+
+def test_the_s3_mirror_follows_the_same_rules(built_dataset, tmp_path, s3_env, s3_bucket):
+    """A run mirrors its checkpoints with its record; a run with another seed is refused (one
+    line naming the URI), and the same run on a fresh machine (no local checkpoints) resumes
+    from the mirror."""
+    from scratchbert import storage
+
+    uri = f"s3://{s3_bucket}/ckpt/run"
+    first = pretrain(_config(built_dataset, tmp_path / "a" / "model", max_steps=20, save_steps=10, checkpoint_uri=uri))
+    assert not first["resumed"] and storage.read_manifest(uri)["version"] == "checkpoint-20"
+    assert json.loads(storage.read_object(f"{uri}/checkpoint-20/{RUN_RECORD}"))["training"]["seed"] == 42
+    with pytest.raises(ScratchBertError, match=f"mirrored at {uri} belong to another pretraining run .*seed 42 -> 3"):
+        pretrain(_config(built_dataset, tmp_path / "b" / "model", max_steps=20, save_steps=10, checkpoint_uri=uri, seed=3))
+    assert not (tmp_path / "b" / "model").exists()
+    again = pretrain(_config(built_dataset, tmp_path / "c" / "model", max_steps=20, save_steps=10, checkpoint_uri=uri))
+    assert again["resumed"] and again["steps"] == 20 and again["train_tokens"] == 0  # nothing left to train
 
 
 def _cli_pretrain(dataset: Path, out: Path) -> list[str]:
@@ -193,22 +332,55 @@ def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_to
 
 @pytest.mark.parametrize("kw, words", [
     ({"max_steps": -1, "epochs": 0}, "nothing to train"),
-    ({"max_steps": 5, "learning_rate": -1.0}, "learning rate not negative"),
-    ({"max_steps": 5, "batch_size": 0}, "batch size must be positive"),
-    ({"max_steps": 5, "preset": "huge"}, "unknown preset"),
-    ({"max_steps": 5, "precision": "fp8"}, "precision 'fp8' is not one of"),
-    ({"max_steps": 5, "attention": "flash"}, "attention 'flash' is not one of"),
+    ({"max_steps": 0}, "--max-steps 0 trains nothing"),
+    ({"max_steps": -5}, "--max-steps -5 trains nothing"),
+    ({"time_budget_minutes": -5.0}, "--time-budget-minutes -5.0 must be"),
+    ({"time_budget_minutes": float("nan")}, "--time-budget-minutes nan must be"),
+    ({"max_steps": 5, "learning_rate": -1.0}, "--learning-rate -1.0 must be positive, or 0 for the recipe's"),
+    ({"max_steps": 5, "batch_size": 0}, "--batch-size 0 must be at least 1"),
+    ({"max_steps": 5, "preset": "huge"}, "--preset 'huge' is not one of"),
+    ({"max_steps": 5, "precision": "fp8"}, "--precision 'fp8' is not one of"),
+    ({"max_steps": 5, "attention": "flash"}, "--attention 'flash' is not one of"),
     ({"max_steps": 5, "hidden_size": 65}, "not divisible"),
+    ({"max_steps": 5, "num_hidden_layers": 0}, "--num-hidden-layers 0 must be a positive number"),
+    ({"max_steps": 5, "warmup_fraction": 1.0}, "--warmup-fraction 1.0 must lie in"),
+    ({"max_steps": 5, "warmup_fraction": -0.5}, "--warmup-fraction -0.5 must lie in"),
+    ({"max_steps": 5, "init_model": "hf://a/b/c"}, "does not name a Hub repository"),
+    ({"max_steps": 5, "init_model": "some/model", "hidden_size": 64}, "cannot change the size of a starting model"),
+    ({"max_steps": 5, "mlm_probability": 0.0}, "--mlm-probability 0.0 must lie in"),
+    ({"max_steps": 5, "save_steps": 0}, "--save-steps 0 must be at least 1"),
+    ({"max_steps": 5, "num_workers": -2}, "--num-workers -2 must be"),
+    ({"max_steps": 5, "optimizer": "sgdx"}, "--optimizer 'sgdx' is not a Trainer optimizer"),
+    ({"max_steps": 5, "checkpoint_uri": "s3://No/x"}, "invalid bucket name"),
+    ({"max_steps": 5, "logs": "{out}"}, "overlap"),
+    ({"max_steps": 5, "checkpoint_dir": "{out}/ckpt"}, "overlap"),
+    ({"max_steps": 5, "out": "/proc/model"}, "no folder can be created in /proc"),
 ])
 def test_bad_settings_are_errors_and_write_nothing(built_dataset, tmp_path, kw, words):
+    kw = {k: v.format(out=tmp_path / "model") if isinstance(v, str) else v for k, v in kw.items()}
+    before = sorted(built_dataset.rglob("*"))
     with pytest.raises(ScratchBertError, match=words):
-        pretrain(_config(built_dataset, tmp_path / "model", **kw))
-    assert not list(tmp_path.iterdir())
+        pretrain(_config(built_dataset, kw.pop("out", tmp_path / "model"), **kw))
+    assert not list(tmp_path.iterdir()) and sorted(built_dataset.rglob("*")) == before
+
+
+@pytest.mark.parametrize("target", ["dataset", "inside-dataset"])
+def test_an_output_in_the_place_of_the_input_is_refused(built_dataset, tmp_path, target):
+    """`pretrain --dataset D --out D` used to delete the dataset."""
+    data = tmp_path / "data"
+    shutil.copytree(built_dataset, data)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    out = data if target == "dataset" else data / "model"
+    for overwrite in (False, True):
+        with pytest.raises(ScratchBertError, match="the input"):
+            pretrain(_config(data, out, max_steps=5, overwrite=overwrite))
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
 
 
 def test_not_a_dataset_is_an_error(tmp_path):
+    (tmp_path / "data").mkdir()
     with pytest.raises(ScratchBertError, match="is not a scratchbert dataset"):
-        pretrain(_config(tmp_path, tmp_path / "model", max_steps=5))
+        pretrain(_config(tmp_path / "data", tmp_path / "model", max_steps=5))
 
 
 def test_time_budget_stops_training_on_the_clock(built_dataset, tmp_path):

@@ -222,9 +222,16 @@ def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, 
 
 
 @pytest.mark.parametrize("kw, words", [
-    ({"max_seq_len": 4}, "too short"),
+    ({"max_seq_len": 4}, "--max-seq-len 4 must lie between 8"),
+    ({"max_seq_len": 100_000}, "--max-seq-len 100000 must lie between 8 .* and 8192"),  # the int16 length column
     ({"random_next_prob": 1.5}, "must lie in"),
     ({"dupe_factor": 0}, "must be 1 or more"),
+    ({"validation_fraction": 1.5}, r"--validation-fraction 1.5 must lie in \[0, 1\)"),
+    ({"num_proc": -1}, "--num-proc -1 must not be negative"),
+    ({"max_corpus_bytes": -1}, "--max-corpus-bytes -1 must not be negative"),
+    ({"corpus": "ftp://host/corpus.txt"}, "scheme scratchbert does not read"),
+    ({"corpus": "s3://UPPER/x"}, "invalid bucket name"),
+    ({"corpus": "hf://a/b/c/d"}, "does not name a Hub repository"),
 ])
 def test_bad_settings_are_errors(marker_corpus, tmp_path, kw, words):
     with pytest.raises(ScratchBertError, match=words):

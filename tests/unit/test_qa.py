@@ -11,6 +11,7 @@ import pytest
 
 from scratchbert import synthetic
 from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import MARKER
 from scratchbert.qa import (
     QAConfig,
     answer,
@@ -334,7 +335,7 @@ def test_config_validation(model_dir, squad_files, tmp_path):
     base = dict(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]), out=str(tmp_path / "o"))
     with pytest.raises(ScratchBertError, match="doc_stride 128 must be smaller than max_seq_len 128"):
         finetune_qa(QAConfig(**base, max_seq_len=128, doc_stride=128))
-    with pytest.raises(ScratchBertError, match="max_steps 0 must be positive, or -1"):
+    with pytest.raises(ScratchBertError, match="--max-steps 0 must be positive, or -1"):
         finetune_qa(QAConfig(**base, max_steps=0))
     with pytest.raises(ScratchBertError, match="--bf16 'maybe' is not one of auto, true, false"):
         finetune_qa(QAConfig(**base, bf16="maybe"))
@@ -419,6 +420,57 @@ def test_the_fine_tuned_folder_is_a_hugging_face_model_with_a_card(model_dir, sq
     assert str(squad_files[1]) in card.text
 
 
+def test_fine_tuning_says_whether_it_starts_from_a_pretrained_or_a_qa_model(model_dir, squad_files, tmp_path, caplog):
+    common = dict(squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]), max_seq_len=64, max_steps=1,
+                  batch_size=8, max_train_examples=8, max_eval_examples=4)
+    with caplog.at_level("INFO", logger="scratchbert.qa"):
+        first = finetune_qa(QAConfig(model=str(model_dir), out=str(tmp_path / "qa"), **common))
+        again = finetune_qa(QAConfig(model=str(tmp_path / "qa"), out=str(tmp_path / "qa2"), **common))
+    assert (first["starts_from"], again["starts_from"]) == ("pretrained_model", "qa_model")
+    assert json.loads((tmp_path / "qa2-logs" / "metrics.json").read_text())["starts_from"] == "qa_model"
+    said = [r.message for r in caplog.records]
+    assert any("starts from the pretrained model" in m for m in said) and any("continues the QA model" in m for m in said)
+
+
+def _copy_model(model_dir: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    return dest
+
+
+def test_a_tokenizer_that_does_not_match_the_model_exactly_is_refused(model_dir, squad_files, tmp_path):
+    """A 1,000-token tokenizer on a 2,000-token model (it used to run, on wrong ids), and a
+    tokenizer of the same size with another vocabulary where the folder records the model's."""
+    from scratchbert import outputs
+    from scratchbert.tokenizer import fingerprint
+
+    base = dict(squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]), max_steps=1, batch_size=8)
+    smaller = _copy_model(model_dir, tmp_path / "smaller")
+    _train_tokenizer(1000).save_pretrained(smaller)
+    with pytest.raises(ScratchBertError, match="tokens but the model at .* expects"):
+        finetune_qa(QAConfig(model=str(smaller), out=str(tmp_path / "o1"), **base))
+
+    swapped = _copy_model(model_dir, tmp_path / "swapped")
+    from transformers import AutoTokenizer
+
+    outputs.write_marker(swapped, "pretrain", {"tokenizer_fingerprint": fingerprint(AutoTokenizer.from_pretrained(model_dir))})
+    spec = json.loads((swapped / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(vocab)[100], sorted(vocab)[200]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # same size, two words trade ids
+    (swapped / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ScratchBertError, match="is not the one its model was trained with"):
+        finetune_qa(QAConfig(model=str(swapped), out=str(tmp_path / "o2"), **base))
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_answer_refuses_a_model_without_a_trained_qa_head(model_dir):
+    """A pretrained (not fine-tuned) model would answer from a randomly initialised QA head."""
+    with pytest.raises(ScratchBertError, match="BertForPreTraining model without a trained question-answering head.*qa-finetune"):
+        answer(model_dir, "Who founded the town?", "The town was founded by Ada.")
+
+
 def test_tensorboard_runs_go_to_the_logs_folder(model_dir, squad_files, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     monkeypatch.setenv("SCRATCHBERT_TENSORBOARD", "1")
@@ -490,7 +542,7 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
 
     # the output folder: a clean Hugging Face folder with a model card; the records beside it
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
-                                               "tokenizer_config.json", "README.md"}
+                                               "tokenizer_config.json", "README.md", MARKER}
     logs = tmp_path / "qa-logs"
     saved = json.loads((logs / "metrics.json").read_text())
     assert saved["f1"] == pytest.approx(metrics["f1"])

@@ -113,8 +113,85 @@ FULL_ENV = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k", 
 @pytest.mark.parametrize("missing", sorted(FULL_ENV))
 def test_client_from_env_names_the_missing_variable(missing):
     env = {k: v for k, v in FULL_ENV.items() if k != missing}
-    with pytest.raises(ScratchBertError, match=f"environment variable {missing} is not set"):
+    with pytest.raises(ScratchBertError, match=f"{missing} is not set"):
         storage.client_from_env(env)
+
+
+# --- credentials beyond static keys: the minio SDK's providers, against the embedded server ---
+
+NO_KEYS = {"AWS_EC2_METADATA_DISABLED": "true"}  # never probe 169.254.169.254 from a test
+
+
+def test_credentials_from_a_profile_in_the_aws_credentials_file(tmp_path, s3_server, s3_bucket):
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text(
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n"
+        f"[store]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n")
+    env = {**NO_KEYS, "HOME": str(home), "AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_PROFILE": "store"}
+    assert s3_bucket in {b.name for b in storage.client_from_env(env).list_buckets()}
+    # the default profile's keys are wrong: the server says so, in one line naming the address
+    client = storage.client_from_env({**env, "AWS_PROFILE": ""})
+    with pytest.raises(ScratchBertError, match=r"S3 refused access to s3://.*InvalidAccessKeyId|SignatureDoesNotMatch"):
+        storage.read_object(f"s3://{s3_bucket}/x", client=client)
+    # static keys win over the file
+    static = {**env, "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+              "AWS_PROFILE": "nope"}
+    assert s3_bucket in {b.name for b in storage.client_from_env(static).list_buckets()}
+
+
+def test_credentials_from_a_web_identity_token_through_sts(tmp_path, s3_server, s3_bucket):
+    """What EKS IRSA gives a pod: a token file and a role; STS (here a fake on 127.0.0.1) trades
+    them for temporary keys, which the store accepts."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    seen = {}
+
+    class FakeSTS(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            seen.update(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query))
+            body = ('<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                    "<AssumeRoleWithWebIdentityResult><Credentials>"
+                    f"<AccessKeyId>{s3_server.access_key}</AccessKeyId><SecretAccessKey>{s3_server.secret_key}</SecretAccessKey>"
+                    "<SessionToken></SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>"
+                    "</Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), FakeSTS)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        token = tmp_path / "token"
+        token.write_text("eyJhbGciOiJSUzI1NiJ9.a-pod-identity.sig")
+        env = {**NO_KEYS, "HOME": str(tmp_path), "AWS_ENDPOINT_URL": s3_server.endpoint,
+               "AWS_WEB_IDENTITY_TOKEN_FILE": str(token), "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/scratchbert",
+               "AWS_ENDPOINT_URL_STS": f"http://127.0.0.1:{server.server_port}"}
+        assert s3_bucket in {b.name for b in storage.client_from_env(env).list_buckets()}
+        assert seen["Action"] == ["AssumeRoleWithWebIdentity"] and seen["WebIdentityToken"] == [token.read_text()]
+        assert seen["RoleArn"] == ["arn:aws:iam::123456789012:role/scratchbert"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the identity's STS is gone: one line that says where it looked
+    with pytest.raises(ScratchBertError, match="no S3 credentials found.*workload identity") as e:
+        storage.client_from_env(env)
+    assert "\n" not in str(e.value)
+
+
+def test_no_credentials_anywhere_is_one_line_naming_the_places(tmp_path):
+    env = {**NO_KEYS, "HOME": str(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    with pytest.raises(ScratchBertError) as e:
+        storage.client_from_env(env)
+    msg = str(e.value)
+    assert "no S3 credentials found" in msg and "AWS_ACCESS_KEY_ID" in msg and str(tmp_path / ".aws" / "credentials") in msg
+    assert "\n" not in msg
 
 
 def test_client_from_env_reads_os_environ_and_scheme(monkeypatch):
@@ -416,3 +493,17 @@ def test_server_dies_with_the_python_process_that_started_it():
         for name, port in json.loads(ports).items():
             if name.endswith(".grpc"):
                 Path(f"/tmp/seaweedfs-{name[:-5]}-grpc-{port}.sock").unlink(missing_ok=True)
+
+
+def test_an_unreachable_endpoint_is_one_short_line(tmp_path):
+    """minio's own client retries a refused connection five times with back-off and waits five
+    minutes to connect; ours retries a connection twice and gives up connecting after 15 s,
+    and the line names the address and the reason, not urllib3's pool."""
+    client = storage.client_from_env({**FULL_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    retries = client._http.connection_pool_kw["retries"]
+    assert retries.connect == 2 and client._http.connection_pool_kw["timeout"].connect_timeout == 15
+    with pytest.raises(ScratchBertError) as e:
+        storage.download("s3://bucket/x", tmp_path / "d", client=client)
+    msg = str(e.value)
+    assert "could not reach S3 for s3://bucket/x (Failed to establish a new connection" in msg
+    assert "HTTPConnectionPool" not in msg and "\n" not in msg

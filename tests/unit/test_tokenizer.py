@@ -80,7 +80,7 @@ def test_lowercase_and_accent_stripping(tmp_path, accent_docs):
 
 def test_too_small_vocabulary_is_an_error_and_writes_nothing(tmp_path):
     out = tmp_path / "tok"
-    with pytest.raises(ScratchBertError, match="vocab size 20 is too small.*--vocab-size"):
+    with pytest.raises(ScratchBertError, match="--vocab-size 20 is too small.*69 or more"):
         train_tokenizer(TokenizerConfig(corpus="(given)", out=str(out), vocab_size=20),
                         documents=synthetic.make_corpus(20))
     assert list(tmp_path.iterdir()) == []

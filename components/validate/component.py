@@ -1,0 +1,35 @@
+"""KFP component: check every pipeline parameter before any work starts (``scratchbert_pipelines.parameters.validate``).
+
+The pipeline's first task. Each stage checks its own settings when it starts, but the last
+stages start after the tokenizer, the dataset and pretraining have run; a bad value for them
+(a preset that does not exist, ``qa_max_steps=0``) would cost the whole run before its
+one-line error. This task builds every stage's config from the parameters and runs its
+checks, in seconds. KFP cannot skip the retries of a task for deterministic errors
+(``set_retry`` retries every failure), so catching them here is what keeps a bad value from
+being retried.
+"""
+
+# No `from __future__ import annotations`: kfp reads the annotations as types.
+from scratchbert_components import make_component
+
+
+def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, max_corpus_bytes: int, vocab_size: int,
+             lowercase: bool, max_seq_len: int, dupe_factor: int, preset: str, max_steps: int, time_budget_minutes: float,
+             learning_rate: float, batch_size: int, checkpoint_uri: str, num_nodes: int, gpus_per_node: int,
+             eval_max_examples: int, qa_max_steps: int,
+             qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int, qa_max_train_examples: int,
+             qa_max_eval_examples: int, qa_on_gpu: bool, publish_uri: str, publish_version: str):
+    """Check every pipeline parameter as the stages will, so that a bad value fails in seconds with one line.
+
+    Every parameter is the pipeline parameter of the same name (scratchbert_pipelines.parameters).
+    """
+    values = dict(locals())  # first: the parameters, nothing else
+    from scratchbert_pipelines.parameters import validate as check_parameters
+
+    run_stage(check_parameters, values)
+    print("every pipeline parameter is valid")
+
+
+def build(image: str):
+    """The validate component for ``image``."""
+    return make_component(validate, image)
