@@ -40,7 +40,7 @@ REPORT_HELPERS = BASE_HELPERS + (read_log_history, history_series, format_number
                                  svg_line_chart, html_page)
 
 # Folder names, in pipeline order (the library stages; the pipeline runs ``validate`` before them).
-STAGES = ("tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish")
+STAGES = ("tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish", "starting_model")
 
 
 def describe(func: Callable, config_cls=None) -> str:

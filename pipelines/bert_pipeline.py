@@ -52,15 +52,23 @@ Decisions that live here (and nowhere else):
 import dataclasses
 
 from kfp import dsl, kubernetes
+from kfp.dsl import Input, Model
 
 from scratchbert_components.dataset import component as dataset_component
 from scratchbert_components.evaluate import component as evaluate_component
 from scratchbert_components.pretrain import component as pretrain_component
 from scratchbert_components.publish import component as publish_component
 from scratchbert_components.qa_finetune import component as qa_component
+from scratchbert_components.starting_model import component as starting_model_component
 from scratchbert_components.tokenizer import component as tokenizer_component
 from scratchbert_components.validate import component as validate_component
 from scratchbert_pipelines import parameters, settings
+
+# The parameters of the two nested pipelines: fine-tuning and publishing (both paths end with
+# it), and everything but the switch between the paths (the pretraining path).
+FINE_TUNE_NAMES = tuple(n for n in parameters.NAMES
+                        if parameters.stages_of(n) & {"qa_finetune", "publish"} or n == "qa_on_gpu")
+PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n != "skip_pretraining")
 
 PIPELINE_NAME = "scratchbert"
 PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on a GPU, "
@@ -88,6 +96,7 @@ RESOURCES = {
     "qa_finetune": Resources("2", "8", "8Gi", "32Gi"),
     "publish": Resources("500m", "2", "1Gi", "4Gi"),
     "pretrain_gpus": Resources("100m", "1", "256Mi", "1Gi"),
+    "starting_model": Resources("500m", "2", "2Gi", "8Gi"),
 }
 # Worker processes for the dataset map: the dataset task's CPU limit.
 DATASET_NUM_PROC = int(RESOURCES["dataset"].cpu_limit)
@@ -146,6 +155,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
     image = image or settings.default_image(gpu=False)
     gpu_image = gpu_image or settings.default_image(gpu=True)
     validate_op = validate_component.build(image)
+    starting_model_op = starting_model_component.build(image)
     tokenizer_op = tokenizer_component.build(image)
     dataset_op = dataset_component.build(image)
     pretrain_op = pretrain_component.build(gpu_image)
@@ -155,18 +165,40 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
     qa_cpu_op = qa_component.build(image)
     publish_op = publish_component.build(image)
 
-    def bert_pipeline(*values) -> str:
-        p = dict(zip(parameters.NAMES, values))  # kfp passes the parameters in signature order
+    def fine_tune_and_publish(model, *values) -> str:
+        p = dict(zip(FINE_TUNE_NAMES, values))
+
+        def branch(qa_op, where: str, gpu: bool):
+            qa = qa_op(model=model, **parameters.stage_arguments("qa_finetune", p))
+            qa.set_display_name(f"qa_finetune: SQuAD ({where})").set_caching_options(False)
+            _s3_credentials(_resources(qa, "qa_finetune"), optional=True)
+            if gpu:
+                _on_gpu(qa, node_selector)
+            pub = publish_op(model=qa.outputs["qa_model"], **parameters.stage_arguments("publish", p))
+            pub.set_display_name("publish QA model").set_caching_options(False)
+            if retries:
+                pub.set_retry(PUBLISH_RETRIES, backoff_duration="30s")
+            _s3_credentials(_resources(pub, "publish"), optional=False)
+            return pub
+
+        with dsl.If(p["qa_on_gpu"] == True, name="qa-on-gpu"):  # noqa: E712 (a pipeline condition, not a Python test)
+            published_gpu = branch(qa_gpu_op, "GPU", gpu=True)
+        with dsl.Else(name="qa-on-cpu"):
+            published_cpu = branch(qa_cpu_op, "CPU", gpu=False)
+        return dsl.OneOf(published_gpu.output, published_cpu.output)
+
+    fine_tune = _sub_pipeline(fine_tune_and_publish, "fine-tune-and-publish", FINE_TUNE_NAMES,
+                              "Fine-tune a model for SQuAD question answering and publish it.",
+                              artifacts={"model": (Input[Model], "The model to fine-tune (with its tokenizer).")})
+
+    def pretrain_and_fine_tune(*values) -> str:
+        p = dict(zip(PRETRAIN_NAMES, values))
 
         def args(stage: str) -> dict:
             return parameters.stage_arguments(stage, p)
 
-        check = validate_op(**p)
-        check.set_display_name("validate the parameters").set_caching_options(False)
-        _resources(check, "validate")
-
-        tok = tokenizer_op(**args("tokenizer")).after(check)  # everything else follows the tokenizer
-        tok.set_display_name("tokenizer: train WordPiece").set_caching_options(True)
+        tok = tokenizer_op(**args("tokenizer"))
+        tok.set_display_name("tokenizer: train WordPiece, or take the starting model's").set_caching_options(True)
         _s3_credentials(_resources(tok, "tokenizer"), optional=True)
 
         data = dataset_op(tokenizer=tok.outputs["tokenizer"], num_proc=DATASET_NUM_PROC, **args("dataset"))
@@ -191,31 +223,52 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         ev.set_display_name("evaluate: MLM/NSP, perplexity, fill-mask").set_caching_options(False)
         _resources(ev, "evaluate")
 
-        def finetune_and_publish(qa_op, where: str, gpu: bool):
-            qa = qa_op(model=pre.outputs["model"], **args("qa_finetune"))
-            qa.set_display_name(f"qa_finetune: SQuAD ({where})").set_caching_options(False)
-            _s3_credentials(_resources(qa, "qa_finetune"), optional=True)
-            if gpu:
-                _on_gpu(qa, node_selector)
-            pub = publish_op(model=qa.outputs["qa_model"], **args("publish"))
-            pub.set_display_name("publish QA model").set_caching_options(False)
-            if retries:
-                pub.set_retry(PUBLISH_RETRIES, backoff_duration="30s")
-            _s3_credentials(_resources(pub, "publish"), optional=False)
-            return pub
+        published = fine_tune(model=pre.outputs["model"], **{name: p[name] for name in FINE_TUNE_NAMES})
+        published.set_display_name("fine-tune and publish").set_caching_options(False)
+        return published.output
 
-        with dsl.If(p["qa_on_gpu"] == True, name="qa-on-gpu"):  # noqa: E712 (a pipeline condition, not a Python test)
-            published_gpu = finetune_and_publish(qa_gpu_op, "GPU", gpu=True)
-        with dsl.Else(name="qa-on-cpu"):
-            published_cpu = finetune_and_publish(qa_cpu_op, "CPU", gpu=False)
-        return dsl.OneOf(published_gpu.output, published_cpu.output)
+    pretrain_then_fine_tune = _sub_pipeline(
+        pretrain_and_fine_tune, "pretrain-and-fine-tune", PRETRAIN_NAMES,
+        "Pretrain BERT (from scratch, or continuing a starting model) on the corpus, evaluate it, fine-tune and publish.")
+
+    def bert_pipeline(*values) -> str:
+        p = dict(zip(parameters.NAMES, values))  # kfp passes the parameters in signature order
+
+        check = validate_op(**p)
+        check.set_display_name("validate the parameters").set_caching_options(False)
+        _resources(check, "validate")
+
+        # Two paths, and the graph shows which one ran: pretrain (from scratch, or continuing
+        # init_model), or fine-tune the starting model as it is.
+        with dsl.If(p["skip_pretraining"] == False, name="pretrain-then-fine-tune"):  # noqa: E712
+            trained = pretrain_then_fine_tune(**{name: p[name] for name in PRETRAIN_NAMES}).after(check)
+            trained.set_display_name("pretrain, evaluate, fine-tune and publish").set_caching_options(False)
+        with dsl.Else(name="fine-tune-the-starting-model"):
+            start = starting_model_op(**parameters.stage_arguments("starting_model", p)).after(check)
+            start.set_display_name("starting model: fetch and check").set_caching_options(True)
+            _s3_credentials(_resources(start, "starting_model"), optional=True)
+            direct = fine_tune(model=start.outputs["model"], **{name: p[name] for name in FINE_TUNE_NAMES})
+            direct.set_display_name("fine-tune and publish").set_caching_options(False)
+        return dsl.OneOf(trained.output, direct.output)
 
     # The signature and the docstring (the UI's parameter descriptions) come from the parameter table.
     bert_pipeline.__signature__ = parameters.signature(return_annotation=str)
     bert_pipeline.__doc__ = parameters.docstring(
-        "Train BERT from scratch and publish a SQuAD question-answering model.",
+        "Train BERT (from scratch or from a starting model) and publish a SQuAD question-answering model.",
         "The URI of the published model version.")
     return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION, pipeline_root=pipeline_root)(bert_pipeline)
+
+
+def _sub_pipeline(func, name: str, names: tuple[str, ...], summary: str, artifacts: dict | None = None):
+    """``func(*artifacts, *parameters)`` as a nested ``@dsl.pipeline`` taking the parameters ``names``
+    (signature and descriptions from the parameter table) after the input ``artifacts``
+    (name -> (annotation, description))."""
+    artifacts = artifacts or {}
+    func.__signature__ = parameters.signature(names, artifacts={k: a for k, (a, _) in artifacts.items()},
+                                              return_annotation=str)
+    func.__doc__ = parameters.docstring(summary, "The URI of the published model version.", names,
+                                        artifacts={k: d for k, (_, d) in artifacts.items()})
+    return dsl.pipeline(name=name)(func)
 
 
 # The pipeline for the default images (what the committed YAML is compiled from).

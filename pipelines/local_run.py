@@ -65,7 +65,8 @@ DESCRIPTION = ("Run the whole scratchbert pipeline on this machine through kfp.l
 INPUT_BUCKET = "scratchbert-inputs"
 STORE_DIRNAME = "s3-store"
 LOG_FILE = "run.log"
-SOURCES = ("corpus", "valid_corpus", "squad_train", "squad_dev")  # pipeline parameters that take data
+# Pipeline parameters that take data or a model: local paths are uploaded to the S3 server first.
+SOURCES = ("corpus", "valid_corpus", "squad_train", "squad_dev", "init_model")
 
 # The run's defaults, by pipeline parameter (the pipeline's own defaults fill in the rest).
 # On generated data: a nano model, a few minutes on 2 CPU cores, long enough that the numbers
@@ -95,7 +96,7 @@ STAND_IN_CORPUS_BYTES = 11_000_000
 # Stage -> the output artifact holding the stage's metrics.json.
 STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
                  "qa_finetune": "logs"}
-STAGES = (*STAGE_OUTPUTS, "publish")
+STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
 
@@ -268,6 +269,7 @@ def format_summary(summary: dict) -> str:
         return "n/a" if value is None else fmt.format(value)
 
     headline = {
+        "starting_model": f"from {summary.get('arguments', {}).get('init_model') or 'n/a'}",
         "tokenizer": f"vocab {get('tokenizer', 'vocab_size', '{}')}, unk rate {get('tokenizer', 'unk_rate', '{:.4f}')}",
         "dataset": f"{get('dataset', 'train_examples', '{}')} train / {get('dataset', 'validation_examples', '{}')} validation examples",
         "pretrain": f"{get('pretrain', 'steps', '{}')} steps, loss {get('pretrain', 'train_loss', '{:.3f}')}, {get('pretrain', 'tokens_per_second', '{:.0f}')} tokens/s",
@@ -277,7 +279,7 @@ def format_summary(summary: dict) -> str:
     }
     lines = [f"scratchbert local run {summary['run_id']}" + (" (synthetic data)" if summary.get("synthetic") else ""),
              f"{'stage':<12} {'seconds':>8}  result"]
-    for stage in STAGES:
+    for stage in (stage for stage in STAGES if stage in s):  # the stages that ran
         lines.append(f"{stage:<12} {get(stage, 'seconds', '{:.1f}'):>8}  {headline[stage]}")
     lines.append(f"{'total':<12} {summary['total_seconds']:>8.1f}")
     where = summary["store"] and f"kept in {summary['store']} (server stopped)" or summary.get("endpoint") or "temporary store (deleted)"
@@ -508,11 +510,8 @@ def _is_remote(uri: str) -> bool:
 
 
 def _stage_of(task_dir: str) -> str | None:
-    """kfp.local task name or folder (``qa-finetune-2``) -> stage name (``qa_finetune``); None for others."""
-    base = task_dir
-    if base.rsplit("-", 1)[-1].isdigit():
-        base = base.rsplit("-", 1)[0]
-    stage = base.replace("-", "_")
+    """kfp.local task name or folder (``qa-finetune-2-2``) -> stage name (``qa_finetune``); None for others."""
+    stage = re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
     return stage if stage in STAGES else None
 
 
@@ -619,9 +618,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if param.name in CLUSTER_ONLY:
             continue
         flag = "--" + param.name.replace("_", "-")
-        if param.name in SOURCES:
+        if param.name in STAND_INS:
             help_text = param.help + (" Default: the pipeline's (on the Hub), or its offline stand-in in "
-                                      "../shared/data; generated with --synthetic." if param.name != "valid_corpus" else "")
+                                      "../shared/data; generated with --synthetic.")
+        elif param.name in SOURCES:
+            help_text = param.help
         else:
             help_text = f"{param.help} Default: {_flag_default(param.name)}."
         kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}

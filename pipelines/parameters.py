@@ -22,6 +22,7 @@ from scratchbert.evaluation import EvalConfig
 from scratchbert.pretrain import PretrainConfig
 from scratchbert.pretraining_data import DatasetConfig
 from scratchbert.qa import QAConfig
+from scratchbert.starting_model import StartingModelConfig
 from scratchbert.storage import PublishConfig
 from scratchbert.tokenizer import TokenizerConfig
 from scratchbert_pipelines import settings
@@ -35,6 +36,7 @@ STAGE_CONFIGS = {
     "evaluate": EvalConfig,
     "qa_finetune": QAConfig,
     "publish": PublishConfig,
+    "starting_model": StartingModelConfig,
 }
 # Stage -> configs of the pipeline's own side that its component takes too (fields the
 # library has no use for: pretrain's nodes and GPUs, which decide where it runs).
@@ -97,6 +99,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("qa_finetune", "squad_train"), default=DEFAULT_SQUAD_TRAIN, prefix=False),
     stage_parameter(("qa_finetune", "squad_dev"), default=DEFAULT_SQUAD_DEV, prefix=False),
     stage_parameter(("tokenizer", "max_corpus_bytes"), ("dataset", "max_corpus_bytes")),
+    # a starting model instead of random weights
+    stage_parameter(("tokenizer", "init_model"), ("pretrain", "init_model"), ("starting_model", "init_model")),
+    Parameter("skip_pretraining", bool, False, "Fine-tune QA on the starting model (init_model) directly, without "
+                                              "pretraining it on the corpus first."),
     # tokenizer and dataset
     stage_parameter(("tokenizer", "vocab_size")),
     stage_parameter(("tokenizer", "lowercase")),
@@ -116,7 +122,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("qa_finetune", "max_steps")),
     stage_parameter(("qa_finetune", "learning_rate")),
     stage_parameter(("qa_finetune", "batch_size")),
-    stage_parameter(("qa_finetune", "max_seq_len")),
+    stage_parameter(("qa_finetune", "max_seq_len"), ("starting_model", "max_seq_len")),
     stage_parameter(("qa_finetune", "max_train_examples")),
     stage_parameter(("qa_finetune", "max_eval_examples")),
     Parameter("qa_on_gpu", bool, True, "Fine-tune QA on a GPU node (the CUDA image) rather than on a CPU node."),
@@ -185,8 +191,11 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
                 cls(**args).validate()
             except ScratchBertError as e:
                 raise ScratchBertError(f"pipeline parameters, {stage} stage: {pipeline_names(stage, str(e))}") from None
+    if full["skip_pretraining"] and not full["init_model"]:
+        raise ScratchBertError("pipeline parameters: skip_pretraining fine-tunes the starting model, but init_model is "
+                               "empty; give init_model (hf://owner/name, s3://... or a path), or leave skip_pretraining off")
     positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
-    if full["qa_max_seq_len"] > positions:
+    if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model is checked when fetched
         raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
                                f"positions of the model pretrained with max_seq_len {full['max_seq_len']}; use {positions} "
                                "or less, or 0 for the default")
@@ -201,15 +210,25 @@ def pipeline_names(stage: str, message: str) -> str:
     return message
 
 
-def signature(return_annotation: Any = inspect.Signature.empty) -> inspect.Signature:
-    """The pipeline function's signature: every parameter, typed, with its default."""
-    return inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default,
-                                                annotation=p.type) for p in PARAMETERS],
-                             return_annotation=return_annotation)
+def signature(names: tuple[str, ...] = NAMES, *, artifacts: dict[str, Any] | None = None,
+              return_annotation: Any = inspect.Signature.empty) -> inspect.Signature:
+    """A pipeline function's signature: its input ``artifacts`` (name -> annotation), then the
+    parameters ``names`` (default: all), typed, with their defaults."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    inputs = [inspect.Parameter(name, kind, annotation=annotation) for name, annotation in (artifacts or {}).items()]
+    return inspect.Signature(inputs + [inspect.Parameter(n, kind, default=BY_NAME[n].default, annotation=BY_NAME[n].type)
+                                       for n in names], return_annotation=return_annotation)
 
 
-def docstring(summary: str, returns: str) -> str:
-    """A Google-style docstring (which KFP reads for the UI's descriptions) of every parameter."""
-    args = "\n".join(f"    {p.name}: {p.help}" + (f" One of: {', '.join(p.choices)}." if p.choices else "")
-                     for p in PARAMETERS)
-    return f"{summary}\n\nArgs:\n{args}\n\nReturns:\n    {returns}\n"
+def docstring(summary: str, returns: str, names: tuple[str, ...] = NAMES, artifacts: dict[str, str] | None = None) -> str:
+    """A Google-style docstring (which KFP reads for the UI's descriptions) of the parameters
+    ``names`` (default: all) and of the input ``artifacts`` (name -> description)."""
+    lines = [f"    {name}: {text}" for name, text in (artifacts or {}).items()]
+    lines += [f"    {BY_NAME[n].name}: {BY_NAME[n].help}" + (f" One of: {', '.join(BY_NAME[n].choices)}." if BY_NAME[n].choices else "")
+              for n in names]
+    return f"{summary}\n\nArgs:\n" + "\n".join(lines) + f"\n\nReturns:\n    {returns}\n"
+
+
+def stages_of(name: str) -> set[str]:
+    """The stages a pipeline parameter feeds."""
+    return {stage for stage, _ in BY_NAME[name].targets}

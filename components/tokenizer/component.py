@@ -7,9 +7,9 @@ from scratchbert.tokenizer import TokenizerConfig
 from scratchbert_components import make_component
 
 
-def tokenizer(corpus: str, vocab_size: int, max_corpus_bytes: int, lowercase: bool,
+def tokenizer(corpus: str, vocab_size: int, max_corpus_bytes: int, lowercase: bool, init_model: str,
               tokenizer: Output[Artifact], metrics: Output[Metrics]):
-    """Train a WordPiece vocabulary on a corpus and save it as a Hugging Face fast tokenizer.
+    """Train a WordPiece vocabulary on a corpus (or take a starting model's) and save it as a Hugging Face fast tokenizer.
 
     Args:
         tokenizer: The tokenizer folder (AutoTokenizer.from_pretrained loads it) with its metrics.json.
@@ -18,7 +18,7 @@ def tokenizer(corpus: str, vocab_size: int, max_corpus_bytes: int, lowercase: bo
     from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
 
     config = TokenizerConfig(corpus=corpus, out=tokenizer.path, vocab_size=vocab_size,
-                             max_corpus_bytes=max_corpus_bytes, lowercase=lowercase)
+                             max_corpus_bytes=max_corpus_bytes, lowercase=lowercase, init_model=init_model)
     log_numbers(metrics, run_stage(train_tokenizer, config))
 
 

@@ -13,7 +13,8 @@ being retried.
 from scratchbert_components import make_component
 
 
-def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, max_corpus_bytes: int, vocab_size: int,
+def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, max_corpus_bytes: int, init_model: str,
+             skip_pretraining: bool, vocab_size: int,
              lowercase: bool, max_seq_len: int, dupe_factor: int, preset: str, max_steps: int, time_budget_minutes: float,
              learning_rate: float, batch_size: int, checkpoint_uri: str, num_nodes: int, gpus_per_node: int,
              eval_max_examples: int, qa_max_steps: int,

@@ -441,7 +441,7 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
 
     with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
         folder = starting_model.fetch(cfg.init_model, tmp)
-        config = starting_model.check(folder, max_seq_len=info["max_seq_len"], where=cfg.init_model)
+        config = starting_model.check_model(folder, max_seq_len=info["max_seq_len"], where=cfg.init_model)
         if tokenizer_fingerprint(load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
             raise ScratchBertError(f"dataset {cfg.dataset} was not built with the tokenizer of {cfg.init_model}; build it "
                                    f"with `scratchbert tokenizer --init-model {cfg.init_model}` and then `scratchbert dataset`")

@@ -9,7 +9,7 @@ A starting model is named by a URI:
 * a local folder written by ``save_pretrained`` (a scratchbert model folder, for one).
 
 :func:`fetch` brings it to a local folder (the weights, or only the config and tokenizer) and
-:func:`check` makes sure it is something scratchbert can continue: a BERT encoder (model type
+:func:`check_model` makes sure it is something scratchbert can continue: a BERT encoder (model type
 ``bert``) with a BERT WordPiece tokenizer that fits its vocabulary, and enough positions for
 the sequence length asked for. Each problem is one sentence.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from scratchbert import hub
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import atomic_output_dir
-from scratchbert.params import param
+from scratchbert.params import check, check_source, param
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ class StartingModelConfig:
                                  "or a model folder) or a local folder; empty trains from scratch.")
     out: str = param(help="Output folder: the model's config, weights and tokenizer.")
     max_seq_len: int = param(0, help="Tokens per example the model must have positions for; 0 checks nothing.")
+
+    def validate(self) -> None:
+        """Check the settings' form (the model itself is checked when it is fetched)."""
+        check_source(self.init_model, "--init-model", required=False)
+        check((self.max_seq_len >= 0, f"--max-seq-len {self.max_seq_len} must not be negative (0 checks nothing)"))
 
 
 def is_remote(uri: str) -> bool:
@@ -110,7 +115,7 @@ def _from_s3(uri: str, dest: Path, weights: bool) -> Path:
     return storage.fetch_published(uri, dest)
 
 
-def check(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | None = None):
+def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | None = None):
     """The model's ``BertConfig`` after checking it can be continued here; one sentence otherwise."""
     from transformers import AutoConfig
 
@@ -149,7 +154,7 @@ def prepare_starting_model(cfg: StartingModelConfig) -> dict:
         raise ScratchBertError("no starting model given; set init_model (hf://owner/name, s3://... or a folder)")
     with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
         folder = fetch(cfg.init_model, tmp)
-        config = check(folder, max_seq_len=cfg.max_seq_len, where=cfg.init_model)
+        config = check_model(folder, max_seq_len=cfg.max_seq_len, where=cfg.init_model)
         if not has_weights(folder):
             raise ScratchBertError(f"starting model {cfg.init_model} has no weights (model.safetensors or "
                                    "pytorch_model.bin); give a complete model folder")

@@ -130,7 +130,7 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
         folder = starting_model.fetch(cfg.init_model, tmp, weights=False)
-        starting_model.check(folder, where=cfg.init_model)
+        starting_model.check_model(folder, where=cfg.init_model)
         tok = load_tokenizer(folder)
         if documents is None:
             from scratchbert.corpus import load_documents

@@ -71,7 +71,8 @@ def test_tokenizer_component_reads_corpus_from_s3(data, s3_env):
 
     storage.upload_dir(data["corpus"].parent, "s3://corpora/synthetic")  # corpus.txt and the built folders
     op = tokenizer_component.build(IMAGE)
-    task = op(corpus="s3://corpora/synthetic/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
+    task = op(corpus="s3://corpora/synthetic/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True,
+              init_model="")
     out = Path(task.outputs["tokenizer"].path)
     tok = load_tokenizer(out)
     assert len(tok) == 300
@@ -145,7 +146,7 @@ def test_publish_component(data, s3_env, tmp_path):
 def test_bad_input_ends_the_task_with_one_clear_sentence(capfd):
     op = tokenizer_component.build(IMAGE)
     with pytest.raises(RuntimeError, match="FAILURE"):
-        op(corpus="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True)
+        op(corpus="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True, init_model="")
     out = capfd.readouterr()
     log = out.out + out.err
     assert "scratchbert error: corpus /nonexistent/corpus.txt does not exist" in log

@@ -98,6 +98,47 @@ def test_published_model_is_readable_after_the_run_and_answers(run, tmp_path):
     assert context[best["start"]:best["end"]] == best["text"]
 
 
+def _published_tokenizer_fingerprint(store: str, uri: str, dest: Path) -> str:
+    from scratchbert import storage
+    from scratchbert.objectstore import EmbeddedS3
+    from scratchbert.tokenizer import fingerprint, load_tokenizer
+
+    with EmbeddedS3(data_dir=store) as s3:
+        folder = storage.fetch_published(uri, dest, client=s3.client())
+    return fingerprint(load_tokenizer(folder))
+
+
+@pytest.mark.slow
+def test_a_published_model_starts_the_next_run_fine_tuned_directly(run, tmp_path):
+    """The model the first run published is the starting model of the next one, which skips
+    pretraining: the graph's other path (starting model -> fine-tune -> publish)."""
+    first = run["summary"]
+    summary = run_local(synthetic=True, workdir=run["workdir"], init_model="s3://models/scratchbert-qa",
+                        skip_pretraining=True, qa_max_steps=10, quiet=True)
+    assert set(summary["stages"]) == {"starting_model", "qa_finetune", "publish"}  # no tokenizer, no pretraining
+    assert summary["stages"]["qa_finetune"]["train_steps"] == 10
+    assert summary["published_uri"] != first["published_uri"]
+    assert (_published_tokenizer_fingerprint(summary["store"], summary["published_uri"], tmp_path / "second")
+            == _published_tokenizer_fingerprint(first["store"], first["published_uri"], tmp_path / "first"))
+
+
+@pytest.mark.slow
+def test_a_local_model_folder_is_continued_with_its_own_tokenizer(run, tmp_path):
+    """A model folder given to run-local is uploaded like the data; the tokenizer stage takes
+    its tokenizer, pretraining continues its weights, and the published QA model keeps it."""
+    from scratchbert.tokenizer import fingerprint, load_tokenizer
+
+    (start,) = Path(run["summary"]["outputs"]).rglob("pretrain/model")
+    summary = run_local(synthetic=True, workdir=run["workdir"], init_model=str(start), max_steps=10, qa_max_steps=5,
+                        quiet=True)
+    stages = summary["stages"]
+    assert {"tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"} <= set(stages)
+    assert stages["tokenizer"]["init_model"].startswith("s3://scratchbert-inputs/")
+    assert stages["pretrain"]["steps"] == 10 and stages["pretrain"]["warmup_fraction"] == 0.06
+    assert (_published_tokenizer_fingerprint(summary["store"], summary["published_uri"], tmp_path / "published")
+            == fingerprint(load_tokenizer(start)))
+
+
 def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tmp_path, capfd):
     from scratchbert.objectstore import find_weed
 

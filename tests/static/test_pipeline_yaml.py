@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
-STAGE_FUNCTIONS = {"validate", "tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
+STAGE_FUNCTIONS = {"validate", "tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish", "starting_model"}
 # The tiny task that tells pretrain's pod how many GPUs to ask for (0 when it launches a TrainJob).
 GPU_COUNT_FUNCTION = "pretrain_gpus"
 
@@ -80,28 +80,50 @@ def test_five_stages_and_publish(compiled):
     spec, _ = compiled
     assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS | {GPU_COUNT_FUNCTION}
     assert spec["pipelineInfo"]["name"] == "scratchbert"
-    # One QA fine-tune and one publish per branch (GPU / CPU), one of everything else.
-    assert len(executors_of(spec, "qa_finetune")) == 2 and len(executors_of(spec, "publish")) == 2
+    # Fine-tuning and publishing end both paths (pretrained, or the starting model as it is), each
+    # with a GPU and a CPU branch; one of everything else.
+    assert len(executors_of(spec, "qa_finetune")) == 4 and len(executors_of(spec, "publish")) == 4
     for fn in STAGE_FUNCTIONS - {"qa_finetune", "publish"}:
         assert len(executors_of(spec, fn)) == 1, fn
 
 
+def _dag(spec: dict, component: str) -> dict:
+    return spec["root"]["dag"]["tasks"] if component == "root" else spec["components"][component]["dag"]["tasks"]
+
+
+def _producer(task: dict, artifact: str) -> str:
+    src = task["inputs"]["artifacts"][artifact]
+    return src["taskOutputArtifact"]["producerTask"] if "taskOutputArtifact" in src else src["componentInputArtifact"]
+
+
 def test_wiring(compiled):
-    """corpus -> tokenizer -> dataset -> pretrain -> evaluate; pretrained model -> qa -> publish."""
+    """validate first; then either tokenizer -> dataset -> pretrain -> evaluate, and the pretrained
+    model -> fine-tune and publish; or the starting model -> fine-tune and publish."""
     spec, _ = compiled
-    tasks = all_tasks(spec)
+    root = _dag(spec, "root")
+    assert set(root) == {"validate", "condition-branches-1"}
+    branches = _dag(spec, root["condition-branches-1"]["componentRef"]["name"])
+    paths = {name: _dag(spec, task["componentRef"]["name"]) for name, task in branches.items()}
+    (pretrain_branch,) = [tasks for tasks in paths.values() if "pretrain-and-fine-tune" in tasks]
+    (direct_branch,) = [tasks for tasks in paths.values() if "starting-model" in tasks]
+    assert root["condition-branches-1"]["dependentTasks"] == ["validate"]  # both paths wait for the checks
+    assert _producer(direct_branch["fine-tune-and-publish"], "model") == "starting-model"
 
-    def producer(task: str, artifact: str) -> str:
-        src = tasks[task]["inputs"]["artifacts"][artifact]
-        return src["taskOutputArtifact"]["producerTask"] if "taskOutputArtifact" in src else src["componentInputArtifact"]
+    train = _dag(spec, pretrain_branch["pretrain-and-fine-tune"]["componentRef"]["name"])
+    assert _producer(train["dataset"], "tokenizer") == "tokenizer"
+    assert _producer(train["pretrain"], "dataset") == "dataset"
+    assert _producer(train["evaluate"], "model") == "pretrain" and _producer(train["evaluate"], "dataset") == "dataset"
+    assert _producer(train["evaluate"], "logs") == "pretrain"
+    assert _producer(train["fine-tune-and-publish"], "model") == "pretrain"
 
-    assert producer("dataset", "tokenizer") == "tokenizer"
-    assert producer("pretrain", "dataset") == "dataset"
-    assert producer("evaluate", "model") == "pretrain" and producer("evaluate", "dataset") == "dataset"
-    for qa in ("qa-finetune", "qa-finetune-2"):
-        assert producer(qa, "model") == "pipelinechannel--pretrain-model"  # the pretrained model, via the branch
-    assert producer("publish", "model") == "qa-finetune" and producer("publish-2", "model") == "qa-finetune-2"
-    assert producer("evaluate", "logs") == "pretrain"
+    fine_tune = _dag(spec, train["fine-tune-and-publish"]["componentRef"]["name"])
+    (qa_branches,) = fine_tune.values()
+    for qa_branch in _dag(spec, qa_branches["componentRef"]["name"]).values():
+        tasks = _dag(spec, qa_branch["componentRef"]["name"])
+        qa = next(name for name in tasks if name.startswith("qa-finetune"))
+        pub = next(name for name in tasks if name.startswith("publish"))
+        assert _producer(tasks[qa], "model") == "pipelinechannel--model"  # the model the nested pipeline is given
+        assert _producer(tasks[pub], "model") == qa
     from scratchbert_pipelines import parameters
 
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -125,7 +147,7 @@ def test_gpu_request_only_on_gpu_tasks(compiled, settings):
     spec, _ = compiled
     gpu = {"exec-pretrain"} | {e for e in executors_of(spec, "qa_finetune")
                                if executors(spec)[e]["container"]["image"] == settings.default_image(gpu=True)}
-    assert len(gpu) == 2, "pretrain and the GPU branch of qa_finetune"
+    assert len(gpu) == 3, "pretrain and the GPU branch of qa_finetune in both paths"
     for name, ex in executors(spec).items():
         accel = ex["container"].get("resources", {}).get("accelerator")
         if name in gpu:
@@ -224,33 +246,35 @@ def test_caching_and_retries(compiled):
         if name.startswith("condition"):
             continue
         cache = task.get("cachingOptions", {}).get("enableCache", False)
-        assert cache is (name in ("tokenizer", "dataset", "pretrain-gpus")), name
+        assert cache is (name in ("tokenizer", "dataset", "pretrain-gpus", "starting-model")), name
     assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
     assert tasks["publish"]["retryPolicy"]["maxRetryCount"] >= 1
 
 
 def test_validate_runs_first_with_every_parameter(compiled):
-    """The validate task checks every pipeline parameter before any work: the tokenizer waits for
-    it, and everything else waits for the tokenizer (by its artifacts)."""
+    """The validate task checks every pipeline parameter before any work: the two paths (a
+    condition group) wait for it, and within the pretraining path everything waits for the
+    tokenizer (by its artifacts)."""
     from scratchbert_pipelines import parameters
 
     spec, _ = compiled
-    tasks = all_tasks(spec)
-    check = tasks["validate"]
+    root = _dag(spec, "root")
+    check = root["validate"]
     assert not check.get("dependentTasks")
     assert {name: src["componentInputParameter"] for name, src in check["inputs"]["parameters"].items()} == \
         {name: name for name in parameters.NAMES}
-    assert tasks["tokenizer"]["dependentTasks"] == ["validate"]
+    assert set(root) == {"validate", "condition-branches-1"} and root["condition-branches-1"]["dependentTasks"] == ["validate"]
+    train = _dag(spec, "comp-pretrain-and-fine-tune")
 
     def upstream(name: str) -> set[str]:
-        deps = set(tasks[name].get("dependentTasks", []))
-        for src in tasks[name].get("inputs", {}).get("artifacts", {}).values():
+        deps = set(train[name].get("dependentTasks", []))
+        for src in train[name].get("inputs", {}).get("artifacts", {}).values():
             producer = src.get("taskOutputArtifact", {}).get("producerTask")
             deps |= {producer} if producer else set()
-        return deps | {d for dep in deps if dep in tasks for d in upstream(dep)}
+        return deps | {d for dep in deps if dep in train for d in upstream(dep)}
 
-    for name in ("dataset", "pretrain", "evaluate"):
-        assert "validate" in upstream(name), name
+    for name in ("dataset", "pretrain", "evaluate", "fine-tune-and-publish"):
+        assert "tokenizer" in upstream(name), name
 
 
 def test_every_task_runs_as_the_non_root_user_of_the_images(compiled, settings):

@@ -47,10 +47,10 @@ def mlm_only_model(trained_tokenizer, tmp_path_factory) -> Path:
 def test_a_local_folder_is_used_where_it_is_and_checked(start_model, tmp_path):
     folder = starting_model.fetch(str(start_model), tmp_path)
     assert folder == start_model
-    config = starting_model.check(folder, max_seq_len=MAX_SEQ_LEN)
+    config = starting_model.check_model(folder, max_seq_len=MAX_SEQ_LEN)
     assert config.model_type == "bert"
     with pytest.raises(ScratchBertError, match="has 512 positions, fewer than the 1024 tokens"):
-        starting_model.check(folder, max_seq_len=1024)
+        starting_model.check_model(folder, max_seq_len=1024)
     with pytest.raises(ScratchBertError, match="is not a folder"):
         starting_model.fetch(str(tmp_path / "nope"), tmp_path)
 
@@ -60,7 +60,7 @@ def test_a_model_that_is_not_bert_is_refused_in_one_line(trained_tokenizer, tmp_
 
     GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ScratchBertError, match="is a 'gpt2' model; scratchbert continues BERT encoders"):
-        starting_model.check(tmp_path / "gpt2")
+        starting_model.check_model(tmp_path / "gpt2")
 
 
 def test_s3_folder_and_published_version_are_fetched_and_verified(start_model, s3_env, s3_bucket, tmp_path):

@@ -1,0 +1,1 @@
+"""The starting_model component: see component.py."""
