@@ -68,7 +68,7 @@ from scratchbert_pipelines import parameters, settings
 # it), and everything but the switch between the paths (the pretraining path).
 FINE_TUNE_NAMES = tuple(n for n in parameters.NAMES
                         if parameters.stages_of(n) & {"qa_finetune", "publish"} or n == "qa_on_gpu")
-PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n != "skip_pretraining")
+PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n not in ("skip_pretraining", "budget_minutes"))
 
 PIPELINE_NAME = "scratchbert"
 PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on a GPU, "
@@ -235,19 +235,24 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         p = dict(zip(parameters.NAMES, values))  # kfp passes the parameters in signature order
 
         check = validate_op(**p)
-        check.set_display_name("validate the parameters").set_caching_options(False)
+        check.set_display_name("validate the parameters, plan the time budget").set_caching_options(False)
         _resources(check, "validate")
+        # the stages' time budgets as the validate task planned them (budget_minutes split)
+        planned = {name: check.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
+
+        def given(names: tuple[str, ...]) -> dict:
+            return {name: planned.get(name, p[name]) for name in names}
 
         # Two paths, and the graph shows which one ran: pretrain (from scratch, or continuing
         # init_model), or fine-tune the starting model as it is.
         with dsl.If(p["skip_pretraining"] == False, name="pretrain-then-fine-tune"):  # noqa: E712
-            trained = pretrain_then_fine_tune(**{name: p[name] for name in PRETRAIN_NAMES}).after(check)
+            trained = pretrain_then_fine_tune(**given(PRETRAIN_NAMES))
             trained.set_display_name("pretrain, evaluate, fine-tune and publish").set_caching_options(False)
         with dsl.Else(name="fine-tune-the-starting-model"):
             start = starting_model_op(**parameters.stage_arguments("starting_model", p)).after(check)
             start.set_display_name("starting model: fetch and check").set_caching_options(True)
             _s3_credentials(_resources(start, "starting_model"), optional=True)
-            direct = fine_tune(model=start.outputs["model"], **{name: p[name] for name in FINE_TUNE_NAMES})
+            direct = fine_tune(model=start.outputs["model"], **given(FINE_TUNE_NAMES))
             direct.set_display_name("fine-tune and publish").set_caching_options(False)
         return dsl.OneOf(trained.output, direct.output)
 

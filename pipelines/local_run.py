@@ -76,6 +76,8 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3, "qa_max_steps": 300, "qa_batch_size": 32, "qa_max_seq_len": 192,
     "qa_learning_rate": 3e-3,
 }
+# What --budget-minutes decides in place of the run's defaults (a value the user gives still wins).
+BUDGET_GOVERNS = ("max_steps", "time_budget_minutes", "qa_max_steps", "qa_time_budget_minutes")
 SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_articles": 40}
 # On real data (WikiText-2 and SQuAD unless given), on a laptop CPU: a tiny model for ten
 # minutes (several passes over 11 MB, hence five cuts of each document), a short QA
@@ -143,6 +145,9 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     endpoint_env = _endpoint_env(endpoint) if endpoint is not None else None
     _check_runner()
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
+    if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
+        for name in BUDGET_GOVERNS:
+            settings.pop(name, None)
     # every parameter checked the way the stages will, before anything starts (the pipeline's
     # validate task does the same on a cluster)
     parameters.validate({**settings, **given, **{k: str(v) for k, v in sources.items() if v is not None}})

@@ -19,6 +19,7 @@ from typing import Any
 
 from scratchbert import params
 from scratchbert.evaluation import EvalConfig
+from scratchbert.params import finite
 from scratchbert.pretrain import PretrainConfig
 from scratchbert.pretraining_data import DatasetConfig
 from scratchbert.qa import QAConfig
@@ -112,6 +113,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("pretrain", "preset")),
     stage_parameter(("pretrain", "max_steps")),
     stage_parameter(("pretrain", "time_budget_minutes")),
+    Parameter("budget_minutes", float, 0.0, "One time budget for the whole run, in minutes: split between pretraining "
+                                            "and QA fine-tuning by the measured rule (docs/performance.md), after the "
+                                            "fixed work; a stage's own time budget, where given, wins. 0: no budget."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),
@@ -120,6 +124,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     # evaluation and QA fine-tuning
     stage_parameter(("evaluate", "max_examples")),
     stage_parameter(("qa_finetune", "max_steps")),
+    stage_parameter(("qa_finetune", "time_budget_minutes")),
     stage_parameter(("qa_finetune", "learning_rate")),
     stage_parameter(("qa_finetune", "batch_size")),
     stage_parameter(("qa_finetune", "max_seq_len"), ("starting_model", "max_seq_len")),
@@ -173,8 +178,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     defaults, and turned into every stage's config (the artifact paths the pipeline fills in
     later stand in as placeholders), whose ``validate()`` runs: the checks each stage makes at
     its start, now made in seconds at the start of the run. Then what spans stages: the QA
-    windows must fit the pretrained model's positions. A failure is one line in the pipeline's
-    names (``qa_max_steps``, not ``--max-steps``).
+    windows must fit the pretrained model's positions. ``budget_minutes`` is split into the two
+    training stages' time budgets (:func:`split_budget`). A failure is one line in the
+    pipeline's names (``qa_max_steps``, not ``--max-steps``).
     """
     from scratchbert.errors import ScratchBertError
 
@@ -194,12 +200,37 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     if full["skip_pretraining"] and not full["init_model"]:
         raise ScratchBertError("pipeline parameters: skip_pretraining fine-tunes the starting model, but init_model is "
                                "empty; give init_model (hf://owner/name, s3://... or a path), or leave skip_pretraining off")
+    if not (finite(full["budget_minutes"]) and full["budget_minutes"] >= 0):
+        raise ScratchBertError(f"pipeline parameters: budget_minutes {full['budget_minutes']} must be 0 or more (0: no budget)")
+    full.update(split_budget(full))
     positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
     if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model is checked when fetched
         raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
                                f"positions of the model pretrained with max_seq_len {full['max_seq_len']}; use {positions} "
                                "or less, or 0 for the default")
     return full
+
+
+# How budget_minutes is spent: BUDGET_FIXED_MINUTES for the work that is not training (tokenizer,
+# dataset, evaluation, QA windows and scoring, publishing: measured on the main job's data on 2
+# cores), then pretraining gets BUDGET_PRETRAIN_SHARE of the rest and QA fine-tuning the remainder
+# (docs/performance.md: "One budget" has the measurements that chose these).
+BUDGET_FIXED_MINUTES = 2.5
+BUDGET_PRETRAIN_SHARE = 0.6
+
+
+def split_budget(values: dict[str, Any]) -> dict[str, float]:
+    """``time_budget_minutes`` and ``qa_time_budget_minutes`` as ``budget_minutes`` sets them (a
+    stage's own non-zero time budget is kept); without a budget, as given."""
+    budget = float(values.get("budget_minutes") or 0)
+    given = {name: float(values.get(name) or 0) for name in ("time_budget_minutes", "qa_time_budget_minutes")}
+    if budget <= 0:
+        return given
+    training = max(budget - BUDGET_FIXED_MINUTES, budget / 2)  # the fixed work never takes more than half
+    pretrain_share = 0.0 if values.get("skip_pretraining") else BUDGET_PRETRAIN_SHARE
+    split = {"time_budget_minutes": round(training * pretrain_share, 2),
+             "qa_time_budget_minutes": round(training * (1 - pretrain_share), 2)}
+    return {name: given[name] or split[name] for name in split}
 
 
 def pipeline_names(stage: str, message: str) -> str:

@@ -10,25 +10,33 @@ being retried.
 """
 
 # No `from __future__ import annotations`: kfp reads the annotations as types.
+from typing import NamedTuple
+
 from scratchbert_components import make_component
 
 
 def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, max_corpus_bytes: int, init_model: str,
-             skip_pretraining: bool, vocab_size: int,
-             lowercase: bool, max_seq_len: int, dupe_factor: int, preset: str, max_steps: int, time_budget_minutes: float,
-             learning_rate: float, batch_size: int, checkpoint_uri: str, num_nodes: int, gpus_per_node: int,
-             eval_max_examples: int, qa_max_steps: int,
-             qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int, qa_max_train_examples: int,
-             qa_max_eval_examples: int, qa_on_gpu: bool, publish_uri: str, publish_version: str):
-    """Check every pipeline parameter as the stages will, so that a bad value fails in seconds with one line.
+             skip_pretraining: bool, vocab_size: int, lowercase: bool, max_seq_len: int, dupe_factor: int, preset: str,
+             max_steps: int, time_budget_minutes: float, budget_minutes: float, learning_rate: float, batch_size: int,
+             checkpoint_uri: str, num_nodes: int, gpus_per_node: int, eval_max_examples: int, qa_max_steps: int,
+             qa_time_budget_minutes: float, qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int,
+             qa_max_train_examples: int, qa_max_eval_examples: int, qa_on_gpu: bool, publish_uri: str,
+             publish_version: str) -> NamedTuple("Plan", [("time_budget_minutes", float), ("qa_time_budget_minutes", float)]):
+    """Check every pipeline parameter as the stages will, so that a bad value fails in seconds with one line;
+    return the two training stages' time budgets (budget_minutes split between them).
 
     Every parameter is the pipeline parameter of the same name (scratchbert_pipelines.parameters).
     """
     values = dict(locals())  # first: the parameters, nothing else
+    from collections import namedtuple
+
     from scratchbert_pipelines.parameters import validate as check_parameters
 
-    run_stage(check_parameters, values)
-    print("every pipeline parameter is valid")
+    full = run_stage(check_parameters, values)
+    print("every pipeline parameter is valid; time budgets (minutes): pretraining", full["time_budget_minutes"],
+          "QA fine-tuning", full["qa_time_budget_minutes"])
+    return namedtuple("Plan", ["time_budget_minutes", "qa_time_budget_minutes"])(
+        full["time_budget_minutes"], full["qa_time_budget_minutes"])
 
 
 def build(image: str):

@@ -29,6 +29,7 @@ STAGES = {
     "pretrain": ("scratchbert.pretrain", "PretrainConfig", "pretrain", "pretrain BERT from scratch"),
     "evaluate": ("scratchbert.evaluation", "EvalConfig", "evaluate_model", "MLM/NSP accuracy, perplexity, fill-mask report"),
     "qa-finetune": ("scratchbert.qa", "QAConfig", "finetune_qa", "fine-tune on SQuAD-style question answering (EM/F1)"),
+    "qa-score": ("scratchbert.qa", "QAScoreConfig", "score_qa", "score a QA model on a SQuAD file (EM/F1), without training"),
 }
 # Config classes are plain dataclasses; importing their modules is cheap (torch is imported
 # inside the stage functions), so --help stays fast.

@@ -32,6 +32,7 @@ from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import PRESETS
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
 from scratchbert.params import check, check_choices, check_source, default, finite, param
+from scratchbert.schedule import Budget
 
 STAGE = "pretrain"
 
@@ -214,13 +215,6 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def lr_lambda(progress: float, warmup_fraction: float) -> float:
-    """Linear warmup to 1 over ``warmup_fraction`` of the run, then linear decay to 0."""
-    if progress < warmup_fraction:
-        return max(progress / warmup_fraction, 1e-3)
-    return max(0.0, (1.0 - progress) / max(1e-9, 1.0 - warmup_fraction))
-
-
 def _per_example_counts(logits, labels):
     """Reduce logits to per-example counts ``(batch, 3)``: correct masked tokens, masked tokens, NSP guess.
 
@@ -261,7 +255,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
     check_output(checkpoint_dir, stage=None, inputs=inputs, overwrite=True, what="--checkpoint-dir")  # its run: Checkpoints
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
     from scratchbert.checkpoints import Checkpoints, run_record
     from scratchbert.modelcard import write_model_card
@@ -316,10 +310,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     eval_ds = ds["validation"]
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
-    budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
-    max_steps = cfg.max_steps
-    if max_steps <= 0 and budget_s:
-        max_steps = 10_000_000  # the clock stops the run; the schedule follows the clock
+    budget = Budget(cfg.max_steps, cfg.time_budget_minutes, warmup_fraction, label="pretrain")
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -327,7 +318,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         per_device_eval_batch_size=max(cfg.batch_size, 64),
         learning_rate=learning_rate, weight_decay=cfg.weight_decay,
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
-        max_grad_norm=cfg.max_grad_norm, max_steps=max_steps, num_train_epochs=cfg.epochs,
+        max_grad_norm=cfg.max_grad_norm, max_steps=budget.trainer_max_steps(), num_train_epochs=cfg.epochs,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         optim=cfg.optimizer,
         torch_compile=cfg.torch_compile,
@@ -341,30 +332,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     )
 
     tokens = {"count": 0}
-    start = {"time": None}
-
-    class _Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            start["time"] = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kw):
-            if budget_s and time.monotonic() - start["time"] >= budget_s:
-                control.should_training_stop = True
-                control.should_save = False
 
     class _Trainer(Trainer):
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
-                opt = optimizer if optimizer is not None else self.optimizer
-                total = cfg.max_steps if cfg.max_steps > 0 else (None if budget_s else num_training_steps)
-
-                def schedule(step):
-                    progress = step / total if total else 0.0
-                    if budget_s and start["time"] is not None:
-                        progress = max(progress, (time.monotonic() - start["time"]) / budget_s)
-                    return lr_lambda(min(progress, 1.0), warmup_fraction)
-
-                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+                self.lr_scheduler = budget.scheduler(optimizer if optimizer is not None else self.optimizer,
+                                                     num_training_steps)
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
@@ -382,20 +355,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 tokens["count"] = tokens["count"] + inputs["attention_mask"].sum()
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-    callbacks = [_Clock(), *run.callbacks()]
+    callbacks = run.callbacks()
     trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
                        data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
                                                     pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
                                                     mlm_positions=cfg.sparse_head),
                        callbacks=callbacks,
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
-    if budget_s and cfg.max_steps <= 0:
-        # The step count is open-ended: show progress against the clock instead of a
-        # 10-million-step bar with a meaningless ETA.
-        from transformers.trainer_callback import ProgressCallback
-
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_time_progress(budget_s, start))
+    budget.install(trainer)
     with keep_freed_memory():
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
@@ -460,36 +427,6 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
         log.warning("starting model %s has no %s; new ones are trained from random weights", cfg.init_model,
                     " and ".join(new))
     return model
-
-
-def _time_progress(budget_s: float, start: dict):
-    """A tqdm bar in seconds of the time budget, with the latest loss and step."""
-    from tqdm.auto import tqdm
-    from transformers import TrainerCallback
-
-    class _TimeProgress(TrainerCallback):
-        bar = None
-        loss = "-"
-
-        def on_train_begin(self, args, state, control, **kw):
-            # mininterval: one redraw a second, not one per step (pod logs keep every redraw)
-            self.bar = tqdm(total=int(budget_s), unit="s", desc="pretrain (time budget)", mininterval=1.0)
-
-        def on_step_end(self, args, state, control, **kw):
-            elapsed = min(int(time.monotonic() - start["time"]), int(budget_s))
-            if elapsed > self.bar.n:
-                self.bar.set_postfix(step=state.global_step, loss=self.loss, refresh=False)
-                self.bar.update(elapsed - self.bar.n)  # redraws at most once per mininterval
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                self.loss = f"{logs['loss']:.3f}"
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.close()
-
-    return _TimeProgress()
 
 
 def report_to() -> list[str]:

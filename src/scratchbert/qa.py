@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +36,8 @@ from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
-from scratchbert.params import check_choices, check_source, finite, param
+from scratchbert.params import check, check_choices, check_source, finite, param
+from scratchbert.schedule import Budget
 from scratchbert.tokenizer import fingerprint
 
 if TYPE_CHECKING:
@@ -56,11 +58,20 @@ SQUAD_COLUMNS = ("id", "title", "context", "question", "answers")
 DEFAULT_WINDOW = 384
 
 
-def window_settings(max_seq_len: int, doc_stride: int, model_positions: int) -> tuple[int, int]:
-    """The (window length, overlap) to use: 0 picks ``min(384, model_positions)`` and a third of
-    the window; given values are kept (and checked where they are used)."""
+def window_settings(max_seq_len: int, doc_stride: int, model_positions: int,
+                    trained: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (window length, overlap) to use: 0 picks the windows a QA model was fine-tuned with
+    (``trained``, recorded in its config as ``qa_window``), else ``min(384, model_positions)`` and
+    a third of the window; given values are kept (and checked where they are used)."""
+    if trained and not max_seq_len:
+        max_seq_len, doc_stride = trained[0], doc_stride or trained[1]
     length = max_seq_len or min(DEFAULT_WINDOW, model_positions)
     return length, doc_stride or max(1, length // 3)
+
+
+def _trained_window(config) -> tuple[int, int] | None:
+    window = getattr(config, "qa_window", None)
+    return tuple(window) if window else None
 
 
 @dataclass
@@ -80,8 +91,10 @@ class QAConfig:
     learning_rate: float = param(5e-4, help="Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (BERT-base: 5e-5).")
     batch_size: int = param(32, help="Windows per training and prediction batch.")
     epochs: float = param(2.0, help="Passes over the training windows when --max-steps is -1.")
-    max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs.")
-    warmup_ratio: float = param(0.1, help="Fraction of the steps spent warming the learning rate up from 0; it then decays linearly to 0.")
+    max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs, or until the time budget when one is set.")
+    time_budget_minutes: float = param(0.0, help="Stop training after this many minutes, the learning-rate schedule following "
+                                                 "the clock (scoring comes after); 0 means no budget.")
+    warmup_ratio: float = param(0.1, help="Fraction of the budget (steps or time) spent warming the learning rate up from 0; it then decays linearly to 0.")
     weight_decay: float = param(0.01, help="AdamW weight decay (not applied to biases and LayerNorm).")
     max_grad_norm: float = param(1.0, help="Clip gradients to this global norm.")
     seed: int = param(42, help="Random seed of the QA head, the data order and dropout.")
@@ -531,7 +544,10 @@ def _validate(cfg: QAConfig) -> None:
         (finite(cfg.max_grad_norm) and cfg.max_grad_norm >= 0, f"--max-grad-norm {cfg.max_grad_norm} must not be negative"),
         (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be at least 1"),
         (cfg.max_steps == -1 or cfg.max_steps > 0, f"--max-steps {cfg.max_steps} must be positive, or -1 to train --epochs"),
-        (cfg.max_steps > 0 or (finite(cfg.epochs) and cfg.epochs > 0), "--epochs must be positive when --max-steps is -1; set one of them"),
+        (cfg.max_steps > 0 or cfg.time_budget_minutes > 0 or (finite(cfg.epochs) and cfg.epochs > 0),
+         "--epochs must be positive when --max-steps is -1 and there is no time budget; set one of them"),
+        (finite(cfg.time_budget_minutes) and cfg.time_budget_minutes >= 0,
+         f"--time-budget-minutes {cfg.time_budget_minutes} must be a number of minutes, 0 or more (0: no budget)"),
         (finite(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio < 1, f"--warmup-ratio {cfg.warmup_ratio} must be in [0, 1)"),
         (finite(cfg.weight_decay) and cfg.weight_decay >= 0, f"--weight-decay {cfg.weight_decay} must not be negative"),
         (cfg.max_train_examples >= 0, "--max-train-examples must not be negative (0 uses all)"),
@@ -605,7 +621,6 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     from transformers import (
         BertForQuestionAnswering,
         DataCollatorWithPadding,
-        Trainer,
         TrainingArguments,
         set_seed,
     )
@@ -620,13 +635,14 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
                                "model folder, e.g. from `scratchbert pretrain`")
     check_tokenizer_matches(config, tokenizer, cfg.model, str(model_dir))
     max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
-    max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos)
+    max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos, _trained_window(config))
     _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)
     # A QA model's head is trained already: fine-tuning continues it; any other BERT starts a new head.
     starts_from = "qa_model" if "BertForQuestionAnswering" in (config.architectures or []) else "pretrained_model"
     log.info("QA fine-tuning %s %s (%s)", "continues the QA model" if starts_from == "qa_model" else "starts from the pretrained model",
              cfg.model, ", ".join(config.architectures or ["no architecture recorded"]))
     bf16 = use_bf16(cfg.bf16)
+    budget = Budget(cfg.max_steps, cfg.time_budget_minutes, cfg.warmup_ratio, label="qa-finetune")
 
     train_set, train_repaired = load_squad(cfg.squad_train, split="train", repair_answer_starts=cfg.repair_answer_starts,
                                            max_examples=cfg.max_train_examples or None)
@@ -657,9 +673,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             per_device_eval_batch_size=cfg.batch_size,
             learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            lr_scheduler_type="linear",
-            warmup_steps=cfg.warmup_ratio,  # a float below 1 is a fraction of the total steps
+            max_steps=budget.trainer_max_steps(),
             weight_decay=cfg.weight_decay,
             max_grad_norm=cfg.max_grad_norm,
             bf16=bf16,
@@ -675,25 +689,21 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=False,
         )
-        trainer = Trainer(
+        trainer = _budget_trainer(budget)(
             model=model,
             args=args,
             train_dataset=train_features,
             data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None),
             processing_class=tokenizer,
         )
+        budget.install(trainer)
         t0 = time.perf_counter()
         with keep_freed_memory():  # on a CPU, reuse freed memory (scratchbert.allocator)
             train_result = trainer.train()
         train_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        predict_set = eval_features.remove_columns(["example_id", "offset_mapping"])
-        output = trainer.predict(predict_set)
-        start_logits, end_logits = (np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
-        predictions, _ = postprocess_predictions(eval_set, eval_features, start_logits, end_logits,
-                                                 n_best=cfg.n_best, max_answer_len=cfg.max_answer_len)
-        scores = squad_scores(predictions, eval_set)
+        predictions, scores = _predict_and_score(trainer, eval_set, eval_features, cfg.n_best, cfg.max_answer_len)
         eval_seconds = time.perf_counter() - t0
 
         metrics = {
@@ -717,6 +727,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             "starts_from": starts_from,
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
+        trainer.model.config.qa_window = [max_seq_len, doc_stride]  # scoring and answering use the same windows
         trainer.model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_model_card(tmp, task="question-answering", base_model=cfg.model,
@@ -729,6 +740,109 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     log.info("SQuAD fine-tuning done: EM %.2f, F1 %.2f -> %s", metrics["exact_match"], metrics["f1"], cfg.out)
+    return metrics
+
+
+def _budget_trainer(budget):
+    """The Trainer whose learning rate follows ``budget`` (steps or the clock, :mod:`scratchbert.schedule`)."""
+    from transformers import Trainer
+
+    class BudgetTrainer(Trainer):
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.lr_scheduler is None:
+                self.lr_scheduler = budget.scheduler(optimizer if optimizer is not None else self.optimizer,
+                                                     num_training_steps)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return BudgetTrainer
+
+
+def _predict_and_score(trainer, eval_set, eval_features, n_best: int, max_answer_len: int) -> tuple[dict, dict]:
+    """Answers to the evaluation questions (id -> text) and their EM/F1, with ``trainer``'s model."""
+    predict_set = eval_features.remove_columns(["example_id", "offset_mapping"])
+    output = trainer.predict(predict_set)
+    start_logits, end_logits = (np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
+    predictions, _ = postprocess_predictions(eval_set, eval_features, start_logits, end_logits,
+                                             n_best=n_best, max_answer_len=max_answer_len)
+    return predictions, squad_scores(predictions, eval_set)
+
+
+@dataclass
+class QAScoreConfig:
+    """Settings of ``scratchbert qa-score``: a QA model scored on a SQuAD file, without training."""
+
+    model: str = param(help="The QA model: a folder (from `scratchbert qa-finetune`), s3://bucket/prefix (a published "
+                            "model) or hf://owner/name.")
+    squad_dev: str = param(help="Evaluation set: a SQuAD v1.1 JSON file, s3://bucket/key.json, or hf://owner/name[?split=validation].")
+    out: str = param(help="Output folder for metrics.json and predictions.json.")
+    max_seq_len: int = param(0, help="Tokens per window; 0 uses the windows the model was fine-tuned with.")
+    doc_stride: int = param(0, help="Tokens of overlap between windows; 0 as the model was fine-tuned (or a third of the window).")
+    max_answer_len: int = param(30, help="Longest answer, in tokens, that post-processing may return.")
+    n_best: int = param(20, help="How many start and end candidates post-processing combines per window.")
+    batch_size: int = param(32, help="Windows per prediction batch.")
+    max_eval_examples: int = param(0, help="Score only the first N questions; 0 scores all.")
+    bf16: str = param("auto", help="bfloat16 mixed precision: auto is on where the hardware has it, as in fine-tuning.",
+                      choices=("auto", "true", "false"))
+    repair_answer_starts: bool = param(True, help="Move an answer_start that does not point at its answer text to the nearest occurrence.")
+    overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote.")
+
+    def validate(self) -> None:
+        check_source(self.model, "--model")
+        check_source(self.squad_dev, "--squad-dev")
+        check((self.max_seq_len == 0 or self.max_seq_len >= 16, f"--max-seq-len {self.max_seq_len} is too small; use at least 16, or 0"),
+              (self.doc_stride >= 0, f"--doc-stride {self.doc_stride} must not be negative"),
+              (self.max_answer_len >= 1, f"--max-answer-len {self.max_answer_len} must be at least 1"),
+              (self.n_best >= 1, f"--n-best {self.n_best} must be at least 1"),
+              (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1"),
+              (self.max_eval_examples >= 0, "--max-eval-examples must not be negative (0 scores all)"))
+        check_choices(self)
+
+
+def score_qa(cfg: QAScoreConfig) -> dict:
+    """Score a QA model on a SQuAD v1.1 file: the same windows, post-processing and EM/F1 as at
+    the end of its fine-tuning; ``metrics.json`` and ``predictions.json`` go to ``cfg.out``."""
+    cfg.validate()
+    check_output(cfg.out, stage="qa-score", inputs=[cfg.model, cfg.squad_dev], overwrite=cfg.overwrite)
+    with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
+        model_dir = starting_model.fetch(cfg.model, tmp) if starting_model.is_remote(cfg.model) else Path(cfg.model)
+        return _score(cfg, model_dir)
+
+
+def _score(cfg: QAScoreConfig, model_dir: Path) -> dict:
+    import torch
+    from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from scratchbert.modeling import check_model_kind, check_tokenizer_matches
+
+    tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder")
+    check_model_kind(model_dir, config, "question-answering",
+                     f"fine-tune it first (`scratchbert qa-finetune --model {cfg.model} ...`) and score the model that writes")
+    check_tokenizer_matches(config, tokenizer, cfg.model, str(model_dir))
+    max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
+    max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos, _trained_window(config))
+    _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)
+    bf16 = use_bf16(cfg.bf16)
+    eval_set, repaired = load_squad(cfg.squad_dev, split="validation", repair_answer_starts=cfg.repair_answer_starts,
+                                    max_examples=cfg.max_eval_examples or None)
+    eval_set, cut = fit_questions(eval_set, tokenizer, max_seq_len, doc_stride)
+    eval_features = build_features(eval_set, tokenizer, max_seq_len, doc_stride, train=False)
+    model = BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
+    t0 = time.perf_counter()
+    with atomic_output_dir(cfg.out, stage="qa-score", inputs=[cfg.model, cfg.squad_dev], overwrite=cfg.overwrite) as out:
+        args = TrainingArguments(output_dir=str(out / "trainer"), per_device_eval_batch_size=cfg.batch_size, bf16=bf16,
+                                 use_cpu=not torch.cuda.is_available(), report_to=["none"], disable_tqdm=False)
+        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None))
+        predictions, scores = _predict_and_score(trainer, eval_set, eval_features, cfg.n_best, cfg.max_answer_len)
+        metrics = {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]), "eval_examples": len(eval_set),
+                   "eval_features": len(eval_features), "max_seq_len": max_seq_len, "doc_stride": doc_stride,
+                   "eval_seconds": round(time.perf_counter() - t0, 3), "answer_starts_repaired": repaired,
+                   "questions_truncated": cut, "bf16": int(bf16)}
+        shutil.rmtree(out / "trainer", ignore_errors=True)
+        write_json(out / "metrics.json", metrics)
+        write_json(out / "predictions.json", predictions)
+    log.info("SQuAD scores of %s: EM %.2f, F1 %.2f", cfg.model, metrics["exact_match"], metrics["f1"])
     return metrics
 
 
@@ -771,7 +885,8 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     if not (path / "config.json").is_file():
         raise ScratchBertError(f"QA model folder {path} has no config.json; pass the out folder of qa-finetune")
     tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime)
-    max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings)
+    max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
+                                              _trained_window(model.config))
     _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, str(path))
     questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
     examples = {"id": ["q"], "question": questions, "context": [context]}
@@ -787,7 +902,7 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
 
 
 __all__ = [
-    "QAConfig", "answer", "build_features", "check_answers", "finetune_qa", "fit_questions", "load_squad",
+    "QAConfig", "QAScoreConfig", "answer", "score_qa", "build_features", "check_answers", "finetune_qa", "fit_questions", "load_squad",
     "postprocess_predictions", "prepare_eval_features", "prepare_train_features", "question_token_limit",
     "squad_metric", "squad_scores",
 ]

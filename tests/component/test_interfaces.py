@@ -155,8 +155,8 @@ def test_the_committed_yaml_compiles_with_the_standard_kfp_command(tmp_path):
 
 
 def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(monkeypatch):
-    """The validate task gets every pipeline parameter under the same name and type, and hands all
-    of them, unchanged, to the pipeline's check."""
+    """The validate task gets every pipeline parameter under the same name and type, hands all
+    of them, unchanged, to the pipeline's check, and returns the time budgets it planned."""
     from scratchbert_components.validate import component as validate_component
 
     sig = inspect.signature(validate_component.validate).parameters
@@ -164,10 +164,15 @@ def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(
     for p in parameters.PARAMETERS:
         assert sig[p.name].annotation is p.type, p.name
     seen = {}
-    monkeypatch.setattr(validate_component, "run_stage", lambda fn, values: seen.update(fn=fn, values=values), raising=False)
+    def run_stage(fn, values):
+        seen.update(fn=fn, values=values)
+        return {**values, "time_budget_minutes": 7.5, "qa_time_budget_minutes": 2.5}
+
+    monkeypatch.setattr(validate_component, "run_stage", run_stage, raising=False)
     values = {p.name: _distinct_value(p.type, i, p.default) for i, p in enumerate(parameters.PARAMETERS)}
-    validate_component.validate(**values)
+    plan = validate_component.validate(**values)
     assert seen["fn"] is parameters.validate and seen["values"] == values
+    assert (plan.time_budget_minutes, plan.qa_time_budget_minutes) == (7.5, 2.5)  # the planned time budgets
 
 
 @pytest.mark.parametrize("values, words", [
@@ -202,3 +207,18 @@ def test_the_defaults_and_run_local_presets_are_valid():
     assert parameters.validate({}) == parameters.defaults()
     parameters.validate(local_run.REAL_DEFAULTS)
     parameters.validate(local_run.SYNTHETIC_DEFAULTS)
+
+
+def test_one_budget_is_split_between_the_training_stages():
+    full = parameters.validate({"budget_minutes": 15.0})
+    training = 15.0 - parameters.BUDGET_FIXED_MINUTES
+    assert full["time_budget_minutes"] == pytest.approx(training * parameters.BUDGET_PRETRAIN_SHARE, abs=0.01)
+    assert full["qa_time_budget_minutes"] == pytest.approx(training * (1 - parameters.BUDGET_PRETRAIN_SHARE), abs=0.01)
+    # a stage's own budget wins; fine-tuning the starting model directly gets all the training time
+    assert parameters.validate({"budget_minutes": 15.0, "qa_time_budget_minutes": 1.0})["qa_time_budget_minutes"] == 1.0
+    direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
+    assert direct["qa_time_budget_minutes"] == pytest.approx(training, abs=0.01) and direct["time_budget_minutes"] == 0
+    # no budget: nothing changes
+    assert parameters.validate({"time_budget_minutes": 3.0})["time_budget_minutes"] == 3.0
+    with pytest.raises(ScratchBertError, match="budget_minutes -1.0 must be 0 or more"):
+        parameters.validate({"budget_minutes": -1.0})

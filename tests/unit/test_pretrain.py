@@ -22,7 +22,8 @@ import pytest
 from scratchbert.checkpoints import RUN_RECORD
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import MARKER
-from scratchbert.pretrain import PretrainConfig, lr_lambda, pretrain, resolve_attention, resolve_precision
+from scratchbert.pretrain import PretrainConfig, pretrain, resolve_attention, resolve_precision
+from scratchbert.schedule import lr_lambda
 
 
 @pytest.fixture(autouse=True)

@@ -481,6 +481,41 @@ def test_tensorboard_runs_go_to_the_logs_folder(model_dir, squad_files, tmp_path
     assert not (tmp_path / "qa-logs").exists()
 
 
+def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squad_files, tmp_path):
+    """qa-score on the fine-tuned folder: the windows it was trained with (recorded in its
+    config), the same predictions, the same EM/F1; a model without a trained QA head is refused."""
+    from scratchbert import cli
+    from scratchbert.qa import QAScoreConfig, score_qa
+
+    out = tmp_path / "qa"
+    tuned = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
+                                 out=str(out), max_seq_len=96, doc_stride=40, max_steps=3, batch_size=8,
+                                 max_train_examples=16, max_eval_examples=24, learning_rate=3e-3))
+    scored = score_qa(QAScoreConfig(model=str(out), squad_dev=str(squad_files[1]), out=str(tmp_path / "score"),
+                                    max_eval_examples=24))
+    assert (scored["max_seq_len"], scored["doc_stride"]) == (96, 40)
+    assert (scored["exact_match"], scored["f1"]) == pytest.approx((tuned["exact_match"], tuned["f1"]))
+    assert json.loads((tmp_path / "score" / "predictions.json").read_text()) == \
+        json.loads((tmp_path / "qa-logs" / "predictions.json").read_text())
+    # through the command line, and a pretrained model without a QA head is refused in one line
+    assert cli.main(["qa-score", "--model", str(out), "--squad-dev", str(squad_files[1]), "--out",
+                     str(tmp_path / "score2"), "--max-eval-examples", "8"]) == 0
+    with pytest.raises(ScratchBertError, match="question-answering"):
+        score_qa(QAScoreConfig(model=str(model_dir), squad_dev=str(squad_files[1]), out=str(tmp_path / "score3")))
+    assert not (tmp_path / "score3").exists()
+
+
+def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tmp_path):
+    metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
+                                   out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=0.05,
+                                   max_eval_examples=8, logging_steps=1, epochs=1000))
+    history = json.loads((tmp_path / "qa-logs" / "log_history.json").read_text())
+    lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
+    steps_in_1000_epochs = 1000 * metrics["train_features"] // 8
+    assert 0 < metrics["train_steps"] < steps_in_1000_epochs  # the clock stopped it
+    assert max(lrs) > lrs[-1]  # and the schedule decayed with the clock
+
+
 def test_window_rule_is_one_function():
     from scratchbert.qa import window_settings
 
@@ -488,6 +523,8 @@ def test_window_rule_is_one_function():
     assert window_settings(0, 0, 128) == (128, 42)   # a model with fewer positions
     assert window_settings(256, 0, 512) == (256, 85)
     assert window_settings(256, 100, 512) == (256, 100)  # given values are kept
+    assert window_settings(0, 0, 512, trained=(192, 64)) == (192, 64)  # a QA model's own windows
+    assert window_settings(256, 0, 512, trained=(192, 64)) == (256, 85)
 
 
 def test_bf16_auto_follows_the_pretraining_rule(monkeypatch):

@@ -1,0 +1,120 @@
+"""A training run's budget (steps, minutes of the clock, or both) and the learning-rate schedule
+that follows it, for both training stages (pretraining and QA fine-tuning).
+
+The schedule is a linear warmup over ``warmup_fraction`` of the budget, then a linear decay to
+zero at its end. With a time budget the clock stops the run and the schedule follows
+whichever of the step count or the clock is further along, so a budgeted run still anneals to
+the end of its minutes. The Trainer's ``lr_scheduler_type`` has no clock, hence this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# The step count given to the Trainer when only the clock ends the run.
+OPEN_ENDED_STEPS = 10_000_000
+
+
+def lr_lambda(progress: float, warmup_fraction: float) -> float:
+    """Linear warmup to 1 over ``warmup_fraction`` of the run, then linear decay to 0."""
+    if progress < warmup_fraction:
+        return max(progress / warmup_fraction, 1e-3)
+    return max(0.0, (1.0 - progress) / max(1e-9, 1.0 - warmup_fraction))
+
+
+class Budget:
+    """``max_steps`` (-1: none) and ``minutes`` (0: none) of one run, with its warmup fraction."""
+
+    def __init__(self, max_steps: int, minutes: float, warmup_fraction: float, label: str = "train"):
+        self.max_steps = max_steps
+        self.seconds = minutes * 60 if minutes else None
+        self.warmup_fraction = warmup_fraction
+        self.label = label
+        self.start: float | None = None
+
+    @property
+    def open_ended(self) -> bool:
+        """Only the clock ends the run (no step count)."""
+        return bool(self.seconds) and self.max_steps <= 0
+
+    def trainer_max_steps(self) -> int:
+        """``TrainingArguments.max_steps``: the step budget, or open-ended under a time budget alone."""
+        return OPEN_ENDED_STEPS if self.open_ended else self.max_steps
+
+    def elapsed(self) -> float:
+        return 0.0 if self.start is None else time.monotonic() - self.start
+
+    def multiplier(self, num_training_steps: int) -> Callable[[int], float]:
+        """The learning-rate multiplier of step ``step`` (a ``LambdaLR`` function)."""
+        total = self.max_steps if self.max_steps > 0 else (None if self.seconds else num_training_steps)
+
+        def schedule(step: int) -> float:
+            progress = step / total if total else 0.0
+            if self.seconds and self.start is not None:
+                progress = max(progress, self.elapsed() / self.seconds)
+            return lr_lambda(min(progress, 1.0), self.warmup_fraction)
+
+        return schedule
+
+    def scheduler(self, optimizer, num_training_steps: int):
+        import torch
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier(num_training_steps))
+
+    def callbacks(self) -> list:
+        """The clock (it starts with training and stops it when the minutes are spent) and, when
+        only the clock ends the run, a progress bar in seconds in place of the step bar."""
+        from transformers import TrainerCallback
+
+        budget = self
+
+        class _Clock(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                budget.start = time.monotonic()
+
+            def on_step_end(self, args, state, control, **kw):
+                if budget.seconds and budget.elapsed() >= budget.seconds:
+                    control.should_training_stop = True
+                    control.should_save = False
+
+        return [_Clock()] + ([_time_progress(budget)] if self.open_ended else [])
+
+    def install(self, trainer) -> None:
+        """Add :meth:`callbacks` to ``trainer`` (an open-ended run's bar replaces the step bar)."""
+        from transformers.trainer_callback import ProgressCallback
+
+        if self.open_ended:  # a 10-million-step bar would show a meaningless ETA
+            trainer.remove_callback(ProgressCallback)
+        for callback in self.callbacks():
+            trainer.add_callback(callback)
+
+
+def _time_progress(budget: Budget):
+    """A tqdm bar in seconds of the time budget, with the latest loss and step."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class TimeProgress(TrainerCallback):
+        bar = None
+        loss = "-"
+
+        def on_train_begin(self, args, state, control, **kw):
+            # mininterval: one redraw a second, not one per step (pod logs keep every redraw)
+            self.bar = tqdm(total=int(budget.seconds), unit="s", desc=f"{budget.label} (time budget)", mininterval=1.0)
+
+        def on_step_end(self, args, state, control, **kw):
+            elapsed = min(int(budget.elapsed()), int(budget.seconds))
+            if elapsed > self.bar.n:
+                self.bar.set_postfix(step=state.global_step, loss=self.loss, refresh=False)
+                self.bar.update(elapsed - self.bar.n)  # redraws at most once per mininterval
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.loss = f"{logs['loss']:.3f}"
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+
+    return TimeProgress()
