@@ -57,7 +57,6 @@ def config_class(stage: str, name: str) -> type:
     raise KeyError(f"no config of stage {stage} has a field {name!r}")
 PREFIXES = {"evaluate": "eval_", "qa_finetune": "qa_"}
 
-DEFAULT_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 DEFAULT_SQUAD_TRAIN = "hf://rajpurkar/squad?split=train"
 DEFAULT_SQUAD_DEV = "hf://rajpurkar/squad?split=validation"
 DEFAULT_PUBLISH_URI = f"s3://{settings.PUBLISH_BUCKET}/{settings.PUBLISH_PREFIX}"
@@ -95,7 +94,7 @@ def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, pre
 
 PARAMETERS: tuple[Parameter, ...] = (
     # inputs
-    stage_parameter(("tokenizer", "corpus"), ("dataset", "corpus"), default=DEFAULT_CORPUS),
+    stage_parameter(("tokenizer", "corpus"), ("dataset", "corpus"), default=""),  # GPU_RECIPE's below
     stage_parameter(("dataset", "valid_corpus")),
     stage_parameter(("qa_finetune", "squad_train"), default=DEFAULT_SQUAD_TRAIN, prefix=False),
     stage_parameter(("qa_finetune", "squad_dev"), default=DEFAULT_SQUAD_DEV, prefix=False),
@@ -135,6 +134,22 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("publish", "publish_uri"), default=DEFAULT_PUBLISH_URI),
     stage_parameter(("publish", "publish_version")),
 )
+# The pipeline's defaults are a recipe for one GPU-hour: BERT-base pretrained on a corpus big
+# enough to feed it (WikiText-103: several passes at BERT-base's speed on one H200) for the
+# pretraining share of budget_minutes, then SQuAD for at most two epochs. Chosen from the
+# literature (Chinchilla-style sizing: ~100M parameters for a GPU-hour of compute; BERT-base
+# learning rates) and NOT yet measured here (docs/performance.md, "On a GPU").
+# `scratchbert run-local` uses its own CPU recipe (scratchbert_pipelines.local_run).
+GPU_RECIPE: dict[str, Any] = {
+    "corpus": "hf://Salesforce/wikitext?config=wikitext-103-raw-v1",
+    "preset": "base",
+    "batch_size": 256,
+    "learning_rate": 5e-4,
+    "budget_minutes": 60.0,
+    "qa_learning_rate": 1e-4,
+    "qa_batch_size": 32,
+}
+PARAMETERS = tuple(dataclasses.replace(p, default=GPU_RECIPE.get(p.name, p.default)) for p in PARAMETERS)
 BY_NAME = {p.name: p for p in PARAMETERS}
 NAMES = tuple(BY_NAME)
 

@@ -204,7 +204,9 @@ def test_pipeline_parameters_are_validated_as_the_stages_will(values, words):
 
 
 def test_the_defaults_and_run_local_presets_are_valid():
-    assert parameters.validate({}) == parameters.defaults()
+    planned = parameters.split_budget(parameters.defaults())  # the GPU recipe's budget, split
+    assert planned["time_budget_minutes"] > 0 and planned["qa_time_budget_minutes"] > 0
+    assert parameters.validate({}) == {**parameters.defaults(), **planned}
     parameters.validate(local_run.REAL_DEFAULTS)
     parameters.validate(local_run.SYNTHETIC_DEFAULTS)
 
@@ -219,6 +221,6 @@ def test_one_budget_is_split_between_the_training_stages():
     direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
     assert direct["qa_time_budget_minutes"] == pytest.approx(training, abs=0.01) and direct["time_budget_minutes"] == 0
     # no budget: nothing changes
-    assert parameters.validate({"time_budget_minutes": 3.0})["time_budget_minutes"] == 3.0
+    assert parameters.validate({"budget_minutes": 0.0, "time_budget_minutes": 3.0})["time_budget_minutes"] == 3.0
     with pytest.raises(ScratchBertError, match="budget_minutes -1.0 must be 0 or more"):
         parameters.validate({"budget_minutes": -1.0})

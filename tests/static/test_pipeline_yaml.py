@@ -136,10 +136,13 @@ def test_wiring(compiled):
 def test_pipeline_defaults_follow_settings_and_library(compiled, settings):
     from scratchbert.pretrain import PretrainConfig
     from scratchbert.tokenizer import TokenizerConfig
+    from scratchbert_pipelines.parameters import GPU_RECIPE
 
     params = compiled[0]["root"]["inputDefinitions"]["parameters"]
     assert params["publish_uri"]["defaultValue"] == f"s3://{settings.PUBLISH_BUCKET}/{settings.PUBLISH_PREFIX}"
-    assert params["preset"]["defaultValue"] == PretrainConfig.preset
+    # the pipeline's defaults: the GPU recipe where it says, else the library's
+    assert params["preset"]["defaultValue"] == GPU_RECIPE["preset"] != PretrainConfig.preset
+    assert params["corpus"]["defaultValue"] == GPU_RECIPE["corpus"]
     assert params["vocab_size"]["defaultValue"] == TokenizerConfig.vocab_size
 
 
