@@ -1,15 +1,22 @@
 """Train a WordPiece vocabulary on a corpus and save it as a Hugging Face fast tokenizer.
 
+The trainer reads the corpus as a stream and sees an even sample of it: whole documents drawn
+with probability ``sample_bytes / corpus size`` from all of it (not its head), so its memory
+follows the sample's vocabulary, not the corpus size. docs/performance.md measures how the
+sample size changes the vocabulary's unknown-token rate and tokens per word.
+
 Training is not bit-reproducible: the ``tokenizers`` trainer breaks ties between equally
 frequent pairs in hash-map order, which changes from process to process
 (huggingface/tokenizers#1794; three runs on the same 11 MB differed in 8-12 of 30,522
-tokens). Seeds here cover only the held-out split.
+tokens). The seed fixes the sample and the held-out split.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +25,11 @@ from scratchbert.outputs import atomic_output_dir, write_json
 from scratchbert.params import param
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+HELDOUT_MAX_BYTES = 4_000_000  # held-out documents stay in memory: a few MB score a vocabulary well
+SAMPLE_SLACK = 1.1  # the sample stops at this multiple of sample_bytes (it is drawn from an estimated size)
 # Below this a WordPiece vocabulary cannot hold the special tokens plus a basic alphabet.
 MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 64
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,9 +43,11 @@ class TokenizerConfig:
     strip_accents: bool | None = param(None, help="Strip accents; unset follows --lowercase.")
     min_frequency: int = param(2, help="Minimum pair frequency for a merge.")
     limit_alphabet: int = param(1000, help="At most this many initial characters.")
-    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a document boundary; 0 uses all of it.")
-    heldout_fraction: float = param(0.02, help="Fraction of documents held out to report the unknown-token rate.")
-    seed: int = param(0, help="Random seed of the held-out split.")
+    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a paragraph boundary; 0 uses all of it.")
+    sample_bytes: int = param(1_000_000_000, help="Train on an even sample of about N bytes of whole documents drawn from the whole corpus, "
+                                                  "so memory does not grow with the corpus; 0 trains on all of it.")
+    heldout_fraction: float = param(0.02, help="Fraction of the sampled documents held out (up to 4 MB) to report the unknown-token rate.")
+    seed: int = param(0, help="Random seed of the sample and the held-out split.")
 
 
 def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
@@ -49,8 +61,11 @@ def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
     return tok
 
 
-def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) -> dict:
-    """Train the tokenizer, save it to ``cfg.out`` and return its report (also ``metrics.json``)."""
+def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None) -> dict:
+    """Train the tokenizer, save it to ``cfg.out`` and return its report (also ``metrics.json``).
+
+    ``documents`` stands in for ``cfg.corpus`` (a list or any iterable: tests, notebooks).
+    """
     from tokenizers import processors, trainers
     from transformers import BertTokenizerFast
 
@@ -58,16 +73,10 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
         raise ScratchBertError(f"vocab size {cfg.vocab_size} is too small for the {len(SPECIAL_TOKENS)} special tokens and a basic alphabet; use --vocab-size {MIN_VOCAB_SIZE} or more")
     if not 0 <= cfg.heldout_fraction < 1:
         raise ScratchBertError(f"heldout fraction {cfg.heldout_fraction} must be in [0, 1)")
+    if cfg.sample_bytes < 0:
+        raise ScratchBertError(f"sample bytes {cfg.sample_bytes} must be 0 (the whole corpus) or more")
     t0 = time.perf_counter()
-    if documents is None:
-        from scratchbert.corpus import load_documents
-
-        documents = load_documents(cfg.corpus, cfg.max_corpus_bytes or None)
-    rng = random.Random(cfg.seed)
-    n_held = int(len(documents) * cfg.heldout_fraction) if len(documents) > 1 else 0
-    held_idx = set(rng.sample(range(len(documents)), n_held))
-    train_docs = [d for i, d in enumerate(documents) if i not in held_idx]
-    held_docs = [d for i, d in enumerate(documents) if i in held_idx] or train_docs[:50]
+    sample = _Sample(cfg, documents)
 
     strip = cfg.lowercase if cfg.strip_accents is None else cfg.strip_accents
     tok = _bert_wordpiece(cfg.lowercase, strip)
@@ -75,9 +84,11 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
         vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
         special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##", show_progress=True,
     )
-    # Lines (paragraphs) are the natural unit: the trainer parallelises over them in Rust.
-    lines = (line for doc in train_docs for line in doc.split("\n"))
-    tok.train_from_iterator(lines, trainer=trainer, length=sum(d.count("\n") + 1 for d in train_docs))
+    # Lines (paragraphs) are the natural unit: the trainer counts words over them in Rust,
+    # in parallel, while this generator reads the next ones.
+    tok.train_from_iterator((line for doc in sample.training_documents() for line in doc.split("\n")), trainer=trainer)
+    if sample.documents == 0:
+        raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -87,13 +98,67 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
     hf_tok = BertTokenizerFast(tokenizer_object=tok, do_lower_case=cfg.lowercase, strip_accents=strip,
                                unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                                cls_token="[CLS]", mask_token="[MASK]")
-    report = {"vocab_size": hf_tok.vocab_size, "train_documents": len(train_docs),
-              "heldout_documents": len(held_docs), "train_seconds": round(train_seconds, 3),
-              **tokenizer_quality(hf_tok, held_docs)}
+    held = sample.heldout or sample.fallback
+    report = {"vocab_size": hf_tok.vocab_size, "train_documents": sample.documents, "train_bytes": sample.bytes,
+              "sample_rate": round(sample.rate, 6), "heldout_documents": len(held),
+              "train_seconds": round(train_seconds, 3), **tokenizer_quality(hf_tok, held)}
+    if sample.corpus_bytes is not None:
+        report["corpus_bytes"] = sample.corpus_bytes
     with atomic_output_dir(cfg.out) as tmp:
         hf_tok.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", report)
     return report
+
+
+class _Sample:
+    """An even sample of a corpus, read as a stream: each document is taken with probability
+    ``rate = sample_bytes / corpus size`` (seeded), and each taken one is held out with
+    probability ``heldout_fraction`` (up to HELDOUT_MAX_BYTES) or handed to the trainer.
+
+    The corpus size comes from the files' and objects' sizes (:func:`scratchbert.corpus.corpus_bytes`);
+    where it is unknown (a Hub dataset without size metadata) the sample is the corpus's head.
+    """
+
+    def __init__(self, cfg: TokenizerConfig, documents: Iterable[str] | None):
+        from scratchbert.corpus import corpus_bytes, document_bytes, iter_documents
+
+        self._size = document_bytes
+        if documents is not None:
+            documents = list(documents)
+            total = sum(document_bytes(d) for d in documents)
+        else:
+            total = corpus_bytes(cfg.corpus)
+            documents = iter_documents(cfg.corpus, cfg.max_corpus_bytes or None)
+        if total is not None and cfg.max_corpus_bytes:
+            total = min(total, cfg.max_corpus_bytes)
+        self.corpus_bytes = total
+        self.rate = 1.0 if not cfg.sample_bytes or total is None or total <= cfg.sample_bytes else cfg.sample_bytes / total
+        self.cap = cfg.sample_bytes * SAMPLE_SLACK if cfg.sample_bytes else float("inf")
+        if total is None and cfg.sample_bytes:
+            log.warning("the size of corpus %s is unknown: the tokenizer trains on its first %d bytes", cfg.corpus, cfg.sample_bytes)
+        self._docs, self._cfg = documents, cfg
+        self.documents = self.bytes = 0
+        self.heldout: list[str] = []
+        self.fallback: list[str] = []  # the first training documents, scored when none is held out
+        self._held_bytes = 0
+
+    def training_documents(self) -> Iterator[str]:
+        rng = random.Random(self._cfg.seed)
+        for doc in self._docs:
+            if self.rate < 1 and rng.random() >= self.rate:
+                continue
+            size = self._size(doc)
+            if rng.random() < self._cfg.heldout_fraction and self._held_bytes + size <= HELDOUT_MAX_BYTES:
+                self.heldout.append(doc)
+                self._held_bytes += size
+                continue
+            if len(self.fallback) < 50:
+                self.fallback.append(doc)
+            self.documents += 1
+            self.bytes += size
+            yield doc
+            if self.bytes >= self.cap:
+                return
 
 
 def tokenizer_quality(tokenizer, documents: list[str]) -> dict:
