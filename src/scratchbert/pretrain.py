@@ -6,8 +6,11 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
 
 * the sparse-head model and the dynamic-masking collator (see :mod:`scratchbert.modeling`,
   :mod:`scratchbert.pretraining_data`);
-* length-grouped batches padded to the longest member (``group_by_length``), so little
-  compute goes to padding;
+* the training examples read from the dataset's memory-mapped shards in a shuffled,
+  length-grouped order that depends only on the seed and the epoch
+  (:class:`scratchbert.shards.ShardBatchSampler`): memory does not grow with the dataset,
+  batches are padded to their longest member (``group_by_length``), and every checkpoint
+  records the data position, so a resumed run neither repeats nor skips examples;
 * on a CPU, freed memory kept in the process for the next step (:mod:`scratchbert.allocator`);
 * the MLM head's output bias started at the training tokens' log frequencies
   (:func:`scratchbert.modeling.set_mlm_bias_to_unigram`), not at zero;
@@ -68,6 +71,7 @@ class PretrainConfig:
     torch_compile: bool = param(False, help="Compile the model with torch.compile.")
     sparse_head: bool = param(True, help="Compute MLM logits at the masked positions only (off: the stock BertForPreTraining head).")
     group_by_length: bool = param(True, help="Batch examples of similar length and pad to the longest (off: random batches).")
+    shuffle_window: int = param(1 << 18, help="Training examples shuffled together (the shuffle buffer); their shards' pages are what stays in memory.")
     pad_to_max_length: bool = param(False, help="Pad every batch to the maximum sequence length (the stock recipe).")
     optimizer: str = param("adamw_torch_fused", help="Trainer optimizer name (adamw_torch_fused, adamw_torch, ...).")
     eval_steps: int = param(500, help="Evaluate on the validation split every N steps; 0 evaluates only at the end.")
@@ -226,6 +230,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+    from scratchbert import shards
     from scratchbert.modelcard import write_model_card
     from scratchbert.modeling import (
         build_config,
@@ -234,15 +239,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
         pretraining_model_class,
         set_mlm_bias_to_unigram,
     )
-    from scratchbert.pretraining_data import (
-        MlmNspCollator,
-        load_pretraining_dataset,
-        token_counts,
-        tokenizer_fingerprint,
-    )
+    from scratchbert.pretraining_data import MlmNspCollator, stored_token_counts, tokenizer_fingerprint
     from scratchbert.tokenizer import load_tokenizer
 
-    ds, info = load_pretraining_dataset(cfg.dataset)
+    info = shards.read_index(cfg.dataset)
     tok_dir = cfg.tokenizer or str(Path(cfg.dataset) / "tokenizer")
     tokenizer = load_tokenizer(tok_dir)
     if tokenizer_fingerprint(tokenizer) != info["tokenizer_fingerprint"]:
@@ -269,9 +269,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if resume is None and cfg.checkpoint_uri:
         resume = _fetch_remote_checkpoint(cfg.checkpoint_uri, checkpoint_dir)
     if cfg.unigram_bias and resume is None:  # a resumed run loads its trained bias
-        set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
+        set_mlm_bias_to_unigram(model, stored_token_counts(cfg.dataset, len(tokenizer), tokenizer.all_special_ids))
 
-    eval_ds = ds["validation"]
+    train_examples = shards.ShardedExamples(cfg.dataset, "train")
+    sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
+                                       lengths=train_examples.lengths if cfg.group_by_length else None)
+    eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
     budget_s = cfg.time_budget_minutes * 60 if cfg.time_budget_minutes else None
@@ -292,7 +295,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=report_to(), seed=cfg.seed, disable_tqdm=False,
         **step_arguments(cfg.num_workers),
@@ -326,13 +328,16 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
+        def get_train_dataloader(self):
+            return shards.trainer_dataloader(self, train_examples, sampler)
+
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
             if model.training:  # a device tensor: no host sync on the hot path
                 tokens["count"] = tokens["count"] + inputs["attention_mask"].sum()
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-    callbacks = [_Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else [])
-    trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
+    callbacks = [shards.data_position_callback(sampler, info["id"], resume), _Clock()] + ([_mirror_callback(cfg.checkpoint_uri, checkpoint_dir)] if cfg.checkpoint_uri else [])
+    trainer = _Trainer(model=model, args=args, train_dataset=train_examples, eval_dataset=eval_ds,
                        data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
                                                     pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
                                                     mlm_positions=cfg.sparse_head),
