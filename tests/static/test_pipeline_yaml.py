@@ -19,6 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
 STAGE_FUNCTIONS = {"tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish"}
+# The dataset stage's fan-out: the part numbers to loop over, and the merge of the parts.
+FAN_OUT_FUNCTIONS = {"corpus_part_numbers", "dataset_merge"}
 
 
 def _compile_module():
@@ -59,7 +61,7 @@ def executors_of(spec: dict, function: str) -> list[str]:
 
 
 def all_tasks(spec: dict) -> dict[str, dict]:
-    """Every task of the root DAG and of the nested (condition) DAGs, by task name."""
+    """Every task of the root DAG and of the nested (condition, loop) DAGs, by task name."""
     tasks = dict(spec["root"]["dag"]["tasks"])
     for comp in spec["components"].values():
         tasks.update(comp.get("dag", {}).get("tasks", {}))
@@ -76,16 +78,17 @@ def test_committed_yaml_is_what_compile_writes(tmp_path):
 
 def test_five_stages_and_publish(compiled):
     spec, _ = compiled
-    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS
+    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS | FAN_OUT_FUNCTIONS
     assert spec["pipelineInfo"]["name"] == "scratchbert"
     # One QA fine-tune and one publish per branch (GPU / CPU), one of everything else.
     assert len(executors_of(spec, "qa_finetune")) == 2 and len(executors_of(spec, "publish")) == 2
-    for fn in STAGE_FUNCTIONS - {"qa_finetune", "publish"}:
+    for fn in (STAGE_FUNCTIONS | FAN_OUT_FUNCTIONS) - {"qa_finetune", "publish"}:
         assert len(executors_of(spec, fn)) == 1, fn
 
 
 def test_wiring(compiled):
-    """corpus -> tokenizer -> dataset -> pretrain -> evaluate; pretrained model -> qa -> publish."""
+    """corpus -> tokenizer -> dataset (one task per corpus part) -> merge -> pretrain -> evaluate;
+    pretrained model -> qa -> publish."""
     spec, _ = compiled
     tasks = all_tasks(spec)
 
@@ -93,9 +96,17 @@ def test_wiring(compiled):
         src = tasks[task]["inputs"]["artifacts"][artifact]
         return src["taskOutputArtifact"]["producerTask"] if "taskOutputArtifact" in src else src["componentInputArtifact"]
 
-    assert producer("dataset", "tokenizer") == "tokenizer"
-    assert producer("pretrain", "dataset") == "dataset"
-    assert producer("evaluate", "model") == "pretrain" and producer("evaluate", "dataset") == "dataset"
+    assert producer("dataset", "tokenizer") == "pipelinechannel--tokenizer-tokenizer"  # into the loop
+    (loop,) = [name for name, t in tasks.items() if "parameterIterator" in t]
+    assert producer(loop, "pipelinechannel--tokenizer-tokenizer") == "tokenizer"
+    iterator = tasks[loop]["parameterIterator"]
+    assert tasks[loop]["inputs"]["parameters"][iterator["items"]["inputParameter"]]["taskOutputParameter"]["producerTask"] \
+        == "corpus-part-numbers"
+    assert tasks["dataset"]["inputs"]["parameters"]["corpus_part"]["componentInputParameter"] == iterator["itemInput"]
+    assert tasks["corpus-part-numbers"]["inputs"]["parameters"]["corpus_parts"]["componentInputParameter"] == "corpus_parts"
+    assert producer("dataset-merge", "parts") == loop  # dsl.Collected over the loop's dataset tasks
+    assert producer("pretrain", "dataset") == "dataset-merge"
+    assert producer("evaluate", "model") == "pretrain" and producer("evaluate", "dataset") == "dataset-merge"
     for qa in ("qa-finetune", "qa-finetune-2"):
         assert producer(qa, "model") == "pipelinechannel--pretrain-model"  # the pretrained model, via the branch
     assert producer("publish", "model") == "qa-finetune" and producer("publish-2", "model") == "qa-finetune-2"
@@ -155,7 +166,7 @@ def test_secrets_by_name_only(compiled, settings):
     spec, platform = compiled
     expected = [{"envVar": k, "secretKey": k} for k in settings.S3_SECRET_KEYS]
     for name in executors(spec):
-        if function_of(executors(spec)[name]) == "evaluate":  # reads only KFP artifacts: no credentials
+        if function_of(executors(spec)[name]) in {"evaluate"} | FAN_OUT_FUNCTIONS:  # only KFP artifacts: no credentials
             assert "secretAsEnv" not in platform.get(name, {})
             continue
         (secret,) = platform[name]["secretAsEnv"]
@@ -184,10 +195,10 @@ def test_caching_and_retries(compiled):
     spec, _ = compiled
     tasks = all_tasks(spec)
     for name, task in tasks.items():
-        if name.startswith("condition"):
+        if name.startswith(("condition", "for-loop")):
             continue
         cache = task.get("cachingOptions", {}).get("enableCache", False)
-        assert cache is (name in ("tokenizer", "dataset")), name
+        assert cache is (name in ("tokenizer", "corpus-part-numbers", "dataset", "dataset-merge")), name
     assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
     assert tasks["publish"]["retryPolicy"]["maxRetryCount"] >= 1
 
