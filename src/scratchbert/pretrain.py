@@ -274,6 +274,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     train_examples = shards.ShardedExamples(cfg.dataset, "train")
     sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
                                        lengths=train_examples.lengths if cfg.group_by_length else None)
+    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window) + 1
     eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))

@@ -396,6 +396,16 @@ class ShardBatchSampler:
             yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
 
 
+def shards_per_window(shard_sizes: Sequence[int], window: int) -> int:
+    """The most shards one window of ``window`` consecutive examples can touch (for the reader's open-shard limit)."""
+    total, count = 0, 0
+    for size in sorted(n for n in shard_sizes if n):
+        if total >= window:
+            break
+        total, count = total + size, count + 1
+    return count + 1
+
+
 def _group_by_length(ids: np.ndarray, lengths: np.ndarray, batch_size: int, longest_first: bool) -> np.ndarray:
     """Megabatches of (up to) 50 batches, each sorted by length, longest first."""
     mult = max(1, min(len(ids) // (batch_size * 4), MEGABATCH))

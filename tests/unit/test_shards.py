@@ -149,6 +149,12 @@ def test_ranks_get_disjoint_batches_and_the_same_number_of_steps():
         shards.ShardBatchSampler(SIZES, 16, rank=3, world_size=3)
 
 
+def test_the_open_shard_limit_covers_any_window():
+    assert shards.shards_per_window([100, 100, 100], 150) == 3  # two shards hold 150 examples; one more at a seam
+    assert shards.shards_per_window([1000, 10, 10, 0], 15) == 3
+    assert shards.shards_per_window([5, 5], 1000) == 3
+
+
 def test_data_position_is_checked_on_resume(tmp_path):
     sampler = shards.ShardBatchSampler(SIZES, 16, seed=5)
     position = shards.data_position(sampler, "abc", batches_done=len(sampler) + 3)
