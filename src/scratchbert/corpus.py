@@ -42,6 +42,7 @@ MAX_DOCUMENT_BYTES = 4 << 20
 # A longer line is an error rather than a memory hazard: a corpus holds a paragraph per line.
 MAX_LINE_BYTES = 64 << 20
 _BINARY_PROBE = 1 << 20  # NUL bytes in the first MiB of a file mean it is not text
+GZIP_TRAILERS_READ = 64  # .gz sizes read from their trailers; the rest are estimated from these
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,21 @@ def sources(uri: str) -> list[Source]:
 
 def corpus_bytes(uri: str) -> int | None:
     """About how many bytes of text a corpus holds, from sizes alone (nothing is read but the
-    4-byte size trailer of each ``.gz``); None when that is not known (a Hub dataset without
-    size information)."""
+    4-byte size trailer of the first 64 ``.gz`` files; the others are taken at their ratio);
+    None when that is not known (a Hub dataset without size information)."""
     uri = str(uri)
     if uri.startswith("hf://"):
         return _hf_bytes(uri)
-    total = 0
+    total = stored = unpacked = read = 0
     for source in sources(uri):
-        total += _gzip_size(source) if source.compressed else source.size
+        if not source.compressed:
+            total += source.size
+        elif read >= GZIP_TRAILERS_READ and stored:
+            total += round(source.size * unpacked / stored)  # at the ratio of the ones read
+        else:
+            size = _gzip_size(source)
+            stored, unpacked, read = stored + source.size, unpacked + size, read + 1
+            total += size
     return total
 
 
