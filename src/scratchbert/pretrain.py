@@ -271,10 +271,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if cfg.unigram_bias and resume is None:  # a resumed run loads its trained bias
         set_mlm_bias_to_unigram(model, stored_token_counts(cfg.dataset, len(tokenizer), tokenizer.all_special_ids))
 
-    train_examples = shards.ShardedExamples(cfg.dataset, "train")
-    sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
-                                       lengths=train_examples.lengths if cfg.group_by_length else None)
-    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window) + 1
     eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
@@ -300,6 +296,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
         report_to=report_to(), seed=cfg.seed, disable_tqdm=False,
         **step_arguments(cfg.num_workers),
     )
+    train_examples = shards.ShardedExamples(cfg.dataset, "train")
+    sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
+                                       lengths=train_examples.lengths if cfg.group_by_length else None,
+                                       rank=args.process_index, world_size=args.world_size)
+    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window) + 1
 
     tokens = {"count": 0}
     start = {"time": None}

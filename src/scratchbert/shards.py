@@ -316,9 +316,8 @@ class ShardBatchSampler:
 
     An epoch has ``ceil(examples / batch_size)`` batches whatever the seed, so a resumed run
     finds its place from the step count alone, and nothing is read for the skipped batches.
-    Under the Hugging Face Trainer on one process leave ``rank``/``world_size`` at 0/1:
-    with several, accelerate deals the batches of a single-rank sampler itself unless told
-    not to.
+    Every rank computes the same global order from indices alone, so ranks need no
+    communication to agree on it (:func:`trainer_dataloader` gives it to the Trainer).
     """
 
     def __init__(self, shard_sizes: Sequence[int], batch_size: int, *, seed: int = 0, window: int = DEFAULT_WINDOW,
@@ -428,6 +427,9 @@ def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSa
 
     The Trainer sets the sampler's epoch at the start of each epoch and, on resume, skips the
     batches already trained by index (accelerate's ``skip_first_batches``), reading nothing.
+    With several processes the sampler deals the batches itself (its ``rank`` and
+    ``world_size`` must be the process's), so accelerate's own dealing is turned off, as the
+    Trainer does for its rank-aware samplers.
     """
     from functools import partial
 
@@ -440,7 +442,14 @@ def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSa
                         pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers and workers > 0,
                         prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
                         worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))
-    return trainer.accelerator.prepare(loader)
+    if (sampler.rank, sampler.world_size) != (args.process_index, args.world_size):
+        raise ScratchBertError(f"the training order is for rank {sampler.rank} of {sampler.world_size}, but this is process "
+                               f"{args.process_index} of {args.world_size}; build the sampler with this process's rank")
+    prepared = trainer.accelerator.prepare(loader)
+    dealer = getattr(prepared, "batch_sampler", None)
+    if getattr(dealer, "batch_sampler", None) is sampler:  # accelerate's BatchSamplerShard: a pass-through
+        dealer.num_processes, dealer.process_index = 1, 0
+    return prepared
 
 
 def data_position(sampler: ShardBatchSampler, dataset_id: str, batches_done: int) -> dict:

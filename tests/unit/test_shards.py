@@ -149,6 +149,28 @@ def test_ranks_get_disjoint_batches_and_the_same_number_of_steps():
         shards.ShardBatchSampler(SIZES, 16, rank=3, world_size=3)
 
 
+def test_the_trainer_dataloader_leaves_the_dealing_to_the_sampler():
+    """Under torchrun, accelerate would deal batches of the already rank-aware sampler a second time."""
+    from types import SimpleNamespace
+
+    from accelerate.data_loader import BatchSamplerShard
+
+    def trainer(process_index, world_size):
+        def prepare(loader):
+            return SimpleNamespace(batch_sampler=BatchSamplerShard(loader.batch_sampler, num_processes=world_size,
+                                                                   process_index=process_index))
+
+        args = SimpleNamespace(dataloader_num_workers=0, dataloader_pin_memory=False, dataloader_persistent_workers=False,
+                               dataloader_prefetch_factor=None, process_index=process_index, world_size=world_size)
+        return SimpleNamespace(args=args, data_collator=list, accelerator=SimpleNamespace(prepare=prepare))
+
+    sampler = shards.ShardBatchSampler(SIZES, 16, seed=5, rank=1, world_size=2)
+    loader = shards.trainer_dataloader(trainer(1, 2), list(range(sum(SIZES))), sampler)
+    assert list(loader.batch_sampler) == list(sampler)  # passed through, not dealt again
+    with pytest.raises(ScratchBertError, match="the training order is for rank 1 of 2, but this is process 0 of 2"):
+        shards.trainer_dataloader(trainer(0, 2), list(range(sum(SIZES))), sampler)
+
+
 def test_the_open_shard_limit_covers_any_window():
     assert shards.shards_per_window([100, 100, 100], 150) == 3  # two shards hold 150 examples; one more at a seam
     assert shards.shards_per_window([1000, 10, 10, 0], 15) == 3
