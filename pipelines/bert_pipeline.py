@@ -30,6 +30,12 @@ Decisions that live here (and nowhere else):
   ``optional`` for tokenizer, dataset, qa_finetune (they need it only for ``s3://`` inputs)
   and pretrain (only with ``checkpoint_uri`` or a TrainJob), so a pipeline that reads only
   from the Hub runs without the Secret. Values never enter the YAML, only the Secret's name and keys.
+* **Dataset fan-out**: ``corpus_parts`` dataset tasks run side by side (``dsl.ParallelFor``
+  over the part numbers, which a small task lists: a loop cannot range over an int), each
+  turning every ``corpus_parts``-th group of documents into examples, and one task merges
+  their shards (``dsl.Collected``) into the dataset that pretraining and evaluation read.
+  With the default of one part the same tasks run with one dataset task, so the local run
+  and the cluster run the same pipeline shape whatever the part count.
 * **Caching**: on for tokenizer and dataset (same inputs, same output; note that an
   ``s3://`` corpus rewritten in place under the same URI is not noticed: use a new URI);
   off for pretrain, evaluate, qa_finetune and publish (training is not bit-reproducible
@@ -91,6 +97,8 @@ RESOURCES = {
     "validate": Resources("100m", "500m", "256Mi", "1Gi"),
     "tokenizer": Resources("1", "4", "2Gi", "8Gi"),
     "dataset": Resources("2", "4", "4Gi", "16Gi"),
+    "corpus_parts": Resources("100m", "500m", "256Mi", "512Mi"),
+    "dataset_merge": Resources("500m", "1", "1Gi", "2Gi"),
     "pretrain": Resources("2", "8", "8Gi", "32Gi"),
     "evaluate": Resources("1", "4", "2Gi", "8Gi"),
     "qa_finetune": Resources("2", "8", "8Gi", "32Gi"),
@@ -158,6 +166,8 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
     starting_model_op = starting_model_component.build(image)
     tokenizer_op = tokenizer_component.build(image)
     dataset_op = dataset_component.build(image)
+    part_numbers_op = dataset_component.build_part_numbers(image)
+    dataset_merge_op = dataset_component.build_merge(image)
     pretrain_op = pretrain_component.build(gpu_image)
     pretrain_gpus_op = pretrain_component.build_gpus(image)
     evaluate_op = evaluate_component.build(image)
@@ -201,9 +211,17 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         tok.set_display_name("tokenizer: train WordPiece, or take the starting model's").set_caching_options(True)
         _s3_credentials(_resources(tok, "tokenizer"), optional=True)
 
-        data = dataset_op(tokenizer=tok.outputs["tokenizer"], num_proc=DATASET_NUM_PROC, **args("dataset"))
-        data.set_display_name("dataset: MLM+NSP examples").set_caching_options(True)
-        _s3_credentials(_resources(data, "dataset"), optional=True)
+        part_numbers = part_numbers_op(corpus_parts=p["corpus_parts"])
+        part_numbers.set_display_name("dataset: corpus parts").set_caching_options(True)
+        _resources(part_numbers, "corpus_parts")
+        with dsl.ParallelFor(part_numbers.output, name="dataset-parts") as part:
+            part_data = dataset_op(tokenizer=tok.outputs["tokenizer"], num_proc=DATASET_NUM_PROC, corpus_part=part,
+                                   **args("dataset"))
+            part_data.set_display_name("dataset: MLM+NSP examples of one part").set_caching_options(True)
+            _s3_credentials(_resources(part_data, "dataset"), optional=True)
+        data = dataset_merge_op(parts=dsl.Collected(part_data.outputs["dataset"]))
+        data.set_display_name("dataset: merge the parts").set_caching_options(True)
+        _resources(data, "dataset_merge")
 
         # After the dataset, so that the stages run one after the other (as run-local reports them).
         gpus = pretrain_gpus_op(num_nodes=p["num_nodes"], gpus_per_node=p["gpus_per_node"]).after(data)

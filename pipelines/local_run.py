@@ -104,6 +104,10 @@ STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "lo
 STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
+# Tasks that belong to a stage under another name: the dataset stage's fan-out (its part numbers,
+# one task per corpus part inside a dsl.ParallelFor, and the merge whose output is the dataset).
+TASK_STAGES = {"corpus_part_numbers": "dataset", "dataset_merge": "dataset"}
+LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, not the stage's result
 
 
 def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
@@ -264,6 +268,8 @@ def collect_results(outputs: str | os.PathLike) -> dict:
     stages: dict[str, dict] = {}
     for stage, output in STAGE_OUTPUTS.items():
         for path in Path(outputs).rglob(f"{output}/metrics.json"):
+            if any(part.startswith(LOOP_PREFIX) for part in path.parts):
+                continue
             if _stage_of(path.parent.parent.name) == stage:
                 stages.setdefault(stage, {}).update(read_json(path))
     return stages
@@ -327,6 +333,7 @@ class _Monitor(io.TextIOBase):
         self._progress = ""
         self._last_print = 0.0
         self._durations: dict[str, float] = {}
+        self._first_start: dict[str, float] = {}  # a stage of several tasks lasts from its first start to its last end
         self._errors: list[str] = []
         self._tail: list[str] = []
 
@@ -400,11 +407,12 @@ class _Monitor(io.TextIOBase):
 
     def _begin(self, task: str) -> None:
         self._stage, self._stage_start, self._progress = _stage_of(task) or task, time.monotonic(), "started"
+        self._first_start.setdefault(self._stage, self._stage_start)
         self._show(force=True)
 
     def _finish(self, task: str, status: str) -> None:
         stage = _stage_of(task) or task
-        seconds = round(time.monotonic() - self._stage_start, 1)
+        seconds = round(time.monotonic() - self._first_start.get(stage, self._stage_start), 1)
         if stage in STAGES:
             self._durations[stage] = seconds
         self._progress = "done" if status == "SUCCESS" else status.lower()
@@ -521,6 +529,7 @@ def _is_remote(uri: str) -> bool:
 def _stage_of(task_dir: str) -> str | None:
     """kfp.local task name or folder (``qa-finetune-2-2``) -> stage name (``qa_finetune``); None for others."""
     stage = re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
+    stage = TASK_STAGES.get(stage, stage)
     return stage if stage in STAGES else None
 
 

@@ -106,8 +106,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     # tokenizer and dataset
     stage_parameter(("tokenizer", "vocab_size")),
     stage_parameter(("tokenizer", "lowercase")),
+    stage_parameter(("tokenizer", "sample_bytes")),
     stage_parameter(("dataset", "max_seq_len")),
     stage_parameter(("dataset", "dupe_factor")),
+    stage_parameter(("dataset", "corpus_parts")),
     # pretraining
     stage_parameter(("pretrain", "preset")),
     stage_parameter(("pretrain", "max_steps")),

@@ -7,7 +7,7 @@ from scratchbert.tokenizer import TokenizerConfig
 from scratchbert_components import make_component
 
 
-def tokenizer(corpus: str, vocab_size: int, max_corpus_bytes: int, lowercase: bool, init_model: str,
+def tokenizer(corpus: str, vocab_size: int, max_corpus_bytes: int, lowercase: bool, sample_bytes: int, init_model: str,
               tokenizer: Output[Artifact], metrics: Output[Metrics]):
     """Train a WordPiece vocabulary on a corpus (or take a starting model's) and save it as a Hugging Face fast tokenizer.
 
@@ -18,7 +18,8 @@ def tokenizer(corpus: str, vocab_size: int, max_corpus_bytes: int, lowercase: bo
     from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
 
     config = TokenizerConfig(corpus=corpus, out=tokenizer.path, vocab_size=vocab_size,
-                             max_corpus_bytes=max_corpus_bytes, lowercase=lowercase, init_model=init_model)
+                             max_corpus_bytes=max_corpus_bytes, lowercase=lowercase, sample_bytes=sample_bytes,
+                             init_model=init_model)
     log_numbers(metrics, run_stage(train_tokenizer, config))
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger("scratchbert")
 STAGES = {
     "tokenizer": ("scratchbert.tokenizer", "TokenizerConfig", "train_tokenizer", "train a WordPiece tokenizer on a corpus"),
     "dataset": ("scratchbert.pretraining_data", "DatasetConfig", "build_dataset", "build masked-LM + next-sentence examples"),
+    "dataset-merge": ("scratchbert.pretraining_data", "DatasetMergeConfig", "merge_datasets", "merge the parts of a dataset built with --corpus-parts"),
     "pretrain": ("scratchbert.pretrain", "PretrainConfig", "pretrain", "pretrain BERT from scratch"),
     "evaluate": ("scratchbert.evaluation", "EvalConfig", "evaluate_model", "MLM/NSP accuracy, perplexity, fill-mask report"),
     "qa-finetune": ("scratchbert.qa", "QAConfig", "finetune_qa", "fine-tune on SQuAD-style question answering (EM/F1)"),

@@ -1,145 +1,312 @@
-"""Read documents from local files, ``s3://`` or the Hugging Face Hub, and split sentences.
+"""Stream documents from local files, ``s3://`` or the Hugging Face Hub, and split sentences.
 
 A corpus URI is one of:
 
-* a local ``.txt`` file or a folder of ``.txt`` files (read in sorted order), in the
-  classic BERT layout: one paragraph per line, a blank line between documents;
-* ``s3://bucket/prefix``: every object under the prefix, downloaded through
-  :mod:`scratchbert.storage` (endpoint and keys from ``AWS_ENDPOINT_URL``,
-  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), then read as local files;
+* a local file, or a folder of them (read in sorted path order);
+* ``s3://bucket/prefix``: one object, or every object under the prefix, each streamed as it is
+  read (:func:`scratchbert.storage.open_object`: endpoint and keys from ``AWS_ENDPOINT_URL``,
+  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never stored whole;
 * ``hf://owner/name[?config=NAME&split=train&column=text]`` (:mod:`scratchbert.hub`): a
-  dataset from the Hugging Face Hub through :func:`datasets.load_dataset`. WikiText
-  (``hf://Salesforce/wikitext?config=wikitext-2-raw-v1``) is split into articles at its
-  `` = Title = `` headings; any other dataset gives one document per row of its text column.
+  dataset from the Hugging Face Hub through :func:`datasets.load_dataset` in streaming mode.
+  WikiText (``hf://Salesforce/wikitext?config=wikitext-2-raw-v1``) is split into articles at
+  its `` = Title = `` headings; any other dataset gives one document per row of its text column.
 
-A document is returned as one string whose lines are paragraphs.
+Files and objects are read by their name: ``.txt`` (and any other name given on its own) is
+the classic BERT layout, one paragraph per line and a blank line between documents;
+``.jsonl`` holds one JSON object per line whose ``text`` field is a document; a ``.gz`` after
+either is decompressed as it is read. A folder or prefix contributes its ``.txt``, ``.txt.gz``,
+``.jsonl`` and ``.jsonl.gz`` files.
+
+:func:`iter_documents` yields one document at a time (a string whose lines are paragraphs),
+so memory does not depend on the corpus size: a document longer than
+:data:`MAX_DOCUMENT_BYTES` is cut into pieces at paragraph boundaries while it is read.
 """
 
 from __future__ import annotations
 
 import codecs
+import gzip
+import io
+import json
 import re
-import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from scratchbert.errors import ScratchBertError
 
+SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+# A document is cut into pieces of at most this size (at paragraph boundaries) while it is
+# read: a corpus file without blank lines is otherwise one document the size of the file.
+MAX_DOCUMENT_BYTES = 4 << 20
+# A longer line is an error rather than a memory hazard: a corpus holds a paragraph per line.
+MAX_LINE_BYTES = 64 << 20
+_BINARY_PROBE = 1 << 20  # NUL bytes in the first MiB of a file mean it is not text
+GZIP_TRAILERS_READ = 64  # .gz sizes read from their trailers; the rest are estimated from these
 
-def load_documents(uri: str, max_bytes: int | None = None) -> list[str]:
-    """Return the documents of a corpus, optionally only a prefix of about ``max_bytes``.
 
-    The prefix ends at a document boundary: documents are taken while their UTF-8 size adds
-    up to at most ``max_bytes``. A first document larger than that (a corpus that is one long
-    document) is cut inside, at the last paragraph (line) that fits. Local files are read
-    only as far as the prefix needs, so the bound holds for memory too.
+@dataclass(frozen=True)
+class Source:
+    """One file or object of a corpus: its name (for messages), stored size and how to open it."""
+
+    name: str
+    size: int
+    open: Callable[[], BinaryIO]
+
+    @property
+    def compressed(self) -> bool:
+        return self.name.endswith(".gz")
+
+    @property
+    def jsonl(self) -> bool:
+        return self.name.removesuffix(".gz").endswith(".jsonl")
+
+
+def iter_documents(uri: str, max_bytes: int | None = None) -> Iterator[str]:
+    """Yield the documents of a corpus one by one, optionally only its first ``max_bytes``.
+
+    Documents count their UTF-8 size plus two bytes (the separating blank line). The document
+    that crosses ``max_bytes`` is cut at a paragraph boundary to fill the budget (at least one
+    paragraph of the first document is always given), and reading stops there.
     """
     uri = str(uri)
-    if max_bytes is not None and max_bytes <= 0:
-        max_bytes = None
-    if uri.startswith("hf://"):
-        docs = _hf_documents(uri)
-    elif uri.startswith("s3://"):
+    docs = _hf_documents(uri) if uri.startswith("hf://") else _source_documents(sources(uri))
+    empty = True
+    for doc in _limit(docs, max_bytes) if max_bytes else docs:
+        empty = False
+        yield doc
+    if empty:
+        raise ScratchBertError(f"corpus {uri} holds no text; give a file with one paragraph per line and blank lines between documents")
+
+
+def load_documents(uri: str, max_bytes: int | None = None) -> list[str]:
+    """Every document of a corpus (or of its first ``max_bytes``) as a list: for small corpora only."""
+    return list(iter_documents(uri, max_bytes))
+
+
+def document_bytes(doc: str) -> int:
+    """The size a document counts for in ``max_bytes`` and samples: its UTF-8 bytes and a blank line."""
+    return len(doc.encode("utf-8")) + 2
+
+
+def _limit(docs: Iterable[str], max_bytes: int) -> Iterator[str]:
+    total = 0
+    for doc in docs:
+        size = document_bytes(doc)
+        if total + size <= max_bytes:
+            total += size
+            yield doc
+            continue
+        lines, room = [], max_bytes - total - 2  # cut at a paragraph boundary to fill the budget
+        for line in doc.split("\n"):
+            n = len(line.encode("utf-8")) + 1
+            if n > room and (lines or total):
+                break
+            lines.append(line)
+            room -= n
+        if lines:
+            yield "\n".join(lines)
+        return
+
+
+def sources(uri: str) -> list[Source]:
+    """The files or objects of a local or ``s3://`` corpus, in reading order (nothing is read)."""
+    uri = str(uri)
+    if uri.startswith("s3://"):
         from scratchbert import storage
 
-        with tempfile.TemporaryDirectory(prefix="scratchbert-corpus-") as tmp:
-            local = storage.download(uri, Path(tmp) / "corpus")
-            # errors name the object (s3://bucket/key), not the temporary copy
-            shown = uri if local.is_file() else uri.rstrip("/")
-            docs = _local_documents(local, max_bytes, shown=shown)
-    else:
-        docs = _local_documents(Path(uri), max_bytes)
-    if not docs:
-        raise ScratchBertError(f"corpus {uri} holds no text; give a file with one paragraph per line and blank lines between documents")
-    if max_bytes is not None:
-        docs = _prefix(docs, max_bytes)
-    return docs
-
-
-def _prefix(docs: list[str], max_bytes: int) -> list[str]:
-    taken, total = [], 0
-    for doc in docs:
-        size = len(doc.encode("utf-8")) + 2
-        if total + size > max_bytes:
-            break
-        taken.append(doc)
-        total += size
-    return taken or [_cut(docs[0], max_bytes)]
-
-
-def _cut(doc: str, max_bytes: int) -> str:
-    """The start of one document, at most ``max_bytes`` of UTF-8: whole lines (paragraphs)
-    where one fits, else the first line cut at a space (or, without one, at a character)."""
-    kept, total = [], 0
-    for line in doc.split("\n"):
-        size = len(line.encode("utf-8")) + 1
-        if total + size > max_bytes:
-            break
-        kept.append(line)
-        total += size
-    if kept:
-        return "\n".join(kept)
-    head = doc.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
-    space = head.rfind(" ")
-    return head[:space] if space > 0 else head
-
-
-def _local_files(path: Path, shown: str | None = None) -> list[Path]:
-    name = shown or str(path)
+        client = storage.client_from_env()
+        objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES)  # one object named on its own: any name
+        return [Source(name, size, lambda name=name: storage.open_object(name, client=client)) for name, size in objects]
+    path = Path(uri)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
         if not files:
-            raise ScratchBertError(f"corpus folder {name} has no .txt files; put the text in .txt files or point --corpus at a file")
-        return files
-    if path.is_file():
-        return [path]
-    if path.exists():
-        raise ScratchBertError(f"corpus {name} is neither a file nor a folder; give a .txt file or a folder of them")
-    raise ScratchBertError(f"corpus {name} does not exist; give a .txt file, a folder of .txt files, s3://bucket/prefix or hf://dataset")
+            raise ScratchBertError(f"corpus folder {path} has no {', '.join(SUFFIXES)} files; put the text in such files or point --corpus at a file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ScratchBertError(f"corpus {path} does not exist; give a text file or folder, s3://bucket/prefix or hf://dataset")
+    return [Source(str(f), f.stat().st_size, lambda f=f: open(f, "rb")) for f in files]
 
 
-# Bytes read past ``max_bytes`` so that the document which crosses the limit is seen whole
-# (the prefix keeps whole documents); a corpus that is one long document is read no further.
-_READ_SLACK = 1 << 20
+def corpus_bytes(uri: str) -> int | None:
+    """About how many bytes of text a corpus holds, from sizes alone (nothing is read but the
+    4-byte size trailer of the first 64 ``.gz`` files; the others are taken at their ratio);
+    None when that is not known (a Hub dataset without size information)."""
+    uri = str(uri)
+    if uri.startswith("hf://"):
+        return _hf_bytes(uri)
+    total = stored = unpacked = read = 0
+    for source in sources(uri):
+        if not source.compressed:
+            total += source.size
+        elif read >= GZIP_TRAILERS_READ and stored:
+            total += round(source.size * unpacked / stored)  # at the ratio of the ones read
+        else:
+            size = _gzip_size(source)
+            stored, unpacked, read = stored + source.size, unpacked + size, read + 1
+            total += size
+    return total
+
+
+def _gzip_size(source: Source) -> int:
+    """The uncompressed size of a gzip file from its trailer. The trailer holds the size modulo
+    4 GiB; compressed text is smaller than the text, so a size well below the stored one has wrapped."""
+    if source.name.startswith("s3://"):
+        from scratchbert import storage
+
+        with storage.open_object(source.name, offset=max(0, source.size - 4)) as f:
+            tail = f.read(4)
+    else:
+        with open(source.name, "rb") as f:
+            f.seek(max(0, source.size - 4))
+            tail = f.read(4)
+    size = int.from_bytes(tail, "little") if len(tail) == 4 else source.size
+    while size < source.size - 65536:
+        size += 1 << 32
+    return size
+
+
+def _source_documents(srcs: list[Source]) -> Iterator[str]:
+    for source in srcs:
+        with source.open() as raw:
+            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb")) if source.compressed else _buffered(raw)
+            try:
+                encoding = _stream_encoding(stream)
+                lines = _lines(stream, source.name) if encoding == "utf-8" else _wide_lines(stream, encoding, source.name)
+                if source.jsonl:
+                    yield from _jsonl_documents(lines, source.name)
+                else:
+                    yield from _text_documents(lines)
+            except (OSError, EOFError, zlib.error) as e:
+                raise ScratchBertError(f"corpus file {source.name} could not be read ({type(e).__name__}: {e}); check that it is not truncated or corrupt") from None
+
+
+def _buffered(raw: BinaryIO) -> BinaryIO:
+    return raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+
+
+def _stream_encoding(stream) -> str:
+    """UTF-8, or the UTF-16/32 a byte-order mark (or, for UTF-16, the zero bytes) announces."""
+    head = stream.peek(1 << 12)[:1 << 12]
+    encoding, _ = _encoding(head[:4])
+    if encoding == "utf-8" and b"\x00" in head:
+        encoding = _bomless_utf16(head) or "utf-8"  # a NUL in UTF-8: _lines calls it binary
+    return encoding
+
+
+def _wide_lines(stream, encoding: str, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-16/32 stream (its byte-order mark dropped)."""
+    reader = codecs.getreader(encoding)(stream, errors="strict")
+    try:
+        for number, line in enumerate(reader, start=1):
+            if len(line) > MAX_LINE_BYTES:
+                raise ScratchBertError(f"line {number} of corpus file {name} is longer than {MAX_LINE_BYTES >> 20} MiB; a corpus holds one paragraph per line")
+            yield number, line.removeprefix("\ufeff") if number == 1 else line
+    except UnicodeDecodeError:
+        raise ScratchBertError(f"corpus file {name} is not {encoding.upper()} text; convert it to UTF-8 "
+                               "(e.g. iconv -t utf-8)") from None
+
+
+def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a binary stream, decoded as UTF-8 (a leading BOM dropped)."""
+    offset = 0
+    for number in range(1, 1 << 62):
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            raise ScratchBertError(f"line {number} of corpus file {name} is longer than {MAX_LINE_BYTES >> 20} MiB; a corpus holds one paragraph per line")
+        if offset < _BINARY_PROBE and b"\x00" in raw:
+            raise ScratchBertError(f"corpus file {name} looks binary (it contains NUL bytes); give plain UTF-8 text")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ScratchBertError(f"corpus file {name} is not UTF-8 text (bad byte at offset {offset + e.start}); convert it to UTF-8") from None
+        if offset == 0:
+            text = text.removeprefix("\ufeff")
+        offset += len(raw)
+        yield number, text
+
+
+def _pieces(paragraphs: Iterable[str]) -> Iterator[str]:
+    """Join the paragraphs of one document, cut into pieces of at most MAX_DOCUMENT_BYTES."""
+    lines: list[str] = []
+    size = 0
+    for line in paragraphs:
+        n = len(line) + 1  # characters: a cheap stand-in for bytes in this bound
+        if lines and size + n > MAX_DOCUMENT_BYTES:
+            yield "\n".join(lines)
+            lines, size = [], 0
+        lines.append(line)
+        size += n
+    if lines:
+        yield "\n".join(lines)
+
+
+def _text_documents(lines: Iterable[tuple[int, str]]) -> Iterator[str]:
+    """The classic layout: paragraphs are lines, documents end at blank (or whitespace-only) lines."""
+    paragraphs: list[str] = []
+    size = 0
+    for _, line in lines:
+        line = line.strip()
+        if not line:
+            if paragraphs:
+                yield "\n".join(paragraphs)
+                paragraphs, size = [], 0
+            continue
+        if paragraphs and size + len(line) + 1 > MAX_DOCUMENT_BYTES:
+            yield "\n".join(paragraphs)
+            paragraphs, size = [], 0
+        paragraphs.append(line)
+        size += len(line) + 1
+    if paragraphs:
+        yield "\n".join(paragraphs)
+
+
+def _jsonl_documents(lines: Iterable[tuple[int, str]], name: str) -> Iterator[str]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ScratchBertError(f"line {number} of {name} is not JSON; a .jsonl corpus holds one JSON object per line") from None
+        text = row.get("text") if isinstance(row, dict) else None
+        if text is None or not isinstance(text, str):
+            raise ScratchBertError(f"line {number} of {name} has no string field 'text'; each JSON line needs the document in 'text'")
+        yield from _pieces(p for p in (s.strip() for s in text.split("\n")) if p)
+
+
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
          (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
-def read_text(path: Path, *, what: str = "corpus file", limit: int | None = None, shown: str | None = None) -> str:
-    """Read a text file as a user means it: UTF-8 (with or without a byte-order mark), or UTF-16/32
-    with a byte-order mark or, for UTF-16, without one (found from its zero bytes).
-
-    ``limit``: read only about the first ``limit`` bytes of text (ending at a line break, where
-    there is one). Errors are one sentence naming ``shown`` (default: the path) as ``what``.
-    """
+def read_text(path: Path, *, what: str = "text file") -> str:
+    """A whole (small) text file as a user means it: UTF-8 (with or without a byte-order mark), or
+    UTF-16/32 with a byte-order mark or, for UTF-16, without one. Errors are one sentence."""
     path = Path(path)
-    name = shown or str(path)
     if not path.exists():
-        raise ScratchBertError(f"{what} {name} does not exist; check the path")
+        raise ScratchBertError(f"{what} {path} does not exist; check the path")
     if path.is_dir():
-        raise ScratchBertError(f"{what} {name} is a folder; give a text file")
+        raise ScratchBertError(f"{what} {path} is a folder; give a text file")
     try:
-        with path.open("rb") as f:
-            head = f.read(4)
-            encoding, skip = _encoding(head)
-            f.seek(skip)
-            unit = {"utf-8": 1, "utf-16-le": 2, "utf-16-be": 2}.get(encoding, 4)
-            budget = None if limit is None else (limit + _READ_SLACK) * unit
-            data = f.read() if budget is None else f.read(budget)
-            truncated = budget is not None and bool(f.read(1))
+        data = path.read_bytes()
     except OSError as e:
-        raise ScratchBertError(f"cannot read {what} {name}: {e.strerror or e}; check the file and its permissions") from None
+        raise ScratchBertError(f"cannot read {what} {path}: {e.strerror or e}; check the file and its permissions") from None
+    encoding, skip = _encoding(data[:4])
     if encoding == "utf-8" and b"\x00" in data[:1 << 20]:
         encoding = _bomless_utf16(data[:1 << 16])
         if encoding is None:
-            raise ScratchBertError(f"{what} {name} looks binary (it contains NUL bytes); give plain UTF-8 text")
+            raise ScratchBertError(f"{what} {path} looks binary (it contains NUL bytes); give plain UTF-8 text")
     try:
-        text = codecs.getincrementaldecoder(encoding)("strict").decode(data, final=not truncated)
+        return data[skip:].decode(encoding)
     except UnicodeDecodeError as e:
-        raise ScratchBertError(f"{what} {name} is not {encoding.upper()} text (bad byte at offset {e.start + skip}); "
+        raise ScratchBertError(f"{what} {path} is not {encoding.upper()} text (bad byte at offset {e.start + skip}); "
                                "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    if truncated and "\n" in text:
-        text = text[:text.rindex("\n") + 1]
-    return text
 
 
 def _encoding(head: bytes) -> tuple[str, int]:
@@ -165,72 +332,77 @@ def _bomless_utf16(sample: bytes) -> str | None:
 
 def split_documents(text: str) -> list[str]:
     """Split text in the BERT layout into documents (blank-line separated, lines = paragraphs)."""
-    docs = []
-    for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
-        lines = [line.strip() for line in block.split("\n")]
-        doc = "\n".join(line for line in lines if line)
-        if doc:
-            docs.append(doc)
-    return docs
+    return list(_text_documents((0, line) for line in text.replace("\r\n", "\n").split("\n")))
 
 
-def _local_documents(path: Path, max_bytes: int | None = None, *, shown: str | None = None) -> list[str]:
-    """Documents of a file or folder, read only as far as ``max_bytes`` needs; ``shown`` names
-    ``path`` in errors (the s3:// address a temporary copy came from)."""
-    path = Path(path)
-    docs: list[str] = []
-    total = 0
-    for f in _local_files(path, shown):
-        name = None
-        if shown is not None:
-            name = shown if f == path else f"{shown}/{f.relative_to(path).as_posix()}"
-        limit = None if max_bytes is None else max_bytes - total
-        text = read_text(f, limit=limit, shown=name)
-        docs.extend(split_documents(text))
-        total += len(text.encode("utf-8"))
-        if max_bytes is not None and total >= max_bytes:
-            break  # enough text: the file that crossed the limit was read a little past it
-    return docs
-
+# --- the Hugging Face Hub --------------------------------------------------------------------
 
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
 
-def _hf_documents(uri: str) -> list[str]:
-    """Load ``hf://owner/name[?config=..&split=..&column=..]`` with ``datasets.load_dataset``."""
+def _hf_load(uri: str):
+    """The address and the streaming ``IterableDataset`` of ``hf://owner/name[?config=..&split=..]``."""
     from scratchbert import hub
 
     address = hub.parse(uri)
-    split, column = address.split or "train", address.column or "text"
     import datasets
 
     try:
-        ds = datasets.load_dataset(address.repo, address.config, split=split, revision=address.revision)
+        ds = datasets.load_dataset(address.repo, address.config, split=address.split or "train",
+                                   revision=address.revision, streaming=True)
     except Exception as e:  # the hub, the network or a bad name: one sentence for the user
         raise ScratchBertError(f"could not load {uri} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check the name and your network, or use a local path") from None
-    if column not in ds.column_names:
-        raise ScratchBertError(f"dataset {uri} has no column {column!r} (it has {ds.column_names}); add ?column=NAME to the URI")
-    rows = ds[column]
+    return address, ds
+
+
+def _hf_documents(uri: str) -> Iterator[str]:
+    address, ds = _hf_load(uri)
+    column = address.column or "text"
+    names = getattr(ds, "column_names", None)
+    if names is not None and column not in names:
+        raise ScratchBertError(f"dataset {uri} has no column {column!r} (it has {names}); add ?column=NAME to the URI")
+
+    def rows() -> Iterator[str]:
+        for row in ds:
+            if column not in row:
+                raise ScratchBertError(f"dataset {uri} has no column {column!r} (it has {sorted(row)}); add ?column=NAME to the URI")
+            yield row[column]
+
     if address.repo.rsplit("/", 1)[-1] == "wikitext":  # "wikitext" or its current home "Salesforce/wikitext"
-        return _wikitext_documents(rows)
-    docs = ("\n".join(line.strip() for line in (r or "").split("\n") if line.strip()) for r in rows)
-    return [d for d in docs if d]
+        yield from _wikitext_documents(rows())
+        return
+    for text in rows():
+        yield from _pieces(p for p in (s.strip() for s in (text or "").split("\n")) if p)
 
 
-def _wikitext_documents(lines: list[str]) -> list[str]:
-    docs, current = [], []
+def _hf_bytes(uri: str) -> int | None:
+    """The size of a Hub split's text, when the dataset's metadata says it."""
+    try:
+        from scratchbert import hub
+
+        address = hub.parse(uri)
+        import datasets
+
+        builder = datasets.load_dataset_builder(address.repo, address.config, revision=address.revision)
+        split = (builder.info.splits or {}).get(address.split or "train")
+        return int(split.num_bytes) if split is not None and split.num_bytes else None
+    except Exception:  # size information is optional: sampling then takes the head of the stream
+        return None
+
+
+def _wikitext_documents(lines: Iterable[str]) -> Iterator[str]:
+    current: list[str] = []
     for line in lines:
         if _WIKITEXT_TITLE.match(line.rstrip("\n")):
             if current:
-                docs.append("\n".join(current))
+                yield from _pieces(current)
             current = []
             continue
         line = line.strip()
         if line and not line.startswith("= "):
             current.append(line)
     if current:
-        docs.append("\n".join(current))
-    return docs
+        yield from _pieces(current)
 
 
 # --- sentence splitting -------------------------------------------------------------------
@@ -273,3 +445,4 @@ def split_sentences(text: str) -> list[str]:
         if tail:
             sentences.append(tail)
     return sentences
+

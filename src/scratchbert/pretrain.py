@@ -6,8 +6,11 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
 
 * the sparse-head model and the dynamic-masking collator (see :mod:`scratchbert.modeling`,
   :mod:`scratchbert.pretraining_data`);
-* length-grouped batches padded to the longest member (``group_by_length``), so little
-  compute goes to padding;
+* the training examples read from the dataset's memory-mapped shards in a shuffled,
+  length-grouped order that depends only on the seed and the epoch
+  (:class:`scratchbert.shards.ShardBatchSampler`): memory does not grow with the dataset,
+  batches are padded to their longest member (``group_by_length``), and every checkpoint
+  records the data position, so a resumed run neither repeats nor skips examples;
 * on a CPU, freed memory kept in the process for the next step (:mod:`scratchbert.allocator`);
 * the MLM head's output bias started at the training tokens' log frequencies
   (:func:`scratchbert.modeling.set_mlm_bias_to_unigram`), not at zero;
@@ -80,6 +83,7 @@ class PretrainConfig:
     torch_compile: bool = param(False, help="Compile the model with torch.compile.")
     sparse_head: bool = param(True, help="Compute MLM logits at the masked positions only (off: the stock BertForPreTraining head).")
     group_by_length: bool = param(True, help="Batch examples of similar length and pad to the longest (off: random batches).")
+    shuffle_window: int = param(1 << 18, help="Training examples shuffled together (the shuffle buffer); their shards' pages are what stays in memory.")
     pad_to_max_length: bool = param(False, help="Pad every batch to the maximum sequence length (the stock recipe).")
     optimizer: str = param("adamw_torch_fused", help="Trainer optimizer name (adamw_torch_fused, adamw_torch, ...).")
     eval_steps: int = param(500, help="Evaluate on the validation split every N steps; 0 evaluates only at the end.")
@@ -128,7 +132,8 @@ class PretrainConfig:
               (self.eval_examples >= 0, f"--eval-examples {self.eval_examples} must not be negative (0: all)"),
               (self.save_steps >= 1, f"--save-steps {self.save_steps} must be at least 1"),
               (self.logging_steps >= 1, f"--logging-steps {self.logging_steps} must be at least 1"),
-              (self.num_workers >= -1, f"--num-workers {self.num_workers} must be -1 (automatic) or more"))
+              (self.num_workers >= -1, f"--num-workers {self.num_workers} must be -1 (automatic) or more"),
+              (self.shuffle_window >= 1, f"--shuffle-window {self.shuffle_window} must be at least 1"))
         if self.checkpoint_uri:
             from scratchbert.storage import parse_s3_uri
 
@@ -257,6 +262,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
+    from scratchbert import shards
     from scratchbert.checkpoints import Checkpoints, run_record
     from scratchbert.modelcard import write_model_card
     from scratchbert.modeling import (
@@ -266,16 +272,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
         pretraining_model_class,
         set_mlm_bias_to_unigram,
     )
-    from scratchbert.pretraining_data import (
-        MlmNspCollator,
-        data_fingerprint,
-        load_pretraining_dataset,
-        token_counts,
-        tokenizer_fingerprint,
-    )
+    from scratchbert.pretraining_data import MlmNspCollator, stored_token_counts, tokenizer_fingerprint
     from scratchbert.tokenizer import load_tokenizer
 
-    ds, info = load_pretraining_dataset(cfg.dataset)
+    info = shards.read_index(cfg.dataset)
     tok_dir = cfg.tokenizer or str(Path(cfg.dataset) / "tokenizer")
     tokenizer = load_tokenizer(tok_dir)
     if tokenizer_fingerprint(tokenizer) != info["tokenizer_fingerprint"]:
@@ -300,14 +300,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
             model = BertForPreTraining(config)
     # the run is what it trains with: the recipe's learning rate and warmup where 0 / -1 picked them
     settings = dataclasses.replace(cfg, learning_rate=learning_rate, warmup_fraction=warmup_fraction)
-    run = Checkpoints(checkpoint_dir, run_record(settings, model.config, info,
-                                                 info.get("fingerprint") or data_fingerprint(cfg.dataset), precision),
+    run = Checkpoints(checkpoint_dir, run_record(settings, model.config, info, info["id"], precision),
                       overwrite=cfg.overwrite, uri=cfg.checkpoint_uri)
     resume = run.resume
     if cfg.unigram_bias and resume is None and not cfg.init_model:  # a resumed or starting model has its trained bias
-        set_mlm_bias_to_unigram(model, token_counts(ds["train"], len(tokenizer), tokenizer.all_special_ids))
+        set_mlm_bias_to_unigram(model, stored_token_counts(cfg.dataset, len(tokenizer), tokenizer.all_special_ids))
 
-    eval_ds = ds["validation"]
+    eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
     budget = Budget(cfg.max_steps, cfg.time_budget_minutes, warmup_fraction, label="pretrain")
@@ -325,11 +324,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", length_column_name="length",
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=report_to(), seed=cfg.seed, disable_tqdm=False,
         **step_arguments(cfg.num_workers),
     )
+    train_examples = shards.ShardedExamples(cfg.dataset, "train")
+    sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
+                                       lengths=train_examples.lengths if cfg.group_by_length else None,
+                                       rank=args.process_index, world_size=args.world_size)
+    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window) + 1
 
     tokens = {"count": 0}
 
@@ -350,13 +353,16 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 return None
             return super()._run_epoch(*args, **kw)
 
+        def get_train_dataloader(self):
+            return shards.trainer_dataloader(self, train_examples, sampler)
+
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
             if model.training:  # a device tensor: no host sync on the hot path
                 tokens["count"] = tokens["count"] + inputs["attention_mask"].sum()
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-    callbacks = run.callbacks()
-    trainer = _Trainer(model=model, args=args, train_dataset=ds["train"], eval_dataset=eval_ds,
+    callbacks = [shards.data_position_callback(sampler, info["id"], resume), *run.callbacks()]
+    trainer = _Trainer(model=model, args=args, train_dataset=train_examples, eval_dataset=eval_ds,
                        data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
                                                     pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
                                                     mlm_positions=cfg.sparse_head),

@@ -1,6 +1,7 @@
-"""Documents -> masked-LM + next-sentence-prediction examples, the way BERT built them.
+"""Documents -> masked-LM + next-sentence-prediction examples, the way BERT built them, for a
+corpus of any size.
 
-This follows ``create_instances_from_document`` of Google's ``create_pretraining_data.py``:
+The examples follow ``create_instances_from_document`` of Google's ``create_pretraining_data.py``:
 sentences of one document are gathered into segments until a target length is reached
 (shorter with probability ``short_seq_prob``), split at a random sentence boundary into A
 and B; half of the time B is replaced by sentences from a *different* document (label 1),
@@ -9,32 +10,55 @@ stored: :class:`MlmNspCollator` masks dynamically at batch time (80/10/10), so e
 sees new masks and the stored dataset holds only ``input_ids``, ``token_type_ids``,
 ``next_sentence_label`` and ``length``.
 
-transformers 5 no longer ships ``TextDatasetForNextSentencePrediction``; this stage is ours,
-built on ``datasets`` (batched ``map``, ``num_proc``, Arrow on disk).
+How a corpus of any size goes through in constant memory:
+
+* the corpus is read as a stream (:func:`scratchbert.corpus.iter_documents`) and cut into
+  **groups** of consecutive documents (about 1 MiB of text, or 256 documents, at least 8);
+  every ``1 / validation_fraction``-th document goes to the validation split instead;
+* each group becomes examples on its own, in a worker process (``num_proc``), with a random
+  generator seeded by the group's number: the random next segments of NSP come from the
+  *other documents of the same group*, as BERT's came from the other documents of the same
+  input file, and the examples do not depend on the number of workers or parts;
+* a few groups are in flight at a time; their examples go, in group order, into Arrow
+  shards of bounded size with an index (:mod:`scratchbert.shards`);
+* **parts** (``corpus_parts`` > 1): part k keeps the groups whose number is k modulo the
+  part count, so N tasks build a corpus in parallel (each reads the stream, and turns only
+  its groups into examples), and :func:`merge_datasets` gathers their shards into one
+  dataset, the same examples as one task would have made.
+
+transformers 5 no longer ships ``TextDatasetForNextSentencePrediction``; this stage is ours.
 """
 
 from __future__ import annotations
 
-import hashlib
+import collections
 import os
 import random
+import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scratchbert import shards
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import masked_positions
-from scratchbert.outputs import atomic_output_dir, check_output, read_json, write_json
+from scratchbert.outputs import atomic_output_dir, check_output, write_json
 from scratchbert.params import check, check_source, finite, param
 
-DATASET_INFO = "scratchbert_dataset.json"
+DATASET_INFO = shards.INDEX
 STAGE = "dataset"
 # The shortest example that holds two segments, and the longest BERT position table this
 # project builds (the `length` column is int16, so it must stay below 32,768 anyway).
 MIN_SEQ_LEN = 8
 MAX_SEQ_LEN = 8192
+GROUP_BYTES = 1 << 20  # a group closes at about this much text ...
+GROUP_DOCUMENTS = 256  # ... or this many documents,
+MIN_GROUP_DOCUMENTS = 8  # but never with fewer than this (NSP draws its negatives within the group)
+IN_FLIGHT_PER_WORKER = 2  # groups queued per worker: enough to keep it busy, few enough to bound memory
+MAX_PARTS = 1000
 
 
 @dataclass
@@ -43,18 +67,22 @@ class DatasetConfig:
 
     corpus: str = param(help="The training corpus, in any form the tokenizer stage takes.")
     tokenizer: str = param(help="Tokenizer folder (from `scratchbert tokenizer`).")
-    out: str = param(help="Output folder: the train/validation examples, their tokenizer and metrics.json.")
+    out: str = param(help="Output folder: the train/validation shards and their index, the tokenizer and metrics.json.")
     max_seq_len: int = param(128, help="Tokens per example, [CLS] and [SEP]s included.")
     short_seq_prob: float = param(0.1, help="Probability that an example aims at a shorter length (BERT's 0.1).")
     random_next_prob: float = param(0.5, help="Probability that segment B comes from another document.")
     dupe_factor: int = param(1, help="Times each training document is cut into examples, with new splits and pairings; "
                                      "more than 1 for a small corpus trained on for several epochs.")
     valid_corpus: str = param("", help="A separate validation corpus; empty holds out --validation-fraction of the documents.")
-    validation_fraction: float = param(0.02, help="Fraction of the documents held out for validation when there is no --valid-corpus.")
-    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a document boundary; 0 uses all of it.")
+    validation_fraction: float = param(0.02, help="Fraction of the documents held out for validation (evenly spread) when there is no --valid-corpus.")
+    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a paragraph boundary; 0 uses all of it.")
     max_valid_corpus_bytes: int = param(0, help="Use only the first N bytes of the validation corpus; 0 uses all of it.")
     num_proc: int = param(0, help="Worker processes; 0 uses every core.")
     seed: int = param(12345, help="Random seed of the cuts, pairings and held-out documents.")
+    corpus_parts: int = param(1, help="Split the corpus into N parts built separately (in the pipeline: by N parallel tasks) "
+                                      "and merged with `scratchbert dataset-merge`; 1 builds the whole dataset.")
+    corpus_part: int = param(0, help="Which part (0 .. corpus_parts - 1) this run builds.")
+    shard_bytes: int = param(128_000_000, help="Size of each Arrow shard of examples, in bytes.")
     overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote (a dataset folder is always replaced).")
 
     def validate(self) -> None:
@@ -74,7 +102,11 @@ class DatasetConfig:
               (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
               (self.max_valid_corpus_bytes >= 0,
                f"--max-valid-corpus-bytes {self.max_valid_corpus_bytes} must not be negative (0 uses all of it)"),
-              (self.num_proc >= 0, f"--num-proc {self.num_proc} must not be negative; give a number of processes, or 0 for every core"))
+              (self.num_proc >= 0, f"--num-proc {self.num_proc} must not be negative; give a number of processes, or 0 for every core"),
+              (1 <= self.corpus_parts <= MAX_PARTS, f"--corpus-parts {self.corpus_parts} must lie in [1, {MAX_PARTS}]"),
+              (0 <= self.corpus_part < max(self.corpus_parts, 1),
+               f"--corpus-part {self.corpus_part} must lie in [0, {self.corpus_parts - 1}] (there are {self.corpus_parts} parts)"),
+              (self.shard_bytes >= 4096, f"--shard-bytes {self.shard_bytes} must be at least 4096 (128000000 is usual)"))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -95,7 +127,7 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
 
 def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, short_seq_prob: float,
                random_next_prob: float, rng: random.Random, cls_id: int, sep_id: int):
-    """Yield (input_ids, token_type_ids, is_random_next) for one document (BERT's algorithm)."""
+    """Yield (input_ids, length of [CLS] A [SEP], is_random_next) for one document (BERT's algorithm)."""
     document = docs[doc_index]
     max_tokens = max_seq_len - 3
     target = rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
@@ -128,47 +160,330 @@ def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, sh
                     b = [t for s in chunk[a_end:] for t in s]
                 if a and b:
                     _truncate_pair(a, b, max_tokens, rng)
-                    ids = [cls_id, *a, sep_id, *b, sep_id]
-                    types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-                    yield ids, types, int(is_random)
+                    yield [cls_id, *a, sep_id, *b, sep_id], len(a) + 2, int(is_random)
             chunk, length = [], 0
         i += 1
 
 
-def _make_examples(batch, indices, *, tokenizer_path, max_seq_len, short_seq_prob, random_next_prob,
-                   dupe_factor, seed):
-    """Batched ``datasets.map`` function: groups of documents (text) -> examples.
+# --- one group of documents -> examples (run in the worker processes) -------------------------
 
-    Each row holds a fixed group of documents (in corpus order); negatives are drawn from
-    other documents of the same group, which keeps each worker independent of the others,
-    and the random generator is seeded by the group, so the examples do not depend on the
-    number of workers.
+@dataclass(frozen=True)
+class _Settings:
+    """What every worker needs: the tokenizer (as JSON) and the example parameters."""
+
+    tokenizer_json: str
+    cls_id: int
+    sep_id: int
+    vocab_size: int
+    max_seq_len: int
+    short_seq_prob: float
+    random_next_prob: float
+    seed: int
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(settings: _Settings) -> None:
+    """Pool initializer: one single-threaded tokenizer per worker process (the workers are the parallelism)."""
+    from tokenizers import Tokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER.update(settings=settings, tokenizer=Tokenizer.from_str(settings.tokenizer_json))
+
+
+def _group_examples(task: tuple[str, int, list[str], int]) -> dict:
+    """(split, group number, texts, dupe factor) -> the group's examples as flat arrays, and counts.
+
+    The random generator is seeded by the group's number (and the split), so a group's
+    examples are the same in whichever worker, task or part it is made.
     """
     from scratchbert.corpus import split_sentences
 
-    tok = _cached_tokenizer(tokenizer_path)
-    sentences = [split_sentences(text) for group in batch["text"] for text in group]
-    flat = [s for doc in sentences for s in doc]
+    split, group, texts, dupe = task
+    s, tok = _WORKER["settings"], _WORKER["tokenizer"]
+    sentences = [split_sentences(text) for text in texts]
+    flat = [x for doc in sentences for x in doc]
     # The Rust tokenizer's ``encode_batch_fast`` skips the character offsets that the
     # transformers wrapper computes and converts: a quarter of this stage's time.
-    encoded = [e.ids for e in tok.backend_tokenizer.encode_batch_fast(flat, add_special_tokens=False)]
+    encoded = [e.ids for e in tok.encode_batch_fast(flat, add_special_tokens=False)]
     docs, k = [], 0
     for doc in sentences:
         ids = [e for e in encoded[k:k + len(doc)] if e]
         k += len(doc)
         if ids:  # a document can normalise to nothing (e.g. only control characters)
             docs.append(ids)
-    out = {"input_ids": [], "token_type_ids": [], "next_sentence_label": [], "length": []}
-    rng = random.Random(seed * 1_000_003 + indices[0])
-    for _ in range(dupe_factor):
+    seed = s.seed if split == "train" else s.seed + 1
+    rng = random.Random(seed * 1_000_003 + group)
+    ids_out: list[int] = []
+    offsets, a_lengths, labels = [0], [], []
+    for _ in range(dupe):
         for d in range(len(docs)):
-            for ids, types, label in _instances(d, docs, max_seq_len, short_seq_prob, random_next_prob, rng,
-                                                tok.cls_token_id, tok.sep_token_id):
-                out["input_ids"].append(ids)
-                out["token_type_ids"].append(types)
-                out["next_sentence_label"].append(label)
-                out["length"].append(len(ids))
-    return out
+            for ids, a_len, label in _instances(d, docs, s.max_seq_len, s.short_seq_prob, s.random_next_prob, rng,
+                                                s.cls_id, s.sep_id):
+                ids_out.extend(ids)
+                offsets.append(len(ids_out))
+                a_lengths.append(a_len)
+                labels.append(label)
+    ids_arr = np.asarray(ids_out, dtype=np.int32)
+    offsets_arr = np.asarray(offsets, dtype=np.int64)
+    lengths = np.diff(offsets_arr)
+    # token_type_ids: 0 over [CLS] A [SEP], 1 over B [SEP]
+    position = np.arange(len(ids_arr)) - np.repeat(offsets_arr[:-1], lengths)
+    types = (position >= np.repeat(np.asarray(a_lengths, dtype=np.int64), lengths)).astype(np.int8)
+    counts = np.bincount(ids_arr, minlength=s.vocab_size)[:s.vocab_size] if split == "train" else None
+    return {"split": split, "ids": ids_arr, "offsets": offsets_arr, "types": types,
+            "labels": np.asarray(labels, dtype=np.int8), "documents": len(texts), "token_counts": counts}
+
+
+# --- the stream of groups ---------------------------------------------------------------------
+
+class _Grouper:
+    """Cuts a stream of documents into groups; the last group, when small, joins the one before."""
+
+    def __init__(self):
+        self.current: list[str] = []
+        self.size = 0
+        self.ready: list[str] | None = None  # one finished group held back for the end's small remainder
+
+    def add(self, doc: str) -> list[list[str]]:
+        self.current.append(doc)
+        self.size += len(doc)
+        full = len(self.current) >= GROUP_DOCUMENTS or (self.size >= GROUP_BYTES and len(self.current) >= MIN_GROUP_DOCUMENTS)
+        if not full:
+            return []
+        out = [self.ready] if self.ready is not None else []
+        self.ready, self.current, self.size = self.current, [], 0
+        return out
+
+    def finish(self) -> list[list[str]]:
+        if self.ready is not None and len(self.current) < MIN_GROUP_DOCUMENTS:
+            return [self.ready + self.current]
+        return [g for g in (self.ready, self.current) if g]
+
+
+def _held_out(validation_fraction: float, seed: int):
+    """Whether document i is held out: evenly spread, every ``1/fraction``-th, from a seeded offset."""
+    offset = random.Random(seed).random()
+    f = validation_fraction
+    return lambda i: int((i + 1) * f + offset) > int(i * f + offset)
+
+
+def _tasks(cfg: DatasetConfig, seen: dict) -> Iterator[tuple[str, int, list[str], int]]:
+    """The groups this part turns into examples, in order, as (split, group number, texts, dupe factor).
+
+    ``seen`` counts the documents of every split (owned by this part or not) as they pass.
+    """
+    from scratchbert.corpus import iter_documents
+
+    groupers = {split: _Grouper() for split in shards.SPLITS}
+    numbers = {split: 0 for split in shards.SPLITS}
+
+    def emit(split: str, groups: list[list[str]]):
+        for texts in groups:
+            g = numbers[split]
+            numbers[split] += 1
+            if g % cfg.corpus_parts == cfg.corpus_part:
+                yield split, g, texts, cfg.dupe_factor if split == "train" else 1
+
+    held_out = None if cfg.valid_corpus else _held_out(cfg.validation_fraction, cfg.seed)
+    for i, doc in enumerate(iter_documents(cfg.corpus, cfg.max_corpus_bytes or None)):
+        split = "validation" if held_out is not None and held_out(i) else "train"
+        seen[split] += 1
+        yield from emit(split, groupers[split].add(doc))
+    yield from emit("train", groupers["train"].finish())
+    if cfg.valid_corpus:
+        for doc in iter_documents(cfg.valid_corpus, cfg.max_valid_corpus_bytes or None):
+            seen["validation"] += 1
+            yield from emit("validation", groupers["validation"].add(doc))
+    yield from emit("validation", groupers["validation"].finish())
+
+
+def _results(tasks: Iterable, settings: _Settings, num_proc: int) -> Iterator[dict]:
+    """Each task's examples, in task order; with several workers, a bounded number in flight."""
+    if num_proc <= 1:
+        saved = os.environ.get("TOKENIZERS_PARALLELISM")
+        _init_worker(settings)
+        try:
+            for task in tasks:
+                yield _group_examples(task)
+        finally:
+            _WORKER.clear()
+            if saved is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = saved
+        return
+    import multiprocessing
+
+    # spawn: light workers (no copy of this process), and no fork of a process whose Rust
+    # and Arrow thread pools may be running. Python's Pool.imap would read the whole corpus
+    # ahead into its queue, hence the bounded window of apply_async results.
+    with multiprocessing.get_context("spawn").Pool(num_proc, initializer=_init_worker, initargs=(settings,)) as pool:
+        pending: collections.deque = collections.deque()
+        for task in tasks:
+            pending.append(pool.apply_async(_group_examples, (task,)))
+            while len(pending) >= IN_FLIGHT_PER_WORKER * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+def build_parameters(cfg: DatasetConfig) -> dict:
+    """The settings that decide the examples (recorded in the index; parts must agree on them)."""
+    values = asdict(cfg)
+    for name in ("out", "tokenizer", "num_proc", "corpus_part", "overwrite"):
+        values.pop(name)
+    return values
+
+
+def build_dataset(cfg: DatasetConfig) -> dict:
+    """Build the MLM+NSP dataset (or, with ``corpus_parts`` > 1, part ``corpus_part`` of it) into
+    ``cfg.out``; return its statistics (also ``metrics.json``)."""
+    cfg.validate()
+    inputs = [cfg.corpus, cfg.valid_corpus, cfg.tokenizer]
+    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
+    from tqdm.auto import tqdm
+
+    from scratchbert.corpus import corpus_bytes
+
+    t0 = time.perf_counter()
+    tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
+    num_proc = cfg.num_proc or os.cpu_count() or 1
+    settings = _Settings(tokenizer_json=tok.backend_tokenizer.to_str(), cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
+                         vocab_size=len(tok), max_seq_len=cfg.max_seq_len, short_seq_prob=cfg.short_seq_prob,
+                         random_next_prob=cfg.random_next_prob, seed=cfg.seed)
+    seen = {split: 0 for split in shards.SPLITS}
+    totals = {split: {"documents": 0, "examples": 0, "tokens": 0, "random_next": 0} for split in shards.SPLITS}
+    counts = np.zeros(len(tok), dtype=np.int64)
+    with atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite) as tmp:
+        prefix = f"part-{cfg.corpus_part:05d}"
+        writers = {split: shards.ShardWriter(tmp, split, prefix, cfg.shard_bytes) for split in shards.SPLITS}
+        size = None if cfg.valid_corpus else corpus_bytes(cfg.corpus)
+        if size is not None and cfg.max_corpus_bytes:
+            size = min(size, cfg.max_corpus_bytes)
+        with tqdm(total=size, unit="B", unit_scale=True, desc="MLM+NSP examples") as bar:
+            for r in _results(_progress(_tasks(cfg, seen), bar), settings, num_proc):
+                writers[r["split"]].write(r["ids"], r["offsets"], r["types"], r["labels"])
+                t = totals[r["split"]]
+                t["documents"] += r["documents"]
+                t["examples"] += len(r["labels"])
+                t["tokens"] += len(r["ids"])
+                t["random_next"] += int(r["labels"].sum())
+                if r["token_counts"] is not None:
+                    counts += r["token_counts"]
+        splits = {split: {**totals[split], "shards": writers[split].close()} for split in shards.SPLITS}
+        index = {"max_seq_len": cfg.max_seq_len, "vocab_size": len(tok), "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+                 "corpora": [c for c in (cfg.corpus, cfg.valid_corpus) if c], "build": build_parameters(cfg),
+                 "splits": splits, "corpus_documents": seen}
+        if cfg.corpus_parts > 1:
+            index["part"] = {"index": cfg.corpus_part, "count": cfg.corpus_parts}
+        else:
+            _check_complete(cfg.corpus, cfg.valid_corpus, seen, splits)
+        np.save(tmp / shards.TOKEN_COUNTS, counts)
+        tok.save_pretrained(tmp / "tokenizer")
+        shards.write_index(tmp, index)
+        stats = _statistics(index, time.perf_counter() - t0)
+        write_json(tmp / "metrics.json", stats)
+    return stats
+
+
+def _progress(tasks: Iterable, bar) -> Iterator:
+    for task in tasks:
+        bar.update(sum(len(t) + 2 for t in task[2]))  # characters: close enough to bytes for a progress bar
+        yield task
+
+
+def _check_complete(corpus: str, valid_corpus: str, seen: dict, splits: dict) -> None:
+    """The checks that need the whole dataset: enough documents and some training examples."""
+    n_train, n_valid = seen["train"], seen["validation"]
+    if not valid_corpus and n_train + n_valid < 2 or valid_corpus and n_train < 2:
+        n = n_train + n_valid
+        raise ScratchBertError(f"corpus {corpus} has {n} document{'s' if n != 1 else ''}; next-sentence prediction needs at least two (separate documents with a blank line)")
+    if valid_corpus and n_valid < 2:
+        raise ScratchBertError(f"validation corpus {valid_corpus} has fewer than two documents; NSP needs at least two")
+    if not valid_corpus and (n_valid < 2 or n_train < 2):
+        raise ScratchBertError(f"corpus {corpus} has only {n_train + n_valid} documents, too few to hold out {n_valid} (at least two) for validation and keep two for training; add documents, raise --validation-fraction or pass --valid-corpus")
+    if splits["train"]["examples"] == 0:
+        raise ScratchBertError(f"corpus {corpus} produced no training examples; it needs documents of several sentences")
+
+
+def _statistics(index: dict, seconds: float) -> dict:
+    build = index["build"]
+    stats = {"seconds": round(seconds, 3), "max_seq_len": index["max_seq_len"], "dupe_factor": build["dupe_factor"],
+             "corpus_parts": build["corpus_parts"]}
+    for split, t in index["splits"].items():
+        n, tokens = t["examples"], t["tokens"]
+        stats.update({f"{split}_documents": t["documents"], f"{split}_examples": n, f"{split}_tokens": tokens,
+                      f"{split}_shards": len(t["shards"]),
+                      f"{split}_mean_length": tokens / n if n else 0.0,
+                      f"{split}_random_next_fraction": t["random_next"] / n if n else 0.0,
+                      f"{split}_padding_fraction_if_padded_to_max": 1 - tokens / (n * index["max_seq_len"]) if n else 0.0})
+    return stats
+
+
+@dataclass
+class DatasetMergeConfig:
+    """Settings of ``scratchbert dataset-merge``: gather the parts of a dataset built with --corpus-parts."""
+
+    parts: str = param(help="The part folders (from `scratchbert dataset --corpus-parts N --corpus-part k`), separated by commas.")
+    out: str = param(help="Output folder of the whole dataset.")
+
+
+def merge_datasets(cfg: DatasetMergeConfig | None = None, *, parts: list[str | os.PathLike] | None = None,
+                   out: str | os.PathLike | None = None) -> dict:
+    """Gather the shards of every part into one dataset (hard links where the filesystem allows,
+    copies elsewhere) with one index; return its statistics (also ``metrics.json``)."""
+    t0 = time.perf_counter()
+    folders = [Path(p) for p in (parts if parts is not None else [p.strip() for p in cfg.parts.split(",") if p.strip()])]
+    out = Path(out if out is not None else cfg.out)
+    if not folders:
+        raise ScratchBertError("no dataset parts to merge; give the part folders separated by commas")
+    indexes = [shards.read_index(f, complete=False) for f in folders]
+    first = indexes[0]
+    count = first.get("part", {}).get("count", 1)
+    found = sorted(ix.get("part", {}).get("index", 0) for ix in indexes)
+    if found != list(range(count)):
+        raise ScratchBertError(f"the parts given are {found} of {count}; give each of the {count} parts exactly once")
+    for folder, ix in zip(folders, indexes):
+        for key in ("build", "tokenizer_fingerprint", "max_seq_len"):
+            if ix[key] != first[key]:
+                raise ScratchBertError(f"dataset part {folder} was built with other settings ({key}) than {folders[0]}; build every part with the same settings")
+    order = sorted(range(len(folders)), key=lambda i: indexes[i].get("part", {}).get("index", 0))
+    splits = {split: {"documents": 0, "examples": 0, "tokens": 0, "random_next": 0, "shards": []} for split in shards.SPLITS}
+    counts = None
+    with atomic_output_dir(out, stage=STAGE, inputs=folders) as tmp:
+        for i in order:
+            folder, ix = folders[i], indexes[i]
+            for split in shards.SPLITS:
+                part = ix["splits"][split]
+                for key in ("documents", "examples", "tokens", "random_next"):
+                    splits[split][key] += part[key]
+                for entry in part["shards"]:
+                    (tmp / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
+                    _link_or_copy(folder / entry["file"], tmp / entry["file"])
+                    splits[split]["shards"].append(entry)
+            part_counts = np.load(folder / shards.TOKEN_COUNTS)
+            counts = part_counts if counts is None else counts + part_counts
+        seen = first["corpus_documents"]
+        build = first["build"]
+        _check_complete(build["corpus"], build["valid_corpus"], seen, splits)
+        np.save(tmp / shards.TOKEN_COUNTS, counts)
+        shutil.copytree(folders[0] / "tokenizer", tmp / "tokenizer")
+        index = {k: v for k, v in first.items() if k not in ("part", "splits", "id", "format")}
+        index = shards.write_index(tmp, {**index, "splits": splits})
+        stats = _statistics(index, time.perf_counter() - t0)
+        write_json(tmp / "metrics.json", stats)
+    return stats
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
 
 
 _TOKENIZERS: dict = {}
@@ -182,120 +497,27 @@ def _cached_tokenizer(path: str):
     return _TOKENIZERS[path]
 
 
-def _features():
-    from datasets import Features, Sequence, Value
-
-    return Features({
-        "input_ids": Sequence(Value("int32")),
-        "token_type_ids": Sequence(Value("int8")),
-        "next_sentence_label": Value("int8"),
-        "length": Value("int16"),
-    })
-
-
-def _examples(documents: list[str], cfg: DatasetConfig, num_proc: int, seed: int, dupe_factor: int = 1):
-    from datasets import Dataset
-
-    # Fixed groups of 8..1000 documents (about 32 groups for a mid-sized corpus): negatives
-    # stay varied, the load is balanced, and since the grouping does not depend on
-    # ``num_proc`` the same seed gives the same examples on any number of cores.
-    n_groups = max(1, len(documents) // max(8, min(1000, len(documents) // 32)))
-    bounds = np.linspace(0, len(documents), n_groups + 1).round().astype(int)
-    groups = Dataset.from_dict({"text": [documents[a:b] for a, b in zip(bounds[:-1], bounds[1:])]})
-    return groups.map(
-        _make_examples, batched=True, batch_size=1, with_indices=True,
-        remove_columns=["text"], features=_features(), num_proc=num_proc if n_groups >= 2 * num_proc else None,
-        desc="MLM+NSP examples",
-        fn_kwargs=dict(tokenizer_path=str(Path(cfg.tokenizer).resolve()), max_seq_len=cfg.max_seq_len,
-                       short_seq_prob=cfg.short_seq_prob, random_next_prob=cfg.random_next_prob,
-                       dupe_factor=dupe_factor, seed=seed),
-    )
-
-
-def _split_stats(ds, max_seq_len: int) -> dict:
-    lengths = np.asarray(ds["length"], dtype=np.int64)
-    labels = np.asarray(ds["next_sentence_label"], dtype=np.int64)
-    n = len(lengths)
-    return {"examples": n, "tokens": int(lengths.sum()),
-            "mean_length": float(lengths.mean()) if n else 0.0,
-            "random_next_fraction": float(labels.mean()) if n else 0.0,
-            "padding_fraction_if_padded_to_max": float(1 - lengths.sum() / (n * max_seq_len)) if n else 0.0}
-
-
-def build_dataset(cfg: DatasetConfig) -> dict:
-    """Build the train/validation MLM+NSP dataset into ``cfg.out``; return its statistics."""
-    cfg.validate()
-    inputs = [cfg.corpus, cfg.valid_corpus, cfg.tokenizer]
-    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
-    from datasets import DatasetDict, disable_caching
-
-    from scratchbert.corpus import load_documents
-
-    t0 = time.perf_counter()
-    tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
-    num_proc = cfg.num_proc or os.cpu_count() or 1
-    documents = load_documents(cfg.corpus, cfg.max_corpus_bytes or None)
-    if len(documents) < 2:
-        raise ScratchBertError(f"corpus {cfg.corpus} has {len(documents)} document; next-sentence prediction needs at least two (separate documents with a blank line)")
-    if cfg.valid_corpus:
-        train_docs, valid_docs = documents, load_documents(cfg.valid_corpus, cfg.max_valid_corpus_bytes or None)
-        if len(valid_docs) < 2:
-            raise ScratchBertError(f"validation corpus {cfg.valid_corpus} has fewer than two documents; NSP needs at least two")
-    else:
-        rng = random.Random(cfg.seed)
-        n_valid = max(2, round(len(documents) * cfg.validation_fraction))
-        if len(documents) - n_valid < 2:
-            raise ScratchBertError(f"corpus {cfg.corpus} has only {len(documents)} documents, too few to hold out {n_valid} for validation; add documents or pass --valid-corpus")
-        valid_idx = set(rng.sample(range(len(documents)), n_valid))
-        train_docs = [d for i, d in enumerate(documents) if i not in valid_idx]
-        valid_docs = [d for i, d in enumerate(documents) if i in valid_idx]
-    disable_caching()  # the output folder is the cache; don't litter ~/.cache with copies
-    ds = DatasetDict({"train": _examples(train_docs, cfg, num_proc, cfg.seed, cfg.dupe_factor),
-                      "validation": _examples(valid_docs, cfg, num_proc, cfg.seed + 1)})
-    if len(ds["train"]) == 0:
-        raise ScratchBertError(f"corpus {cfg.corpus} produced no training examples; it needs documents of several sentences")
-    stats = {"seconds": round(time.perf_counter() - t0, 3), "max_seq_len": cfg.max_seq_len, "dupe_factor": cfg.dupe_factor,
-             "train_documents": len(train_docs), "validation_documents": len(valid_docs)}
-    for split in ("train", "validation"):
-        stats.update({f"{split}_{k}": v for k, v in _split_stats(ds[split], cfg.max_seq_len).items()})
-    with atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite) as tmp:
-        ds.save_to_disk(str(tmp), num_proc=None)
-        tok.save_pretrained(Path(tmp) / "tokenizer")
-        write_json(Path(tmp) / DATASET_INFO, {"max_seq_len": cfg.max_seq_len, "vocab_size": len(tok),
-                                              "tokenizer_fingerprint": tokenizer_fingerprint(tok),
-                                              "fingerprint": data_fingerprint(tmp),
-                                              "corpora": [c for c in (cfg.corpus, cfg.valid_corpus) if c]})
-        write_json(Path(tmp) / "metrics.json", stats)
-    return stats
-
-
-def data_fingerprint(folder: str | Path) -> str:
-    """A hash of a saved dataset's examples (its Arrow files), so that a checkpoint knows which
-    dataset it was trained on; the same examples give the same fingerprint."""
-    h = hashlib.sha256()
-    for f in sorted(Path(folder).rglob("*.arrow")):
-        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with open(f, "rb") as data:
-            for chunk in iter(lambda: data.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+def corpus_part_numbers(corpus_parts: int) -> list[int]:
+    """``[0, 1, ..., corpus_parts - 1]``: the parts a fan-out builds (the pipeline loops over them)."""
+    if not 1 <= corpus_parts <= MAX_PARTS:
+        raise ScratchBertError(f"corpus parts {corpus_parts} must lie in [1, {MAX_PARTS}]")
+    return list(range(corpus_parts))
 
 
 def load_pretraining_dataset(path: str | Path):
-    """Load a folder written by :func:`build_dataset`: (DatasetDict, info dict)."""
-    from datasets import load_from_disk
+    """Load a folder written by :func:`build_dataset`: (``{"train": Dataset, "validation": Dataset}``
+    over the memory-mapped shards, info = the index)."""
+    from datasets import DatasetDict
 
-    path = Path(path)
-    if not (path / DATASET_INFO).is_file():
-        raise ScratchBertError(f"{path} is not a scratchbert dataset (no {DATASET_INFO}); build it with `scratchbert dataset --out {path}`")
-    return load_from_disk(str(path)), read_json(path / DATASET_INFO)
+    index = shards.read_index(path)
+    return DatasetDict({split: shards.load_split(path, split, index) for split in index["splits"]}), index
 
 
 def token_counts(dataset, vocab_size: int, exclude=()) -> np.ndarray:
     """How often each token id occurs in a split's ``input_ids``; ids in ``exclude`` count 0.
 
-    Read as Arrow batches (no Python loop over examples): the 13.5 M tokens of an 11 MB corpus
-    (five cuts of each document) in under 0.2 s.
+    Read as Arrow batches (no Python loop over examples). A built dataset also stores the
+    training split's counts (:func:`stored_token_counts`), which need no pass over the data.
     """
     import pyarrow.compute as pc
 
@@ -303,6 +525,13 @@ def token_counts(dataset, vocab_size: int, exclude=()) -> np.ndarray:
     for batch in dataset.with_format("arrow").iter(batch_size=50_000):
         ids = pc.list_flatten(batch["input_ids"]).to_numpy()
         counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
+    counts[list(exclude)] = 0
+    return counts
+
+
+def stored_token_counts(path: str | Path, vocab_size: int, exclude=()) -> np.ndarray:
+    """The training split's token counts as the dataset stage stored them; ids in ``exclude`` count 0."""
+    counts = np.load(Path(path) / shards.TOKEN_COUNTS)[:vocab_size].astype(np.int64)
     counts[list(exclude)] = 0
     return counts
 
@@ -340,14 +569,16 @@ class MlmNspCollator:
         m = self.pad_to_multiple_of
         if m:
             longest = (longest + m - 1) // m * m
-        input_ids = torch.full((len(examples), longest), self.pad_id, dtype=torch.long)
-        token_type_ids = torch.zeros((len(examples), longest), dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        # Filled in numpy: examples come as lists (datasets rows) or numpy views of the shards.
+        ids = np.full((len(examples), longest), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(examples), longest), dtype=np.int64)
+        mask = np.zeros((len(examples), longest), dtype=np.int64)
         for i, e in enumerate(examples):
             n = len(e["input_ids"])
-            input_ids[i, :n] = torch.as_tensor(e["input_ids"])
-            token_type_ids[i, :n] = torch.as_tensor(e["token_type_ids"])
-            attention_mask[i, :n] = 1
+            ids[i, :n] = e["input_ids"]
+            types[i, :n] = e["token_type_ids"]
+            mask[i, :n] = 1
+        input_ids, token_type_ids, attention_mask = torch.from_numpy(ids), torch.from_numpy(types), torch.from_numpy(mask)
         special = torch.isin(input_ids, self.special_ids)
         if self._masker.seed is not None and self._masker.generator is None:
             # torch_mask_tokens draws from ``generator``, which the stock collator creates

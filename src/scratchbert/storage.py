@@ -417,6 +417,92 @@ def read_object(uri: str, *, client: Minio | None = None) -> bytes:
     return data
 
 
+def list_objects(uri: str, *, client: Minio | None = None,
+                 suffixes: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    """``(s3://bucket/key, size)`` of the object ``uri`` names, or of every object under the
+    prefix ``uri`` whose name ends with one of ``suffixes`` (all of them when empty), sorted
+    by name. Nothing is downloaded.
+
+    Raises:
+        ScratchBertError: nothing (suitable) is stored there, the bucket is missing, or S3 refuses.
+    """
+    bucket, key = parse_s3_uri(uri)
+    client = client or client_from_env()
+    with _s3_errors(uri):
+        if key and not key.endswith("/") and _exists(client, bucket, key):
+            return [(f"s3://{bucket}/{key}", client.stat_object(bucket, key).size or 0)]
+        found = sorted((o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=_as_dir(key), recursive=True)
+                       if not o.object_name.endswith("/"))
+    if not found:
+        raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
+    chosen = [(f"s3://{bucket}/{name}", size) for name, size in found if not suffixes or name.endswith(suffixes)]
+    if not chosen:
+        raise ScratchBertError(f"no object under {uri} ends with {', '.join(suffixes)}; point at such objects or at one object")
+    return chosen
+
+
+def open_object(uri: str, *, client: Minio | None = None, offset: int = 0, retries: int = 5) -> io.BufferedReader:
+    """A buffered, read-only stream of the object ``uri`` from byte ``offset``, read as it is
+    consumed (never stored whole, in memory or on disk).
+
+    A long read over the network is likely to lose its connection once in a while; the stream
+    then asks again from the byte where it stopped (an HTTP range request), up to
+    ``retries`` times in a row, so a reader of a multi-gigabyte object is not sent back to
+    the start by one reset.
+    """
+    bucket, key = parse_s3_uri(uri)
+    return io.BufferedReader(_ObjectReader(client or client_from_env(), bucket, key, uri, offset, retries), _CHUNK)
+
+
+class _ObjectReader(io.RawIOBase):
+    """The raw stream under :func:`open_object`: one GET, renewed at the current offset after a dropped connection."""
+
+    def __init__(self, client: Minio, bucket: str, key: str, uri: str, offset: int, retries: int):
+        super().__init__()
+        self._client, self._bucket, self._key, self._uri = client, bucket, key, uri
+        self._pos, self._retries, self._response = offset, retries, None
+        with _s3_errors(uri):
+            self._size = client.stat_object(bucket, key).size or 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        from urllib3.exceptions import HTTPError
+
+        if self._pos >= self._size:
+            return 0
+        failures = 0
+        while True:
+            try:
+                if self._response is None:
+                    with _s3_errors(self._uri):
+                        self._response = self._client.get_object(self._bucket, self._key, offset=self._pos)
+                n = self._response.readinto(buffer)
+                if n == 0:  # the server closed the body before the object's end
+                    raise ConnectionError(f"the body ended at byte {self._pos} of {self._size}")
+                self._pos += n
+                return n
+            except (HTTPError, ConnectionError, OSError) as exc:
+                self._drop()
+                failures += 1
+                if failures > self._retries:
+                    raise ScratchBertError(
+                        f"reading {self._uri} failed at byte {self._pos} after {self._retries} retries "
+                        f"({type(exc).__name__}: {exc}); check the S3 server and the network") from exc
+
+    def _drop(self) -> None:
+        if self._response is not None:
+            with contextlib.suppress(Exception):
+                self._response.close()
+                self._response.release_conn()
+            self._response = None
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
 def read_manifest(uri: str, *, client: Minio | None = None) -> dict:
     """Return the manifest of a published model (``uri`` as for :func:`fetch_published`).
 

@@ -1,16 +1,24 @@
 """Train a WordPiece vocabulary on a corpus and save it as a Hugging Face fast tokenizer.
 
+The trainer reads the corpus as a stream and sees an even sample of it: whole documents drawn
+with probability ``sample_bytes / corpus size`` from all of it (not its head), so its memory
+follows the sample's vocabulary, not the corpus size. docs/performance.md measures how the
+sample size changes the vocabulary's unknown-token rate and tokens per word.
+
 Training is not bit-reproducible: the ``tokenizers`` trainer breaks ties between equally
 frequent pairs in hash-map order, which changes from process to process
 (huggingface/tokenizers#1794; three runs on the same 11 MB differed in 8-12 of 30,522
-tokens). Seeds here cover only the held-out split.
+tokens). The seed fixes the sample and the held-out split.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import random
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +29,11 @@ from scratchbert.params import check, check_source, finite, param
 STAGE = "tokenizer"
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+HELDOUT_MAX_BYTES = 4_000_000  # held-out documents stay in memory: a few MB score a vocabulary well
+SAMPLE_SLACK = 1.1  # the sample stops at this multiple of sample_bytes (it is drawn from an estimated size)
 # Below this a WordPiece vocabulary cannot hold the special tokens plus a basic alphabet.
 MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 64
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,9 +47,11 @@ class TokenizerConfig:
     strip_accents: bool | None = param(None, help="Strip accents; unset follows --lowercase.")
     min_frequency: int = param(2, help="Minimum pair frequency for a merge.")
     limit_alphabet: int = param(1000, help="At most this many initial characters.")
-    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a document boundary; 0 uses all of it.")
-    heldout_fraction: float = param(0.02, help="Fraction of documents held out to report the unknown-token rate.")
-    seed: int = param(0, help="Random seed of the held-out split.")
+    max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a paragraph boundary; 0 uses all of it.")
+    sample_bytes: int = param(1_000_000_000, help="Train on an even sample of about N bytes of whole documents drawn from the whole corpus, "
+                                                  "so memory does not grow with the corpus; 0 trains on all of it.")
+    heldout_fraction: float = param(0.02, help="Fraction of the sampled documents held out (up to 4 MB) to report the unknown-token rate.")
+    seed: int = param(0, help="Random seed of the sample and the held-out split.")
     init_model: str = param("", help="Take the tokenizer of this starting model (hf://owner/name, s3://... or a folder) "
                                      "instead of training one; the corpus then only measures how well it fits.")
     overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote (a tokenizer folder is always replaced).")
@@ -53,6 +66,7 @@ class TokenizerConfig:
               (self.min_frequency >= 0, f"--min-frequency {self.min_frequency} must not be negative"),
               (self.limit_alphabet >= 1, f"--limit-alphabet {self.limit_alphabet} must be at least 1"),
               (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
+              (self.sample_bytes >= 0, f"--sample-bytes {self.sample_bytes} must be 0 (the whole corpus) or more"),
               (finite(self.heldout_fraction) and 0 <= self.heldout_fraction < 1,
                f"--heldout-fraction {self.heldout_fraction} must lie in [0, 1)"))
 
@@ -72,9 +86,12 @@ def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
     return tok
 
 
-def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) -> dict:
-    """Train the tokenizer (or take a starting model's), save it to ``cfg.out`` and return its report
-    (also ``metrics.json``)."""
+def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None) -> dict:
+    """Train the tokenizer (or take a starting model's), save it to ``cfg.out`` and return its
+    report (also ``metrics.json``).
+
+    ``documents`` stands in for ``cfg.corpus`` (a list or any iterable: tests, notebooks).
+    """
     cfg.validate()
     check_output(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite)
     if cfg.init_model:
@@ -83,15 +100,7 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
     from transformers import BertTokenizerFast
 
     t0 = time.perf_counter()
-    if documents is None:
-        from scratchbert.corpus import load_documents
-
-        documents = load_documents(cfg.corpus, cfg.max_corpus_bytes or None)
-    rng = random.Random(cfg.seed)
-    n_held = int(len(documents) * cfg.heldout_fraction) if len(documents) > 1 else 0
-    held_idx = set(rng.sample(range(len(documents)), n_held))
-    train_docs = [d for i, d in enumerate(documents) if i not in held_idx]
-    held_docs = [d for i, d in enumerate(documents) if i in held_idx] or train_docs[:50]
+    sample = _Sample(cfg, documents)
 
     strip = cfg.lowercase if cfg.strip_accents is None else cfg.strip_accents
     tok = _bert_wordpiece(cfg.lowercase, strip)
@@ -99,9 +108,14 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
         vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
         special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##", show_progress=True,
     )
-    # Lines (paragraphs) are the natural unit: the trainer parallelises over them in Rust.
-    lines = (line for doc in train_docs for line in doc.split("\n"))
-    tok.train_from_iterator(lines, trainer=trainer, length=sum(d.count("\n") + 1 for d in train_docs))
+    # Lines (paragraphs) are the natural unit: the trainer counts words over them in Rust,
+    # in parallel, while this generator reads the next ones.
+    docs = sample.training_documents()
+    first = next(docs, None)  # a corpus that cannot be read fails here, before the trainer starts
+    tok.train_from_iterator((line for doc in itertools.chain([first] if first else [], docs)
+                             for line in doc.split("\n")), trainer=trainer)
+    if sample.documents == 0:
+        raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -111,9 +125,12 @@ def train_tokenizer(cfg: TokenizerConfig, documents: list[str] | None = None) ->
     hf_tok = BertTokenizerFast(tokenizer_object=tok, do_lower_case=cfg.lowercase, strip_accents=strip,
                                unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                                cls_token="[CLS]", mask_token="[MASK]")
-    report = {"vocab_size": hf_tok.vocab_size, "train_documents": len(train_docs),
-              "heldout_documents": len(held_docs), "train_seconds": round(train_seconds, 3),
-              **tokenizer_quality(hf_tok, held_docs)}
+    held = sample.heldout or sample.fallback
+    report = {"vocab_size": hf_tok.vocab_size, "train_documents": sample.documents, "train_bytes": sample.bytes,
+              "sample_rate": round(sample.rate, 6), "heldout_documents": len(held),
+              "train_seconds": round(train_seconds, 3), **tokenizer_quality(hf_tok, held)}
+    if sample.corpus_bytes is not None:
+        report["corpus_bytes"] = sample.corpus_bytes
     with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite,
                            marker={"tokenizer_fingerprint": fingerprint(hf_tok)}) as tmp:
         hf_tok.save_pretrained(tmp)
@@ -137,6 +154,7 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
 
             limit = min(cfg.max_corpus_bytes or STARTING_MODEL_SAMPLE_BYTES, STARTING_MODEL_SAMPLE_BYTES)
             documents = load_documents(cfg.corpus, limit)
+        documents = list(documents)
         report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents),
                   "train_seconds": round(time.perf_counter() - t0, 3), **tokenizer_quality(tok, documents)}
         with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite,
@@ -144,6 +162,57 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
             tok.save_pretrained(out)
             write_json(Path(out) / "metrics.json", report)
     return report
+
+
+class _Sample:
+    """An even sample of a corpus, read as a stream: each document is taken with probability
+    ``rate = sample_bytes / corpus size`` (seeded), and each taken one is held out with
+    probability ``heldout_fraction`` (up to HELDOUT_MAX_BYTES) or handed to the trainer.
+
+    The corpus size comes from the files' and objects' sizes (:func:`scratchbert.corpus.corpus_bytes`);
+    where it is unknown (a Hub dataset without size metadata) the sample is the corpus's head.
+    """
+
+    def __init__(self, cfg: TokenizerConfig, documents: Iterable[str] | None):
+        from scratchbert.corpus import corpus_bytes, document_bytes, iter_documents
+
+        self._size = document_bytes
+        if documents is not None:
+            documents = list(documents)
+            total = sum(document_bytes(d) for d in documents)
+        else:
+            total = corpus_bytes(cfg.corpus)
+            documents = iter_documents(cfg.corpus, cfg.max_corpus_bytes or None)
+        if total is not None and cfg.max_corpus_bytes:
+            total = min(total, cfg.max_corpus_bytes)
+        self.corpus_bytes = total
+        self.rate = 1.0 if not cfg.sample_bytes or total is None or total <= cfg.sample_bytes else cfg.sample_bytes / total
+        self.cap = cfg.sample_bytes * SAMPLE_SLACK if cfg.sample_bytes else float("inf")
+        if total is None and cfg.sample_bytes:
+            log.warning("the size of corpus %s is unknown: the tokenizer trains on its first %d bytes", cfg.corpus, cfg.sample_bytes)
+        self._docs, self._cfg = documents, cfg
+        self.documents = self.bytes = 0
+        self.heldout: list[str] = []
+        self.fallback: list[str] = []  # the first training documents, scored when none is held out
+        self._held_bytes = 0
+
+    def training_documents(self) -> Iterator[str]:
+        rng = random.Random(self._cfg.seed)
+        for doc in self._docs:
+            if self.rate < 1 and rng.random() >= self.rate:
+                continue
+            size = self._size(doc)
+            if rng.random() < self._cfg.heldout_fraction and self._held_bytes + size <= HELDOUT_MAX_BYTES:
+                self.heldout.append(doc)
+                self._held_bytes += size
+                continue
+            if len(self.fallback) < 50:
+                self.fallback.append(doc)
+            self.documents += 1
+            self.bytes += size
+            yield doc
+            if self.bytes >= self.cap:
+                return
 
 
 def tokenizer_quality(tokenizer, documents: list[str]) -> dict:

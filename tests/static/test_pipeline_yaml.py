@@ -21,6 +21,8 @@ COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
 STAGE_FUNCTIONS = {"validate", "tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish", "starting_model"}
 # The tiny task that tells pretrain's pod how many GPUs to ask for (0 when it launches a TrainJob).
 GPU_COUNT_FUNCTION = "pretrain_gpus"
+# The dataset stage's fan-out: the part numbers to loop over, and the merge of the parts.
+FAN_OUT_FUNCTIONS = {"corpus_part_numbers", "dataset_merge"}
 
 
 def _compile_module():
@@ -61,7 +63,7 @@ def executors_of(spec: dict, function: str) -> list[str]:
 
 
 def all_tasks(spec: dict) -> dict[str, dict]:
-    """Every task of the root DAG and of the nested (condition) DAGs, by task name."""
+    """Every task of the root DAG and of the nested (condition, loop) DAGs, by task name."""
     tasks = dict(spec["root"]["dag"]["tasks"])
     for comp in spec["components"].values():
         tasks.update(comp.get("dag", {}).get("tasks", {}))
@@ -78,12 +80,12 @@ def test_committed_yaml_is_what_compile_writes(tmp_path):
 
 def test_five_stages_and_publish(compiled):
     spec, _ = compiled
-    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS | {GPU_COUNT_FUNCTION}
+    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS | {GPU_COUNT_FUNCTION} | FAN_OUT_FUNCTIONS
     assert spec["pipelineInfo"]["name"] == "scratchbert"
     # Fine-tuning and publishing end both paths (pretrained, or the starting model as it is), each
     # with a GPU and a CPU branch; one of everything else.
     assert len(executors_of(spec, "qa_finetune")) == 4 and len(executors_of(spec, "publish")) == 4
-    for fn in STAGE_FUNCTIONS - {"qa_finetune", "publish"}:
+    for fn in (STAGE_FUNCTIONS | FAN_OUT_FUNCTIONS) - {"qa_finetune", "publish"}:
         assert len(executors_of(spec, fn)) == 1, fn
 
 
@@ -97,8 +99,9 @@ def _producer(task: dict, artifact: str) -> str:
 
 
 def test_wiring(compiled):
-    """validate first; then either tokenizer -> dataset -> pretrain -> evaluate, and the pretrained
-    model -> fine-tune and publish; or the starting model -> fine-tune and publish."""
+    """validate first; then either tokenizer -> dataset (one task per corpus part) -> merge ->
+    pretrain -> evaluate, and the pretrained model -> fine-tune and publish; or the starting
+    model -> fine-tune and publish."""
     spec, _ = compiled
     root = _dag(spec, "root")
     assert set(root) == {"validate", "condition-branches-1"}
@@ -110,9 +113,18 @@ def test_wiring(compiled):
     assert _producer(direct_branch["fine-tune-and-publish"], "model") == "starting-model"
 
     train = _dag(spec, pretrain_branch["pretrain-and-fine-tune"]["componentRef"]["name"])
-    assert _producer(train["dataset"], "tokenizer") == "tokenizer"
-    assert _producer(train["pretrain"], "dataset") == "dataset"
-    assert _producer(train["evaluate"], "model") == "pretrain" and _producer(train["evaluate"], "dataset") == "dataset"
+    (loop,) = [name for name, task in train.items() if "parameterIterator" in task]
+    assert _producer(train[loop], "pipelinechannel--tokenizer-tokenizer") == "tokenizer"
+    iterator = train[loop]["parameterIterator"]
+    assert train[loop]["inputs"]["parameters"][iterator["items"]["inputParameter"]]["taskOutputParameter"]["producerTask"] \
+        == "corpus-part-numbers"
+    part = _dag(spec, train[loop]["componentRef"]["name"])["dataset"]
+    assert _producer(part, "tokenizer") == "pipelinechannel--tokenizer-tokenizer"  # into the loop
+    assert part["inputs"]["parameters"]["corpus_part"]["componentInputParameter"] == iterator["itemInput"]
+    assert train["corpus-part-numbers"]["inputs"]["parameters"]["corpus_parts"]["componentInputParameter"] == "corpus_parts"
+    assert _producer(train["dataset-merge"], "parts") == loop  # dsl.Collected over the loop's dataset tasks
+    assert _producer(train["pretrain"], "dataset") == "dataset-merge"
+    assert _producer(train["evaluate"], "model") == "pretrain" and _producer(train["evaluate"], "dataset") == "dataset-merge"
     assert _producer(train["evaluate"], "logs") == "pretrain"
     assert _producer(train["fine-tune-and-publish"], "model") == "pretrain"
 
@@ -217,7 +229,7 @@ def test_secrets_by_name_only(compiled, settings):
     spec, platform = compiled
     expected = [{"envVar": k, "secretKey": k} for k in settings.S3_SECRET_KEYS]
     for name in executors(spec):
-        if function_of(executors(spec)[name]) in ("evaluate", "validate", GPU_COUNT_FUNCTION):  # no object storage: no credentials
+        if function_of(executors(spec)[name]) in {"evaluate", "validate", GPU_COUNT_FUNCTION} | FAN_OUT_FUNCTIONS:  # no object storage
             assert "secretAsEnv" not in platform.get(name, {})
             continue
         (secret,) = platform[name]["secretAsEnv"]
@@ -246,10 +258,11 @@ def test_caching_and_retries(compiled):
     spec, _ = compiled
     tasks = all_tasks(spec)
     for name, task in tasks.items():
-        if name.startswith("condition"):
+        if name.startswith(("condition", "for-loop")):
             continue
         cache = task.get("cachingOptions", {}).get("enableCache", False)
-        assert cache is (name in ("tokenizer", "dataset", "pretrain-gpus", "starting-model")), name
+        assert cache is (name in ("tokenizer", "corpus-part-numbers", "dataset", "dataset-merge", "pretrain-gpus",
+                                  "starting-model")), name
     assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] >= 1
     assert tasks["publish"]["retryPolicy"]["maxRetryCount"] >= 1
 
@@ -276,7 +289,7 @@ def test_validate_runs_first_with_every_parameter(compiled):
             deps |= {producer} if producer else set()
         return deps | {d for dep in deps if dep in train for d in upstream(dep)}
 
-    for name in ("dataset", "pretrain", "evaluate", "fine-tune-and-publish"):
+    for name in ("dataset-merge", "pretrain", "evaluate", "fine-tune-and-publish"):
         assert "tokenizer" in upstream(name), name
 
 

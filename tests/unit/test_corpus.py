@@ -1,11 +1,15 @@
-"""scratchbert.corpus: documents from local files, s3:// and hf://, and sentence splitting."""
+"""scratchbert.corpus: documents streamed from local files (text, gzip, JSON lines), s3:// and hf://,
+and sentence splitting."""
 
 from __future__ import annotations
+
+import gzip
+import json
 
 import pytest
 
 from scratchbert import corpus
-from scratchbert.corpus import load_documents, split_documents, split_sentences
+from scratchbert.corpus import corpus_bytes, iter_documents, load_documents, split_documents, split_sentences
 from scratchbert.errors import ScratchBertError
 
 BERT_LAYOUT = "First doc, para one.\nFirst doc, para two.\n\nSecond doc.\n  \t \nThird doc.\n"
@@ -45,17 +49,18 @@ def test_max_bytes_takes_a_prefix_at_a_document_boundary(tmp_path):
     f.write_text("\n\n".join(docs) + "\n")
     size = len(docs[0].encode()) + 2
     prefix = load_documents(str(f), max_bytes=5 * size + 10)
-    assert prefix == docs[:5]  # whole documents only, never a cut one
+    assert prefix == docs[:5]  # no paragraph of the sixth fits in the 10 bytes left
+    assert load_documents(str(f), max_bytes=1) == docs[:1]  # at least one paragraph
     assert load_documents(str(f), max_bytes=10**9) == docs
-    # smaller than the first document: its start, cut at a space, never more than asked for
-    (cut,) = load_documents(str(f), max_bytes=30)
-    assert docs[0].startswith(cut) and 0 < len(cut.encode()) <= 30 and cut == "Document number 0"
 
 
-def test_max_bytes_bounds_a_corpus_that_is_one_long_document(tmp_path):
+def test_max_bytes_bounds_a_corpus_that_is_one_long_document(tmp_path, monkeypatch):
     """One document of 12 MB (no blank line anywhere) with a 100 kB limit: cut inside the
-    document at a paragraph boundary, and only the start of the file is read."""
+    document at a paragraph boundary; memory is bounded by the pieces a document is read in
+    (1 MB here), not by the file."""
     import tracemalloc
+
+    monkeypatch.setattr(corpus, "MAX_DOCUMENT_BYTES", 1 << 20)
 
     paragraph = "This paragraph is one of many in a single enormous document. " * 4
     f = tmp_path / "one-document.txt"
@@ -70,7 +75,7 @@ def test_max_bytes_bounds_a_corpus_that_is_one_long_document(tmp_path):
         tracemalloc.stop()
     assert 90_000 < len(doc.encode()) <= 100_000
     assert doc.split("\n")[-1] == f"{doc.count(chr(10))} {paragraph}".strip()  # whole paragraphs only
-    assert peak < 8_000_000, f"read {peak / 1e6:.1f} MB for a 0.1 MB prefix of a 12 MB file"
+    assert peak < 6_000_000, f"read {peak / 1e6:.1f} MB for a 0.1 MB prefix of a 12 MB file"
 
 
 @pytest.mark.parametrize("encoding, bom", [
@@ -81,6 +86,79 @@ def test_utf16_utf32_and_a_utf8_bom_are_read_as_text(tmp_path, encoding, bom):
     f = tmp_path / "c.txt"
     f.write_bytes(bom + BERT_LAYOUT.replace("Second", "Séçond").encode(encoding))
     assert load_documents(str(f)) == ["First doc, para one.\nFirst doc, para two.", "Séçond doc.", "Third doc."]
+
+
+def test_max_bytes_cuts_a_huge_document_at_a_paragraph_boundary(tmp_path):
+    paragraphs = [f"Paragraph {i} of the only document. " + "y" * 60 for i in range(1000)]
+    f = tmp_path / "one-doc.txt"
+    f.write_text("\n".join(paragraphs) + "\n")
+    (doc,) = load_documents(str(f), max_bytes=1000)
+    lines = doc.split("\n")
+    assert lines == paragraphs[:len(lines)] and 0 < len(doc.encode()) + 2 <= 1000  # whole paragraphs, within budget
+    assert len(doc.encode()) + 2 + len(paragraphs[len(lines)]) + 1 > 1000  # the next one would not have fit
+
+
+def test_a_document_longer_than_the_cap_is_cut_into_pieces_while_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "MAX_DOCUMENT_BYTES", 1000)
+    paragraphs = [f"Line {i} " + "z" * 90 for i in range(50)]
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(paragraphs) + "\n\nA short second document.\n")
+    docs = load_documents(str(f))
+    assert docs[-1] == "A short second document."
+    assert "\n".join(docs[:-1]).split("\n") == paragraphs  # nothing lost, order kept
+    assert len(docs) > 5 and all(len(d) <= 1000 for d in docs[:-1])
+
+
+def test_documents_are_streamed_one_at_a_time(tmp_path):
+    f = tmp_path / "c.txt"
+    f.write_bytes(b"First.\n\nSecond.\n\n\xff broken tail\n")  # the bad byte comes after two documents
+    stream = iter_documents(str(f))
+    assert next(stream) == "First." and next(stream) == "Second."
+    with pytest.raises(ScratchBertError, match="not UTF-8"):
+        next(stream)
+
+
+def test_gzip_and_json_lines_give_the_same_documents_as_plain_text(tmp_path):
+    docs = ["A first document.\nIts second paragraph.", "A second document.", "Caf\u00e9 third."]
+    plain = tmp_path / "plain" / "c.txt"
+    plain.parent.mkdir()
+    plain.write_text("\n\n".join(docs) + "\n")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    with gzip.open(mixed / "a.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("\n\n".join(docs[:2]) + "\n")
+    (mixed / "b.jsonl").write_text(json.dumps({"text": docs[2], "id": 7}) + "\n\n")
+    with gzip.open(mixed / "c.jsonl.gz", "wt", encoding="utf-8") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d.replace("\n", "\n\n  ")}) + "\n")  # blank lines inside a row collapse
+    (mixed / "notes.md").write_text("not part of the corpus\n")
+    assert load_documents(str(plain)) == docs
+    assert load_documents(str(mixed)) == docs + docs
+    assert load_documents(str(mixed / "a.txt.gz")) == docs[:2]
+    # sizes for sampling: the text's bytes, a .gz by its uncompressed size
+    assert corpus_bytes(str(mixed / "a.txt.gz")) == len(("\n\n".join(docs[:2]) + "\n").encode())
+    assert corpus_bytes(str(plain)) == plain.stat().st_size
+
+
+@pytest.mark.parametrize("line, words", [
+    ("not json", "line 2 of .* is not JSON"),
+    ('{"body": "x"}', "line 2 of .* has no string field 'text'"),
+    ('["a list"]', "line 2 of .* has no string field 'text'"),
+])
+def test_bad_json_lines_name_the_line(tmp_path, line, words):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"text": "fine"}) + "\n" + line + "\n")
+    with pytest.raises(ScratchBertError, match=words) as e:
+        load_documents(str(f))
+    assert _one_sentence(str(e.value))
+
+
+def test_a_truncated_gzip_file_is_one_clear_error(tmp_path):
+    f = tmp_path / "c.txt.gz"
+    f.write_bytes(gzip.compress(("Some text here.\n" * 5000).encode())[:-200])
+    with pytest.raises(ScratchBertError, match="could not be read.*truncated or corrupt") as e:
+        load_documents(str(f))
+    assert _one_sentence(str(e.value))
 
 
 @pytest.mark.parametrize("content, words", [
@@ -103,7 +181,7 @@ def test_missing_path_and_folder_without_txt(tmp_path):
         load_documents(str(tmp_path / "nope.txt"))
     assert _one_sentence(str(e.value))
     (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(ScratchBertError, match=r"no \.txt files"):
+    with pytest.raises(ScratchBertError, match=r"no \.txt, \.txt\.gz, \.jsonl, \.jsonl\.gz files"):
         load_documents(str(tmp_path))
 
 
@@ -154,7 +232,7 @@ WIKITEXT_LINES = [
 
 
 def test_wikitext_documents_split_at_titles_and_drop_headings():
-    docs = corpus._wikitext_documents(WIKITEXT_LINES)
+    docs = list(corpus._wikitext_documents(WIKITEXT_LINES))
     assert docs == [
         "The game was released in 2011 .\nPlayers move units .\nThere are five classes .",
         "It is a tall building .",
@@ -163,17 +241,19 @@ def test_wikitext_documents_split_at_titles_and_drop_headings():
 
 @pytest.fixture
 def fake_hub(monkeypatch):
-    """Replace ``datasets.load_dataset`` with a recorder returning a small in-memory Dataset."""
+    """Replace ``datasets.load_dataset`` with a recorder returning a small streaming dataset
+    (it insists on ``streaming=True``: a corpus is never downloaded whole)."""
     import datasets
 
     calls = []
     tables = {}
 
-    def load_dataset(name, config=None, split=None, **kw):
+    def load_dataset(name, config=None, split=None, streaming=False, **kw):
+        assert streaming, "the corpus must be read in streaming mode"
         calls.append((name, config, split))
         if name not in tables:
             raise FileNotFoundError(f"Dataset '{name}' doesn't exist on the Hub or cannot be accessed.")
-        return datasets.Dataset.from_dict(tables[name])
+        return datasets.Dataset.from_dict(tables[name]).to_iterable_dataset()
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return calls, tables
@@ -188,7 +268,7 @@ def test_hf_wikitext_is_requested_by_name_config_split_and_split_into_articles(f
     tables[name] = {"text": WIKITEXT_LINES}
     docs = load_documents(uri)
     assert calls == [(name, config, split)]
-    assert docs == corpus._wikitext_documents(WIKITEXT_LINES) and len(docs) == 2
+    assert docs == list(corpus._wikitext_documents(WIKITEXT_LINES)) and len(docs) == 2
 
 
 def test_hf_other_dataset_gives_one_document_per_row_of_the_chosen_column(fake_hub):
@@ -230,6 +310,84 @@ def test_s3_object_and_prefix_give_the_same_documents_as_the_local_files(tmp_pat
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki/part-1.txt") == load_documents(str(part1))
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki") == load_documents(str(tmp_path))
     assert len(load_documents(f"s3://{s3_bucket}/corpora/wiki/", max_bytes=1)) == 1
+    assert corpus_bytes(f"s3://{s3_bucket}/corpora/wiki") == part1.stat().st_size + part2.stat().st_size
+
+
+def test_s3_objects_are_streamed_not_downloaded(tmp_path, s3_env, s3_server, s3_bucket, monkeypatch):
+    import tempfile
+
+    from scratchbert import storage
+
+    client = s3_server.client()
+    body = "\n\n".join(f"Document {i} says something." for i in range(3000)) + "\n"
+    with gzip.open(tmp_path / "big.txt.gz", "wt", encoding="utf-8") as f:
+        f.write(body)
+    client.fput_object(s3_bucket, "c/part-1.txt", _write(tmp_path / "p1.txt", body))
+    client.fput_object(s3_bucket, "c/part-2.txt.gz", str(tmp_path / "big.txt.gz"))
+    client.fput_object(s3_bucket, "c/readme.md", _write(tmp_path / "r.md", "not text of the corpus\n"))
+    monkeypatch.setattr(storage, "download", lambda *a, **k: pytest.fail("a corpus must not be downloaded"))
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: pytest.fail("a corpus must not touch the disk"))
+    stream = iter_documents(f"s3://{s3_bucket}/c")
+    assert next(stream) == "Document 0 says something."
+    rest = list(stream)
+    assert len(rest) == 2 * 3000 - 1 and rest[-1] == "Document 2999 says something."
+    assert corpus_bytes(f"s3://{s3_bucket}/c") == 2 * len(body.encode())  # the .gz by its trailer
+
+
+def _write(path, text) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+class _FlakyBody:
+    """An HTTP body that drops the connection after ``fail_after`` bytes (once per response)."""
+
+    def __init__(self, data: bytes, fail_after: int | None):
+        self.data, self.pos, self.fail_after = data, 0, fail_after
+
+    def readinto(self, buffer) -> int:
+        from urllib3.exceptions import ProtocolError
+
+        if self.fail_after is not None and self.pos >= self.fail_after:
+            raise ProtocolError("Connection broken: IncompleteRead")
+        n = min(len(buffer), len(self.data) - self.pos, 7)
+        buffer[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def close(self):
+        pass
+
+    def release_conn(self):
+        pass
+
+
+def test_an_object_stream_resumes_where_a_dropped_connection_stopped():
+    from types import SimpleNamespace
+
+    from scratchbert import storage
+
+    data = bytes(range(256)) * 40
+    offsets = []
+
+    class Client:
+        def stat_object(self, bucket, key):
+            return SimpleNamespace(size=len(data))
+
+        def get_object(self, bucket, key, offset=0):
+            offsets.append(offset)
+            return _FlakyBody(data[offset:], fail_after=3000 if len(offsets) < 4 else None)
+
+    with storage.open_object("s3://bucket/key.txt", client=Client()) as f:
+        assert f.read() == data
+    assert offsets[0] == 0 and offsets == sorted(offsets) and len(offsets) == 4  # each retry asks from where it stopped
+
+    class Dead(Client):
+        def get_object(self, bucket, key, offset=0):
+            return _FlakyBody(data[offset:], fail_after=0)
+
+    with pytest.raises(ScratchBertError, match="reading s3://bucket/key.txt failed at byte 0 after 2 retries"):
+        storage.open_object("s3://bucket/key.txt", client=Dead(), retries=2).read()
 
 
 def test_s3_corpus_errors_name_the_object_not_a_temporary_copy(tmp_path, s3_env, s3_server, s3_bucket):

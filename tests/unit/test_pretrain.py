@@ -325,6 +325,82 @@ def test_kill_9_leaves_no_output_and_the_rerun_resumes(built_dataset, tmp_path):
     assert not checkpoints.exists()
 
 
+TRACER = """
+import json, sys
+from scratchbert import shards
+trace = open(sys.argv[1], "a")
+fetch = shards.ShardedExamples.__getitems__
+def traced(self, indices):
+    trace.write(json.dumps([int(i) for i in indices]) + "\\n")
+    trace.flush()
+    return fetch(self, indices)
+shards.ShardedExamples.__getitems__ = traced
+from scratchbert.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_and_resumed_sees_exactly_the_examples_of_an_uninterrupted_run(built_dataset, tmp_path, monkeypatch):
+    """The training batches (example indices, in order) of run A, uninterrupted, against run B, killed
+    with SIGKILL after its first checkpoint and run again. 20 steps of 256 cross an epoch (16 batches)."""
+    from scratchbert import shards
+
+    settings = dict(preset="nano", max_steps=20, save_steps=5, batch_size=256, shuffle_window=1024, eval_steps=0,
+                    num_workers=0, logging_steps=5)
+    a: list[list[int]] = []
+    fetch = shards.ShardedExamples.__getitems__
+    monkeypatch.setattr(shards.ShardedExamples, "__getitems__",
+                        lambda self, indices: a.append([int(i) for i in indices]) or fetch(self, indices))
+    pretrain(PretrainConfig(dataset=str(built_dataset), out=str(tmp_path / "a"), **settings))
+    monkeypatch.undo()
+    n = len(shards.ShardedExamples(built_dataset))
+    per_epoch = -(-n // 256)
+    assert len(a) >= 20 and per_epoch < 20
+    assert sorted(i for b in a[:per_epoch] for i in b) == list(range(n))  # an epoch: every example once
+    assert a[per_epoch:20] != a[:20 - per_epoch]  # the next epoch: another order
+
+    tracer = tmp_path / "tracer.py"
+    tracer.write_text(TRACER)
+    env = {**os.environ, "SCRATCHBERT_TENSORBOARD": "0", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "b"
+    command = [sys.executable, str(tracer), None, "pretrain", "--dataset", str(built_dataset), "--out", str(out),
+               *[f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]]
+    checkpoints = Path(f"{out}-checkpoints")
+    command[2] = str(tmp_path / "b1.trace")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (checkpoints / "checkpoint-5" / shards.DATA_POSITION).exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    resumed_at = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    assert resumed_at < 20
+    position = json.loads((checkpoints / f"checkpoint-{resumed_at}" / shards.DATA_POSITION).read_text())
+    assert position["batches"] == resumed_at and position["examples"] == resumed_at * 256
+    assert (position["epoch"], position["batch_in_epoch"]) == divmod(resumed_at, per_epoch)
+    command[2] = str(tmp_path / "b2.trace")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((Path(f"{out}-logs") / "metrics.json").read_text())["resumed"] is True
+
+    def batches(trace: Path) -> list[list[int]]:
+        return [json.loads(line) for line in trace.read_text().splitlines()]
+
+    b1, b2 = batches(tmp_path / "b1.trace"), batches(tmp_path / "b2.trace")
+    # Before the kill, the same batches as A; after the resume, A's batches from the checkpoint on:
+    # nothing repeated, nothing skipped (each run also reads one batch ahead, past its last step).
+    assert b1[:resumed_at] == a[:resumed_at]
+    assert b2[:20 - resumed_at] == a[resumed_at:20]
+
+
 def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_tokenizer, tmp_path):
     with pytest.raises(ScratchBertError, match="is not the one dataset .* was built with"):
         pretrain(_config(built_dataset, tmp_path / "model", tokenizer=str(other_tokenizer), max_steps=5))

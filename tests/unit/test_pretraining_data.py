@@ -17,6 +17,7 @@ import string
 import numpy as np
 import pytest
 
+from scratchbert import pretraining_data
 from scratchbert.errors import ScratchBertError
 from scratchbert.pretraining_data import (
     DATASET_INFO,
@@ -24,6 +25,8 @@ from scratchbert.pretraining_data import (
     MlmNspCollator,
     build_dataset,
     load_pretraining_dataset,
+    merge_datasets,
+    stored_token_counts,
     token_counts,
     tokenizer_fingerprint,
 )
@@ -158,6 +161,23 @@ def test_segment_origin_holds_with_truncation_and_short_sequences(marker_corpus,
     assert checked > 0.9 * len(ds["train"])
 
 
+def test_random_next_comes_from_another_document_of_the_same_group(marker_corpus, tmp_path, monkeypatch):
+    """The documented scope of NSP negatives: the other documents of the example's group of consecutive documents."""
+    monkeypatch.setattr(pretraining_data, "GROUP_DOCUMENTS", 40)
+    _, ds, _ = _build(marker_corpus, tmp_path / "ds", valid_corpus=str(marker_corpus / "valid.txt"))
+    tok = load_tokenizer(marker_corpus / "tok")
+    position = {m: i for i, m in enumerate(_markers(300))}  # the documents' order in the corpus
+    negatives = 0
+    for row in ds["train"]:
+        if row["next_sentence_label"] != 1:
+            continue
+        a, b = (set(MARKER.findall(s)) for s in _segments(tok, row["input_ids"]))
+        if a and b:
+            negatives += 1
+            assert position[a.pop()] // 40 == position[b.pop()] // 40  # groups of 40 consecutive documents
+    assert negatives > 100
+
+
 def test_random_next_probability_controls_the_labels(marker_corpus, tmp_path):
     fractions = [_build(marker_corpus, tmp_path / f"ds{p}", random_next_prob=p)[0]["train_random_next_fraction"]
                  for p in (0.0, 0.5, 1.0)]
@@ -207,6 +227,60 @@ def test_same_seed_same_examples_whatever_the_worker_count(marker_corpus, tmp_pa
     for split in ("train", "validation"):
         assert a[split].to_dict() == b[split].to_dict()
     assert a["train"]["input_ids"] != c["train"]["input_ids"]
+
+
+def test_shards_of_bounded_size_hold_the_same_examples(marker_corpus, tmp_path):
+    _, whole, _ = _build(marker_corpus, tmp_path / "whole", dupe_factor=3)
+    stats, cut, index = _build(marker_corpus, tmp_path / "cut", dupe_factor=3, shard_bytes=20_000)
+    entries = index["splits"]["train"]["shards"]
+    assert stats["train_shards"] == len(entries) > 3
+    assert all(e["bytes"] <= 20_000 + 64 * 5 + 11 for e in entries)
+    assert sum(e["examples"] for e in entries) == index["splits"]["train"]["examples"] == len(cut["train"])
+    for split in ("train", "validation"):
+        assert cut[split].to_dict() == whole[split].to_dict()
+    assert index["tokenizer_fingerprint"] == tokenizer_fingerprint(load_tokenizer(marker_corpus / "tok"))
+    assert index["build"]["shard_bytes"] == 20_000 and index["build"]["dupe_factor"] == 3
+
+
+def _rows(ds) -> list:
+    return sorted(zip(map(tuple, ds["input_ids"]), map(tuple, ds["token_type_ids"]), ds["next_sentence_label"]))
+
+
+def test_parts_built_apart_and_merged_equal_the_whole(marker_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretraining_data, "GROUP_DOCUMENTS", 30)  # ten groups of the 300 documents
+    whole_stats, whole, _ = _build(marker_corpus, tmp_path / "whole", dupe_factor=2)
+    parts = []
+    for k in range(3):
+        out = tmp_path / f"part-{k}"
+        build_dataset(DatasetConfig(corpus=str(marker_corpus / "train.txt"), tokenizer=str(marker_corpus / "tok"),
+                                    out=str(out), num_proc=1, dupe_factor=2, corpus_parts=3, corpus_part=k))
+        parts.append(out)
+    with pytest.raises(ScratchBertError, match="part 0 of 3 of a dataset; merge the parts"):
+        load_pretraining_dataset(parts[0])
+    stats = merge_datasets(parts=[parts[2], parts[0], parts[1]], out=tmp_path / "merged")  # any order
+    merged, _ = load_pretraining_dataset(tmp_path / "merged")
+    for split in ("train", "validation"):
+        assert _rows(merged[split]) == _rows(whole[split])
+        for key in ("examples", "tokens", "documents", "random_next_fraction"):
+            assert stats[f"{split}_{key}"] == pytest.approx(whole_stats[f"{split}_{key}"]), (split, key)
+    vocab = load_tokenizer(marker_corpus / "tok").vocab_size
+    assert (stored_token_counts(tmp_path / "merged", vocab) == stored_token_counts(tmp_path / "whole", vocab)).all()
+    with pytest.raises(ScratchBertError, match=r"the parts given are \[0, 2\] of 3"):
+        merge_datasets(parts=[parts[0], parts[2]], out=tmp_path / "bad")
+    other = tmp_path / "other-part"
+    build_dataset(DatasetConfig(corpus=str(marker_corpus / "train.txt"), tokenizer=str(marker_corpus / "tok"),
+                                out=str(other), num_proc=1, dupe_factor=1, corpus_parts=3, corpus_part=1))
+    with pytest.raises(ScratchBertError, match="built with other settings"):
+        merge_datasets(parts=[parts[0], other, parts[2]], out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_an_s3_corpus_gives_the_same_dataset_as_the_local_file(marker_corpus, tmp_path, s3_env, s3_server, s3_bucket):
+    s3_server.client().fput_object(s3_bucket, "corpus/train.txt", str(marker_corpus / "train.txt"))
+    _, local, _ = _build(marker_corpus, tmp_path / "local")
+    _, remote, _ = _build(marker_corpus, tmp_path / "remote", corpus=f"s3://{s3_bucket}/corpus")
+    for split in ("train", "validation"):
+        assert remote[split].to_dict() == local[split].to_dict()
 
 
 def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, tmp_path):
@@ -345,6 +419,8 @@ def test_collator_rejects_a_bad_probability(trained_tokenizer):
 def test_token_counts_match_a_python_count_and_skip_excluded_ids(built_dataset):
     ds, info = load_pretraining_dataset(built_dataset)
     special = load_tokenizer(built_dataset / "tokenizer").all_special_ids
+    stored = stored_token_counts(built_dataset, info["vocab_size"], exclude=special)
+    assert (stored == token_counts(ds["train"], info["vocab_size"], exclude=special)).all()  # kept by the build
     train = ds["train"].select(range(0, len(ds["train"]), 3))  # an indices mapping: only the selected rows count
     expected = collections.Counter(t for ids in train["input_ids"] for t in ids if t not in special)
     counts = token_counts(train, info["vocab_size"], exclude=special)

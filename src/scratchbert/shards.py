@@ -1,0 +1,497 @@
+"""The dataset's on-disk format (Arrow shards and an index), its writer, and its readers.
+
+A dataset folder, as ``scratchbert dataset`` writes it::
+
+    scratchbert_dataset.json        the index: format, tokenizer fingerprint, build parameters and,
+                                    per split, its shard files with their example and token counts
+    train/part-00000-00000.arrow    shards: Arrow IPC streams (the format of the ``datasets``
+    train/part-00000-00001.arrow    cache, so ``datasets.Dataset.from_file`` opens one), each at
+    validation/part-00000-00000.arrow   most about ``shard_bytes``; part k of a fan-out writes part-k-*
+    token_counts.npy                how often each token id occurs in the training examples
+    tokenizer/                      the tokenizer the examples were made with
+    metrics.json
+
+Columns: ``input_ids`` (int32 lists), ``token_type_ids`` (int8 lists), ``next_sentence_label``
+(int8), ``length`` (int16).
+
+Readers, none of which loads a split into memory:
+
+* :func:`load_split`: a split as one ``datasets.Dataset`` over its memory-mapped shards (the
+  validation split, evaluation);
+* :class:`ShardedExamples`: the training examples by global index, read from memory-mapped
+  shards of which only the few in use are kept open, so resident memory stays bounded
+  however large the split;
+* :class:`ShardBatchSampler`: the training order, a pure function of (seed, epoch): shards in
+  a shuffled order, cut into windows of ``window`` examples that are shuffled within (the
+  shuffle buffer), grouped by length within each window; batches dealt to ``rank`` of
+  ``world_size``. A run resumed at step N re-creates the same order and starts at batch N,
+  with nothing read for the skipped batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from scratchbert.errors import ScratchBertError
+from scratchbert.outputs import read_json, write_json
+
+INDEX = "scratchbert_dataset.json"
+FORMAT = "scratchbert-dataset/2"
+TOKEN_COUNTS = "token_counts.npy"
+DATA_POSITION = "data_position.json"
+SPLITS = ("train", "validation")
+# Examples shuffled together (the shuffle buffer). Memory-mapped pages of the window's shards
+# are what the reader keeps resident: about 2^18 x 0.6 KB = 170 MB at sequence length 128,
+# and the whole dataset of a WikiText-2-sized corpus cut five times fits in one window.
+DEFAULT_WINDOW = 1 << 18
+MEGABATCH = 50  # batches sorted by length together (transformers' LengthGroupedSampler uses 50)
+_BATCH_OVERHEAD = 512  # about the bytes of Arrow metadata per record batch (the exact size is then checked)
+_END_OF_STREAM = 8
+
+
+def features():
+    """The ``datasets.Features`` of an example row."""
+    from datasets import Features, Sequence, Value
+
+    return Features({
+        "input_ids": Sequence(Value("int32")),
+        "token_type_ids": Sequence(Value("int8")),
+        "next_sentence_label": Value("int8"),
+        "length": Value("int16"),
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+class ShardWriter:
+    """Writes one split's examples into ``<folder>/<split>/<prefix>-NNNNN.arrow`` files of at
+    most about ``shard_bytes`` each (a single example larger than that gets a shard of its own).
+
+    :meth:`write` takes a block of examples as flat arrays: every example's tokens one after
+    the other (``ids``, ``types``), ``offsets`` (n + 1 positions into them) and ``labels``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, split: str, prefix: str, shard_bytes: int):
+        if shard_bytes < 1024:
+            raise ScratchBertError(f"shard size {shard_bytes} bytes is too small; use 1000000 or more")
+        self.folder, self.split, self.prefix, self.limit = Path(folder), split, prefix, shard_bytes
+        (self.folder / split).mkdir(parents=True, exist_ok=True)
+        self.shards: list[dict] = []
+        self._schema = features().arrow_schema
+        self._schema_bytes = self._schema.serialize().size + 16
+        self._sink = self._writer = None
+        self._examples = self._tokens = 0
+
+    def write(self, ids: np.ndarray, offsets: np.ndarray, types: np.ndarray, labels: np.ndarray) -> None:
+        import pyarrow as pa
+
+        n = len(labels)
+        lengths = np.diff(offsets)
+        cost = np.cumsum(lengths * 5 + 11)  # stored bytes: 4 + 1 per token, two offsets, label, length
+        start = 0
+        while start < n:
+            if self._writer is None:
+                self._open()
+            room = self.limit - self._written() - _END_OF_STREAM
+            before = cost[start - 1] if start else 0
+            k = int(np.searchsorted(cost[start:] - before, room - _BATCH_OVERHEAD, side="right"))
+            batch = None
+            while k > 0:  # the estimate, shrunk until the batch's exact IPC size fits
+                batch = self._batch(ids, offsets, types, labels, lengths, start, start + k)
+                size = pa.ipc.get_record_batch_size(batch)
+                if size <= room:
+                    break
+                k, batch = min(k - 1, int(k * room / size)), None
+            if batch is None:
+                if self._examples:
+                    self._close()
+                    continue
+                k = 1  # one example larger than a shard: a shard of its own
+                batch = self._batch(ids, offsets, types, labels, lengths, start, start + 1)
+            self._writer.write_batch(batch)
+            self._examples += k
+            self._tokens += int(offsets[start + k] - offsets[start])
+            start += k
+            if self.limit - self._written() - _END_OF_STREAM < _BATCH_OVERHEAD + 64:
+                self._close()
+
+    def _written(self) -> int:
+        # The stream writer sends its schema message with the first batch.
+        return self._sink.tell() or self._schema_bytes
+
+    def close(self) -> list[dict]:
+        """Finish the last shard; return the shard entries of the index, in order."""
+        if self._writer is not None:
+            self._close()
+        return self.shards
+
+    def _open(self) -> None:
+        import pyarrow as pa
+
+        name = f"{self.split}/{self.prefix}-{len(self.shards):05d}.arrow"
+        self._name = name
+        self._sink = pa.OSFile(str(self.folder / name), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self._schema)
+
+    def _batch(self, ids, offsets, types, labels, lengths, a: int, b: int):
+        import pyarrow as pa
+
+        lo, hi = int(offsets[a]), int(offsets[b])
+        rel = pa.array((offsets[a:b + 1] - lo).astype(np.int32))
+        columns = [
+            pa.ListArray.from_arrays(rel, pa.array(ids[lo:hi], pa.int32()), type=self._schema.field("input_ids").type),
+            pa.ListArray.from_arrays(rel, pa.array(types[lo:hi], pa.int8()), type=self._schema.field("token_type_ids").type),
+            pa.array(labels[a:b], pa.int8()),
+            pa.array(lengths[a:b], pa.int16()),
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=self._schema)
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+        self.shards.append({"file": self._name, "examples": self._examples, "tokens": self._tokens,
+                            "bytes": (self.folder / self._name).stat().st_size})
+        self._sink = self._writer = None
+        self._examples = self._tokens = 0
+
+
+def write_index(folder: str | os.PathLike, index: dict) -> dict:
+    """Write the index (with its ``format`` and an ``id`` naming this exact set of shards)."""
+    index = {**index, "format": FORMAT}
+    index["id"] = hashlib.sha256(json.dumps([index["tokenizer_fingerprint"], index["splits"]], sort_keys=True)
+                                 .encode()).hexdigest()[:16]
+    write_json(Path(folder) / INDEX, index)
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_index(folder: str | os.PathLike, *, complete: bool = True) -> dict:
+    """The index of a dataset folder, checked; ``complete`` refuses one part of a fan-out."""
+    folder = Path(folder)
+    if not (folder / INDEX).is_file():
+        raise ScratchBertError(f"{folder} is not a scratchbert dataset (no {INDEX}); build it with `scratchbert dataset --out {folder}`")
+    index = read_json(folder / INDEX)
+    if index.get("format") != FORMAT:
+        raise ScratchBertError(f"dataset {folder} was written by an older scratchbert (format {index.get('format', 1)}); build it again with `scratchbert dataset`")
+    part = index.get("part")
+    if complete and part is not None:
+        raise ScratchBertError(f"{folder} is part {part['index']} of {part['count']} of a dataset; merge the parts with `scratchbert dataset-merge` first")
+    return index
+
+
+def shard_files(folder: str | os.PathLike, split: str, index: dict | None = None) -> list[Path]:
+    folder = Path(folder)
+    index = index or read_index(folder)
+    if split not in index["splits"]:
+        raise ScratchBertError(f"dataset {folder} has no split {split!r} (it has {sorted(index['splits'])})")
+    return [folder / s["file"] for s in index["splits"][split]["shards"]]
+
+
+def load_split(folder: str | os.PathLike, split: str, index: dict | None = None):
+    """The split as one ``datasets.Dataset`` over its memory-mapped shards (nothing is loaded)."""
+    from datasets import Dataset, concatenate_datasets
+
+    parts = [Dataset.from_file(str(f)) for f in shard_files(folder, split, index)]
+    if not parts:
+        return Dataset.from_dict({k: [] for k in features()}, features=features())
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+class _Shard:
+    """One memory-mapped shard: numpy views of its record batches' buffers (no copies)."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        self.chunks = []
+        starts = [0]
+        for batch in self.table.to_batches():
+            ids, types = batch.column("input_ids"), batch.column("token_type_ids")
+            self.chunks.append((ids.offsets.to_numpy(), ids.values.to_numpy(), types.offsets.to_numpy(),
+                                types.values.to_numpy(), batch.column("next_sentence_label").to_numpy()))
+            starts.append(starts[-1] + batch.num_rows)
+        self.starts = np.asarray(starts)
+
+    def example(self, j: int) -> dict:
+        c = int(np.searchsorted(self.starts, j, side="right")) - 1
+        k = j - self.starts[c]
+        id_off, id_val, ty_off, ty_val, labels = self.chunks[c]
+        return {"input_ids": id_val[id_off[k]:id_off[k + 1]], "token_type_ids": ty_val[ty_off[k]:ty_off[k + 1]],
+                "next_sentence_label": int(labels[k])}
+
+    def lengths(self) -> np.ndarray:
+        return np.concatenate([c.to_numpy() for c in self.table.column("length").chunks]).astype(np.int16) \
+            if self.table.num_rows else np.zeros(0, np.int16)
+
+
+class ShardedExamples:
+    """A split's examples by global index (shard by shard, in index order), for a ``DataLoader``.
+
+    Shards are memory-mapped when first needed and the least recently used is closed once
+    more than ``max_open`` are open, so the resident memory is bounded by the shards in use,
+    not by the split. Examples come as dicts of numpy views (``input_ids``,
+    ``token_type_ids``) and an int ``next_sentence_label``; :class:`MlmNspCollator` takes them.
+    Picklable without its open shards, so every DataLoader worker opens its own.
+    """
+
+    def __init__(self, folder: str | os.PathLike, split: str = "train", max_open: int = 8):
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        self.files = shard_files(self.folder, split, self.index)
+        self.sizes = [s["examples"] for s in self.index["splits"][split]["shards"]]
+        self.offsets = np.cumsum([0, *self.sizes])
+        self.max_open = max(1, max_open)
+        self._open: OrderedDict[int, _Shard] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard, index within the shard) of global example ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        s = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return s, int(i - self.offsets[s])
+
+    def shard(self, s: int) -> _Shard:
+        shard = self._open.get(s)
+        if shard is None:
+            shard = self._open[s] = _Shard(self.files[s])
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+        self._open.move_to_end(s)
+        return shard
+
+    def lengths(self, s: int) -> np.ndarray:
+        """Token counts of shard ``s``'s examples (read from its ``length`` column)."""
+        return self.shard(s).lengths()
+
+    def __getitem__(self, i: int) -> dict:
+        s, j = self.locate(int(i))
+        return self.shard(s).example(j)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        return [self[i] for i in indices]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": OrderedDict()}
+
+
+# --------------------------------------------------------------------------------------------
+# Training order
+# --------------------------------------------------------------------------------------------
+
+
+class ShardBatchSampler:
+    """Batches of global example indices in training order, for ``DataLoader(batch_sampler=...)``.
+
+    The order of an epoch depends only on ``seed`` and the epoch (:meth:`set_epoch`):
+
+    1. the shards are put in a random order;
+    2. their examples, one shard after the other, are cut into windows of ``window``
+       examples (a multiple of the batch size), and each window is shuffled: the shuffle
+       buffer, whose memory-mapped pages are all the reader keeps resident;
+    3. with ``lengths`` (a function: shard -> its examples' token counts), each window is
+       grouped by length as transformers' ``LengthGroupedSampler`` does: megabatches of
+       50 batches sorted longest first (the epoch's longest example leads, so an
+       out-of-memory error comes early), so batches are padded little;
+    4. batch ``b`` of the epoch goes to rank ``b % world_size``; every rank gets
+       ``len(self)`` batches (the last ``total % world_size`` batches of an epoch are left out,
+       so that all ranks step together) and no example is given to two ranks.
+
+    An epoch has ``ceil(examples / batch_size)`` batches whatever the seed, so a resumed run
+    finds its place from the step count alone, and nothing is read for the skipped batches.
+    Every rank computes the same global order from indices alone, so ranks need no
+    communication to agree on it (:func:`trainer_dataloader` gives it to the Trainer).
+    """
+
+    def __init__(self, shard_sizes: Sequence[int], batch_size: int, *, seed: int = 0, window: int = DEFAULT_WINDOW,
+                 lengths: Callable[[int], np.ndarray] | None = None, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or window < 1:
+            raise ScratchBertError(f"batch size {batch_size} and shuffle window {window} must be positive")
+        if not 0 <= rank < world_size:
+            raise ScratchBertError(f"rank {rank} must lie in [0, world size {world_size})")
+        self.sizes = [int(n) for n in shard_sizes]
+        self.offsets = np.cumsum([0, *self.sizes])
+        self.batch_size, self.seed, self.lengths = batch_size, seed, lengths
+        self.window = max(batch_size, window // batch_size * batch_size)
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    @property
+    def examples(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches of the whole epoch, over all ranks."""
+        return -(-self.examples // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def describe(self) -> dict:
+        """What fixes the order (recorded with the data position in every checkpoint)."""
+        return {"seed": self.seed, "batch_size": self.batch_size, "window": self.window,
+                "group_by_length": self.lengths is not None, "world_size": self.world_size,
+                "examples": self.examples, "shards": len(self.sizes)}
+
+    def __iter__(self) -> Iterator[list[int]]:
+        last = len(self) * self.world_size
+        for b, batch in enumerate(self.global_batches()):
+            if b >= last:
+                return
+            if b % self.world_size == self.rank:
+                yield batch.tolist()
+
+    def global_batches(self) -> Iterator[np.ndarray]:
+        """Every batch of the epoch, all ranks together."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        first = True
+        for ids, lengths in self._windows(rng.permutation(len(self.sizes))):
+            perm = rng.permutation(len(ids))
+            ids = ids[perm]
+            if lengths is not None:
+                ids = _group_by_length(ids, lengths[perm], self.batch_size, first)
+            first = False
+            for a in range(0, len(ids), self.batch_size):
+                yield ids[a:a + self.batch_size]
+
+    def _windows(self, shard_order) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        ids: list[np.ndarray] = []
+        lens: list[np.ndarray] = []
+        n = 0
+        for s in shard_order:
+            size, pos = self.sizes[s], 0
+            shard_lengths = self.lengths(int(s)) if self.lengths is not None and size else None
+            while pos < size:
+                take = min(size - pos, self.window - n)
+                ids.append(np.arange(self.offsets[s] + pos, self.offsets[s] + pos + take))
+                if shard_lengths is not None:
+                    lens.append(shard_lengths[pos:pos + take])
+                n, pos = n + take, pos + take
+                if n == self.window:
+                    yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
+                    ids, lens, n = [], [], 0
+        if n:
+            yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
+
+
+def shards_per_window(shard_sizes: Sequence[int], window: int) -> int:
+    """The most shards one window of ``window`` consecutive examples can touch (for the reader's open-shard limit)."""
+    total, count = 0, 0
+    for size in sorted(n for n in shard_sizes if n):
+        if total >= window:
+            break
+        total, count = total + size, count + 1
+    return count + 1
+
+
+def _group_by_length(ids: np.ndarray, lengths: np.ndarray, batch_size: int, longest_first: bool) -> np.ndarray:
+    """Megabatches of (up to) 50 batches, each sorted by length, longest first."""
+    mult = max(1, min(len(ids) // (batch_size * 4), MEGABATCH))
+    size = mult * batch_size
+    out = np.empty_like(ids)
+    heads = []
+    for a in range(0, len(ids), size):
+        order = np.argsort(-lengths[a:a + size].astype(np.int32), kind="stable")
+        out[a:a + size] = ids[a:a + size][order]
+        heads.append((int(lengths[a:a + size][order[0]]), a))
+    if longest_first and heads:
+        _, a = max(heads, key=lambda h: (h[0], -h[1]))
+        out[0], out[a] = out[a], out[0]
+    return out
+
+
+def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSampler):
+    """The training ``DataLoader`` of a Hugging Face ``Trainer`` over ``examples`` in ``sampler``'s
+    order, with the Trainer's collator and DataLoader settings, prepared by its accelerator.
+
+    The Trainer sets the sampler's epoch at the start of each epoch and, on resume, skips the
+    batches already trained by index (accelerate's ``skip_first_batches``), reading nothing.
+    With several processes the sampler deals the batches itself (its ``rank`` and
+    ``world_size`` must be the process's), so accelerate's own dealing is turned off, as the
+    Trainer does for its rank-aware samplers.
+    """
+    from functools import partial
+
+    from torch.utils.data import DataLoader
+    from transformers.trainer_utils import seed_worker
+
+    args = trainer.args
+    workers = args.dataloader_num_workers
+    loader = DataLoader(examples, batch_sampler=sampler, collate_fn=trainer.data_collator, num_workers=workers,
+                        pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers and workers > 0,
+                        prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+                        worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index))
+    if (sampler.rank, sampler.world_size) != (args.process_index, args.world_size):
+        raise ScratchBertError(f"the training order is for rank {sampler.rank} of {sampler.world_size}, but this is process "
+                               f"{args.process_index} of {args.world_size}; build the sampler with this process's rank")
+    prepared = trainer.accelerator.prepare(loader)
+    dealer = getattr(prepared, "batch_sampler", None)
+    if getattr(dealer, "batch_sampler", None) is sampler:  # accelerate's BatchSamplerShard: a pass-through
+        dealer.num_processes, dealer.process_index = 1, 0
+    return prepared
+
+
+def data_position(sampler: ShardBatchSampler, dataset_id: str, batches_done: int) -> dict:
+    """Where training stands in the data after ``batches_done`` batches (per rank), and what
+    fixes the order: written into every checkpoint as ``data_position.json``."""
+    per_epoch = max(len(sampler), 1)
+    epoch, batch = divmod(batches_done, per_epoch)
+    return {"epoch": epoch, "batch_in_epoch": batch, "batches": batches_done,
+            "examples": batches_done * sampler.batch_size * sampler.world_size,
+            "order": {"dataset": dataset_id, **sampler.describe()}}
+
+
+def check_data_position(checkpoint: str | os.PathLike, sampler: ShardBatchSampler, dataset_id: str) -> dict | None:
+    """The data position recorded in ``checkpoint``, checked against this run's order; None if
+    the checkpoint has none. Raises when resuming would read the data in another order."""
+    path = Path(checkpoint) / DATA_POSITION
+    if not path.is_file():
+        return None
+    recorded = read_json(path)
+    expected = {"dataset": dataset_id, **sampler.describe()}
+    changed = sorted(k for k in expected if recorded.get("order", {}).get(k) != expected[k])
+    if changed:
+        raise ScratchBertError(
+            f"checkpoint {checkpoint} was trained with another data order ({', '.join(changed)} changed); "
+            f"resume with the same dataset, seed and batch size, or start afresh with another --checkpoint-dir")
+    return recorded
+
+
+def data_position_callback(sampler: ShardBatchSampler, dataset_id: str, resume: str | None = None):
+    """A Trainer callback that writes ``data_position.json`` into every checkpoint and, on a
+    resumed run, checks the checkpoint's against this run's data order first."""
+    from transformers import TrainerCallback
+
+    class _DataPosition(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            if resume:
+                check_data_position(resume, sampler, dataset_id)
+
+        def on_save(self, args, state, control, **kw):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json(folder / DATA_POSITION, data_position(
+                    sampler, dataset_id, state.global_step * args.gradient_accumulation_steps))
+
+    return _DataPosition()

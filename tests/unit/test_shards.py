@@ -1,0 +1,193 @@
+"""scratchbert.shards: shard files of bounded size, the memory-mapped reader, and the training order
+(every example once per epoch, deterministic per seed and epoch, length-grouped, split over ranks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchbert import shards
+from scratchbert.errors import ScratchBertError
+
+
+def _examples(n: int, seed: int = 0):
+    """n random examples as the flat arrays ShardWriter takes, and the same as a list of dicts."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 60, size=n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = rng.integers(0, 30000, size=offsets[-1]).astype(np.int32)
+    a = rng.integers(2, lengths - 2)
+    types = np.concatenate([(np.arange(m) >= k).astype(np.int8) for m, k in zip(lengths, a)])
+    labels = rng.integers(0, 2, size=n).astype(np.int8)
+    rows = [{"input_ids": ids[offsets[i]:offsets[i + 1]].tolist(), "token_type_ids": types[offsets[i]:offsets[i + 1]].tolist(),
+             "next_sentence_label": int(labels[i]), "length": int(lengths[i])} for i in range(n)]
+    return (ids, offsets, types, labels), rows
+
+
+def _write(folder, blocks, shard_bytes):
+    writer = shards.ShardWriter(folder, "train", "part-00000", shard_bytes)
+    for block in blocks:
+        writer.write(*block)
+    entries = writer.close()
+    shards.write_index(folder, {"tokenizer_fingerprint": "x", "max_seq_len": 64, "vocab_size": 30000,
+                                "splits": {"train": {"shards": entries, "examples": sum(e["examples"] for e in entries)}}})
+    return entries
+
+
+def test_shards_stay_under_their_size_and_hold_every_example_in_order(tmp_path):
+    blocks, rows = zip(*(_examples(n, seed) for seed, n in enumerate([700, 5, 1300, 1])))
+    rows = [r for block in rows for r in block]
+    entries = _write(tmp_path, blocks, shard_bytes=20_000)
+    assert len(entries) > 5
+    biggest_example = max(len(r["input_ids"]) for r in rows) * 5 + 11
+    for e in entries:
+        assert e["bytes"] == (tmp_path / e["file"]).stat().st_size
+        assert e["bytes"] <= 20_000 + biggest_example, e
+    assert sum(e["examples"] for e in entries) == len(rows)
+    assert sum(e["tokens"] for e in entries) == sum(len(r["input_ids"]) for r in rows)
+    # read back, across every boundary: by the datasets view and by the training reader
+    assert shards.load_split(tmp_path, "train").to_list() == rows
+    examples = shards.ShardedExamples(tmp_path, "train", max_open=2)
+    assert len(examples) == len(rows)
+    for i in [0, 1, *np.cumsum([e["examples"] for e in entries])[:-1] - 1, *np.cumsum([e["examples"] for e in entries])[:-1],
+              len(rows) - 1]:
+        got = examples[int(i)]
+        assert got["input_ids"].tolist() == rows[i]["input_ids"] and got["token_type_ids"].tolist() == rows[i]["token_type_ids"]
+        assert got["next_sentence_label"] == rows[i]["next_sentence_label"]
+    assert len(examples._open) <= 2  # only the shards in use stay mapped
+    assert np.concatenate([examples.lengths(s) for s in range(len(entries))]).tolist() == [r["length"] for r in rows]
+
+
+def test_one_example_larger_than_a_shard_gets_a_shard_of_its_own(tmp_path):
+    (block, rows) = _examples(3)
+    entries = _write(tmp_path, [block], shard_bytes=1024)
+    assert [e["examples"] for e in entries] == [1, 1, 1]
+    assert shards.load_split(tmp_path, "train").to_list() == rows
+
+
+def test_a_folder_of_another_format_or_a_part_is_refused(tmp_path):
+    (tmp_path / shards.INDEX).write_text('{"max_seq_len": 64}')
+    with pytest.raises(ScratchBertError, match="older scratchbert"):
+        shards.read_index(tmp_path)
+    _write(tmp_path, [_examples(4)[0]], 1 << 20)
+    index = shards.read_index(tmp_path)
+    shards.write_index(tmp_path, {**index, "part": {"index": 1, "count": 3}})
+    with pytest.raises(ScratchBertError, match="part 1 of 3 of a dataset; merge the parts"):
+        shards.read_index(tmp_path)
+
+
+# --- the training order ------------------------------------------------------------------------
+
+SIZES = [300, 1, 0, 257, 64, 500]
+
+
+def _lengths(seed: int = 1):
+    rng = np.random.default_rng(seed)
+    per_shard = [rng.integers(10, 129, size=n) for n in SIZES]
+    return lambda s: per_shard[s]
+
+
+def _epoch(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("window", [64, 256, shards.DEFAULT_WINDOW])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_every_example_once_per_epoch_and_the_order_is_a_function_of_seed_and_epoch(window, grouped):
+    def make(seed):
+        return shards.ShardBatchSampler(SIZES, 32, seed=seed, window=window, lengths=_lengths() if grouped else None)
+
+    sampler = make(7)
+    n = sum(SIZES)
+    assert len(sampler) == -(-n // 32)
+    first = _epoch(sampler, 0)
+    assert len(first) == len(sampler) and all(len(b) == 32 for b in first[:-1])
+    assert sorted(i for b in first for i in b) == list(range(n))
+    assert _epoch(make(7), 0) == first  # a new process with the same seed: the same order
+    assert _epoch(sampler, 1) != first and _epoch(sampler, 0) == first  # each epoch its own order
+    assert _epoch(make(8), 0) != first
+
+
+def test_windows_shuffle_within_and_keep_the_shard_order():
+    sizes = [100, 100, 100, 100]
+    sampler = shards.ShardBatchSampler(sizes, 10, seed=3, window=100)
+    batches = list(sampler)
+    shard_of_batch = [{i // 100 for i in b} for b in batches]
+    # a window of 100 examples is exactly one shard here: its 10 batches hold only that shard's examples
+    assert all(len(s) == 1 for s in shard_of_batch)
+    assert sorted({next(iter(s)) for s in shard_of_batch}) == [0, 1, 2, 3]
+    assert [i for b in batches[:10] for i in b] != sorted(i for b in batches[:10] for i in b)  # shuffled inside
+
+
+def test_length_grouping_pads_less_and_leads_with_the_longest_example():
+    lengths = _lengths()
+    all_lengths = np.concatenate([lengths(s) for s in range(len(SIZES))])
+
+    def padded(sampler):
+        return sum(len(b) * int(all_lengths[b].max()) for b in sampler)
+
+    grouped = shards.ShardBatchSampler(SIZES, 16, seed=0, lengths=lengths)
+    plain = shards.ShardBatchSampler(SIZES, 16, seed=0)
+    assert padded(grouped) < 0.8 * padded(plain)
+    first = next(iter(grouped))
+    assert all_lengths[first[0]] == all_lengths.max()
+
+
+def test_ranks_get_disjoint_batches_and_the_same_number_of_steps():
+    n = sum(SIZES)
+    per_rank = [list(shards.ShardBatchSampler(SIZES, 16, seed=5, rank=r, world_size=3, lengths=_lengths())) for r in range(3)]
+    single = list(shards.ShardBatchSampler(SIZES, 16, seed=5, lengths=_lengths()))
+    assert len({len(b) for b in per_rank}) == 1 and len(per_rank[0]) == len(single) // 3
+    seen = [i for batches in per_rank for b in batches for i in b]
+    assert len(seen) == len(set(seen))  # no example on two ranks
+    # rank r gets global batches r, r + 3, ...: the single-process order dealt out
+    for r in range(3):
+        assert per_rank[r] == single[r::3][:len(per_rank[r])]
+    assert n - len(seen) < 3 * 16  # only the last, incomplete round is left out
+    with pytest.raises(ScratchBertError, match="rank 3 must lie"):
+        shards.ShardBatchSampler(SIZES, 16, rank=3, world_size=3)
+
+
+def test_the_trainer_dataloader_leaves_the_dealing_to_the_sampler():
+    """Under torchrun, accelerate would deal batches of the already rank-aware sampler a second time."""
+    from types import SimpleNamespace
+
+    from accelerate.data_loader import BatchSamplerShard
+
+    def trainer(process_index, world_size):
+        def prepare(loader):
+            return SimpleNamespace(batch_sampler=BatchSamplerShard(loader.batch_sampler, num_processes=world_size,
+                                                                   process_index=process_index))
+
+        args = SimpleNamespace(dataloader_num_workers=0, dataloader_pin_memory=False, dataloader_persistent_workers=False,
+                               dataloader_prefetch_factor=None, process_index=process_index, world_size=world_size)
+        return SimpleNamespace(args=args, data_collator=list, accelerator=SimpleNamespace(prepare=prepare))
+
+    sampler = shards.ShardBatchSampler(SIZES, 16, seed=5, rank=1, world_size=2)
+    loader = shards.trainer_dataloader(trainer(1, 2), list(range(sum(SIZES))), sampler)
+    assert list(loader.batch_sampler) == list(sampler)  # passed through, not dealt again
+    with pytest.raises(ScratchBertError, match="the training order is for rank 1 of 2, but this is process 0 of 2"):
+        shards.trainer_dataloader(trainer(0, 2), list(range(sum(SIZES))), sampler)
+
+
+def test_the_open_shard_limit_covers_any_window():
+    assert shards.shards_per_window([100, 100, 100], 150) == 3  # two shards hold 150 examples; one more at a seam
+    assert shards.shards_per_window([1000, 10, 10, 0], 15) == 3
+    assert shards.shards_per_window([5, 5], 1000) == 3
+
+
+def test_data_position_is_checked_on_resume(tmp_path):
+    sampler = shards.ShardBatchSampler(SIZES, 16, seed=5)
+    position = shards.data_position(sampler, "abc", batches_done=len(sampler) + 3)
+    assert position["epoch"] == 1 and position["batch_in_epoch"] == 3
+    assert position["examples"] == (len(sampler) + 3) * 16
+    from scratchbert.outputs import write_json
+
+    write_json(tmp_path / shards.DATA_POSITION, position)
+    assert shards.check_data_position(tmp_path, sampler, "abc") == position
+    with pytest.raises(ScratchBertError, match=r"another data order \(batch_size changed\)"):
+        shards.check_data_position(tmp_path, shards.ShardBatchSampler(SIZES, 8, seed=5), "abc")
+    with pytest.raises(ScratchBertError, match=r"another data order \(dataset changed\)"):
+        shards.check_data_position(tmp_path, sampler, "another")
+    assert shards.check_data_position(tmp_path / "nothing", sampler, "abc") is None
