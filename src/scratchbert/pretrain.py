@@ -260,7 +260,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
     check_output(checkpoint_dir, stage=None, inputs=inputs, overwrite=True, what="--checkpoint-dir")  # its run: Checkpoints
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     from scratchbert import shards
     from scratchbert.checkpoints import Checkpoints, run_record
@@ -336,14 +336,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     tokens = {"count": 0}
 
-    class _Trainer(Trainer):
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            if self.lr_scheduler is None:
-                self.lr_scheduler = budget.scheduler(optimizer if optimizer is not None else self.optimizer,
-                                                     num_training_steps)
-                self._created_lr_scheduler = True
-            return self.lr_scheduler
-
+    class _Trainer(budget.trainer_class()):
         def _run_epoch(self, *args, **kw):
             # Resumed from the last step (a run killed after its final checkpoint, before its
             # output): the stock loop fast-forwards inside the epoch and trains one step past
