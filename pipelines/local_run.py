@@ -89,9 +89,10 @@ STAND_IN_CORPUS_BYTES = 11_000_000
 STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
                  "qa_finetune": "logs"}
 STAGES = (*STAGE_OUTPUTS, "publish")
-# Tasks that belong to a stage under another name: the dataset stage's fan-out (its part numbers,
-# one task per corpus part inside a dsl.ParallelFor, and the merge whose output is the dataset).
-TASK_STAGES = {"corpus_part_numbers": "dataset", "dataset_merge": "dataset"}
+# The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
+# dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
+TASK_STAGES = {"dataset_merge": "dataset"}
+TASK_LABELS = {"corpus_part_numbers": "dataset/parts", "dataset_merge": "dataset/merge"}
 LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, not the stage's result
 
 
@@ -362,8 +363,10 @@ class _Monitor(io.TextIOBase):
             self._show()
 
     def _begin(self, task: str) -> None:
-        self._stage, self._stage_start, self._progress = _stage_of(task) or task, time.monotonic(), "started"
-        self._first_start.setdefault(self._stage, self._stage_start)
+        stage = _stage_of(task)
+        self._stage, self._stage_start, self._progress = TASK_LABELS.get(_task_key(task)) or stage or task, time.monotonic(), "started"
+        if stage:
+            self._first_start.setdefault(stage, self._stage_start)
         self._show(force=True)
 
     def _finish(self, task: str, status: str) -> None:
@@ -384,7 +387,7 @@ class _Monitor(io.TextIOBase):
             return
         self._last_print = now
         elapsed = time.strftime("%M:%S", time.gmtime(now - self._stage_start))
-        text = f"{self._stage:<12} {elapsed}  {self._progress}"[:120]
+        text = f"{self._stage:<13} {elapsed}  {self._progress}"[:120]
         if self.live:
             self.screen.write("\r\x1b[K" + text + ("\n" if final else ""))
         else:
@@ -457,13 +460,18 @@ def _is_remote(uri: str) -> bool:
     return uri.startswith(("s3://", "hf://"))
 
 
-def _stage_of(task_dir: str) -> str | None:
-    """kfp.local task name or folder (``qa-finetune-2``) -> stage name (``qa_finetune``); None for others."""
+def _task_key(task_dir: str) -> str:
+    """kfp.local task name or folder (``qa-finetune-2``) -> the component's name (``qa_finetune``)."""
     base = task_dir
     if base.rsplit("-", 1)[-1].isdigit():
         base = base.rsplit("-", 1)[0]
-    stage = base.replace("-", "_")
-    stage = TASK_STAGES.get(stage, stage)
+    return base.replace("-", "_")
+
+
+def _stage_of(task_dir: str) -> str | None:
+    """kfp.local task name or folder (``qa-finetune-2``) -> stage name (``qa_finetune``); None for others."""
+    key = _task_key(task_dir)
+    stage = TASK_STAGES.get(key, key)
     return stage if stage in STAGES else None
 
 
