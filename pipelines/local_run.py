@@ -104,9 +104,10 @@ STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "lo
 STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
-# Tasks that belong to a stage under another name: the dataset stage's fan-out (its part numbers,
-# one task per corpus part inside a dsl.ParallelFor, and the merge whose output is the dataset).
-TASK_STAGES = {"corpus_part_numbers": "dataset", "dataset_merge": "dataset"}
+# The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
+# dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
+TASK_STAGES = {"dataset_merge": "dataset"}
+TASK_LABELS = {"corpus_part_numbers": "dataset/parts", "dataset_merge": "dataset/merge"}
 LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, not the stage's result
 
 
@@ -406,8 +407,10 @@ class _Monitor(io.TextIOBase):
             self._show()
 
     def _begin(self, task: str) -> None:
-        self._stage, self._stage_start, self._progress = _stage_of(task) or task, time.monotonic(), "started"
-        self._first_start.setdefault(self._stage, self._stage_start)
+        stage = _stage_of(task)
+        self._stage, self._stage_start, self._progress = TASK_LABELS.get(_task_key(task)) or stage or task, time.monotonic(), "started"
+        if stage:
+            self._first_start.setdefault(stage, self._stage_start)
         self._show(force=True)
 
     def _finish(self, task: str, status: str) -> None:
@@ -428,7 +431,7 @@ class _Monitor(io.TextIOBase):
             return
         self._last_print = now
         elapsed = time.strftime("%M:%S", time.gmtime(now - self._stage_start))
-        text = f"{self._stage:<12} {elapsed}  {self._progress}"[:120]
+        text = f"{self._stage:<13} {elapsed}  {self._progress}"[:120]
         if self.live:
             self.screen.write("\r\x1b[K" + text + ("\n" if final else ""))
         else:
@@ -526,10 +529,15 @@ def _is_remote(uri: str) -> bool:
     return uri.startswith(("s3://", "hf://"))
 
 
+def _task_key(task_dir: str) -> str:
+    """kfp.local task name or folder (``qa-finetune-2-2``) -> the component's name (``qa_finetune``)."""
+    return re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
+
+
 def _stage_of(task_dir: str) -> str | None:
     """kfp.local task name or folder (``qa-finetune-2-2``) -> stage name (``qa_finetune``); None for others."""
-    stage = re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
-    stage = TASK_STAGES.get(stage, stage)
+    key = _task_key(task_dir)
+    stage = TASK_STAGES.get(key, key)
     return stage if stage in STAGES else None
 
 

@@ -344,3 +344,22 @@ def test_library_never_imports_kfp():
     offenders = [str(p) for p in (ROOT / "src" / "scratchbert").rglob("*.py")
                  if any(line.lstrip().startswith(("import kfp", "from kfp")) for line in p.read_text().splitlines())]
     assert not offenders, f"the library imports kfp: {offenders}"
+
+
+def test_the_dataset_fan_out_is_one_stage_in_the_summary(tmp_path, monkeypatch):
+    """The part numbers, the per-part dataset tasks and the merge show as the dataset stage: its time
+    runs from the first part to the merge's end, and its numbers are the merged dataset's."""
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(local_run.time, "monotonic", lambda: next(clock))
+    monitor = local_run._Monitor(tmp_path / "run.log", verbose=False, quiet=True)
+    with monitor:
+        for task in ("corpus-part-numbers", "tokenizer", "dataset", "dataset", "dataset-merge"):
+            print(f"Executing task '{task}'")
+            print(f"Task '{task}' finished with status SUCCESS")
+    assert monitor.durations() == {"tokenizer": 10, "dataset": 50}  # 3 tasks: from the first start to the last end
+    outputs = tmp_path / "outputs" / "run"
+    for folder, examples in (("for-loop-1-iteration-0/dataset", 3), ("for-loop-1-iteration-1/dataset", 4),
+                             ("dataset-merge", 7)):
+        (outputs / folder / "dataset").mkdir(parents=True)
+        (outputs / folder / "dataset" / "metrics.json").write_text(json.dumps({"train_examples": examples}))
+    assert local_run.collect_results(tmp_path / "outputs") == {"dataset": {"train_examples": 7}}
