@@ -28,8 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ENWIKI_TRAIN, ENWIKI_VALID, emit, require_shared_data  # noqa: E402
+from common import ENWIKI_TRAIN, ENWIKI_VALID, emit, require_shared_data
 
 MB = 1_000_000
 
