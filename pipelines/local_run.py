@@ -107,8 +107,9 @@ STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
 # The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
 # dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
+# The pretrain stage's first task counts its GPUs (one pod, or a TrainJob).
 TASK_STAGES = {"dataset_merge": "dataset"}
-TASK_LABELS = {"corpus_part_numbers": "dataset/parts", "dataset_merge": "dataset/merge"}
+TASK_LABELS = {"corpus_part_numbers": "dataset/parts", "dataset_merge": "dataset/merge", "pretrain_gpus": "pretrain/gpus"}
 LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, not the stage's result
 
 
