@@ -40,10 +40,12 @@ After the run, the published model stays in the kept store; to read it again::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -202,13 +204,15 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         write_json(run_dir / "arguments.json", arguments)
         started = time.time()
         try:
-            with monitor:
+            with monitor, _terminate_as_interrupt():
                 published = run_pipeline(arguments, run_dir / "outputs", retries=False)
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             raise RunFailed(monitor.failure(_plain(str(e)))) from None
         endpoint_used = env["AWS_ENDPOINT_URL"]
     except BaseException as e:
-        # the run folder stays (its log says what happened) but says that it failed
+        # the run folder stays (its log says what happened) but says that it failed; nothing it
+        # started trains on
+        _stop_task_processes(keep={server.pid} if server is not None else set())
         _mark_failed(run_dir, run_id, e, monitor.path)
         raise
     finally:
@@ -466,6 +470,40 @@ def _lock_store(store: Path, *, shared_default: bool) -> int | None:
         raise ScratchBertError(f"the S3 store {store} is in use by another run-local; wait for it to finish, give "
                                "--keep-store another folder, or pass --temporary-store") from None
     return fd
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the pipeline runs, SIGTERM (``kill``, a scheduler's stop) ends the run as Ctrl-C does:
+    the task processes are stopped and the run folder says it was interrupted."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_task_processes(keep: set[int], timeout: float = 10.0) -> None:
+    """Stop the processes this run started, but those in ``keep`` (the S3 server, stopped in
+    order later): kfp.local's task processes do not die with their parent and would train on,
+    orphaned. SIGTERM first, SIGKILL for any that outlive ``timeout``."""
+    import psutil
+
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
+    for p in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _mark_failed(run_dir: Path, run_id: str, error: BaseException, log: Path) -> None:

@@ -163,6 +163,53 @@ def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tm
     assert summary["status"] == "failed" and "no-such-bucket-here" in summary["error"] and summary["log"] == str(log)
 
 
+def test_a_terminated_run_stops_its_task_processes_and_says_so(tmp_path):
+    """SIGTERM to run-local while pretraining runs: the training task does not train on orphaned,
+    the S3 server stops, and the run folder says the run was interrupted."""
+    import signal
+    import time
+
+    import psutil
+
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    workdir = tmp_path / "runs"
+    cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--synthetic", "--workdir", str(workdir),
+           "--max-steps", "100000", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def ours():  # every process still running for this run (the task processes name its folder)
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if p.pid != proc.pid and any(str(workdir) in arg for arg in p.info["cmdline"] or []):
+                    found.append(p)
+        return found
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            logs = list(workdir.glob("*/run.log"))
+            if logs and "Executing task 'pretrain'" in local_run._plain(logs[0].read_text()):
+                break
+            time.sleep(1)
+        time.sleep(3)  # the pretrain task is training
+        assert proc.poll() is None and ours(), "the run should be training now"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted" in proc.stderr.read()
+    time.sleep(1)
+    assert ours() == []  # no task process, no S3 server left behind
+    (summary_file,) = workdir.glob("*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "failed" and summary["error"] == "interrupted"
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--max-steps", "0"], "pretrain stage: max_steps 0 trains nothing"),
     (["--qa-max-steps", "0"], "qa_max_steps 0 must be positive"),
