@@ -184,6 +184,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
             print(f"{COMMAND}: {workdir / STORE_DIRNAME} is in use by another run-local; this run keeps its objects "
                   f"in {store}", file=sys.stderr, flush=True)
     server = None
+    earlier_children = _children()  # a caller's own processes, which a failed run must leave alone
     saved_env = {k: os.environ.get(k) for k in _aws_env_names()}
     monitor = _Monitor(run_dir / LOG_FILE, verbose=verbose, quiet=quiet)
     try:
@@ -212,7 +213,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     except BaseException as e:
         # the run folder stays (its log says what happened) but says that it failed; nothing it
         # started trains on
-        _stop_task_processes(keep={server.pid} if server is not None else set())
+        _stop_task_processes(keep=earlier_children | ({server.pid} if server is not None else set()))
         _mark_failed(run_dir, run_id, e, monitor.path)
         raise
     finally:
@@ -490,10 +491,17 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _children() -> set[int]:
+    """The process ids of this process's children and their descendants."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
 def _stop_task_processes(keep: set[int], timeout: float = 10.0) -> None:
-    """Stop the processes this run started, but those in ``keep`` (the S3 server, stopped in
-    order later): kfp.local's task processes do not die with their parent and would train on,
-    orphaned. SIGTERM first, SIGKILL for any that outlive ``timeout``."""
+    """Stop this process's descendants but those in ``keep`` (the caller's own, and the S3 server,
+    stopped in order later): kfp.local's task processes do not die with their parent and would
+    train on, orphaned. SIGTERM first, SIGKILL for any that outlive ``timeout``."""
     import psutil
 
     children = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]

@@ -150,8 +150,14 @@ def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tm
         pytest.skip("the `weed` command (SeaweedFS) is not installed")
     env_before = {k: os.environ.get(k) for k in AWS_VARS}
     corpus = "s3://no-such-bucket-here/corpus.txt"  # valid in form: only the tokenizer task can find out
-    with pytest.raises(RunFailed, match="failed in tokenizer: the bucket of s3://no-such-bucket-here.*run.log") as info:
-        run_local(synthetic=True, corpus=corpus, workdir=tmp_path / "runs", keep_store=None, quiet=True)
+    mine = subprocess.Popen(["sleep", "120"])  # the caller's own process: a failed run leaves it alone
+    try:
+        with pytest.raises(RunFailed, match="failed in tokenizer: the bucket of s3://no-such-bucket-here.*run.log") as info:
+            run_local(synthetic=True, corpus=corpus, workdir=tmp_path / "runs", keep_store=None, quiet=True)
+        assert mine.poll() is None
+    finally:
+        mine.kill()
+        mine.wait()
     assert "\x1b[" not in str(info.value)  # no terminal colour codes in the message
     (log,) = (tmp_path / "runs").glob("*/run.log")
     assert "scratchbert error: the bucket of s3://no-such-bucket-here" in log.read_text()
