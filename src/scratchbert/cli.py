@@ -171,6 +171,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     if quiet:
         os.environ["TQDM_DISABLE"] = "1"
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # also transformers' own (loading weights)
     os.environ["SCRATCHBERT_VERBOSITY"] = "verbose" if verbose else "quiet" if quiet else "normal"
 
 

@@ -81,7 +81,7 @@ def test_verbosity_flags_set_the_log_level(monkeypatch):
     import logging
 
     for name in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS",
-                 "SCRATCHBERT_VERBOSITY"):
+                 "HF_HUB_DISABLE_PROGRESS_BARS", "SCRATCHBERT_VERBOSITY"):
         monkeypatch.delenv(name, raising=False)  # restored after the test
     monkeypatch.setattr(logging.getLogger("scratchbert"), "level", logging.NOTSET)
     for flags, level in (([], logging.INFO), (["-v"], logging.DEBUG), (["--quiet"], logging.WARNING)):
@@ -91,6 +91,16 @@ def test_verbosity_flags_set_the_log_level(monkeypatch):
         cli.setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
         assert logging.getLogger("scratchbert").level == level
     assert os.environ["TQDM_DISABLE"] == "1"  # the last one, --quiet, turns progress bars off
+
+
+def test_quiet_training_prints_the_result_and_nothing_on_stderr(built_dataset, tmp_path):
+    """`-q`: no progress bars (the Trainer's, transformers' weight loading) and no log lines; the
+    result still comes on stdout."""
+    exe = str(Path(sys.executable).parent / "scratchbert")
+    done = _run(exe, "pretrain", "--dataset", str(built_dataset), "--preset", "nano", "--max-steps", "3",
+                "--eval-steps", "0", "--num-workers", "0", "--out", str(tmp_path / "m"), "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and json.loads(done.stdout)["steps"] == 3
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
