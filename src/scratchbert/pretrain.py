@@ -267,7 +267,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         check_output(checkpoint_dir, stage=None, inputs=inputs, overwrite=True, what="--checkpoint-dir")  # its run: Checkpoints
     import torch
     from torch.utils.data import DataLoader
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     from scratchbert import shards
     from scratchbert.checkpoints import Checkpoints, rank_states_callback, run_record
@@ -304,6 +304,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
             from transformers import BertForPreTraining
 
             model = BertForPreTraining(config)
+    # Both model classes take **kwargs, from which the Trainer concludes that they normalise the
+    # loss by its num_items_in_batch (they do not: each averages over its own batch); under DDP it
+    # would then gather that count every step and multiply the loss by the number of processes.
+    model.accepts_loss_kwargs = False
     eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
@@ -325,8 +329,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=report_to(), seed=cfg.seed, disable_tqdm=False,
         # DDP (under torchrun): every parameter gets a gradient every step (the sparse head's
-        # included), so no search for unused ones; BERT's buffers are constants, not broadcast
-        ddp_find_unused_parameters=False, ddp_broadcast_buffers=False,
+        # included), so no search for unused ones
+        ddp_find_unused_parameters=False,
         **step_arguments(cfg.num_workers),
     )
     rank, world_size = args.process_index, args.world_size  # sets up the process group under torchrun
@@ -347,14 +351,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     tokens = {"count": 0}
 
-    class _Trainer(Trainer):
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            if self.lr_scheduler is None:
-                self.lr_scheduler = budget.scheduler(optimizer if optimizer is not None else self.optimizer,
-                                                     num_training_steps)
-                self._created_lr_scheduler = True
-            return self.lr_scheduler
-
+    class _Trainer(budget.trainer_class()):
         def _run_epoch(self, *args, **kw):
             # Resumed from the last step (a run killed after its final checkpoint, before its
             # output): the stock loop fast-forwards inside the epoch and trains one step past

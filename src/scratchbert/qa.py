@@ -689,7 +689,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=False,
         )
-        trainer = _budget_trainer(budget)(
+        trainer = budget.trainer_class()(
             model=model,
             args=args,
             train_dataset=train_features,
@@ -741,21 +741,6 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             torch.cuda.empty_cache()
     log.info("SQuAD fine-tuning done: EM %.2f, F1 %.2f -> %s", metrics["exact_match"], metrics["f1"], cfg.out)
     return metrics
-
-
-def _budget_trainer(budget):
-    """The Trainer whose learning rate follows ``budget`` (steps or the clock, :mod:`scratchbert.schedule`)."""
-    from transformers import Trainer
-
-    class BudgetTrainer(Trainer):
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            if self.lr_scheduler is None:
-                self.lr_scheduler = budget.scheduler(optimizer if optimizer is not None else self.optimizer,
-                                                     num_training_steps)
-                self._created_lr_scheduler = True
-            return self.lr_scheduler
-
-    return BudgetTrainer
 
 
 def _predict_and_score(trainer, eval_set, eval_features, n_best: int, max_answer_len: int) -> tuple[dict, dict]:

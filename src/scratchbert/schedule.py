@@ -70,6 +70,22 @@ class Budget:
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier(num_training_steps))
 
+    def trainer_class(self, base=None):
+        """``base`` (default: the Hugging Face ``Trainer``) with its learning rate following this budget."""
+        from transformers import Trainer
+
+        budget = self
+
+        class BudgetTrainer(base or Trainer):
+            def create_scheduler(self, num_training_steps, optimizer=None):
+                if self.lr_scheduler is None:
+                    self.lr_scheduler = budget.scheduler(optimizer if optimizer is not None else self.optimizer,
+                                                         num_training_steps)
+                    self._created_lr_scheduler = True
+                return self.lr_scheduler
+
+        return BudgetTrainer
+
     def callbacks(self) -> list:
         """The clock (it starts with training and stops it when the minutes are spent: rank 0's
         reading, on every rank) and, when only the clock ends the run, a progress bar in seconds

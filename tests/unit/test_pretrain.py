@@ -293,25 +293,30 @@ def _cli_pretrain(dataset: Path, out: Path) -> list[str]:
             "--eval-steps", "0", "--num-workers", "0", "--logging-steps", "10"]
 
 
-def test_kill_9_leaves_no_output_and_the_rerun_resumes(built_dataset, tmp_path):
-    out = tmp_path / "model"
-    checkpoints = Path(f"{out}-checkpoints")
-    env = {**os.environ, "SCRATCHBERT_TENSORBOARD": "0", "OMP_NUM_THREADS": "1"}
-    cmd = _cli_pretrain(built_dataset, out)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+def _kill_when(proc: subprocess.Popen, ready: Path) -> None:
+    """SIGKILL ``proc``'s process group as soon as the file ``ready`` exists (at most 120 s)."""
     try:
         deadline = time.monotonic() + 120
-        # trainer_state.json is the last file of a checkpoint: kill right after one is complete
-        while not (checkpoints / "checkpoint-10" / "trainer_state.json").exists():
+        while not ready.exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.02)
+            assert time.monotonic() < deadline, f"no {ready} within 120 s"
+            time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
+
+
+def test_kill_9_leaves_no_output_and_the_rerun_resumes(built_dataset, tmp_path):
+    out = tmp_path / "model"
+    checkpoints = Path(f"{out}-checkpoints")
+    env = {**os.environ, "SCRATCHBERT_TENSORBOARD": "0", "OMP_NUM_THREADS": "1"}
+    cmd = _cli_pretrain(built_dataset, out)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # trainer_state.json is the last file of a checkpoint: kill right after one is complete
+    _kill_when(proc, checkpoints / "checkpoint-10" / "trainer_state.json")
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()  # nothing half-written under the requested name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
@@ -369,18 +374,7 @@ def test_a_run_killed_and_resumed_sees_exactly_the_examples_of_an_uninterrupted_
     checkpoints = Path(f"{out}-checkpoints")
     command[2] = str(tmp_path / "b1.trace")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (checkpoints / "checkpoint-5" / shards.DATA_POSITION).exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
+    _kill_when(proc, checkpoints / "checkpoint-5" / shards.DATA_POSITION)
     resumed_at = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
     assert resumed_at < 20
     position = json.loads((checkpoints / f"checkpoint-{resumed_at}" / shards.DATA_POSITION).read_text())

@@ -1,0 +1,85 @@
+"""SQuAD quality against the whole run's time budget: the main job with ``--budget-minutes N``.
+
+    python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--preset tiny] [--workdir DIR]
+
+For each budget, one ``scratchbert run-local --budget-minutes N --qa-max-eval-examples 0``
+(the offline stand-ins in ../shared/data: the first 11 MB of enwiki, SQuAD v1.1, scored on all
+10,570 dev questions), then the published model asked a few plain questions. Prints one JSON
+document: per budget, each stage's time, MLM/NSP accuracy, EM/F1 and the answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import emit, require_shared_data
+
+# Plain questions a reader answers at once: (context, question, expected answer).
+QUESTIONS = [
+    ("Metro-Goldwyn-Mayer was founded in 1924 by Marcus Loew, who merged three film studios.",
+     "Who founded the company?", "Marcus Loew"),
+    ("The Eiffel Tower was completed in 1889 and stands on the Champ de Mars in Paris.",
+     "When was the Eiffel Tower completed?", "1889"),
+    ("Marie Curie was born in Warsaw in 1867. She later moved to Paris, where she studied physics.",
+     "Where was Marie Curie born?", "Warsaw"),
+    ("The Nile flows north through eleven countries and empties into the Mediterranean Sea.",
+     "Where does the Nile empty?", "the Mediterranean Sea"),
+]
+
+
+def run(minutes: float, preset: str, workdir: Path) -> dict:
+    cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--budget-minutes", str(minutes),
+           "--preset", preset, "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    wall = time.perf_counter() - t0
+    (summary_file,) = sorted(workdir.glob("*/summary.json"))[-1:]
+    summary = json.loads(summary_file.read_text())
+    stages = summary["stages"]
+    return {"minutes": minutes, "preset": preset, "command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
+            "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
+            "pretrain_steps": stages.get("pretrain", {}).get("steps"),
+            "qa_steps": stages.get("qa_finetune", {}).get("train_steps"),
+            "mlm_accuracy": stages.get("evaluate", {}).get("mlm_accuracy"),
+            "nsp_accuracy": stages.get("evaluate", {}).get("nsp_accuracy"),
+            "exact_match": stages.get("qa_finetune", {}).get("exact_match"),
+            "f1": stages.get("qa_finetune", {}).get("f1"),
+            "eval_questions": stages.get("qa_finetune", {}).get("eval_examples"),
+            "answers": ask(summary)}
+
+
+def ask(summary: dict) -> list[dict]:
+    """The published model's answers to :data:`QUESTIONS` (fetched from the kept store)."""
+    from scratchbert import storage
+    from scratchbert.objectstore import EmbeddedS3
+    from scratchbert.qa import answer
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedS3(data_dir=summary["store"]) as s3:
+        model = storage.fetch_published(summary["published_uri"], Path(tmp) / "qa", client=s3.client())
+        return [{"question": q, "expected": want, "answer": answer(model, q, context)[0]["text"]}
+                for context, q, want in QUESTIONS]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, nargs="+", default=[15.0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-qa-budget"))
+    args = p.parse_args()
+    require_shared_data()
+    rows = []
+    for minutes in args.minutes:
+        workdir = Path(args.workdir) / f"{args.preset}-{minutes:g}min"
+        rows.append(run(minutes, args.preset, workdir))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    emit({"benchmark": "qa_budget", "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
