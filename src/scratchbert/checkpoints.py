@@ -83,12 +83,15 @@ def differences(old: dict | None, new: dict) -> list[str]:
     if not isinstance(old, dict):
         return ["no record of the run that wrote them"]
     flat_old, flat_new = _flatten(old), _flatten(new)
+    for flat in (flat_old, flat_new):  # a single process's record leaves its world size out
+        flat.setdefault("training.world_size", 1)
     names = {"dataset": "dataset", "tokenizer": "tokenizer"}
+    labels = {"training.world_size": "training processes"}
     out = []
     for key in sorted(set(flat_old) | set(flat_new)):
         a, b = flat_old.get(key), flat_new.get(key)
         if a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
-            short = names.get(key, key.split(".")[-1])
+            short = names.get(key) or labels.get(key) or key.split(".")[-1]
             out.append(f"{short} {a} -> {b}" if key not in names else f"another {short}")
     return out
 

@@ -239,6 +239,21 @@ class _Shard:
             if self.table.num_rows else np.zeros(0, np.int16)
 
 
+class Batch(list):
+    """A list (a batch's example indices, or its examples) with ``mask_seed``, the seed its MLM
+    masks are drawn from (:class:`scratchbert.pretraining_data.MlmNspCollator`).
+
+    :class:`ShardBatchSampler` gives each batch of an epoch its own seed (from the run's seed,
+    the epoch, the step and the rank), and :meth:`ShardedExamples.__getitems__` passes it on to
+    the examples. A batch is then masked alike whenever it is read: a resumed run masks as the
+    uninterrupted run did, although the DataLoader reads ahead of the step that a checkpoint
+    records (masks drawn from the process's random numbers would be drawn before the save and
+    again after the resume), and however many DataLoader workers there are.
+    """
+
+    mask_seed: int | None = None
+
+
 class ShardedExamples:
     """A split's examples by global index (shard by shard, in index order), for a ``DataLoader``.
 
@@ -285,8 +300,10 @@ class ShardedExamples:
         s, j = self.locate(int(i))
         return self.shard(s).example(j)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        return [self[i] for i in indices]
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        examples = Batch(self[i] for i in indices)
+        examples.mask_seed = getattr(indices, "mask_seed", None)
+        return examples
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_open": OrderedDict()}
@@ -364,17 +381,24 @@ class ShardBatchSampler:
                 "group_by_length": self.lengths is not None, "world_size": self.world_size,
                 "examples": self.examples, "shards": len(self.sizes)}
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[Batch]:
         held = None  # one global batch held back, to take in a last one too small to deal out
+        step = 0
         for batch in self.global_batches():
             if held is not None and len(batch) < self.world_size:
                 held = np.concatenate([held, batch])
                 continue
             if held is not None:
-                yield held[self.rank::self.world_size].tolist()
+                yield self._batch(held, step)
+                step += 1
             held = batch
         if held is not None and len(held) >= self.world_size:
-            yield held[self.rank::self.world_size].tolist()
+            yield self._batch(held, step)
+
+    def _batch(self, global_batch: np.ndarray, step: int) -> Batch:
+        batch = Batch(global_batch[self.rank::self.world_size].tolist())
+        batch.mask_seed = int(np.random.SeedSequence([self.seed, self.epoch, step, self.rank]).generate_state(1)[0])
+        return batch
 
     def global_batches(self) -> Iterator[np.ndarray]:
         """The epoch's global batches (``global_batch`` examples, the last one maybe fewer), all ranks together."""

@@ -176,6 +176,32 @@ def test_a_rank_outside_the_world_or_more_ranks_than_examples_is_refused():
         shards.ShardBatchSampler([2], 4, rank=0, world_size=3)
 
 
+def test_a_batch_is_masked_from_its_own_seed_whenever_it_is_read(built_dataset):
+    """Each batch of the order carries a seed of its own (run seed, epoch, step, rank), which
+    the examples read for it keep: masked twice, with other draws from the process's random
+    numbers in between (a DataLoader reading ahead), it gets the same masks."""
+    import torch
+
+    from scratchbert.pretraining_data import MlmNspCollator
+    from scratchbert.tokenizer import load_tokenizer
+
+    examples = shards.ShardedExamples(built_dataset)
+    order = [list(shards.ShardBatchSampler(examples.sizes, 8, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    seeds = {b.mask_seed for r in order for b in r}
+    assert len(seeds) == 2 * len(order[0])  # none shared by two steps or two ranks
+    again = shards.ShardBatchSampler(examples.sizes, 8, seed=1, rank=0, world_size=2)
+    assert [b.mask_seed for b in again] == [b.mask_seed for b in order[0]]
+    collate = MlmNspCollator(load_tokenizer(built_dataset / "tokenizer"))
+    batch = examples.__getitems__(order[0][3])
+    assert batch.mask_seed == order[0][3].mask_seed
+    first = collate(batch)
+    torch.rand(1000)
+    second = collate(batch)
+    assert torch.equal(first["labels"], second["labels"]) and torch.equal(first["input_ids"], second["input_ids"])
+    plain = [collate(list(batch))["labels"] for _ in range(2)]  # no seed: the process's random numbers
+    assert not torch.equal(*plain)
+
+
 def test_the_trainer_dataloader_leaves_the_dealing_to_the_sampler():
     """Under torchrun, accelerate would deal batches of the already rank-aware sampler a second time."""
     from types import SimpleNamespace
