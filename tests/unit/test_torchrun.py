@@ -266,7 +266,9 @@ def test_runs_in_a_row_all_leave_complete_output_folders(built_dataset, tmp_path
     five."""
     for i in range(5):
         out = tmp_path / f"run{i}" / "model"
-        result = _result(_run(_torchrun(built_dataset, out, preset="nano", max_steps=20, save_steps=10,
-                                        batch_size=16, eval_steps=0, logging_steps=10, num_workers=0)))
+        done = _run(_torchrun(built_dataset, out, preset="nano", max_steps=20, save_steps=10, batch_size=16,
+                              eval_steps=0, logging_steps=10, num_workers=0))
+        result = _result(done)
         assert result["steps"] == 20 and result["world_size"] == 2
+        assert "find_unused_parameters" not in done.stderr  # DDP does not search for unused parameters
         _assert_complete(out)
