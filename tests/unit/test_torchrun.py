@@ -18,11 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
-from test_pretrain import _kill_when
 
 from scratchbert import shards
 
@@ -83,15 +84,46 @@ def _torchrun(dataset: Path, out: Path, trace: Path | None = None, nproc: int = 
     return [*launcher, "pretrain", "--dataset", str(dataset), "--out", str(out), *_flags(settings)]
 
 
+def _kill_job(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and every process under it, at once: torchrun starts each rank in a
+    session of its own, so killing torchrun's process group would leave the ranks running."""
+    try:
+        job = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in job:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(job[1:], timeout=30)  # not torchrun: the caller's wait() reaps it and reads its status
+
+
+def _kill_job_when(proc: subprocess.Popen, ready: Path) -> None:
+    """Kill the whole job as soon as the file ``ready`` exists (at most 120 s): test_pretrain's
+    ``_kill_when``, for torchrun."""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"no {ready} within 120 s"
+            time.sleep(0.01)
+        _kill_job(proc)
+    finally:
+        if proc.poll() is None:
+            _kill_job(proc)
+        proc.wait()
+        proc.stderr.close()
+
+
 def _launch(command: list[str], timeout: int = 300, **env) -> subprocess.CompletedProcess:
     """Run ``command`` to its end; past ``timeout`` seconds, kill it with every process it started
     (ranks left waiting for one another would otherwise wait for gloo's 30 minutes)."""
-    proc = subprocess.Popen(command, env={**_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(command, env={**_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_job(proc)
         stdout, stderr = proc.communicate()
         pytest.fail(f"{' '.join(command[:6])} ... did not end within {timeout} s: {stderr[-2000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
@@ -215,10 +247,9 @@ def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(bu
     out = tmp_path / "model"
     checkpoints = Path(f"{out}-checkpoints")
     command = _torchrun(built_dataset, out, batch_size=16, **SETTINGS)
-    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # rank 0 writes data_position.json once every rank has saved its part: the checkpoint is complete
-    _kill_when(proc, checkpoints / "checkpoint-40" / shards.DATA_POSITION)
+    _kill_job_when(proc, checkpoints / "checkpoint-40" / shards.DATA_POSITION)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
     position = json.loads((checkpoints / "checkpoint-40" / shards.DATA_POSITION).read_text())
