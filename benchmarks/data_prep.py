@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ENWIKI_TRAIN, emit, require_shared_data  # noqa: E402
+from common import ENWIKI_TRAIN, emit, require_shared_data
 
 
 def main() -> None:

@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_seconds, emit, matmul_peak, op_clock, prepared_data, require_shared_data  # noqa: E402
+from common import best_seconds, emit, matmul_peak, op_clock, prepared_data, require_shared_data
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 

@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data  # noqa: E402
+from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ARTICLE, emit, prepared_data, require_shared_data  # noqa: E402
+from common import ARTICLE, emit, prepared_data, require_shared_data
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 

@@ -40,10 +40,12 @@ After the run, the published model stays in the kept store; to read it again::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -80,13 +82,14 @@ SYNTHETIC_DEFAULTS: dict[str, Any] = {
 BUDGET_GOVERNS = ("max_steps", "time_budget_minutes", "qa_max_steps", "qa_time_budget_minutes")
 SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_articles": 40}
 # The CPU recipe (the pipeline's own defaults are a GPU recipe): on real data (WikiText-2 and
-# SQuAD unless given), a tiny model for ten minutes (several passes over 11 MB, hence five cuts
-# of each document), a short QA fine-tune at the learning rate measured best for it, scored on
-# 1000 dev questions. docs/performance.md has what it measures.
+# SQuAD unless given), a tiny model and one budget of 15 minutes, 40% of its training time
+# pretraining (several passes over 11 MB, hence five cuts of each document) and 60% QA
+# fine-tuning at the learning rate measured best for it, scored on 1000 dev questions.
+# docs/performance.md has what it measures.
 CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 REAL_DEFAULTS: dict[str, Any] = {
-    "preset": "tiny", "batch_size": 32, "learning_rate": 0.0, "budget_minutes": 0.0, "max_steps": -1, "time_budget_minutes": 10.0,
-    "dupe_factor": 5, "qa_max_steps": 600, "qa_learning_rate": 2e-3, "qa_batch_size": 32,
+    "preset": "tiny", "batch_size": 32, "learning_rate": 0.0, "budget_minutes": 15.0, "budget_pretrain_share": 0.4,
+    "max_steps": -1, "dupe_factor": 5, "qa_learning_rate": 2e-3, "qa_batch_size": 32,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
 
@@ -104,9 +107,11 @@ STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "lo
 STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
-# Tasks that belong to a stage under another name: the dataset stage's fan-out (its part numbers,
-# one task per corpus part inside a dsl.ParallelFor, and the merge whose output is the dataset).
-TASK_STAGES = {"corpus_part_numbers": "dataset", "dataset_merge": "dataset"}
+# The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
+# dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
+# The pretrain stage's first task counts its GPUs (one pod, or a TrainJob).
+TASK_STAGES = {"dataset_merge": "dataset"}
+TASK_LABELS = {"corpus_part_numbers": "dataset/parts", "dataset_merge": "dataset/merge", "pretrain_gpus": "pretrain/gpus"}
 LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, not the stage's result
 
 
@@ -179,6 +184,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
             print(f"{COMMAND}: {workdir / STORE_DIRNAME} is in use by another run-local; this run keeps its objects "
                   f"in {store}", file=sys.stderr, flush=True)
     server = None
+    earlier_children = _children()  # a caller's own processes, which a failed run must leave alone
     saved_env = {k: os.environ.get(k) for k in _aws_env_names()}
     monitor = _Monitor(run_dir / LOG_FILE, verbose=verbose, quiet=quiet)
     try:
@@ -199,13 +205,15 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         write_json(run_dir / "arguments.json", arguments)
         started = time.time()
         try:
-            with monitor:
+            with monitor, _terminate_as_interrupt():
                 published = run_pipeline(arguments, run_dir / "outputs", retries=False)
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             raise RunFailed(monitor.failure(_plain(str(e)))) from None
         endpoint_used = env["AWS_ENDPOINT_URL"]
     except BaseException as e:
-        # the run folder stays (its log says what happened) but says that it failed
+        # the run folder stays (its log says what happened) but says that it failed; nothing it
+        # started trains on
+        _stop_task_processes(keep=earlier_children | ({server.pid} if server is not None else set()))
         _mark_failed(run_dir, run_id, e, monitor.path)
         raise
     finally:
@@ -406,8 +414,10 @@ class _Monitor(io.TextIOBase):
             self._show()
 
     def _begin(self, task: str) -> None:
-        self._stage, self._stage_start, self._progress = _stage_of(task) or task, time.monotonic(), "started"
-        self._first_start.setdefault(self._stage, self._stage_start)
+        stage = _stage_of(task)
+        self._stage, self._stage_start, self._progress = TASK_LABELS.get(_task_key(task)) or stage or task, time.monotonic(), "started"
+        if stage:
+            self._first_start.setdefault(stage, self._stage_start)
         self._show(force=True)
 
     def _finish(self, task: str, status: str) -> None:
@@ -428,7 +438,7 @@ class _Monitor(io.TextIOBase):
             return
         self._last_print = now
         elapsed = time.strftime("%M:%S", time.gmtime(now - self._stage_start))
-        text = f"{self._stage:<12} {elapsed}  {self._progress}"[:120]
+        text = f"{self._stage:<13} {elapsed}  {self._progress}"[:120]
         if self.live:
             self.screen.write("\r\x1b[K" + text + ("\n" if final else ""))
         else:
@@ -461,6 +471,47 @@ def _lock_store(store: Path, *, shared_default: bool) -> int | None:
         raise ScratchBertError(f"the S3 store {store} is in use by another run-local; wait for it to finish, give "
                                "--keep-store another folder, or pass --temporary-store") from None
     return fd
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the pipeline runs, SIGTERM (``kill``, a scheduler's stop) ends the run as Ctrl-C does:
+    the task processes are stopped and the run folder says it was interrupted."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _children() -> set[int]:
+    """The process ids of this process's children and their descendants."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _stop_task_processes(keep: set[int], timeout: float = 10.0) -> None:
+    """Stop this process's descendants but those in ``keep`` (the caller's own, and the S3 server,
+    stopped in order later): kfp.local's task processes do not die with their parent and would
+    train on, orphaned. SIGTERM first, SIGKILL for any that outlive ``timeout``."""
+    import psutil
+
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
+    for p in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _mark_failed(run_dir: Path, run_id: str, error: BaseException, log: Path) -> None:
@@ -526,10 +577,15 @@ def _is_remote(uri: str) -> bool:
     return uri.startswith(("s3://", "hf://"))
 
 
+def _task_key(task_dir: str) -> str:
+    """kfp.local task name or folder (``qa-finetune-2-2``) -> the component's name (``qa_finetune``)."""
+    return re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
+
+
 def _stage_of(task_dir: str) -> str | None:
     """kfp.local task name or folder (``qa-finetune-2-2``) -> stage name (``qa_finetune``); None for others."""
-    stage = re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
-    stage = TASK_STAGES.get(stage, stage)
+    key = _task_key(task_dir)
+    stage = TASK_STAGES.get(key, key)
     return stage if stage in STAGES else None
 
 

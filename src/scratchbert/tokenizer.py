@@ -215,15 +215,22 @@ class _Sample:
                 return
 
 
-def tokenizer_quality(tokenizer, documents: list[str]) -> dict:
-    """Unknown-token rate and tokens per word (BERT pre-tokenizer words) on ``documents``."""
-    lines = [line for doc in documents for line in doc.split("\n")]
+def tokenizer_quality(tokenizer, documents: list[str], batch_lines: int = 1000) -> dict:
+    """Unknown-token rate and tokens per word (BERT pre-tokenizer words) on ``documents``.
+
+    Counted a batch of lines at a time with the Rust tokenizer, so that scoring a few MB of
+    text does not hold every token as a Python object.
+    """
     backend = tokenizer.backend_tokenizer
-    words = sum(len(backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(line))) for line in lines)
-    enc = tokenizer(lines, add_special_tokens=False)["input_ids"]
-    n_tokens = sum(len(ids) for ids in enc)
     unk = tokenizer.unk_token_id
-    n_unk = sum(ids.count(unk) for ids in enc)
+    lines = [line for doc in documents for line in doc.split("\n")]
+    words = n_tokens = n_unk = 0
+    for start in range(0, len(lines), batch_lines):
+        batch = lines[start:start + batch_lines]
+        words += sum(len(backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(line))) for line in batch)
+        for e in backend.encode_batch_fast(batch, add_special_tokens=False):
+            n_tokens += len(e.ids)
+            n_unk += e.ids.count(unk)
     return {"unk_rate": n_unk / max(n_tokens, 1), "tokens_per_word": n_tokens / max(words, 1),
             "heldout_tokens": n_tokens}
 

@@ -213,10 +213,12 @@ def test_the_defaults_and_run_local_presets_are_valid():
 
 
 def test_one_budget_is_split_between_the_training_stages():
-    full = parameters.validate({"budget_minutes": 15.0})
+    full = parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 0.4})
     training = 15.0 - parameters.BUDGET_FIXED_MINUTES
-    assert full["time_budget_minutes"] == pytest.approx(training * parameters.BUDGET_PRETRAIN_SHARE, abs=0.01)
-    assert full["qa_time_budget_minutes"] == pytest.approx(training * (1 - parameters.BUDGET_PRETRAIN_SHARE), abs=0.01)
+    assert full["time_budget_minutes"] == pytest.approx(training * 0.4, abs=0.01)
+    assert full["qa_time_budget_minutes"] == pytest.approx(training * 0.6, abs=0.01)
+    gpu = parameters.validate({"budget_minutes": 15.0})  # the GPU recipe's share
+    assert gpu["time_budget_minutes"] == pytest.approx(training * parameters.GPU_RECIPE["budget_pretrain_share"], abs=0.01)
     # a stage's own budget wins; fine-tuning the starting model directly gets all the training time
     assert parameters.validate({"budget_minutes": 15.0, "qa_time_budget_minutes": 1.0})["qa_time_budget_minutes"] == 1.0
     direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
@@ -225,3 +227,5 @@ def test_one_budget_is_split_between_the_training_stages():
     assert parameters.validate({"budget_minutes": 0.0, "time_budget_minutes": 3.0})["time_budget_minutes"] == 3.0
     with pytest.raises(ScratchBertError, match="budget_minutes -1.0 must be 0 or more"):
         parameters.validate({"budget_minutes": -1.0})
+    with pytest.raises(ScratchBertError, match=r"budget_pretrain_share 1.5 must lie in \[0, 1\]"):
+        parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 1.5})

@@ -150,8 +150,14 @@ def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tm
         pytest.skip("the `weed` command (SeaweedFS) is not installed")
     env_before = {k: os.environ.get(k) for k in AWS_VARS}
     corpus = "s3://no-such-bucket-here/corpus.txt"  # valid in form: only the tokenizer task can find out
-    with pytest.raises(RunFailed, match="failed in tokenizer: the bucket of s3://no-such-bucket-here.*run.log") as info:
-        run_local(synthetic=True, corpus=corpus, workdir=tmp_path / "runs", keep_store=None, quiet=True)
+    mine = subprocess.Popen(["sleep", "120"])  # the caller's own process: a failed run leaves it alone
+    try:
+        with pytest.raises(RunFailed, match="failed in tokenizer: the bucket of s3://no-such-bucket-here.*run.log") as info:
+            run_local(synthetic=True, corpus=corpus, workdir=tmp_path / "runs", keep_store=None, quiet=True)
+        assert mine.poll() is None
+    finally:
+        mine.kill()
+        mine.wait()
     assert "\x1b[" not in str(info.value)  # no terminal colour codes in the message
     (log,) = (tmp_path / "runs").glob("*/run.log")
     assert "scratchbert error: the bucket of s3://no-such-bucket-here" in log.read_text()
@@ -161,6 +167,53 @@ def test_failed_task_is_reported_the_server_stopped_and_the_run_marked_failed(tm
     assert not (tmp_path / "runs" / "s3-store").exists()  # keep_store=None: a temporary store
     summary = json.loads((log.parent / "summary.json").read_text())  # the run folder says it failed, and why
     assert summary["status"] == "failed" and "no-such-bucket-here" in summary["error"] and summary["log"] == str(log)
+
+
+def test_a_terminated_run_stops_its_task_processes_and_says_so(tmp_path):
+    """SIGTERM to run-local while pretraining runs: the training task does not train on orphaned,
+    the S3 server stops, and the run folder says the run was interrupted."""
+    import signal
+    import time
+
+    import psutil
+
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    workdir = tmp_path / "runs"
+    cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--synthetic", "--workdir", str(workdir),
+           "--max-steps", "100000", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def ours():  # every process still running for this run (the task processes name its folder)
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if p.pid != proc.pid and any(str(workdir) in arg for arg in p.info["cmdline"] or []):
+                    found.append(p)
+        return found
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            logs = list(workdir.glob("*/run.log"))
+            if logs and "Executing task 'pretrain'" in local_run._plain(logs[0].read_text()):
+                break
+            time.sleep(1)
+        time.sleep(3)  # the pretrain task is training
+        assert proc.poll() is None and ours(), "the run should be training now"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted" in proc.stderr.read()
+    time.sleep(1)
+    assert ours() == []  # no task process, no S3 server left behind
+    (summary_file,) = workdir.glob("*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "failed" and summary["error"] == "interrupted"
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -344,3 +397,22 @@ def test_library_never_imports_kfp():
     offenders = [str(p) for p in (ROOT / "src" / "scratchbert").rglob("*.py")
                  if any(line.lstrip().startswith(("import kfp", "from kfp")) for line in p.read_text().splitlines())]
     assert not offenders, f"the library imports kfp: {offenders}"
+
+
+def test_the_dataset_fan_out_is_one_stage_in_the_summary(tmp_path, monkeypatch):
+    """The part numbers, the per-part dataset tasks and the merge show as the dataset stage: its time
+    runs from the first part to the merge's end, and its numbers are the merged dataset's."""
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(local_run.time, "monotonic", lambda: next(clock))
+    monitor = local_run._Monitor(tmp_path / "run.log", verbose=False, quiet=True)
+    with monitor:
+        for task in ("corpus-part-numbers", "tokenizer", "dataset", "dataset", "dataset-merge"):
+            print(f"Executing task '{task}'")
+            print(f"Task '{task}' finished with status SUCCESS")
+    assert monitor.durations() == {"tokenizer": 10, "dataset": 50}  # 3 tasks: from the first start to the last end
+    outputs = tmp_path / "outputs" / "run"
+    for folder, examples in (("for-loop-1-iteration-0/dataset", 3), ("for-loop-1-iteration-1/dataset", 4),
+                             ("dataset-merge", 7)):
+        (outputs / folder / "dataset").mkdir(parents=True)
+        (outputs / folder / "dataset" / "metrics.json").write_text(json.dumps({"train_examples": examples}))
+    assert local_run.collect_results(tmp_path / "outputs") == {"dataset": {"train_examples": 7}}

@@ -1,12 +1,15 @@
 """The benchmarks' per-operator wall clock (``benchmarks/common.py``): what it attributes where."""
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from common import op_clock  # noqa: E402
+# benchmarks/ is a folder of scripts, not a package: load its shared module from its file
+_spec = importlib.util.spec_from_file_location("benchmarks_common", Path(__file__).resolve().parents[2] / "benchmarks" / "common.py")
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+op_clock = _common.op_clock
 
 
 def test_a_linear_layers_three_matmuls_land_in_their_roles_with_their_flops():
