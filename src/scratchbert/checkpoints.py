@@ -19,6 +19,14 @@ every checkpoint it mirrors to S3. Then:
 * while a run trains, it holds a lock on its folder, so a second process cannot train into
   the same checkpoints at the same time.
 
+Under torchrun only rank 0 claims the folder, writes the checkpoints and mirrors them; every
+other rank adds its own RNG state (``rng_state_<rank>.pth``, the Trainer's), which rank 0 also
+receives and writes when that rank runs on another node (:func:`rank_states_callback`). A
+multi-process checkpoint is complete once ``data_position.json`` is in it: rank 0 writes it
+after every rank has saved. The number of processes is part of the run (it sets the batch of
+a step and the order of the data), so a resume with another number is refused like any other
+change.
+
 The Trainer (``resume_from_checkpoint``, ``save_total_limit``) does the saving, loading and
 rotation; this module decides *which* checkpoint, if any, a run may resume.
 """
@@ -40,6 +48,7 @@ from scratchbert.errors import ScratchBertError
 log = logging.getLogger(__name__)
 
 RUN_RECORD = "scratchbert_run.json"
+DATA_POSITION = "data_position.json"  # scratchbert.shards.DATA_POSITION (not imported: numpy)
 RECORD_FORMAT = 1
 # PretrainConfig fields that change what a run trains (beyond the dataset and the model size).
 # Left out on purpose: where things are written, how often they are logged, evaluated or
@@ -51,8 +60,10 @@ MODEL_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
                 "max_position_embeddings", "type_vocab_size")
 
 
-def run_record(cfg, model_config, dataset_info: dict, dataset_fingerprint: str, precision: str) -> dict:
-    """What a pretraining run is: dataset, tokenizer, model size and the training settings."""
+def run_record(cfg, model_config, dataset_info: dict, dataset_fingerprint: str, precision: str,
+               world_size: int = 1) -> dict:
+    """What a pretraining run is: dataset, tokenizer, model size and the training settings
+    (``world_size``: the number of training processes, recorded when above 1)."""
     record = {
         "format": RECORD_FORMAT,
         "dataset": dataset_fingerprint,
@@ -62,6 +73,8 @@ def run_record(cfg, model_config, dataset_info: dict, dataset_fingerprint: str, 
     }
     if cfg.max_steps > 0:  # a step budget: the epoch count plays no part
         del record["training"]["epochs"]
+    if world_size > 1:  # left out of a single process's record, which stays as it was before torchrun
+        record["training"]["world_size"] = world_size
     return json.loads(json.dumps(record))  # as it reads back from the file
 
 
@@ -70,12 +83,15 @@ def differences(old: dict | None, new: dict) -> list[str]:
     if not isinstance(old, dict):
         return ["no record of the run that wrote them"]
     flat_old, flat_new = _flatten(old), _flatten(new)
+    for flat in (flat_old, flat_new):  # a single process's record leaves its world size out
+        flat.setdefault("training.world_size", 1)
     names = {"dataset": "dataset", "tokenizer": "tokenizer"}
+    labels = {"training.world_size": "training processes"}
     out = []
     for key in sorted(set(flat_old) | set(flat_new)):
         a, b = flat_old.get(key), flat_new.get(key)
         if a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
-            short = names.get(key, key.split(".")[-1])
+            short = names.get(key) or labels.get(key) or key.split(".")[-1]
             out.append(f"{short} {a} -> {b}" if key not in names else f"another {short}")
     return out
 
@@ -132,6 +148,18 @@ def damage(checkpoint: str | os.PathLike) -> str | None:
             json.loads(record.read_text())
         except (OSError, ValueError):
             return f"{RUN_RECORD} is damaged"
+    position = folder / DATA_POSITION
+    ranks = list(folder.glob("rng_state_*.pth"))  # a multi-process run's (one process writes rng_state.pth)
+    if not position.exists():
+        return f"{DATA_POSITION} is missing (the save of a multi-process run did not finish)" if ranks else None
+    try:
+        world_size = int(json.loads(position.read_text())["order"].get("world_size", 1))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{DATA_POSITION} is empty or damaged"
+    if world_size > 1:
+        missing = [r for r in range(world_size) if not (folder / f"rng_state_{r}.pth").is_file()]
+        if missing:
+            return f"rng_state_{missing[0]}.pth is missing"
     return None
 
 
@@ -322,7 +350,7 @@ class Checkpoints:
         claim = self
 
         class _Record(TrainerCallback):
-            def on_save(self, args, state, control, **kw):
+            def on_save(self, args, state, control, **kw):  # on rank 0, the one process that claims
                 checkpoint = claim.folder / f"checkpoint-{state.global_step}"
                 if not checkpoint.is_dir():
                     return
@@ -336,3 +364,50 @@ class Checkpoints:
                     storage.publish(checkpoint, claim.uri, version=checkpoint.name)
 
         return [_Record()]
+
+
+def rank_states_callback():
+    """A Trainer callback, for every process and first among the checkpoint callbacks: once each
+    rank has saved its part of a checkpoint, rank 0 gets every rank's RNG state and writes those
+    that are not in its folder (ranks on other nodes write theirs to their own disks). The gather
+    is also the barrier after which rank 0 completes the checkpoint (data position, run record,
+    mirror). Nothing happens in a single process."""
+    from transformers import TrainerCallback
+
+    from scratchbert import distributed
+
+    class _RankStates(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if args.world_size <= 1:
+                return
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            mine = folder / f"rng_state_{args.process_index}.pth"
+            states = distributed.gather_objects(mine.read_bytes() if mine.is_file() else None)
+            if states is None:
+                return
+            for rank, data in enumerate(states):
+                target = folder / f"rng_state_{rank}.pth"
+                if data is not None and not target.is_file():
+                    tmp = folder / f".{target.name}.tmp"
+                    tmp.write_bytes(data)
+                    os.replace(tmp, target)
+
+    return _RankStates()
+
+
+def fetch_mirrored(uri: str, checkpoint: str | os.PathLike) -> str:
+    """Download the checkpoint named like ``checkpoint`` (``checkpoint-N``) from the mirror at
+    ``uri`` into ``checkpoint``: the processes of a node that does not share rank 0's disk take
+    the checkpoint rank 0 resumes from this way. Returns its path; raises if it is not there."""
+    from scratchbert import storage
+
+    target = Path(checkpoint)
+    try:
+        manifest = storage.read_manifest(f"{uri.rstrip('/')}/{target.name}")
+    except storage.NotFound:
+        raise ScratchBertError(f"{target.name} is not mirrored at {uri}, so this node cannot resume from it; "
+                               "give --checkpoint-dir a folder every node shares") from None
+    if target.exists():
+        shutil.rmtree(target)
+    storage.fetch_published(manifest["uri"], target)
+    return str(target)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from scratchbert import params
+from scratchbert.distributed import is_main_process
 from scratchbert.errors import ScratchBertError
 
 log = logging.getLogger("scratchbert")
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scratchbert {args.command}: internal error: {type(e).__name__}: {_one_line(str(e))}; "
               f"the traceback is in {write_crash_log(args.command, e)} (please report it)", file=sys.stderr)
         return 1
-    if result is not None:
+    if result is not None and is_main_process():  # under torchrun, rank 0 prints the job's result
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
 

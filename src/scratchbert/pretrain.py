@@ -16,7 +16,11 @@ bf16/fp16 autocast, fused AdamW, periodic evaluation, checkpoints and
   (:func:`scratchbert.modeling.set_mlm_bias_to_unigram`), not at zero;
 * a *time budget*: ``time_budget_minutes`` stops training on the clock, and the learning
   rate schedule (linear warmup, then linear decay to zero) follows whichever of the step or
-  time budgets is further along, so a budgeted run still anneals to the end.
+  time budgets is further along, so a budgeted run still anneals to the end;
+* under ``torchrun`` (DDP, one process per device): rank 0 alone checks and writes the
+  outputs, claims and writes the checkpoints and their mirror, evaluates, and decides when the
+  clock has run out; the others wait for it and train on their part of each batch; the
+  metrics are the whole job's (:mod:`scratchbert.distributed`, docs/cluster.md section 11).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchbert import distributed
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import PRESETS
@@ -62,7 +67,7 @@ class PretrainConfig:
     max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs, or until the time budget when one is set.")
     epochs: float = param(1.0, help="Passes over the training set when --max-steps is -1 and there is no time budget.")
     time_budget_minutes: float = param(0.0, help="Stop training after this many minutes, the learning-rate schedule following the clock; 0 means no budget.")
-    batch_size: int = param(32, help="Examples per optimizer step (per device).")
+    batch_size: int = param(32, help="Examples per optimizer step and device (under torchrun the step's batch is this times the processes).")
     learning_rate: float = param(0.0, help="Peak learning rate; 0 picks the recipe's: 2e-3 from scratch (chosen for the small "
                                            "presets; BERT-base wants 1e-4 to 5e-4), 1e-4 continuing a starting model.")
     warmup_fraction: float = param(-1.0, help="Fraction of the budget (steps or time) spent warming the learning rate up; "
@@ -256,15 +261,16 @@ def pretrain(cfg: PretrainConfig) -> dict:
     checkpoint_dir = Path(cfg.checkpoint_dir or sibling(cfg.out, "checkpoints"))
     inputs = [cfg.dataset, cfg.tokenizer]
     check_distinct({"--out": cfg.out, "--logs": logs, "--checkpoint-dir": checkpoint_dir})
-    check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
-    check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
-    check_output(checkpoint_dir, stage=None, inputs=inputs, overwrite=True, what="--checkpoint-dir")  # its run: Checkpoints
+    if distributed.is_main_process():  # under torchrun, rank 0 alone touches the output places
+        check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
+        check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
+        check_output(checkpoint_dir, stage=None, inputs=inputs, overwrite=True, what="--checkpoint-dir")  # its run: Checkpoints
     import torch
+    from torch.utils.data import DataLoader
     from transformers import TrainingArguments, set_seed
 
     from scratchbert import shards
-    from scratchbert.checkpoints import Checkpoints, run_record
-    from scratchbert.modelcard import write_model_card
+    from scratchbert.checkpoints import Checkpoints, rank_states_callback, run_record
     from scratchbert.modeling import (
         build_config,
         check_tokenizer_matches,
@@ -298,14 +304,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
             from transformers import BertForPreTraining
 
             model = BertForPreTraining(config)
-    # the run is what it trains with: the recipe's learning rate and warmup where 0 / -1 picked them
-    settings = dataclasses.replace(cfg, learning_rate=learning_rate, warmup_fraction=warmup_fraction)
-    run = Checkpoints(checkpoint_dir, run_record(settings, model.config, info, info["id"], precision),
-                      overwrite=cfg.overwrite, uri=cfg.checkpoint_uri)
-    resume = run.resume
-    if cfg.unigram_bias and resume is None and not cfg.init_model:  # a resumed or starting model has its trained bias
-        set_mlm_bias_to_unigram(model, stored_token_counts(cfg.dataset, len(tokenizer), tokenizer.all_special_ids))
-
+    # Both model classes take **kwargs, from which the Trainer concludes that they normalise the
+    # loss by its num_items_in_batch (they do not: each averages over its own batch); under DDP it
+    # would then gather that count every step and multiply the loss by the number of processes.
+    model.accepts_loss_kwargs = False
     eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
@@ -326,12 +328,25 @@ def pretrain(cfg: PretrainConfig) -> dict:
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
         report_to=report_to(), seed=cfg.seed, disable_tqdm=hide_progress(),
+        # DDP (under torchrun): every parameter gets a gradient every step (the sparse head's
+        # included), so no search for unused ones
+        ddp_find_unused_parameters=False,
         **step_arguments(cfg.num_workers),
     )
+    rank, world_size = args.process_index, args.world_size  # sets up the process group under torchrun
+    # the run is what it trains with: the recipe's learning rate and warmup where 0 / -1 picked them
+    settings = dataclasses.replace(cfg, learning_rate=learning_rate, warmup_fraction=warmup_fraction)
+    record = run_record(settings, model.config, info, info["id"], precision, world_size=world_size)
+    run = distributed.on_main(lambda: Checkpoints(checkpoint_dir, record, overwrite=cfg.overwrite, uri=cfg.checkpoint_uri))
+    resume = distributed.broadcast_object(run.resume if run else None)
+    if resume is not None and world_size > 1:
+        _see_checkpoint(resume, cfg.checkpoint_uri, args.local_process_index)
+    if cfg.unigram_bias and resume is None and not cfg.init_model:  # a resumed or starting model has its trained bias
+        set_mlm_bias_to_unigram(model, stored_token_counts(cfg.dataset, len(tokenizer), tokenizer.all_special_ids))
     train_examples = shards.ShardedExamples(cfg.dataset, "train")
     sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
                                        lengths=train_examples.lengths if cfg.group_by_length else None,
-                                       rank=args.process_index, world_size=args.world_size)
+                                       rank=rank, world_size=world_size)
     train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window) + 1
 
     tokens = {"count": 0}
@@ -354,31 +369,72 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 tokens["count"] = tokens["count"] + inputs["attention_mask"].sum()
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kw)
 
-    callbacks = [shards.data_position_callback(sampler, info["id"], resume), *run.callbacks()]
+        def get_eval_dataloader(self, eval_dataset=None):
+            # A fresh collator with the run's seed for each evaluation: every evaluation masks the
+            # validation examples alike (comparable along the run, and equal whatever the number of
+            # processes), and none draws from the training's random numbers.
+            loader = DataLoader(eval_dataset if eval_dataset is not None else self.eval_dataset,
+                                batch_size=self.args.eval_batch_size, pin_memory=self.args.dataloader_pin_memory,
+                                collate_fn=MlmNspCollator(tokenizer, cfg.mlm_probability, seed=cfg.seed,
+                                                          pad_to_multiple_of=collator.pad_to_multiple_of,
+                                                          mlm_positions=cfg.sparse_head))
+            return loader if world_size > 1 else self.accelerator.prepare(loader)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            if world_size == 1:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            # Under DDP the stock loop splits the set over the ranks, repeats examples to even out
+            # the last batch and gathers the results. Rank 0 evaluates the whole set alone instead,
+            # as one process would (the same batches and masks, so the same numbers), and sends the
+            # metrics to the others: seconds at the default 2,000 examples.
+            metrics = distributed.broadcast_object(distributed.on_main(
+                lambda: _evaluate_alone(self, super(_Trainer, self).evaluate, eval_dataset, ignore_keys, metric_key_prefix)))
+            if rank != 0:
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    collator = MlmNspCollator(tokenizer, cfg.mlm_probability,
+                              pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
+                              mlm_positions=cfg.sparse_head)
+    callbacks = [rank_states_callback(), shards.data_position_callback(sampler, info["id"], resume),
+                 *(run.callbacks() if run else [])]
     trainer = _Trainer(model=model, args=args, train_dataset=train_examples, eval_dataset=eval_ds,
-                       data_collator=MlmNspCollator(tokenizer, cfg.mlm_probability,
-                                                    pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
-                                                    mlm_positions=cfg.sparse_head),
-                       callbacks=callbacks,
+                       data_collator=collator, callbacks=callbacks,
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
     budget.install(trainer)
     keep_stdout_for_the_result(trainer)
+    if rank:  # the Trainer seeded every rank alike; each rank masks its examples with its own random numbers
+        set_seed(cfg.seed + rank)
     with keep_freed_memory():
         t0 = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
         train_seconds = time.perf_counter() - t0
         tokens["count"] = int(tokens["count"])
         final_eval = trainer.evaluate() if len(eval_ds) else {}
+    # the whole job's: every rank's tokens, the slowest rank's time, the mean of the ranks' mean
+    # losses (each rank's is the same logged, all-ranks mean plus its own last, unlogged steps)
+    tokens_total = distributed.all_reduce_sum(tokens["count"])
+    train_seconds = distributed.all_reduce_max(train_seconds)
+    train_loss = distributed.all_reduce_sum(float(result.training_loss)) / world_size
     metrics = {
-        "train_loss": result.training_loss, "steps": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 2), "train_tokens": tokens["count"],
-        "tokens_per_second": tokens["count"] / max(train_seconds, 1e-9),
+        "train_loss": train_loss, "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 2), "train_tokens": tokens_total,
+        "tokens_per_second": tokens_total / max(train_seconds, 1e-9), "world_size": world_size,
         "parameters": count_parameters(model), "precision": precision, "attention": attention,
         "resumed": bool(resume), "learning_rate": learning_rate, "warmup_fraction": warmup_fraction,
         "init_model": cfg.init_model,
         **{k.replace("eval_", "val_"): v for k, v in final_eval.items() if isinstance(v, (int, float))},
     }
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
+    distributed.on_main(lambda: _write_outputs(cfg, trainer, tokenizer, info, inputs, logs, checkpoint_dir, metrics, run))
+    return metrics
+
+
+def _write_outputs(cfg: PretrainConfig, trainer, tokenizer, info: dict, inputs: list, logs: Path, checkpoint_dir: Path,
+                   metrics: dict, run) -> None:
+    """The model folder and the records, each put in place whole; then the checkpoints go (rank 0 alone)."""
+    from scratchbert.modelcard import write_model_card
+
     with (atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite,
                             marker={"tokenizer_fingerprint": info["tokenizer_fingerprint"]}) as tmp,
           atomic_output_dir(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs") as tmp_logs):
@@ -393,7 +449,42 @@ def pretrain(cfg: PretrainConfig) -> dict:
         if tb.is_dir():
             shutil.copytree(tb, tmp_logs / "tensorboard")
     run.finish(keep=cfg.keep_checkpoints)
-    return metrics
+
+
+def _see_checkpoint(resume: str, uri: str, local_rank: int) -> None:
+    """Make sure this process can read ``resume``, the checkpoint rank 0 resumes from: on a node
+    that does not share rank 0's disk, the node's first process takes it from the mirror at
+    ``uri`` (if any); a process that still cannot read it stops the job, on every rank, in one line."""
+    import socket
+
+    from scratchbert.checkpoints import damage, fetch_mirrored
+
+    problem = None
+    if local_rank == 0 and uri and damage(resume) is not None:
+        try:
+            fetch_mirrored(uri, resume)
+        except ScratchBertError as e:
+            problem = str(e)
+    distributed.barrier()
+    if problem is None and damage(resume) is not None:
+        problem = (f"{socket.gethostname()} cannot read {resume}, the checkpoint rank 0 resumes from; give "
+                   "--checkpoint-dir a folder every node shares, or a --checkpoint-uri to take it from")
+    distributed.raise_if_any(problem)
+
+
+def _evaluate_alone(trainer, evaluate, eval_dataset, ignore_keys, metric_key_prefix) -> dict:
+    """``evaluate`` (the Trainer's) on rank 0 with the ranks' exchanges turned off: the evaluation
+    DataLoader is not split (``get_eval_dataloader``), and nothing is padded or gathered across
+    processes; the model it runs is the unwrapped one (the Trainer evaluates under ``no_grad``
+    without DDP)."""
+    accelerator = trainer.accelerator
+    accelerator.pad_across_processes = lambda tensor, *a, **kw: tensor  # an instance attribute, removed below
+    trainer.gather_function = lambda tensor: tensor
+    try:
+        return evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+    finally:
+        del accelerator.pad_across_processes
+        trainer.gather_function = accelerator.gather_for_metrics
 
 
 def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):

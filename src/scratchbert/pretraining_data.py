@@ -543,8 +543,10 @@ class MlmNspCollator:
     padding and the special-token mask are done here with tensor operations because the
     stock collator pads through the tokenizer and finds special tokens with a Python loop
     per sequence, which costs more than a small model's training step on a CPU.
-    ``seed`` fixes the masking (evaluation); leave it ``None`` for training so that each
-    DataLoader worker draws its own masks. ``mlm_positions``: also return the sparse
+    ``seed`` fixes the masking (evaluation); leave it ``None`` for training, where a batch of
+    :class:`scratchbert.shards.Batch` is masked from its own ``mask_seed`` (the same masks
+    whenever the batch is read, so a resumed run continues exactly), and any other from the
+    process's (each DataLoader worker's) random numbers. ``mlm_positions``: also return the sparse
     prediction head's rows (:func:`scratchbert.modeling.masked_positions`), found here on the
     CPU rather than by the model on the device.
     """
@@ -584,7 +586,14 @@ class MlmNspCollator:
             # torch_mask_tokens draws from ``generator``, which the stock collator creates
             # from ``seed`` in its own __call__ (per DataLoader worker), not here.
             self._masker.create_rng()
-        input_ids, labels = self._masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
+        keyed = self._masker.seed is None and getattr(examples, "mask_seed", None) is not None
+        if keyed:
+            self._masker.generator = torch.Generator().manual_seed(examples.mask_seed)
+        try:
+            input_ids, labels = self._masker.torch_mask_tokens(input_ids, special_tokens_mask=special)
+        finally:
+            if keyed:
+                self._masker.generator = None
         batch = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
                  "labels": labels,
                  "next_sentence_label": torch.tensor([int(e["next_sentence_label"]) for e in examples])}

@@ -5,12 +5,19 @@ The schedule is a linear warmup over ``warmup_fraction`` of the budget, then a l
 zero at its end. With a time budget the clock stops the run and the schedule follows
 whichever of the step count or the clock is further along, so a budgeted run still anneals to
 the end of its minutes. The Trainer's ``lr_scheduler_type`` has no clock, hence this.
+
+The clock is read once per step, at its end, by rank 0 alone under torchrun, and that reading
+is sent to every process (:func:`scratchbert.distributed.broadcast_float`): every rank stops on
+the same step and applies the same learning rate (DDP needs both; each process's own clock
+starts and runs a little apart).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+from scratchbert import distributed
 
 # The step count given to the Trainer when only the clock ends the run.
 OPEN_ENDED_STEPS = 10_000_000
@@ -32,6 +39,7 @@ class Budget:
         self.warmup_fraction = warmup_fraction
         self.label = label
         self.start: float | None = None
+        self.clock = 0.0  # seconds of training at the end of the last step, as rank 0 read them
 
     @property
     def open_ended(self) -> bool:
@@ -51,8 +59,8 @@ class Budget:
 
         def schedule(step: int) -> float:
             progress = step / total if total else 0.0
-            if self.seconds and self.start is not None:
-                progress = max(progress, self.elapsed() / self.seconds)
+            if self.seconds:
+                progress = max(progress, self.clock / self.seconds)
             return lr_lambda(min(progress, 1.0), self.warmup_fraction)
 
         return schedule
@@ -79,8 +87,9 @@ class Budget:
         return BudgetTrainer
 
     def callbacks(self) -> list:
-        """The clock (it starts with training and stops it when the minutes are spent) and, when
-        only the clock ends the run, a progress bar in seconds in place of the step bar."""
+        """The clock (it starts with training and stops it when the minutes are spent: rank 0's
+        reading, on every rank) and, when only the clock ends the run, a progress bar in seconds
+        in place of the step bar."""
         from transformers import TrainerCallback
 
         budget = self
@@ -88,9 +97,13 @@ class Budget:
         class _Clock(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
                 budget.start = time.monotonic()
+                budget.clock = 0.0
 
             def on_step_end(self, args, state, control, **kw):
-                if budget.seconds and budget.elapsed() >= budget.seconds:
+                if not budget.seconds:
+                    return
+                budget.clock = distributed.broadcast_float(budget.elapsed())  # one message per step, no GPU sync
+                if budget.clock >= budget.seconds:
                     control.should_training_stop = True
                     control.should_save = False
 
@@ -116,11 +129,15 @@ def _time_progress(budget: Budget):
         loss = "-"
 
         def on_train_begin(self, args, state, control, **kw):
+            if not state.is_world_process_zero:  # one bar for a torchrun job, as the Trainer's own
+                return
             # mininterval: one redraw a second, not one per step (pod logs keep every redraw)
             self.bar = tqdm(total=int(budget.seconds), unit="s", desc=f"{budget.label} (time budget)", mininterval=1.0)
 
         def on_step_end(self, args, state, control, **kw):
-            elapsed = min(int(budget.elapsed()), int(budget.seconds))
+            if self.bar is None:
+                return
+            elapsed = min(int(budget.clock), int(budget.seconds))
             if elapsed > self.bar.n:
                 self.bar.set_postfix(step=state.global_step, loss=self.loss, refresh=False)
                 self.bar.update(elapsed - self.bar.n)  # redraws at most once per mininterval

@@ -239,6 +239,21 @@ class _Shard:
             if self.table.num_rows else np.zeros(0, np.int16)
 
 
+class Batch(list):
+    """A list (a batch's example indices, or its examples) with ``mask_seed``, the seed its MLM
+    masks are drawn from (:class:`scratchbert.pretraining_data.MlmNspCollator`).
+
+    :class:`ShardBatchSampler` gives each batch of an epoch its own seed (from the run's seed,
+    the epoch, the step and the rank), and :meth:`ShardedExamples.__getitems__` passes it on to
+    the examples. A batch is then masked alike whenever it is read: a resumed run masks as the
+    uninterrupted run did, although the DataLoader reads ahead of the step that a checkpoint
+    records (masks drawn from the process's random numbers would be drawn before the save and
+    again after the resume), and however many DataLoader workers there are.
+    """
+
+    mask_seed: int | None = None
+
+
 class ShardedExamples:
     """A split's examples by global index (shard by shard, in index order), for a ``DataLoader``.
 
@@ -285,8 +300,10 @@ class ShardedExamples:
         s, j = self.locate(int(i))
         return self.shard(s).example(j)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        return [self[i] for i in indices]
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        examples = Batch(self[i] for i in indices)
+        examples.mask_seed = getattr(indices, "mask_seed", None)
+        return examples
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_open": OrderedDict()}
@@ -304,20 +321,25 @@ class ShardBatchSampler:
 
     1. the shards are put in a random order;
     2. their examples, one shard after the other, are cut into windows of ``window``
-       examples (a multiple of the batch size), and each window is shuffled: the shuffle
+       examples (a multiple of the global batch, 4.), and each window is shuffled: the shuffle
        buffer, whose memory-mapped pages are all the reader keeps resident;
     3. with ``lengths`` (a function: shard -> its examples' token counts), each window is
        grouped by length as transformers' ``LengthGroupedSampler`` does: megabatches of
        50 batches sorted longest first (the epoch's longest example leads, so an
        out-of-memory error comes early), so batches are padded little;
-    4. batch ``b`` of the epoch goes to rank ``b % world_size``; every rank gets
-       ``len(self)`` batches (the last ``total % world_size`` batches of an epoch are left out,
-       so that all ranks step together) and no example is given to two ranks.
+    4. with ``world_size`` processes, the order is cut into *global* batches of
+       ``batch_size * world_size`` examples (the job's batch: the order a single process with
+       that batch size would read), and each is dealt out: rank ``r`` takes its examples
+       ``r, r + world_size, ...``, so every rank gets ``batch_size`` examples of alike lengths.
 
-    An epoch has ``ceil(examples / batch_size)`` batches whatever the seed, so a resumed run
-    finds its place from the step count alone, and nothing is read for the skipped batches.
-    Every rank computes the same global order from indices alone, so ranks need no
-    communication to agree on it (:func:`trainer_dataloader` gives it to the Trainer).
+    Every example comes exactly once per epoch, to one rank, and every rank takes the same
+    number of steps (DDP needs that): the epoch's last global batch, when smaller, is dealt the
+    same way (ranks get sizes that differ by one at most), and when it has fewer examples than
+    there are ranks, the batch before it takes them (a step of one example more on some ranks).
+    An epoch has ``len(self)`` steps whatever the seed, so a resumed run finds its place from
+    the step count alone, and nothing is read for the skipped batches. Every rank computes the
+    same global order from indices alone, so ranks need no communication to agree on it
+    (:func:`trainer_dataloader` gives it to the Trainer).
     """
 
     def __init__(self, shard_sizes: Sequence[int], batch_size: int, *, seed: int = 0, window: int = DEFAULT_WINDOW,
@@ -328,9 +350,12 @@ class ShardBatchSampler:
             raise ScratchBertError(f"rank {rank} must lie in [0, world size {world_size})")
         self.sizes = [int(n) for n in shard_sizes]
         self.offsets = np.cumsum([0, *self.sizes])
+        if 0 < self.examples < world_size:
+            raise ScratchBertError(f"the training split has {self.examples} examples, fewer than the {world_size} "
+                                   "training processes; train with fewer processes or on more data")
         self.batch_size, self.seed, self.lengths = batch_size, seed, lengths
-        self.window = max(batch_size, window // batch_size * batch_size)
         self.rank, self.world_size = rank, world_size
+        self.window = max(self.global_batch, window // self.global_batch * self.global_batch)
         self.epoch = 0
 
     @property
@@ -338,12 +363,14 @@ class ShardBatchSampler:
         return int(self.offsets[-1])
 
     @property
-    def batches_per_epoch(self) -> int:
-        """Batches of the whole epoch, over all ranks."""
-        return -(-self.examples // self.batch_size)
+    def global_batch(self) -> int:
+        """Examples per step over all ranks."""
+        return self.batch_size * self.world_size
 
     def __len__(self) -> int:
-        return self.batches_per_epoch // self.world_size
+        """Steps (batches per rank) of an epoch."""
+        full, rest = divmod(self.examples, self.global_batch)
+        return full + (rest >= self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -354,26 +381,37 @@ class ShardBatchSampler:
                 "group_by_length": self.lengths is not None, "world_size": self.world_size,
                 "examples": self.examples, "shards": len(self.sizes)}
 
-    def __iter__(self) -> Iterator[list[int]]:
-        last = len(self) * self.world_size
-        for b, batch in enumerate(self.global_batches()):
-            if b >= last:
-                return
-            if b % self.world_size == self.rank:
-                yield batch.tolist()
+    def __iter__(self) -> Iterator[Batch]:
+        held = None  # one global batch held back, to take in a last one too small to deal out
+        step = 0
+        for batch in self.global_batches():
+            if held is not None and len(batch) < self.world_size:
+                held = np.concatenate([held, batch])
+                continue
+            if held is not None:
+                yield self._batch(held, step)
+                step += 1
+            held = batch
+        if held is not None and len(held) >= self.world_size:
+            yield self._batch(held, step)
+
+    def _batch(self, global_batch: np.ndarray, step: int) -> Batch:
+        batch = Batch(global_batch[self.rank::self.world_size].tolist())
+        batch.mask_seed = int(np.random.SeedSequence([self.seed, self.epoch, step, self.rank]).generate_state(1)[0])
+        return batch
 
     def global_batches(self) -> Iterator[np.ndarray]:
-        """Every batch of the epoch, all ranks together."""
+        """The epoch's global batches (``global_batch`` examples, the last one maybe fewer), all ranks together."""
         rng = np.random.default_rng([self.seed, self.epoch])
         first = True
         for ids, lengths in self._windows(rng.permutation(len(self.sizes))):
             perm = rng.permutation(len(ids))
             ids = ids[perm]
             if lengths is not None:
-                ids = _group_by_length(ids, lengths[perm], self.batch_size, first)
+                ids = _group_by_length(ids, lengths[perm], self.global_batch, first)
             first = False
-            for a in range(0, len(ids), self.batch_size):
-                yield ids[a:a + self.batch_size]
+            for a in range(0, len(ids), self.global_batch):
+                yield ids[a:a + self.global_batch]
 
     def _windows(self, shard_order) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         ids: list[np.ndarray] = []
@@ -448,7 +486,8 @@ def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSa
     prepared = trainer.accelerator.prepare(loader)
     dealer = getattr(prepared, "batch_sampler", None)
     if getattr(dealer, "batch_sampler", None) is sampler:  # accelerate's BatchSamplerShard: a pass-through
-        dealer.num_processes, dealer.process_index = 1, 0
+        # even_batches off: it would fill an epoch's smaller last batch up with the epoch's first examples
+        dealer.num_processes, dealer.process_index, dealer.even_batches = 1, 0, False
     return prepared
 
 
@@ -458,7 +497,7 @@ def data_position(sampler: ShardBatchSampler, dataset_id: str, batches_done: int
     per_epoch = max(len(sampler), 1)
     epoch, batch = divmod(batches_done, per_epoch)
     return {"epoch": epoch, "batch_in_epoch": batch, "batches": batches_done,
-            "examples": batches_done * sampler.batch_size * sampler.world_size,
+            "examples": epoch * sampler.examples + batch * sampler.global_batch,  # all ranks together
             "order": {"dataset": dataset_id, **sampler.describe()}}
 
 
@@ -479,8 +518,9 @@ def check_data_position(checkpoint: str | os.PathLike, sampler: ShardBatchSample
 
 
 def data_position_callback(sampler: ShardBatchSampler, dataset_id: str, resume: str | None = None):
-    """A Trainer callback that writes ``data_position.json`` into every checkpoint and, on a
-    resumed run, checks the checkpoint's against this run's data order first."""
+    """A Trainer callback that writes ``data_position.json`` into every checkpoint (rank 0 alone,
+    the checkpoint's last file) and, on a resumed run, checks the checkpoint's against this
+    run's data order first."""
     from transformers import TrainerCallback
 
     class _DataPosition(TrainerCallback):
@@ -490,7 +530,7 @@ def data_position_callback(sampler: ShardBatchSampler, dataset_id: str, resume: 
 
         def on_save(self, args, state, control, **kw):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            if args.should_save and folder.is_dir():
                 write_json(folder / DATA_POSITION, data_position(
                     sampler, dataset_id, state.global_step * args.gradient_accumulation_steps))
 

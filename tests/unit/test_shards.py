@@ -134,19 +134,72 @@ def test_length_grouping_pads_less_and_leads_with_the_longest_example():
     assert all_lengths[first[0]] == all_lengths.max()
 
 
-def test_ranks_get_disjoint_batches_and_the_same_number_of_steps():
-    n = sum(SIZES)
-    per_rank = [list(shards.ShardBatchSampler(SIZES, 16, seed=5, rank=r, world_size=3, lengths=_lengths())) for r in range(3)]
-    single = list(shards.ShardBatchSampler(SIZES, 16, seed=5, lengths=_lengths()))
-    assert len({len(b) for b in per_rank}) == 1 and len(per_rank[0]) == len(single) // 3
-    seen = [i for batches in per_rank for b in batches for i in b]
-    assert len(seen) == len(set(seen))  # no example on two ranks
-    # rank r gets global batches r, r + 3, ...: the single-process order dealt out
-    for r in range(3):
-        assert per_rank[r] == single[r::3][:len(per_rank[r])]
-    assert n - len(seen) < 3 * 16  # only the last, incomplete round is left out
+@pytest.mark.parametrize("sizes, batch, world, last", [
+    (SIZES, 16, 3, [6, 6, 6]),  # 1122 = 23 x 48 + 18: a smaller last step
+    (SIZES, 16, 2, [1, 1]),  # 1122 = 35 x 32 + 2: one example each
+    ([50, 51], 10, 3, [4, 4, 3]),  # 101 = 3 x 30 + 11: uneven by one
+    ([31], 10, 3, [11, 10, 10]),  # 31 = 30 + 1: one example cannot go to 3 ranks, the step before takes it
+    ([62], 10, 3, [11, 11, 10]),  # 62 = 2 x 30 + 2
+    ([60], 10, 3, [10, 10, 10]),  # even
+])
+def test_ranks_see_every_example_once_per_epoch_in_steps_of_the_job_batch(sizes, batch, world, last):
+    """Rank r's batches over two epochs: together, every example exactly once per epoch; the same
+    number of steps on every rank; each step is a global batch of the single-process order with
+    the job's batch size (batch x world), dealt out."""
+    lengths = [np.random.default_rng(s).integers(10, 129, size=n) for s, n in enumerate(sizes)]
+    n = sum(sizes)
+
+    def sampler(rank, size, batch_size):
+        return shards.ShardBatchSampler(sizes, batch_size, seed=5, window=64, rank=rank, world_size=size,
+                                        lengths=lambda s: lengths[s])
+
+    ranks = [sampler(r, world, batch) for r in range(world)]
+    single = sampler(0, 1, batch * world)
+    for epoch in (0, 1):
+        per_rank = [_epoch(s, epoch) for s in ranks]
+        steps = len(ranks[0])
+        assert [len(b) for b in per_rank] == [steps] * world  # DDP: the same number of steps everywhere
+        assert sorted(i for b in per_rank for batch_ in b for i in batch_) == list(range(n))  # each once
+        assert [len(b[-1]) for b in per_rank] == last
+        assert all(len(b) == batch for r in per_rank for b in r[:-1])
+        job = _epoch(single, epoch)
+        for step in range(steps):
+            union = sorted(i for r in per_rank for i in r[step])
+            assert union == sorted(job[step] if step < steps - 1 else [i for b in job[step:] for i in b])
+    assert _epoch(ranks[0], 0) != _epoch(ranks[0], 1)
+
+
+def test_a_rank_outside_the_world_or_more_ranks_than_examples_is_refused():
     with pytest.raises(ScratchBertError, match="rank 3 must lie"):
         shards.ShardBatchSampler(SIZES, 16, rank=3, world_size=3)
+    with pytest.raises(ScratchBertError, match="the training split has 2 examples, fewer than the 3 training processes"):
+        shards.ShardBatchSampler([2], 4, rank=0, world_size=3)
+
+
+def test_a_batch_is_masked_from_its_own_seed_whenever_it_is_read(built_dataset):
+    """Each batch of the order carries a seed of its own (run seed, epoch, step, rank), which
+    the examples read for it keep: masked twice, with other draws from the process's random
+    numbers in between (a DataLoader reading ahead), it gets the same masks."""
+    import torch
+
+    from scratchbert.pretraining_data import MlmNspCollator
+    from scratchbert.tokenizer import load_tokenizer
+
+    examples = shards.ShardedExamples(built_dataset)
+    order = [list(shards.ShardBatchSampler(examples.sizes, 8, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    seeds = {b.mask_seed for r in order for b in r}
+    assert len(seeds) == 2 * len(order[0])  # none shared by two steps or two ranks
+    again = shards.ShardBatchSampler(examples.sizes, 8, seed=1, rank=0, world_size=2)
+    assert [b.mask_seed for b in again] == [b.mask_seed for b in order[0]]
+    collate = MlmNspCollator(load_tokenizer(built_dataset / "tokenizer"))
+    batch = examples.__getitems__(order[0][3])
+    assert batch.mask_seed == order[0][3].mask_seed
+    first = collate(batch)
+    torch.rand(1000)
+    second = collate(batch)
+    assert torch.equal(first["labels"], second["labels"]) and torch.equal(first["input_ids"], second["input_ids"])
+    plain = [collate(list(batch))["labels"] for _ in range(2)]  # no seed: the process's random numbers
+    assert not torch.equal(*plain)
 
 
 def test_the_trainer_dataloader_leaves_the_dealing_to_the_sampler():
@@ -181,7 +234,7 @@ def test_data_position_is_checked_on_resume(tmp_path):
     sampler = shards.ShardBatchSampler(SIZES, 16, seed=5)
     position = shards.data_position(sampler, "abc", batches_done=len(sampler) + 3)
     assert position["epoch"] == 1 and position["batch_in_epoch"] == 3
-    assert position["examples"] == (len(sampler) + 3) * 16
+    assert position["examples"] == sum(SIZES) + 3 * 16  # an epoch, then 3 batches
     from scratchbert.outputs import write_json
 
     write_json(tmp_path / shards.DATA_POSITION, position)
