@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchbert import progress
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import atomic_output_dir, check_output, write_json
 from scratchbert.params import check, finite, param
@@ -85,7 +86,6 @@ def mlm_nsp_metrics(model, tokenizer, dataset, batch_size: int = 128, mlm_probab
     """MLM accuracy, NSP accuracy, perplexity of ``model`` on ``dataset`` under a seeded masking."""
     import torch
     from torch.nn import functional as F
-    from tqdm.auto import tqdm
 
     from scratchbert.pretraining_data import MlmNspCollator
 
@@ -94,7 +94,7 @@ def mlm_nsp_metrics(model, tokenizer, dataset, batch_size: int = 128, mlm_probab
     correct = total = nsp_correct = 0
     loss_sum = nsp_loss_sum = 0.0
     with torch.inference_mode():
-        for start in tqdm(range(0, len(dataset), batch_size), desc="evaluate", unit="batch"):
+        for start in progress.bar(range(0, len(dataset), batch_size), desc="evaluate", unit="batch"):
             batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)

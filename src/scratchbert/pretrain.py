@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchbert import distributed
+from scratchbert import distributed, progress
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import PRESETS
@@ -327,7 +327,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         remove_unused_columns=False, label_names=["labels", "next_sentence_label"],
-        report_to=report_to(), seed=cfg.seed, disable_tqdm=hide_progress(),
+        report_to=report_to(), seed=cfg.seed, disable_tqdm=progress.hidden(),
         # DDP (under torchrun): every parameter gets a gradient every step (the sparse head's
         # included), so no search for unused ones
         ddp_find_unused_parameters=False,
@@ -402,7 +402,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                        data_collator=collator, callbacks=callbacks,
                        compute_metrics=_mlm_nsp_metrics, preprocess_logits_for_metrics=_per_example_counts)
     budget.install(trainer)
-    keep_stdout_for_the_result(trainer)
+    progress.keep_stdout_for_the_result(trainer)
     if rank:  # the Trainer seeded every rank alike; each rank masks its examples with its own random numbers
         set_seed(cfg.seed + rank)
     with keep_freed_memory():
@@ -518,20 +518,6 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
         log.warning("starting model %s has no %s; new ones are trained from random weights", cfg.init_model,
                     " and ".join(new))
     return model
-
-
-def hide_progress() -> bool:
-    """The Trainer's ``disable_tqdm``: bars unless the command runs with ``-q`` (the Trainer's own
-    default hides them whenever its log level is warning, which is ours without ``-v``)."""
-    return os.environ.get("SCRATCHBERT_VERBOSITY") == "quiet"
-
-
-def keep_stdout_for_the_result(trainer) -> None:
-    """With its bars hidden the Trainer prints every log record to stdout instead
-    (``PrinterCallback``); stdout carries the command's JSON result, and the records are in the logs."""
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
 
 
 def report_to() -> list[str]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchbert import shards
+from scratchbert import progress, shards
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import masked_positions
 from scratchbert.outputs import atomic_output_dir, check_output, write_json
@@ -345,7 +345,6 @@ def build_dataset(cfg: DatasetConfig) -> dict:
     cfg.validate()
     inputs = [cfg.corpus, cfg.valid_corpus, cfg.tokenizer]
     check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
-    from tqdm.auto import tqdm
 
     from scratchbert.corpus import corpus_bytes
 
@@ -364,7 +363,7 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         size = None if cfg.valid_corpus else corpus_bytes(cfg.corpus)
         if size is not None and cfg.max_corpus_bytes:
             size = min(size, cfg.max_corpus_bytes)
-        with tqdm(total=size, unit="B", unit_scale=True, desc="MLM+NSP examples") as bar:
+        with progress.bar(total=size, unit="B", unit_scale=True, desc="MLM+NSP examples") as bar:
             for r in _results(_progress(_tasks(cfg, seen), bar), settings, num_proc):
                 writers[r["split"]].write(r["ids"], r["offsets"], r["types"], r["labels"])
                 t = totals[r["split"]]

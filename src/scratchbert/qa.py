@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scratchbert import starting_model
+from scratchbert import progress, starting_model
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
@@ -627,7 +627,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
 
     from scratchbert.modelcard import write_model_card
     from scratchbert.modeling import check_tokenizer_matches
-    from scratchbert.pretrain import hide_progress, keep_stdout_for_the_result, report_to
+    from scratchbert.pretrain import report_to
 
     tokenizer, config = _load_tokenizer_and_config(model_dir)
     if getattr(config, "model_type", None) != "bert":
@@ -687,7 +687,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             seed=cfg.seed,
             dataloader_num_workers=cfg.num_workers,
             dataloader_pin_memory=torch.cuda.is_available(),
-            disable_tqdm=hide_progress(),
+            disable_tqdm=progress.hidden(),
         )
         trainer = budget.trainer_class()(
             model=model,
@@ -697,7 +697,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             processing_class=tokenizer,
         )
         budget.install(trainer)
-        keep_stdout_for_the_result(trainer)
+        progress.keep_stdout_for_the_result(trainer)
         t0 = time.perf_counter()
         with keep_freed_memory():  # on a CPU, reuse freed memory (scratchbert.allocator)
             train_result = trainer.train()
@@ -800,7 +800,6 @@ def _score(cfg: QAScoreConfig, model_dir: Path) -> dict:
     from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments
 
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches
-    from scratchbert.pretrain import hide_progress
 
     tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder")
     check_model_kind(model_dir, config, "question-answering",
@@ -818,7 +817,7 @@ def _score(cfg: QAScoreConfig, model_dir: Path) -> dict:
     t0 = time.perf_counter()
     with atomic_output_dir(cfg.out, stage="qa-score", inputs=[cfg.model, cfg.squad_dev], overwrite=cfg.overwrite) as out:
         args = TrainingArguments(output_dir=str(out / "trainer"), per_device_eval_batch_size=cfg.batch_size, bf16=bf16,
-                                 use_cpu=not torch.cuda.is_available(), report_to=["none"], disable_tqdm=hide_progress())
+                                 use_cpu=not torch.cuda.is_available(), report_to=["none"], disable_tqdm=progress.hidden())
         trainer = Trainer(model=model, args=args, processing_class=tokenizer,
                           data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None))
         predictions, scores = _predict_and_score(trainer, eval_set, eval_features, cfg.n_best, cfg.max_answer_len)

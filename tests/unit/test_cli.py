@@ -93,10 +93,15 @@ def test_verbosity_flags_set_the_log_level(monkeypatch):
     assert os.environ["TQDM_DISABLE"] == "1"  # the last one, --quiet, turns progress bars off
 
 
-def test_quiet_training_prints_the_result_and_nothing_on_stderr(built_dataset, tmp_path):
-    """`-q`: no progress bars (the Trainer's, transformers' weight loading) and no log lines; the
-    result still comes on stdout."""
+def test_quiet_stages_print_the_result_and_nothing_on_stderr(synthetic_corpus, trained_tokenizer, built_dataset,
+                                                            tmp_path):
+    """`-q`: no progress bars (the stages' own, the Trainer's, transformers' weight loading) and no
+    log lines; the result still comes on stdout."""
     exe = str(Path(sys.executable).parent / "scratchbert")
+    done = _run(exe, "dataset", "--corpus", str(synthetic_corpus), "--tokenizer", str(trained_tokenizer),
+                "--max-seq-len", "64", "--num-proc", "1", "--out", str(tmp_path / "d"), "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and json.loads(done.stdout)["train_examples"] > 0
     done = _run(exe, "pretrain", "--dataset", str(built_dataset), "--preset", "nano", "--max-steps", "3",
                 "--eval-steps", "0", "--num-workers", "0", "--out", str(tmp_path / "m"), "-q")
     assert done.returncode == 0, done.stderr
