@@ -19,7 +19,9 @@ def bar(iterable=None, **kw):
     """A tqdm bar, hidden under ``-q``."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=hidden(), **kw)
+    if hidden():
+        kw["disable"] = True  # otherwise tqdm's default (shown, or TQDM_DISABLE where it was set in time)
+    return tqdm(iterable, **kw)
 
 
 def keep_stdout_for_the_result(trainer) -> None:

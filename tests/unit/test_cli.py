@@ -16,8 +16,8 @@ import pytest
 from scratchbert import cli, synthetic
 
 
-def _run(*args: str, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SCRATCHBERT_TENSORBOARD": "0"}
+def _run(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**(os.environ if env is None else env), "SCRATCHBERT_TENSORBOARD": "0"}
     return subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=300, **kw)
 
 
@@ -204,7 +204,11 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(command, args, words, 
     shutil.copytree(trained_tokenizer, tok)
     args = [a.format(tmp=tmp_path, tok=tok, **bad_input_files) for a in args]
     before = _tree(tmp_path)
-    done = _run(sys.executable, "-m", "scratchbert.cli", *([command] if command != "nonsense" else ["nonsense"]), *args)
+    # progress bars off: a stage that fails mid-stream (one document) has drawn its bar by then,
+    # and whether an earlier in-process test left TQDM_DISABLE set must not decide this test
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    done = _run(sys.executable, "-m", "scratchbert.cli", *([command] if command != "nonsense" else ["nonsense"]), *args,
+                env=env)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
