@@ -118,8 +118,9 @@ PARAMETERS: tuple[Parameter, ...] = (
                                             "and QA fine-tuning by the measured rule (docs/performance.md), after the "
                                             "fixed work; a stage's own time budget, where given, wins. 0: no budget."),
     Parameter("budget_pretrain_share", float, 0.4, "The share of budget_minutes' training time that goes to pretraining "
-                                                   "(QA fine-tuning gets the rest); 0.4 was measured best for the CPU "
-                                                   "recipe, where QA steps buy more F1 than pretraining steps."),
+                                                   "(QA fine-tuning gets the rest): 0.75 on a GPU, where QA fine-tuning "
+                                                   "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
+                                                   "pretraining steps (docs/performance.md)."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),
