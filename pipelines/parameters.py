@@ -115,8 +115,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("pretrain", "max_steps")),
     stage_parameter(("pretrain", "time_budget_minutes")),
     Parameter("budget_minutes", float, 0.0, "One time budget for the whole run, in minutes: split between pretraining "
-                                            "and QA fine-tuning by the measured rule (docs/performance.md), after the "
-                                            "fixed work; a stage's own time budget, where given, wins. 0: no budget."),
+                                            "and QA fine-tuning by budget_pretrain_share, after the fixed work; a "
+                                            "stage's own time budget or step count, where given, wins. 0: no budget."),
     Parameter("budget_pretrain_share", float, 0.4, "The share of budget_minutes' training time that goes to pretraining "
                                                    "(QA fine-tuning gets the rest): 0.75 on a GPU, where QA fine-tuning "
                                                    "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
@@ -244,9 +244,11 @@ BUDGET_FIXED_MINUTES = 2.5
 
 def split_budget(values: dict[str, Any]) -> dict[str, float]:
     """``time_budget_minutes`` and ``qa_time_budget_minutes`` as ``budget_minutes`` sets them (a
-    stage's own non-zero time budget is kept); without a budget, as given."""
+    stage's own non-zero time budget is kept, and a stage given a step count gets no time budget
+    from the split); without a budget, as given."""
     budget = float(values.get("budget_minutes") or 0)
     given = {name: float(values.get(name) or 0) for name in ("time_budget_minutes", "qa_time_budget_minutes")}
+    steps = {"time_budget_minutes": values.get("max_steps"), "qa_time_budget_minutes": values.get("qa_max_steps")}
     if budget <= 0:
         return given
     training = max(budget - BUDGET_FIXED_MINUTES, budget / 2)  # the fixed work never takes more than half
@@ -254,7 +256,7 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
     pretrain_share = 0.0 if values.get("skip_pretraining") else float(BY_NAME["budget_pretrain_share"].default if share is None else share)
     split = {"time_budget_minutes": round(training * pretrain_share, 2),
              "qa_time_budget_minutes": round(training * (1 - pretrain_share), 2)}
-    return {name: given[name] or split[name] for name in split}
+    return {name: given[name] or (0.0 if int(steps[name] or -1) > 0 else split[name]) for name in split}
 
 
 def pipeline_names(stage: str, message: str) -> str:

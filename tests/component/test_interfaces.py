@@ -219,8 +219,10 @@ def test_one_budget_is_split_between_the_training_stages():
     assert full["qa_time_budget_minutes"] == pytest.approx(training * 0.6, abs=0.01)
     gpu = parameters.validate({"budget_minutes": 15.0})  # the GPU recipe's share
     assert gpu["time_budget_minutes"] == pytest.approx(training * parameters.GPU_RECIPE["budget_pretrain_share"], abs=0.01)
-    # a stage's own budget wins; fine-tuning the starting model directly gets all the training time
+    # a stage's own budget or step count wins; fine-tuning the starting model directly gets all the training time
     assert parameters.validate({"budget_minutes": 15.0, "qa_time_budget_minutes": 1.0})["qa_time_budget_minutes"] == 1.0
+    counted = parameters.validate({"budget_minutes": 15.0, "max_steps": 5000})
+    assert counted["time_budget_minutes"] == 0 and counted["qa_time_budget_minutes"] == gpu["qa_time_budget_minutes"]
     direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
     assert direct["qa_time_budget_minutes"] == pytest.approx(training, abs=0.01) and direct["time_budget_minutes"] == 0
     # no budget: nothing changes

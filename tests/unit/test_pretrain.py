@@ -293,18 +293,23 @@ def _cli_pretrain(dataset: Path, out: Path) -> list[str]:
             "--eval-steps", "0", "--num-workers", "0", "--logging-steps", "10"]
 
 
-def _kill_when(proc: subprocess.Popen, ready: Path) -> None:
-    """SIGKILL ``proc``'s process group as soon as the file ``ready`` exists (at most 120 s)."""
+def _kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _kill_when(proc: subprocess.Popen, ready: Path, kill=_kill_group) -> None:
+    """``kill(proc)`` (by default SIGKILL to its process group) as soon as the file ``ready``
+    exists (at most 120 s); test_torchrun kills a torchrun job this way."""
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, f"no {ready} within 120 s"
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill(proc)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill(proc)
         proc.wait()
         proc.stderr.close()
 

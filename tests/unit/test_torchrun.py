@@ -18,12 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+from test_pretrain import _kill_when  # the same folder: pytest puts it on the path
 
 from scratchbert import shards
 
@@ -97,23 +97,6 @@ def _kill_job(proc: subprocess.Popen) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(job[1:], timeout=30)  # not torchrun: the caller's wait() reaps it and reads its status
-
-
-def _kill_job_when(proc: subprocess.Popen, ready: Path) -> None:
-    """Kill the whole job as soon as the file ``ready`` exists (at most 120 s): test_pretrain's
-    ``_kill_when``, for torchrun."""
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, f"no {ready} within 120 s"
-            time.sleep(0.01)
-        _kill_job(proc)
-    finally:
-        if proc.poll() is None:
-            _kill_job(proc)
-        proc.wait()
-        proc.stderr.close()
 
 
 def _launch(command: list[str], timeout: int = 300, **env) -> subprocess.CompletedProcess:
@@ -249,7 +232,7 @@ def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(bu
     command = _torchrun(built_dataset, out, batch_size=16, **SETTINGS)
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # rank 0 writes data_position.json once every rank has saved its part: the checkpoint is complete
-    _kill_job_when(proc, checkpoints / "checkpoint-40" / shards.DATA_POSITION)
+    _kill_when(proc, checkpoints / "checkpoint-40" / shards.DATA_POSITION, kill=_kill_job)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
     position = json.loads((checkpoints / "checkpoint-40" / shards.DATA_POSITION).read_text())
