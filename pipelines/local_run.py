@@ -343,6 +343,7 @@ class _Monitor(io.TextIOBase):
         self._durations: dict[str, float] = {}
         self._first_start: dict[str, float] = {}  # a stage of several tasks lasts from its first start to its last end
         self._errors: list[str] = []
+        self._failed: str | None = None  # the first task that failed (kfp.local may run an independent one after it)
         self._tail: list[str] = []
 
     # context manager: swap sys.stdout, and the root logger's handlers (kfp.local logs through
@@ -397,7 +398,7 @@ class _Monitor(io.TextIOBase):
     def failure(self, message: str) -> str:
         """The one-line error of a failed run: the task's own error where it printed one."""
         cause = self._errors[-1] if self._errors else message
-        return f"the local pipeline run failed in {self._stage or 'a task'}: {cause}; the whole log is in {self.path}"
+        return f"the local pipeline run failed in {self._failed or self._stage or 'a task'}: {cause}; the whole log is in {self.path}"
 
     def _line(self, line: str) -> None:
         line = _plain(line).rstrip("\r")
@@ -429,6 +430,8 @@ class _Monitor(io.TextIOBase):
         self._show(force=True, final=True)
         if status == "SUCCESS":
             self._stage = None
+        elif self._failed is None:
+            self._failed = stage
 
     def _show(self, force: bool = False, final: bool = False) -> None:
         if self.quiet or self.verbose or self._stage is None:

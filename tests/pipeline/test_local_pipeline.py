@@ -399,6 +399,20 @@ def test_library_never_imports_kfp():
     assert not offenders, f"the library imports kfp: {offenders}"
 
 
+def test_the_failed_task_is_named_though_an_independent_one_ran_after_it(tmp_path):
+    """The tokenizer and the dataset's part numbers both follow validate, in either order: a
+    failure is named after the task that failed, not after the last one that ran."""
+    monitor = local_run._Monitor(tmp_path / "run.log", verbose=False, quiet=True)
+    with monitor:
+        for task, status in (("validate", "SUCCESS"), ("tokenizer", "FAILURE"), ("corpus-part-numbers", "SUCCESS")):
+            print(f"Executing task '{task}'")
+            if status == "FAILURE":
+                print("scratchbert error: the bucket of s3://b does not exist")
+            print(f"Task '{task}' finished with status {status}")
+    assert monitor.failure("inner task failed").startswith(
+        "the local pipeline run failed in tokenizer: the bucket of s3://b does not exist;")
+
+
 def test_the_dataset_fan_out_is_one_stage_in_the_summary(tmp_path, monkeypatch):
     """The part numbers, the per-part dataset tasks and the merge show as the dataset stage: its time
     runs from the first part to the merge's end, and its numbers are the merged dataset's."""
