@@ -171,3 +171,28 @@ def raise_if_any(problem: str | None) -> None:
     first = next((p for p in found if p), None)
     if first:
         raise ScratchBertError(first)
+
+
+def shutdown() -> None:
+    """End this process's part in the job after its last message: destroy the process groups
+    (ours and the default one), as PyTorch asks before a process exits.
+
+    A gloo worker thread destroys each finished collective after the waiting thread has moved
+    on, and that needs the GIL when the collective's tensors came from Python. Destroying a
+    group joins its workers while holding the GIL, and at the interpreter's exit a worker that
+    wants the GIL is ended mid-destructor: either way a process whose work was done could hang
+    or abort ("terminate called without an active exception", exit -6). So every process first
+    meets the others at a barrier (after which no collective is in flight), then sleeps a moment
+    with the GIL released, so the workers finish; then the groups are destroyed, while nothing
+    else is running in them.
+    """
+    dist = _dist()
+    if dist is None:
+        return
+    import time
+
+    dist.barrier(group=_group())
+    time.sleep(0.2)
+    if "gloo" in _GROUP:
+        dist.destroy_process_group(_GROUP.pop("gloo"))
+    dist.destroy_process_group()

@@ -427,6 +427,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     }
     metrics = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
     distributed.on_main(lambda: _write_outputs(cfg, trainer, tokenizer, info, inputs, logs, checkpoint_dir, metrics, run))
+    distributed.shutdown()
     return metrics
 
 
