@@ -15,6 +15,7 @@ may decide or do:
   the others wait, and give every process rank 0's outcome, its one-line error included, so
   no process is left waiting for one that failed;
 * :func:`raise_if_any`: a check every process makes for itself, failing on all of them together.
+* :func:`shutdown`: after the last message, end the process groups so a finished process exits cleanly.
 
 The messages travel over a gloo group (the default group on CPUs; a second, gloo group beside
 NCCL on GPUs), so a per-step message (the time budget's clock) never waits on a GPU's queue.
