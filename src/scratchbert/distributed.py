@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -190,8 +191,6 @@ def shutdown() -> None:
     dist = _dist()
     if dist is None:
         return
-    import time
-
     dist.barrier(group=_group())
     time.sleep(0.2)
     if "gloo" in _GROUP:
