@@ -74,6 +74,22 @@ def _trained_window(config) -> tuple[int, int] | None:
     return tuple(window) if window else None
 
 
+# Post-processing, the same in fine-tuning's scoring, qa-score and answer(): spans of at most
+# MAX_ANSWER_LEN tokens built from the N_BEST best starts and ends of each window. 15, as in
+# transformers' question-answering pipeline, rather than run_qa.py's 30: small models' ends
+# drift long (docs/performance.md, "Shorter answers").
+MAX_ANSWER_LEN = 15
+N_BEST = 20
+
+
+def _max_answer_len_param():
+    return param(MAX_ANSWER_LEN, help="Longest answer, in tokens, that post-processing may return.")
+
+
+def _n_best_param():
+    return param(N_BEST, help="How many start and end candidates post-processing combines per window.")
+
+
 @dataclass
 class QAConfig:
     """Settings of the SQuAD v1.1 fine-tuning stage (``scratchbert qa-finetune``)."""
@@ -86,8 +102,8 @@ class QAConfig:
     logs: str = param("", help="Folder for metrics.json, predictions.json, the training log and TensorBoard runs; empty uses OUT-logs.")
     max_seq_len: int = param(0, help="Tokens per (question, context) window; 0 uses min(384, the model's positions).")
     doc_stride: int = param(0, help="Tokens of overlap between consecutive windows of a long context; 0 uses a third of the window.")
-    max_answer_len: int = param(30, help="Longest answer, in tokens, that post-processing may return.")
-    n_best: int = param(20, help="How many start and end candidates post-processing combines per window.")
+    max_answer_len: int = _max_answer_len_param()
+    n_best: int = _n_best_param()
     learning_rate: float = param(5e-4, help="Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (BERT-base: 5e-5).")
     batch_size: int = param(32, help="Windows per training and prediction batch.")
     epochs: float = param(2.0, help="Passes over the training windows when --max-steps is -1.")
@@ -449,8 +465,8 @@ def _window_candidates(start_logits: np.ndarray, end_logits: np.ndarray, offsets
 
 
 def postprocess_predictions(examples: datasets.Dataset | dict, features: datasets.Dataset | dict,
-                            start_logits: np.ndarray, end_logits: np.ndarray, *, n_best: int = 20,
-                            max_answer_len: int = 30) -> tuple[dict[str, str], dict[str, list[dict]]]:
+                            start_logits: np.ndarray, end_logits: np.ndarray, *, n_best: int = N_BEST,
+                            max_answer_len: int = MAX_ANSWER_LEN) -> tuple[dict[str, str], dict[str, list[dict]]]:
     """Turn window logits into answers, as ``utils_qa.postprocess_qa_predictions`` does for SQuAD v1.
 
     ``examples`` (a Dataset or a dict of columns) have ``id`` and ``context``; ``features``
@@ -764,8 +780,8 @@ class QAScoreConfig:
     out: str = param(help="Output folder for metrics.json and predictions.json.")
     max_seq_len: int = param(0, help="Tokens per window; 0 uses the windows the model was fine-tuned with.")
     doc_stride: int = param(0, help="Tokens of overlap between windows; 0 as the model was fine-tuned (or a third of the window).")
-    max_answer_len: int = param(30, help="Longest answer, in tokens, that post-processing may return.")
-    n_best: int = param(20, help="How many start and end candidates post-processing combines per window.")
+    max_answer_len: int = _max_answer_len_param()
+    n_best: int = _n_best_param()
     batch_size: int = param(32, help="Windows per prediction batch.")
     max_eval_examples: int = param(0, help="Score only the first N questions; 0 scores all.")
     bf16: str = param("auto", help="bfloat16 mixed precision: auto is on where the hardware has it, as in fine-tuning.",
@@ -854,7 +870,7 @@ def _cached_qa_model(path: str, _stamp: float):
 
 
 def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int = 1, *, max_seq_len: int = 0,
-           doc_stride: int = 0, max_answer_len: int = 30, n_best: int = 20) -> list[dict]:
+           doc_stride: int = 0, max_answer_len: int = MAX_ANSWER_LEN, n_best: int = N_BEST) -> list[dict]:
     """Answer ``question`` from ``context`` with a fine-tuned QA model folder (e.g. ``finetune_qa``'s out).
 
     Returns up to ``top_k`` dicts ``text`` (a span of ``context``), ``score`` (probability

@@ -319,6 +319,24 @@ def test_postprocess_picks_the_best_valid_span_across_windows():
     assert "beta gamma" not in [c["text"] for c in nbest1["e1"]]
 
 
+def test_postprocess_default_caps_answers_at_max_answer_len_tokens():
+    from scratchbert.qa import MAX_ANSWER_LEN
+
+    words = [f"w{i}" for i in range(MAX_ANSWER_LEN + 5)]
+    context = " ".join(words)
+    offsets, pos = [None, None, None], 0
+    for w in words:
+        offsets.append((pos, pos + len(w)))
+        pos += len(w) + 1
+    offsets.append(None)
+    features = {"example_id": ["e"], "offset_mapping": [offsets]}
+    start, end = np.zeros((1, len(offsets))), np.zeros((1, len(offsets)))
+    start[0, 3], end[0, 3 + MAX_ANSWER_LEN] = 10.0, 10.0  # the surest ends lie one token too far apart
+    end[0, 3 + MAX_ANSWER_LEN - 1] = 9.0
+    preds, _ = postprocess_predictions({"id": ["e"], "context": [context]}, features, start, end)
+    assert preds["e"].split() == words[:MAX_ANSWER_LEN]
+
+
 def test_postprocess_without_a_valid_span_answers_empty():
     examples = {"id": ["e"], "context": ["abc def"]}
     features = {"example_id": ["e"], "offset_mapping": [[None, (0, 3), (4, 7), None]]}

@@ -1,0 +1,81 @@
+"""SQuAD EM/F1 of fine-tuned QA models against the longest answer allowed, without retraining.
+
+    python benchmarks/qa_postprocess.py MODEL_DIR [MODEL_DIR ...] [--squad-dev FILE]
+
+Each model predicts the dev windows once; each max_answer_len then turns the same logits into
+answers. Dev is split by article: the first half of the
+articles chooses a setting, the second half checks it (questions of one article are alike).
+Prints one JSON document: per model and setting, EM/F1 on each half and on all questions, and
+the mean words per answer; the library's default is marked ``"current": true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import SQUAD_DEV, emit, require_shared_data
+
+MAX_ANSWER_LENS = (30, 20, 15, 10, 5)
+
+
+def logits(model_dir: Path, eval_set, features, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end logits of every window, predicted as ``qa-score`` does (Trainer, bf16 where on)."""
+    import torch
+    from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from scratchbert.qa import _load_tokenizer_and_config, use_bf16
+
+    tokenizer, _ = _load_tokenizer_and_config(model_dir)
+    bf16 = use_bf16("auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, bf16=bf16, report_to=["none"],
+                                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+        trainer = Trainer(model=BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True), args=args,
+                          processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None))
+        out = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]))
+    return tuple(np.asarray(x, dtype=np.float32) for x in out.predictions[:2])
+
+
+def sweep(model_dir: Path, squad_dev: Path) -> dict:
+    from scratchbert import qa
+
+    tokenizer, config = qa._load_tokenizer_and_config(model_dir)
+    window = qa.window_settings(0, 0, config.max_position_embeddings, qa._trained_window(config))
+    eval_set, _ = qa.load_squad(str(squad_dev), split="validation")
+    eval_set, _ = qa.fit_questions(eval_set, tokenizer, *window)
+    features = qa.build_features(eval_set, tokenizer, *window, train=False)
+    start, end = logits(model_dir, eval_set, features)
+    titles = list(dict.fromkeys(eval_set["title"]))
+    choose = set(titles[: len(titles) // 2])
+    refs = eval_set.to_list()
+    halves = {"choose": [r for r in refs if r["title"] in choose], "check": [r for r in refs if r["title"] not in choose],
+              "all": refs}
+    rows = []
+    for max_answer_len in MAX_ANSWER_LENS:
+        predictions, _ = qa.postprocess_predictions(eval_set, features, start, end, max_answer_len=max_answer_len)
+        row = {"max_answer_len": max_answer_len, "current": max_answer_len == qa.MAX_ANSWER_LEN,
+               "mean_words": round(float(np.mean([len(p.split()) for p in predictions.values()])), 2)}
+        for name, half in halves.items():
+            scores = qa.squad_scores(predictions, half)
+            row[f"{name}_em"], row[f"{name}_f1"] = round(scores["exact_match"], 2), round(scores["f1"], 2)
+        rows.append(row)
+    best = max(rows, key=lambda r: r["choose_f1"])
+    return {"model": str(model_dir), "questions": {k: len(v) for k, v in halves.items()}, "rows": rows,
+            "chosen_on_first_half": {k: best[k] for k in ("max_answer_len", "check_em", "check_f1")}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="+", help="fine-tuned QA model folders (qa-finetune's out)")
+    p.add_argument("--squad-dev", default=str(SQUAD_DEV))
+    args = p.parse_args()
+    require_shared_data()
+    emit({"benchmark": "qa_postprocess", "models": [sweep(Path(m), Path(args.squad_dev)) for m in args.models]})
+
+
+if __name__ == "__main__":
+    main()
