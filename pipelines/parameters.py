@@ -237,8 +237,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
 
 # How budget_minutes is spent: BUDGET_FIXED_MINUTES for the work that is not training (tokenizer,
 # dataset, evaluation, QA windows and scoring, publishing: measured on the main job's data on 2
-# cores), then pretraining gets budget_pretrain_share of the rest and QA fine-tuning the remainder
-# (docs/performance.md, "One budget", has the measurements that chose the CPU recipe's share).
+# cores), then pretraining gets budget_pretrain_share of the rest and QA fine-tuning the remainder,
+# for at most its epochs (two: past them a small model memorises SQuAD), so a long budget on a
+# CPU ends early (docs/performance.md, "One budget", has the measurements behind both).
 BUDGET_FIXED_MINUTES = 2.5
 
 

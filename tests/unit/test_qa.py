@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -532,6 +533,17 @@ def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tm
     steps_in_1000_epochs = 1000 * metrics["train_features"] // 8
     assert 0 < metrics["train_steps"] < steps_in_1000_epochs  # the clock stopped it
     assert max(lrs) > lrs[-1]  # and the schedule decayed with the clock
+
+
+def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, tmp_path):
+    # a budget longer than one epoch takes (a few seconds): the epochs end the run, and the schedule anneals with them
+    metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
+                                   out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=1,
+                                   max_eval_examples=8, logging_steps=1, epochs=1))
+    assert metrics["train_steps"] == math.ceil(metrics["train_features"] / 8)
+    history = json.loads((tmp_path / "qa-logs" / "log_history.json").read_text())
+    lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
+    assert lrs[-1] < 0.1 * max(lrs)
 
 
 def test_window_rule_is_one_function():
