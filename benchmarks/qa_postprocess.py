@@ -3,8 +3,8 @@
     python benchmarks/qa_postprocess.py MODEL_DIR [MODEL_DIR ...] [--squad-dev FILE]
 
 Each model predicts the dev windows once; each max_answer_len then turns the same logits into
-answers. Dev is split by article: the first half of the
-articles chooses a setting, the second half checks it (questions of one article are alike).
+answers. Dev is split by article: the first half of the articles chooses a setting, the second
+half checks it (questions of one article are alike).
 Prints one JSON document: per model and setting, EM/F1 on each half and on all questions, and
 the mean words per answer; the library's default is marked ``"current": true``.
 """
