@@ -12,7 +12,6 @@ the mean words per answer; the library's default is marked ``"current": true``.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,34 +20,11 @@ from common import SQUAD_DEV, emit, require_shared_data
 MAX_ANSWER_LENS = (30, 20, 15, 10, 5)
 
 
-def logits(model_dir: Path, eval_set, features, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end logits of every window, predicted as ``qa-score`` does (Trainer, bf16 where on)."""
-    import torch
-    from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments
-
-    from scratchbert.qa import _load_tokenizer_and_config, use_bf16
-
-    tokenizer, _ = _load_tokenizer_and_config(model_dir)
-    bf16 = use_bf16("auto")
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, bf16=bf16, report_to=["none"],
-                                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
-        trainer = Trainer(model=BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True), args=args,
-                          processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None))
-        out = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]))
-    return tuple(np.asarray(x, dtype=np.float32) for x in out.predictions[:2])
-
-
 def sweep(model_dir: Path, squad_dev: Path) -> dict:
     from scratchbert import qa
 
-    tokenizer, config = qa._load_tokenizer_and_config(model_dir)
-    window = qa.window_settings(0, 0, config.max_position_embeddings, qa._trained_window(config))
-    eval_set, _ = qa.load_squad(str(squad_dev), split="validation")
-    eval_set, _ = qa.fit_questions(eval_set, tokenizer, *window)
-    features = qa.build_features(eval_set, tokenizer, *window, train=False)
-    start, end = logits(model_dir, eval_set, features)
+    windows = qa.predict_windows(model_dir, str(squad_dev), batch_size=64)
+    eval_set = windows.eval_set
     titles = list(dict.fromkeys(eval_set["title"]))
     choose = set(titles[: len(titles) // 2])
     refs = eval_set.to_list()
@@ -56,7 +32,8 @@ def sweep(model_dir: Path, squad_dev: Path) -> dict:
               "all": refs}
     rows = []
     for max_answer_len in MAX_ANSWER_LENS:
-        predictions, _ = qa.postprocess_predictions(eval_set, features, start, end, max_answer_len=max_answer_len)
+        predictions, _ = qa.postprocess_predictions(eval_set, windows.features, windows.start_logits, windows.end_logits,
+                                                    max_answer_len=max_answer_len)
         row = {"max_answer_len": max_answer_len, "current": max_answer_len == qa.MAX_ANSWER_LEN,
                "mean_words": round(float(np.mean([len(p.split()) for p in predictions.values()])), 2)}
         for name, half in halves.items():

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scratchbert import progress, starting_model
+from scratchbert import distributed, progress, starting_model
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
@@ -770,14 +769,13 @@ def _step_limit(cfg: QAConfig, train_windows: int) -> int:
     """
     if cfg.max_steps > 0 or not cfg.time_budget_minutes:
         return cfg.max_steps
-    return max(1, math.ceil(cfg.epochs * math.ceil(train_windows / cfg.batch_size)))
+    processes = distributed.world()[2]  # under torchrun each process takes its own batch per step
+    return max(1, math.ceil(cfg.epochs * math.ceil(train_windows / (cfg.batch_size * processes))))
 
 
 def _predict_and_score(trainer, eval_set, eval_features, n_best: int, max_answer_len: int) -> tuple[dict, dict]:
     """Answers to the evaluation questions (id -> text) and their EM/F1, with ``trainer``'s model."""
-    predict_set = eval_features.remove_columns(["example_id", "offset_mapping"])
-    output = trainer.predict(predict_set)
-    start_logits, end_logits = (np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
+    start_logits, end_logits = _window_logits(trainer, eval_features)
     predictions, _ = postprocess_predictions(eval_set, eval_features, start_logits, end_logits,
                                              n_best=n_best, max_answer_len=max_answer_len)
     return predictions, squad_scores(predictions, eval_set)
@@ -825,40 +823,80 @@ def score_qa(cfg: QAScoreConfig) -> dict:
 
 
 def _score(cfg: QAScoreConfig, model_dir: Path) -> dict:
+    t0 = time.perf_counter()
+    with atomic_output_dir(cfg.out, stage="qa-score", inputs=[cfg.model, cfg.squad_dev], overwrite=cfg.overwrite) as out:
+        windows = predict_windows(model_dir, cfg.squad_dev, max_seq_len=cfg.max_seq_len, doc_stride=cfg.doc_stride,
+                                  batch_size=cfg.batch_size, max_examples=cfg.max_eval_examples, bf16=cfg.bf16,
+                                  repair_answer_starts=cfg.repair_answer_starts, name=cfg.model)
+        predictions, _ = postprocess_predictions(windows.eval_set, windows.features, windows.start_logits,
+                                                 windows.end_logits, n_best=cfg.n_best, max_answer_len=cfg.max_answer_len)
+        scores = squad_scores(predictions, windows.eval_set)
+        metrics = {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]),
+                   "eval_examples": len(windows.eval_set), "eval_features": len(windows.features),
+                   "max_seq_len": windows.max_seq_len, "doc_stride": windows.doc_stride,
+                   "eval_seconds": round(time.perf_counter() - t0, 3), "answer_starts_repaired": windows.answer_starts_repaired,
+                   "questions_truncated": windows.questions_truncated, "bf16": int(windows.bf16)}
+        write_json(out / "metrics.json", metrics)
+        write_json(out / "predictions.json", predictions)
+    log.info("SQuAD scores of %s: EM %.2f, F1 %.2f", cfg.model, metrics["exact_match"], metrics["f1"])
+    return metrics
+
+
+@dataclass
+class WindowLogits:
+    """A QA model's start and end logits on every window of a SQuAD file, and what they came from."""
+
+    eval_set: datasets.Dataset  # the questions, as load_squad and fit_questions left them
+    features: datasets.Dataset  # their windows (build_features, train=False)
+    start_logits: np.ndarray  # (windows, tokens), float32
+    end_logits: np.ndarray
+    max_seq_len: int
+    doc_stride: int
+    answer_starts_repaired: int
+    questions_truncated: int
+    bf16: bool
+
+
+def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: int = 0, doc_stride: int = 0,
+                    batch_size: int = 32, max_examples: int = 0, bf16: str = "auto", repair_answer_starts: bool = True,
+                    name: str = "") -> WindowLogits:
+    """A QA model folder's logits on the windows of ``squad`` (a SQuAD source, as :func:`load_squad`
+    reads): the windows the model was fine-tuned with unless given, predicted as fine-tuning's
+    scoring does (the Trainer, bf16 where the hardware has it). ``name`` is the model as the
+    user gave it, for messages. Post-processing is left to the caller, so that one prediction can
+    be turned into answers in several ways (``benchmarks/qa_postprocess.py``)."""
     import torch
     from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments
 
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches
 
+    name = name or str(model_dir)
     tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder")
-    check_model_kind(model_dir, config, "question-answering",
-                     f"fine-tune it first (`scratchbert qa-finetune --model {cfg.model} ...`) and score the model that writes")
-    check_tokenizer_matches(config, tokenizer, cfg.model, str(model_dir))
+    check_model_kind(Path(model_dir), config, "question-answering",
+                     f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and score the model that writes")
+    check_tokenizer_matches(config, tokenizer, name, str(model_dir))
     max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
-    max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos, _trained_window(config))
-    _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)
-    bf16 = use_bf16(cfg.bf16)
-    eval_set, repaired = load_squad(cfg.squad_dev, split="validation", repair_answer_starts=cfg.repair_answer_starts,
-                                    max_examples=cfg.max_eval_examples or None)
+    max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, max_pos, _trained_window(config))
+    _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, name)
+    on = use_bf16(bf16)
+    eval_set, repaired = load_squad(squad, split="validation", repair_answer_starts=repair_answer_starts,
+                                    max_examples=max_examples or None)
     eval_set, cut = fit_questions(eval_set, tokenizer, max_seq_len, doc_stride)
-    eval_features = build_features(eval_set, tokenizer, max_seq_len, doc_stride, train=False)
+    features = build_features(eval_set, tokenizer, max_seq_len, doc_stride, train=False)
     model = BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
-    t0 = time.perf_counter()
-    with atomic_output_dir(cfg.out, stage="qa-score", inputs=[cfg.model, cfg.squad_dev], overwrite=cfg.overwrite) as out:
-        args = TrainingArguments(output_dir=str(out / "trainer"), per_device_eval_batch_size=cfg.batch_size, bf16=bf16,
+    with tempfile.TemporaryDirectory(prefix="scratchbert-qa-predict-") as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, bf16=on,
                                  use_cpu=not torch.cuda.is_available(), report_to=["none"], disable_tqdm=progress.hidden())
         trainer = Trainer(model=model, args=args, processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if bf16 else None))
-        predictions, scores = _predict_and_score(trainer, eval_set, eval_features, cfg.n_best, cfg.max_answer_len)
-        metrics = {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]), "eval_examples": len(eval_set),
-                   "eval_features": len(eval_features), "max_seq_len": max_seq_len, "doc_stride": doc_stride,
-                   "eval_seconds": round(time.perf_counter() - t0, 3), "answer_starts_repaired": repaired,
-                   "questions_truncated": cut, "bf16": int(bf16)}
-        shutil.rmtree(out / "trainer", ignore_errors=True)
-        write_json(out / "metrics.json", metrics)
-        write_json(out / "predictions.json", predictions)
-    log.info("SQuAD scores of %s: EM %.2f, F1 %.2f", cfg.model, metrics["exact_match"], metrics["f1"])
-    return metrics
+                          data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on else None))
+        start_logits, end_logits = _window_logits(trainer, features)
+    return WindowLogits(eval_set, features, start_logits, end_logits, max_seq_len, doc_stride, repaired, cut, on)
+
+
+def _window_logits(trainer, features) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end logits (float32) of ``trainer``'s model on every window of ``features``."""
+    output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]))
+    return tuple(np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
 
 
 # --------------------------------------------------------------------------------------------

@@ -546,6 +546,15 @@ def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, t
     assert lrs[-1] < 0.1 * max(lrs)
 
 
+def test_the_epoch_limit_counts_every_process_batches(monkeypatch):
+    from scratchbert.qa import _step_limit
+
+    cfg = QAConfig(model="m", squad_train="t.json", squad_dev="d.json", out="o", batch_size=8, epochs=2, time_budget_minutes=1)
+    assert _step_limit(cfg, 100) == 2 * 13  # one process: 13 batches of 8 an epoch
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun with two processes, each with its own batch of 8
+    assert _step_limit(cfg, 100) == 2 * 7
+
+
 def test_window_rule_is_one_function():
     from scratchbert.qa import window_settings
 
