@@ -1,10 +1,11 @@
-"""QA fine-tuning speed and quality at each precision, same model, same questions, same run.
+"""QA fine-tuning speed and quality by precision and batching, same model, same questions, same run.
 
 Fine-tunes one pretrained model on the first ``--train-examples`` questions of
-``squad/train-v1.1.json`` for ``--steps`` steps, once in fp32 and once with bf16 autocast,
-and scores both on the first ``--eval-examples`` questions of ``squad/dev-v1.1.json``.
-Reports windows per second of training, the speed-up, EM/F1, and what ``--bf16 auto``
-picks on this machine. The model is ``--model``, or (cached in the work folder) the
+``squad/train-v1.1.json`` for ``--steps`` steps in three arms: fp32 with random batches, bf16
+autocast with random batches, and bf16 with batches of windows of similar length
+(``--group-by-length``, the default); scores each on the first ``--eval-examples`` questions of
+``squad/dev-v1.1.json``. Reports windows per second of training, each arm's speed-up over the
+one before, EM/F1, and what ``--bf16 auto`` picks on this machine. The model is ``--model``, or (cached in the work folder) the
 ``--preset`` pretrained for ``--pretrain-minutes`` on the first 11 MB of ``enwiki/train.txt``.
 
     python benchmarks/qa_finetune.py [--preset tiny] [--steps 150] [--model PATH]
@@ -22,6 +23,9 @@ from pathlib import Path
 from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
+# Each arm adds one change to the one before: precision, then batching by length.
+ARMS = {"fp32": {"bf16": "false", "group_by_length": False}, "bf16": {"bf16": "true", "group_by_length": False},
+        "bf16, by length": {"bf16": "true", "group_by_length": True}}
 
 
 def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
@@ -56,18 +60,19 @@ def main() -> None:
               "train_examples": args.train_examples, "eval_examples": args.eval_examples,
               "auto_picks_bf16": use_bf16("auto")}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        for bf16 in ("false", "true"):
+        for arm, settings in ARMS.items():
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its summary on stdout
                 m = finetune_qa(QAConfig(model=str(model), squad_train=str(SQUAD_TRAIN),
-                                         squad_dev=str(SQUAD_DEV), out=str(Path(tmp) / bf16),
-                                         max_steps=args.steps, batch_size=args.batch_size, bf16=bf16,
+                                         squad_dev=str(SQUAD_DEV), out=str(Path(tmp) / arm.replace(" ", "_")),
+                                         max_steps=args.steps, batch_size=args.batch_size, **settings,
                                          max_train_examples=args.train_examples, max_eval_examples=args.eval_examples,
                                          logging_steps=10**9))
-            result["bf16" if bf16 == "true" else "fp32"] = {
+            result[arm] = {
                 "train_seconds": m["train_seconds"], "windows_per_second": args.steps * args.batch_size / m["train_seconds"],
                 "eval_seconds": m["eval_seconds"], "exact_match": m["exact_match"], "f1": m["f1"],
                 "train_loss": m["train_loss"]}
     result["bf16_speedup"] = result["bf16"]["windows_per_second"] / result["fp32"]["windows_per_second"]
+    result["by_length_speedup"] = result["bf16, by length"]["windows_per_second"] / result["bf16"]["windows_per_second"]
     emit(result)
 
 

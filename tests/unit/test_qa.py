@@ -546,6 +546,58 @@ def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, t
     assert lrs[-1] < 0.1 * max(lrs)
 
 
+def test_batches_of_similar_length_pad_less_than_random_ones(model_dir, tmp_path, monkeypatch):
+    from transformers import DataCollatorWithPadding
+
+    # short and long paragraphs, as in SQuAD: windows of two lengths
+    filler = " The river runs slowly through the wide green valley." * 10
+    paragraphs = [{"context": f"Founder{i} founded the town." + (filler if i % 2 else ""),
+                   "qas": [{"id": f"q{i}", "question": "Who founded the town?",
+                            "answers": [{"text": f"Founder{i}", "answer_start": 0}]}]} for i in range(64)]
+    train = _write(tmp_path / "train.json", {"version": "1.1", "data": [{"title": "T", "paragraphs": paragraphs}]})
+    collate = DataCollatorWithPadding.__call__
+
+    def wasted(grouped: bool) -> float:
+        real = padded = 0
+
+        def counting(self, features):
+            nonlocal real, padded
+            batch = collate(self, features)
+            if "start_positions" in batch:  # a training batch, not a prediction one
+                real += int(batch["attention_mask"].sum())
+                padded += batch["input_ids"].numel()
+            return batch
+
+        monkeypatch.setattr(DataCollatorWithPadding, "__call__", counting)
+        finetune_qa(QAConfig(model=str(model_dir), squad_train=str(train), squad_dev=str(train), out=str(tmp_path / f"qa-{grouped}"),
+                             max_seq_len=128, batch_size=8, max_steps=12, max_eval_examples=8, group_by_length=grouped))
+        return 1 - real / padded
+
+    padding = {grouped: wasted(grouped) for grouped in (False, True)}
+    assert padding[False] > 0.2  # random batches mix the two lengths
+    assert padding[True] < padding[False] / 2
+
+
+def test_length_buckets_batch_similar_lengths_in_random_order():
+    from scratchbert.qa import LengthBuckets
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 385, size=1003).tolist()
+    sampler = LengthBuckets(lengths, batch_size=8, seed=1, pool=5)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(1003)) and first != second  # every window once a pass, a new order each pass
+    batches = [first[i:i + 8] for i in range(0, 1003, 8)]
+    assert len(batches[-1]) == 3 and all(len(b) == 8 for b in batches[:-1])  # only the last batch is short
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
+    random_spread = np.mean([np.ptp(lengths[i:i + 8]) for i in range(0, 1000, 8)])
+    assert spread < random_spread / 3
+    # no drift: a batch is as likely to be longer than the one before as shorter (the Trainer's own
+    # grouping serves each pool longest first)
+    means = [np.mean([lengths[i] for i in b]) for b in batches[:-1]]
+    longer = np.mean([b > a for a, b in zip(means, means[1:])])
+    assert 0.3 < longer < 0.7
+
+
 def test_the_epoch_limit_counts_every_process_batches(monkeypatch):
     from scratchbert.qa import _step_limit
 
