@@ -74,7 +74,8 @@ from scratchbert_pipelines import parameters, settings
 # it), and everything but the switch between the paths (the pretraining path).
 FINE_TUNE_NAMES = tuple(n for n in parameters.NAMES
                         if parameters.stages_of(n) & {"qa_finetune", "publish"} or n == "qa_on_gpu")
-PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n not in ("skip_pretraining", "budget_minutes", "budget_pretrain_share"))
+PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n not in ("skip_pretraining", "budget_minutes", "budget_pretrain_share",
+                                                                "budget_qa_epoch_minutes"))
 
 PIPELINE_NAME = "scratchbert"
 PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on a GPU, "

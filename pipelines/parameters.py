@@ -121,6 +121,10 @@ PARAMETERS: tuple[Parameter, ...] = (
                                                    "(QA fine-tuning gets the rest): 0.75 on a GPU, where QA fine-tuning "
                                                    "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
                                                    "pretraining steps (docs/performance.md)."),
+    Parameter("budget_qa_epoch_minutes", float, 0.0, "Minutes one epoch of QA fine-tuning takes where it runs, if known: "
+                                                     "QA fine-tuning then gets no more of budget_minutes than its epochs "
+                                                     "need (it stops after two) and pretraining the rest. 0: unknown, "
+                                                     "budget_pretrain_share alone splits the budget."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),
@@ -226,6 +230,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
         raise ScratchBertError(f"pipeline parameters: budget_minutes {full['budget_minutes']} must be 0 or more (0: no budget)")
     if not (finite(full["budget_pretrain_share"]) and 0 <= full["budget_pretrain_share"] <= 1):
         raise ScratchBertError(f"pipeline parameters: budget_pretrain_share {full['budget_pretrain_share']} must lie in [0, 1]")
+    if not (finite(full["budget_qa_epoch_minutes"]) and full["budget_qa_epoch_minutes"] >= 0):
+        raise ScratchBertError(f"pipeline parameters: budget_qa_epoch_minutes {full['budget_qa_epoch_minutes']} must be 0 "
+                               "or more (0: unknown)")
     full.update(split_budget(full))
     positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
     if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model is checked when fetched
@@ -238,8 +245,9 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
 # How budget_minutes is spent: BUDGET_FIXED_MINUTES for the work that is not training (tokenizer,
 # dataset, evaluation, QA windows and scoring, publishing: measured on the main job's data on 2
 # cores), then pretraining gets budget_pretrain_share of the rest and QA fine-tuning the remainder,
-# for at most its epochs (two: past them a small model memorises SQuAD), so a long budget on a
-# CPU ends early (docs/performance.md, "One budget", has the measurements behind both).
+# but no more than its epochs take when budget_qa_epoch_minutes says how long one takes (past two
+# epochs a small model memorises SQuAD, so QA fine-tuning stops there and the time would be lost);
+# docs/performance.md, "One budget", has the measurements behind these.
 BUDGET_FIXED_MINUTES = 2.5
 
 
@@ -255,8 +263,11 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
     training = max(budget - BUDGET_FIXED_MINUTES, budget / 2)  # the fixed work never takes more than half
     share = values.get("budget_pretrain_share")
     pretrain_share = 0.0 if values.get("skip_pretraining") else float(BY_NAME["budget_pretrain_share"].default if share is None else share)
-    split = {"time_budget_minutes": round(training * pretrain_share, 2),
-             "qa_time_budget_minutes": round(training * (1 - pretrain_share), 2)}
+    qa = training * (1 - pretrain_share)
+    epoch_minutes = float(values.get("budget_qa_epoch_minutes") or 0)
+    if epoch_minutes > 0 and pretrain_share > 0:  # what QA fine-tuning cannot use, pretraining can
+        qa = min(qa, params.default(QAConfig, "epochs") * epoch_minutes)
+    split = {"time_budget_minutes": round(training - qa, 2), "qa_time_budget_minutes": round(qa, 2)}
     return {name: given[name] or (0.0 if int(steps[name] or -1) > 0 else split[name]) for name in split}
 
 

@@ -18,7 +18,8 @@ from scratchbert_components import make_component
 def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, max_corpus_bytes: int, init_model: str,
              skip_pretraining: bool, vocab_size: int, lowercase: bool, sample_bytes: int, max_seq_len: int,
              dupe_factor: int, corpus_parts: int, preset: str, max_steps: int, time_budget_minutes: float,
-             budget_minutes: float, budget_pretrain_share: float, learning_rate: float, batch_size: int, checkpoint_uri: str, num_nodes: int,
+             budget_minutes: float, budget_pretrain_share: float,
+             budget_qa_epoch_minutes: float, learning_rate: float, batch_size: int, checkpoint_uri: str, num_nodes: int,
              gpus_per_node: int, eval_max_examples: int, qa_max_steps: int, qa_time_budget_minutes: float,
              qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int, qa_max_train_examples: int,
              qa_max_eval_examples: int, qa_on_gpu: bool, publish_uri: str, publish_version: str) -> NamedTuple("Plan", [("time_budget_minutes", float), ("qa_time_budget_minutes", float)]):

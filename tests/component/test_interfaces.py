@@ -212,6 +212,20 @@ def test_the_defaults_and_run_local_presets_are_valid():
     parameters.validate(local_run.SYNTHETIC_DEFAULTS)
 
 
+def test_run_local_times_qa_epochs_only_for_its_own_recipe():
+    none = dict.fromkeys(local_run.SOURCES)
+    recipe = local_run.run_settings(False, {"budget_minutes": 60.0, "preset": "tiny"}, none)
+    assert recipe["budget_qa_epoch_minutes"] == local_run.REAL_DEFAULTS["budget_qa_epoch_minutes"] > 0
+    planned = parameters.validate({**recipe, "budget_minutes": 60.0})
+    assert planned["qa_time_budget_minutes"] == 2 * recipe["budget_qa_epoch_minutes"]  # two epochs; pretraining the rest
+    # another model or other QA data: the recipe's epoch time does not hold, the share alone splits the budget
+    for given, sources in (({"preset": "mini"}, none), ({"qa_batch_size": 64}, none), ({}, {**none, "squad_train": "my.json"})):
+        settings = local_run.run_settings(False, {"budget_minutes": 60.0, **given}, sources)
+        assert "budget_qa_epoch_minutes" not in settings
+        assert parameters.validate({**settings, "budget_minutes": 60.0, **given})["qa_time_budget_minutes"] == \
+            pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
+
+
 def test_one_budget_is_split_between_the_training_stages():
     full = parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 0.4})
     training = 15.0 - parameters.BUDGET_FIXED_MINUTES
@@ -225,8 +239,17 @@ def test_one_budget_is_split_between_the_training_stages():
     assert counted["time_budget_minutes"] == 0 and counted["qa_time_budget_minutes"] == gpu["qa_time_budget_minutes"]
     direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
     assert direct["qa_time_budget_minutes"] == pytest.approx(training, abs=0.01) and direct["time_budget_minutes"] == 0
+    # knowing how long a QA epoch takes, the split gives QA fine-tuning no more than its two epochs and pretraining the rest
+    long = parameters.validate({"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0})
+    assert long["qa_time_budget_minutes"] == 14.0
+    assert long["time_budget_minutes"] == pytest.approx(60.0 - parameters.BUDGET_FIXED_MINUTES - 14.0, abs=0.01)
+    short = parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0})
+    assert short["qa_time_budget_minutes"] == full["qa_time_budget_minutes"]  # the share gives less than two epochs
+    assert short["time_budget_minutes"] == full["time_budget_minutes"]
     # no budget: nothing changes
     assert parameters.validate({"budget_minutes": 0.0, "time_budget_minutes": 3.0})["time_budget_minutes"] == 3.0
+    with pytest.raises(ScratchBertError, match="budget_qa_epoch_minutes -2.0 must be 0 or more"):
+        parameters.validate({"budget_minutes": 15.0, "budget_qa_epoch_minutes": -2.0})
     with pytest.raises(ScratchBertError, match="budget_minutes -1.0 must be 0 or more"):
         parameters.validate({"budget_minutes": -1.0})
     with pytest.raises(ScratchBertError, match=r"budget_pretrain_share 1.5 must lie in \[0, 1\]"):
