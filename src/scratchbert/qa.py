@@ -105,8 +105,9 @@ class QAConfig:
     n_best: int = _n_best_param()
     learning_rate: float = param(5e-4, help="Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (BERT-base: 5e-5).")
     batch_size: int = param(32, help="Windows per training and prediction batch.")
-    group_by_length: bool = param(True, help="Batch windows of similar length together (padded per batch): on SQuAD about half "
-                                             "the tokens of random batches, so about twice the steps in the same time.")
+    group_by_length: bool = param(True, help="Batch windows of similar length together (padded per batch) when there are 20,000 "
+                                             "or more: on SQuAD about half the tokens of random batches, so about twice the "
+                                             "steps in the same time.")
     epochs: float = param(2.0, help="Passes over the training windows when --max-steps is -1, also under a time budget "
                                     "(the clock may end it sooner): past about two, a small model memorises SQuAD.")
     max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs (or until the time budget, if that comes first).")
@@ -762,9 +763,16 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     return metrics
 
 
+# Length buckets only from this many training windows: a pool of a small set holds most of it, and
+# its sorted batches keep the questions on one paragraph (windows of one length) together. On the
+# synthetic set of the learning test (984 windows, one pool) buckets learned less in 450 steps
+# (F1 33 against 41 with random batches); on SQuAD (80k windows, 50 pools) as much (16.8 vs 16.5).
+MIN_BUCKETED_WINDOWS = 20_000
+
+
 def _trainer_base(group_by_length: bool):
     """The Trainer class QA fine-tuning builds on: with ``group_by_length``, its training batches
-    come from :class:`LengthBuckets`."""
+    come from :class:`LengthBuckets` when there are at least ``MIN_BUCKETED_WINDOWS``."""
     from transformers import Trainer
 
     if not group_by_length:
@@ -773,6 +781,8 @@ def _trainer_base(group_by_length: bool):
     class LengthBucketTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             dataset = self.train_dataset if train_dataset is None else train_dataset
+            if len(dataset) < MIN_BUCKETED_WINDOWS:
+                return super()._get_train_sampler(train_dataset)
             return LengthBuckets([len(ids) for ids in dataset["input_ids"]], self.args.train_batch_size, self.args.seed)
 
     return LengthBucketTrainer
