@@ -127,9 +127,8 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:
             settings.pop(name, None)
-    changed = [name for name in QA_EPOCH_DEPENDS_ON if sources.get(name) is not None
-               or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)]
-    if changed:  # the recipe's QA epoch was timed with its own model and SQuAD, not this run's
+    if any(sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)
+           for name in QA_EPOCH_DEPENDS_ON):  # the recipe's QA epoch was timed with its own model and SQuAD, not this run's
         settings.pop("budget_qa_epoch_minutes", None)
     return settings
 

@@ -791,39 +791,36 @@ def _trainer_base(group_by_length: bool):
 class LengthBuckets:
     """A sampler of batches of windows of similar length, in random order.
 
-    Each pool of ``pool`` batches' worth of windows, drawn at random, is sorted by length and cut
-    into batches, and the batches of all pools are then shuffled together. Padded per batch,
-    SQuAD's windows (171 tokens on average, many contexts short, some long) then cost about half
-    the tokens of random batches. The Trainer's own ``group_by_length`` does the first half of
-    this but serves each pool's batches longest first, a drift in the batch length every 50
-    steps that cost F1 (docs/performance.md), and it also reorders prediction batches, whose
-    results ``Trainer.predict`` does not put back in order; hence this class.
+    The windows, in a random order, are grouped by length as pretraining's shards are
+    (``scratchbert.shards``: pools of up to 50 batches' worth, each sorted by length) and cut into
+    batches; the batches are then shuffled together. Padded per batch, SQuAD's windows (171
+    tokens on average, many contexts short, some long) then cost about half the tokens of random
+    batches. The Trainer's own ``group_by_length`` serves each pool's batches in length order, a
+    drift in the batch length every 50 steps that cost F1 (docs/performance.md), and it also
+    reorders prediction batches, whose results ``Trainer.predict`` does not put back in order;
+    hence this class.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool: int = 50):
-        self.lengths, self.batch_size, self.pool, self.epoch = lengths, batch_size, pool, 0
-        self.seed = seed
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = np.asarray(lengths), batch_size, seed, 0
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __iter__(self):
-        import torch
+        from scratchbert.shards import _group_by_length
 
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1  # a new order each pass
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        size = self.batch_size * self.pool
-        batches = []
-        for start in range(0, len(order), size):
-            pooled = sorted(order[start:start + size], key=self.lengths.__getitem__)
-            batches += [pooled[i:i + self.batch_size] for i in range(0, len(pooled), self.batch_size)]
-        short = [b for b in batches if len(b) < self.batch_size]  # at most one: it goes last, so no batch straddles two
-        full = [b for b in batches if len(b) == self.batch_size]
-        for i in torch.randperm(len(full), generator=generator).tolist():
-            yield from full[i]
-        for batch in short:
-            yield from batch
+        order = rng.permutation(len(self.lengths))
+        grouped = _group_by_length(order, self.lengths[order], self.batch_size, longest_first=False)
+        batches = [grouped[i:i + self.batch_size] for i in range(0, len(grouped), self.batch_size)]
+        # pools are whole batches, so only the last batch can be short: it stays last, so no batch straddles two
+        last = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
+        for i in rng.permutation(len(batches)):
+            yield from batches[i].tolist()
+        for batch in last:
+            yield from batch.tolist()
 
 
 def _step_limit(cfg: QAConfig, train_windows: int) -> int:

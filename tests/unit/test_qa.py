@@ -585,7 +585,7 @@ def test_length_buckets_batch_similar_lengths_in_random_order():
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(10, 385, size=1003).tolist()
-    sampler = LengthBuckets(lengths, batch_size=8, seed=1, pool=5)
+    sampler = LengthBuckets(lengths, batch_size=8, seed=1)
     first, second = list(sampler), list(sampler)
     assert sorted(first) == list(range(1003)) and first != second  # every window once a pass, a new order each pass
     batches = [first[i:i + 8] for i in range(0, 1003, 8)]
