@@ -763,10 +763,11 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     return metrics
 
 
-# Length buckets only from this many training windows: a pool of a small set holds most of it, and
-# its sorted batches keep the questions on one paragraph (windows of one length) together. On the
-# synthetic set of the learning test (984 windows, one pool) buckets learned less in 450 steps
-# (F1 33 against 41 with random batches); on SQuAD (80k windows, 50 pools) as much (16.8 vs 16.5).
+# Length buckets only from this many training windows: a small set's pools hold much of it, and
+# their sorted batches keep the questions on one paragraph (windows of one length) together. On
+# the synthetic set of the learning test (984 windows, sorted as one pool) buckets learned less in
+# 450 steps (F1 33 against 41 with random batches); on SQuAD (80k windows, pools of 50 batches)
+# as much (16.8 vs 16.5).
 MIN_BUCKETED_WINDOWS = 20_000
 
 
