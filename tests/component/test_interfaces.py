@@ -226,6 +226,15 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
+def test_run_local_pretrains_on_short_examples_only_from_scratch():
+    none = dict.fromkeys(local_run.SOURCES)
+    assert local_run.run_settings(False, {}, none)["max_seq_len"] == 64 < parameters.BY_NAME["max_seq_len"].default
+    for given, sources in (({}, {**none, "init_model": "/models/bert"}), ({"init_model": "hf://a/b"}, none)):
+        settings = local_run.run_settings(False, given, sources)
+        assert "max_seq_len" not in settings  # a starting model continues with the pipeline's 128-token examples
+        assert parameters.validate({**settings, **given})["max_seq_len"] == parameters.BY_NAME["max_seq_len"].default
+
+
 def test_one_budget_is_split_between_the_training_stages():
     full = parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 0.4})
     training = 15.0 - parameters.BUDGET_FIXED_MINUTES
