@@ -131,10 +131,13 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:
             settings.pop(name, None)
-    if any(sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)
-           for name in QA_EPOCH_DEPENDS_ON):  # the recipe's QA epoch was timed with its own model and SQuAD, not this run's
+
+    def departs(name: str) -> bool:  # the run gives its own input, or a value other than the recipe's
+        return sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)
+
+    if any(departs(name) for name in QA_EPOCH_DEPENDS_ON):  # the recipe's QA epoch was timed with its own model and SQuAD
         settings.pop("budget_qa_epoch_minutes", None)
-    if sources.get("init_model") is not None or given.get("init_model"):
+    if departs("init_model"):
         for name in FROM_SCRATCH_ONLY:
             settings.pop(name, None)
     return settings

@@ -809,12 +809,12 @@ class LengthBuckets:
         return len(self.lengths)
 
     def __iter__(self):
-        from scratchbert.shards import _group_by_length
+        from scratchbert.shards import group_by_length
 
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1  # a new order each pass
         order = rng.permutation(len(self.lengths))
-        grouped = _group_by_length(order, self.lengths[order], self.batch_size, longest_first=False)
+        grouped = group_by_length(order, self.lengths[order], self.batch_size, longest_first=False)
         batches = [grouped[i:i + self.batch_size] for i in range(0, len(grouped), self.batch_size)]
         # pools are whole batches, so only the last batch can be short: it stays last, so no batch straddles two
         last = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []

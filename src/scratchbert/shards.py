@@ -408,7 +408,7 @@ class ShardBatchSampler:
             perm = rng.permutation(len(ids))
             ids = ids[perm]
             if lengths is not None:
-                ids = _group_by_length(ids, lengths[perm], self.global_batch, first)
+                ids = group_by_length(ids, lengths[perm], self.global_batch, first)
             first = False
             for a in range(0, len(ids), self.global_batch):
                 yield ids[a:a + self.global_batch]
@@ -443,8 +443,10 @@ def shards_per_window(shard_sizes: Sequence[int], window: int) -> int:
     return count + 1
 
 
-def _group_by_length(ids: np.ndarray, lengths: np.ndarray, batch_size: int, longest_first: bool) -> np.ndarray:
-    """Megabatches of (up to) 50 batches, each sorted by length, longest first."""
+def group_by_length(ids: np.ndarray, lengths: np.ndarray, batch_size: int, longest_first: bool) -> np.ndarray:
+    """``ids`` in pools of up to 50 batches' worth (``MEGABATCH``), each pool sorted longest first;
+    with ``longest_first`` the longest window of all leads (an out-of-memory error shows at once).
+    Shared by pretraining's sampler and QA fine-tuning's :class:`scratchbert.qa.LengthBuckets`."""
     mult = max(1, min(len(ids) // (batch_size * 4), MEGABATCH))
     size = mult * batch_size
     out = np.empty_like(ids)
