@@ -96,11 +96,16 @@ REAL_DEFAULTS: dict[str, Any] = {
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
 
-# What the recipe's budget_qa_epoch_minutes depends on: a run that changes any of them splits by the share alone.
-QA_EPOCH_DEPENDS_ON = ("preset", "init_model", "squad_train", "qa_batch_size", "qa_max_seq_len", "qa_max_train_examples")
-# The recipe's settings measured for a model trained from scratch only: a run that continues a starting model
-# (init_model) pretrains it with the pipeline's own (128-token examples, as BERT's first phase).
-FROM_SCRATCH_ONLY = ("max_seq_len",)
+# Recipe settings that hold only for runs like those they were measured on: a run that gives its
+# own value or input for any name listed drops the setting. budget_qa_epoch_minutes was timed with
+# the recipe's model and SQuAD (without it the share alone splits the budget); 64-token examples
+# were measured from scratch, so a run that continues a starting model pretrains it with the
+# pipeline's 128 (as BERT's first phase).
+MEASURED_WITH = {
+    "budget_qa_epoch_minutes": ("preset", "init_model", "squad_train", "qa_batch_size", "qa_max_seq_len",
+                                "qa_max_train_examples"),
+    "max_seq_len": ("init_model",),
+}
 
 # With no inputs a run trains on the Hub's WikiText-2 (CPU_CORPUS) and SQuAD. When
 # the Hub cannot be reached, the same kinds of data in ../shared/data beside the checkout (or
@@ -135,11 +140,9 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     def departs(name: str) -> bool:  # the run gives its own input, or a value other than the recipe's
         return sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)
 
-    if any(departs(name) for name in QA_EPOCH_DEPENDS_ON):  # the recipe's QA epoch was timed with its own model and SQuAD
-        settings.pop("budget_qa_epoch_minutes", None)
-    if departs("init_model"):
-        for name in FROM_SCRATCH_ONLY:
-            settings.pop(name, None)
+    for setting, names in MEASURED_WITH.items():
+        if any(departs(name) for name in names):
+            settings.pop(setting, None)
     return settings
 
 
