@@ -2,21 +2,31 @@
 
 The trainer reads the corpus as a stream and sees an even sample of it: whole documents drawn
 with probability ``sample_bytes / corpus size`` from all of it (not its head), so its memory
-follows the sample's vocabulary, not the corpus size. docs/performance.md measures how the
+follows the sample's vocabulary, not the corpus size; the sample passes through a temporary
+file (``$TMPDIR``, local disk of up to 1.1 times ``sample_bytes``). docs/performance.md measures how the
 sample size changes the vocabulary's unknown-token rate and tokens per word.
 
-Training is not bit-reproducible: the ``tokenizers`` trainer breaks ties between equally
-frequent pairs in hash-map order, which changes from process to process
-(huggingface/tokenizers#1794; three runs on the same 11 MB differed in 8-12 of 30,522
-tokens). The seed fixes the sample and the held-out split.
+Training is reproducible: the same corpus and settings give the same tokenizer, byte for
+byte. The ``tokenizers`` trainer alone does not (huggingface/tokenizers#1794, open): it
+numbers the ``##`` continuation characters in hash-map order, which changes from process to
+process, breaks ties between equally frequent pairs by those numbers, and cuts the alphabet at
+``limit_alphabet`` among equally frequent characters in the same order (three runs on the same
+11 MB gave three vocabularies, 16 of 30,522 tokens apart and half of the ids moved). So the
+sample is first written to a temporary file while its characters are counted; the alphabet
+(the ``limit_alphabet`` most frequent characters, ties by code point) and its ``##``
+continuations are fixed before the trainer starts, and the trainer is given both. Every
+alphabet character that can continue a word gets its ``##`` form, as in Google's BERT
+vocabulary, so a word with a character seen only at word starts in training is not one
+``[UNK]``. The seed fixes the sample and the held-out split.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
+import json
 import logging
 import random
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -49,7 +59,7 @@ class TokenizerConfig:
     limit_alphabet: int = param(1000, help="At most this many initial characters.")
     max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a paragraph boundary; 0 uses all of it.")
     sample_bytes: int = param(1_000_000_000, help="Train on an even sample of about N bytes of whole documents drawn from the whole corpus, "
-                                                  "so memory does not grow with the corpus; 0 trains on all of it.")
+                                                  "so memory does not grow with the corpus (it passes through a local temporary file); 0 trains on all of it.")
     heldout_fraction: float = param(0.02, help="Fraction of the sampled documents held out (up to 4 MB) to report the unknown-token rate.")
     seed: int = param(0, help="Random seed of the sample and the held-out split.")
     init_model: str = param("", help="Take the tokenizer of this starting model (hf://owner/name, s3://... or a folder) "
@@ -104,18 +114,21 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
 
     strip = cfg.lowercase if cfg.strip_accents is None else cfg.strip_accents
     tok = _bert_wordpiece(cfg.lowercase, strip)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
-        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##", show_progress=True,
-    )
-    # Lines (paragraphs) are the natural unit: the trainer counts words over them in Rust,
-    # in parallel, while this generator reads the next ones.
-    docs = sample.training_documents()
-    first = next(docs, None)  # a corpus that cannot be read fails here, before the trainer starts
-    tok.train_from_iterator((line for doc in itertools.chain([first] if first else [], docs)
-                             for line in doc.split("\n")), trainer=trainer)
-    if sample.documents == 0:
-        raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes")
+    with tempfile.TemporaryDirectory(prefix="scratchbert-tokenizer-") as tmp:
+        sample_file = Path(tmp) / "sample.txt"
+        counts = _write_sample(sample.training_documents(), sample_file)
+        if sample.documents == 0:
+            raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes")
+        alphabet = _alphabet(tok, counts, cfg.limit_alphabet)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+            limit_alphabet=len(alphabet), initial_alphabet=alphabet,  # the trainer keeps exactly these characters
+            special_tokens=SPECIAL_TOKENS + _continuations(tok, alphabet), continuing_subword_prefix="##",
+            show_progress=True,
+        )
+        # Lines (paragraphs) are the natural unit: the trainer reads the file and counts words in Rust, in parallel.
+        tok.train([str(sample_file)], trainer=trainer)
+    tok = _only_bert_special_tokens(tok)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -136,6 +149,67 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
         hf_tok.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", report)
     return report
+
+
+CHAR_COUNT_BATCH = 4_000_000  # characters counted together (numpy over their code points)
+
+
+def _write_sample(documents: Iterable[str], path: Path) -> dict[str, int]:
+    """Write the documents to ``path``, one paragraph a line, and return how often each character occurs."""
+    import numpy as np
+
+    total = np.zeros(0x110000, dtype=np.int64)
+    batch: list[str] = []
+    size = 0
+
+    def count():
+        total[:] += np.bincount(np.frombuffer("".join(batch).encode("utf-32-le"), dtype=np.uint32), minlength=0x110000)
+        batch.clear()
+
+    with open(path, "w", encoding="utf-8") as f:
+        for doc in documents:
+            f.write(doc)
+            f.write("\n")
+            batch.append(doc)
+            size += len(doc)
+            if size >= CHAR_COUNT_BATCH:
+                count()
+                size = 0
+    if batch:
+        count()
+    return {chr(c): int(total[c]) for c in np.flatnonzero(total)}
+
+
+def _alphabet(tok, counts: dict[str, int], limit: int) -> list[str]:
+    """The ``limit`` most frequent characters after normalisation (ties by code point), in code-point order.
+
+    The normaliser (clean-up, accents, lower case) works character by character, so the raw
+    counts are carried over to the characters each one becomes.
+    """
+    normalized: dict[str, int] = {}
+    for char, n in counts.items():
+        for c in tok.normalizer.normalize_str(char):
+            if not c.isspace():
+                normalized[c] = normalized.get(c, 0) + n
+    ranked = sorted(normalized, key=lambda c: (-normalized[c], c))
+    return sorted(ranked[:limit])
+
+
+def _continuations(tok, alphabet: list[str]) -> list[str]:
+    """``##c`` for every character of the alphabet that can continue a word (not punctuation,
+    not a CJK ideograph, which the pre-tokenizer and normaliser always split off), in order."""
+    joined = (tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str("a" + c)) for c in alphabet)
+    return ["##" + c for c, words in zip(alphabet, joined) if len(words) == 1]
+
+
+def _only_bert_special_tokens(tok):
+    """The tokenizer without the ``##`` continuations the trainer was handed as special tokens:
+    they stay in the vocabulary as ordinary pieces (not matched in raw text, not skipped when decoding)."""
+    from tokenizers import Tokenizer
+
+    data = json.loads(tok.to_str())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in SPECIAL_TOKENS]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None) -> dict:

@@ -110,3 +110,29 @@ def test_load_tokenizer_rejects_a_tokenizer_without_the_bert_special_tokens(tmp_
     PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>").save_pretrained(tmp_path / "tok")
     with pytest.raises(ScratchBertError, match=r"lacks the BERT special tokens .*'\[CLS\]'.*'\[MASK\]'"):
         load_tokenizer(tmp_path / "tok")
+
+
+def test_training_is_reproducible_across_processes(tmp_path, accent_docs):
+    # The tokenizers trainer alone numbers the ## pieces in hash order, which changes with each
+    # process (huggingface/tokenizers#1794): on this corpus three processes gave three vocabularies.
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(accent_docs + ["Numbers like 10\u00b5m, x\u00b2 and \u00bd are here."]), encoding="utf-8")
+    script = ("import sys; from scratchbert.tokenizer import TokenizerConfig, train_tokenizer; "
+              "train_tokenizer(TokenizerConfig(corpus=sys.argv[1], out=sys.argv[2], vocab_size=700, limit_alphabet=40))")
+    saved = []
+    for run in range(3):
+        subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / f"tok{run}")], check=True,
+                       capture_output=True)
+        saved.append((tmp_path / f"tok{run}" / "tokenizer.json").read_text())
+    assert saved[0] == saved[1] == saved[2]
+    tok = load_tokenizer(tmp_path / "tok0")
+    # every word character of the alphabet has its ## piece, punctuation none; the pieces are not special tokens
+    vocab = tok.get_vocab()
+    alphabet = [t for t in vocab if len(t) == 1 and t not in ".,"]
+    assert alphabet and all("##" + c in vocab for c in alphabet)
+    assert "##." not in vocab and "##," not in vocab
+    assert set(tok.all_special_tokens) == set(SPECIAL_TOKENS)
+    assert tok.tokenize("##e") == [tok.unk_token, tok.unk_token, "e"]  # "#" is not in this small alphabet

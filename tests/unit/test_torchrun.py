@@ -5,9 +5,8 @@ thread per process. A tracer script stands in for ``python -m scratchbert.cli`` 
 needs to see inside each rank: it records the examples each rank reads, the step each rank
 ends on, and can make one rank's clock run fast.
 
-The generated training split has about 3,840 examples in one shard (the count varies a little
-with the tokenizer, whose training is not deterministic): at 16 examples per rank, 32 a step,
-an epoch is about 120 steps.
+The generated training split has about 3,840 examples in one shard: at 16 examples per rank,
+32 a step, an epoch is about 120 steps.
 """
 
 from __future__ import annotations
