@@ -159,7 +159,7 @@ def two_and_one(built_dataset, tmp_path_factory):
     one = root / "one" / "model"
     _run([sys.executable, "-m", "scratchbert.cli", "pretrain", "--dataset", str(built_dataset), "--out", str(one),
           "--batch-size=32", *_flags(SETTINGS)], timeout=300)
-    return {"two": two, "one": one, "trace": root / "trace", "result": _result(done)}
+    return {"two": two, "one": one, "trace": root / "trace", "result": _result(done), "dataset": built_dataset}
 
 
 @pytest.mark.slow
@@ -181,9 +181,16 @@ def test_two_processes_follow_the_loss_curve_of_one_with_the_doubled_batch(two_a
     assert curve[-1] < curve[0] - 0.1, curve  # it falls: the comparison is not of two flat lines
     result, metrics = two_and_one["result"], json.loads((Path(f"{two_and_one['two']}-logs") / "metrics.json").read_text())
     assert result == json.loads(json.dumps(metrics)) and result["world_size"] == 2 and result["steps"] == 130
-    # the whole job's tokens: both ranks' (one process with the doubled batch reads the same examples)
+    # the whole job's tokens: both ranks'. One process with the doubled batch reads the same
+    # examples, unless an epoch's last batch has fewer examples than there are ranks: two ranks
+    # fold it into the batch before, one process takes it as a step of its own, so from the
+    # second epoch on it is a batch (at most 32 examples of 64 tokens) behind.
     single = json.loads((Path(f"{two_and_one['one']}-logs") / "metrics.json").read_text())
-    assert result["train_tokens"] == single["train_tokens"]
+    sizes = shards.ShardedExamples(two_and_one["dataset"], "train").sizes
+    if len(shards.ShardBatchSampler(sizes, 16, world_size=2)) == len(shards.ShardBatchSampler(sizes, 32)):
+        assert result["train_tokens"] == single["train_tokens"]
+    else:
+        assert 0 < result["train_tokens"] - single["train_tokens"] <= 32 * 64
 
 
 @pytest.mark.slow
@@ -215,9 +222,12 @@ def test_each_rank_reads_its_half_of_every_global_batch_of_the_real_shards(built
 
     ranks = [list(sampler(r, 2, 16)) for r in (0, 1)]
     single = list(sampler(0, 1, 32))
-    assert len(ranks[0]) == len(ranks[1]) == len(single) == -(-len(examples) // 32)
+    assert len(single) == -(-len(examples) // 32)
+    # an epoch's last batch with fewer examples than ranks is folded into the batch before
+    assert len(ranks[0]) == len(ranks[1]) == len(single) - (len(examples) % 32 == 1)
     for step, (a, b) in enumerate(zip(*ranks, strict=True)):
-        assert not set(a) & set(b) and sorted(a + b) == sorted(single[step])
+        job = single[step] if step < len(ranks[0]) - 1 else [i for batch in single[step:] for i in batch]
+        assert not set(a) & set(b) and sorted(a + b) == sorted(job)
     assert sorted(i for r in ranks for b in r for i in b) == list(range(len(examples)))
 
 
