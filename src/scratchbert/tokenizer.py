@@ -214,8 +214,6 @@ def _only_bert_special_tokens(tok):
 
 def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None) -> dict:
     """The starting model's own tokenizer, checked, saved to ``cfg.out`` and scored on the corpus."""
-    import tempfile
-
     from scratchbert import starting_model
 
     t0 = time.perf_counter()
