@@ -114,7 +114,7 @@ def test_load_tokenizer_rejects_a_tokenizer_without_the_bert_special_tokens(tmp_
 
 def test_training_is_reproducible_across_processes(tmp_path, accent_docs):
     # The tokenizers trainer alone numbers the ## pieces in hash order, which changes with each
-    # process (huggingface/tokenizers#1794): on this corpus three processes gave three vocabularies.
+    # process (huggingface/tokenizers#1794): on this corpus three processes never agreed (3 tries of 3).
     import subprocess
     import sys
 
