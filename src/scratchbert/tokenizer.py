@@ -11,7 +11,7 @@ byte. The ``tokenizers`` trainer alone does not (huggingface/tokenizers#1794, op
 numbers the ``##`` continuation characters in hash-map order, which changes from process to
 process, breaks ties between equally frequent pairs by those numbers, and cuts the alphabet at
 ``limit_alphabet`` among equally frequent characters in the same order (three runs on the same
-11 MB gave three vocabularies, 16 of 30,522 tokens apart and half of the ids moved). So the
+11 MB gave three vocabularies; two of them were 16 of 30,522 tokens apart, half of the ids moved). So the
 sample is first written to a temporary file while its characters are counted; the alphabet
 (the ``limit_alphabet`` most frequent characters, ties by code point) and its ``##``
 continuations are fixed before the trainer starts, and the trainer is given both. Every
