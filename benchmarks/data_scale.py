@@ -108,9 +108,13 @@ class TreeMemory:
 
 def run_stage(args: list[str], log: Path, env: dict | None = None) -> dict:
     """Run ``scratchbert ARGS`` with its process tree's memory sampled; wall seconds and peaks."""
+    return run_command([sys.executable, "-m", "scratchbert.cli", "-q", *args], log, env)
+
+
+def run_command(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` (output to ``log``) with its process tree's memory sampled; wall seconds and peaks."""
     import resource
 
-    cmd = [sys.executable, "-m", "scratchbert.cli", "-q", *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     with open(log, "w") as out:
@@ -122,7 +126,7 @@ def run_stage(args: list[str], log: Path, env: dict | None = None) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the stage and every worker it reaped
     peaks["cpu_seconds"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
     if code != 0:
-        raise SystemExit(f"{' '.join(args[:1])} failed (exit {code}); see {log}:\n{log.read_text()[-2000:]}")
+        raise SystemExit(f"{' '.join(cmd[:5])} failed (exit {code}); see {log}:\n{log.read_text()[-2000:]}")
     return {"seconds": round(seconds, 2), **peaks}
 
 

@@ -13,17 +13,13 @@ per word on 2 MB of held-out articles (``enwiki/valid.txt``).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import ENWIKI_TRAIN, ENWIKI_VALID, emit, require_shared_data
-from data_scale import MB, TreeMemory
+from data_scale import MB, run_command
 
 ARMS = ("stock", "scratchbert")
 
@@ -52,31 +48,23 @@ def run_arm(arm: str, corpus: Path, out: Path, max_corpus_bytes: int) -> dict:
     else:
         cmd = [sys.executable, "-m", "scratchbert.cli", "-q", "tokenizer", "--corpus", str(corpus), "--out", str(out),
                "--max-corpus-bytes", str(max_corpus_bytes)]
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    mem = TreeMemory(proc.pid)
-    _, err = proc.communicate()
-    seconds = time.perf_counter() - t
-    peaks = mem.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"{arm} failed (exit {proc.returncode}):\n{err[-2000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": peaks["peak_rss_mb"]}
+    run = run_command(cmd, out.with_suffix(".log"))
+    return {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"]}
 
 
-def vocabulary_digest(folder: Path) -> str:
-    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    return hashlib.sha256(json.dumps(sorted(vocab.items(), key=lambda kv: kv[1])).encode()).hexdigest()[:12]
-
-
-def quality(folder: Path, heldout: list[str]) -> dict:
+def vocabulary_and_quality(folder: Path, heldout: list[str] | None) -> dict:
+    """The vocabulary's fingerprint and, given ``heldout`` documents, its quality on them."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from scratchbert.tokenizer import tokenizer_quality
+    from scratchbert.tokenizer import fingerprint, tokenizer_quality
 
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(folder / "tokenizer.json")), unk_token="[UNK]")
-    q = tokenizer_quality(tok, heldout)
-    return {"unk_rate": round(q["unk_rate"], 6), "tokens_per_word": round(q["tokens_per_word"], 5)}
+    out = {"vocabulary": fingerprint(tok)}
+    if heldout is not None:
+        q = tokenizer_quality(tok, heldout)
+        out |= {"unk_rate": round(q["unk_rate"], 6), "tokens_per_word": round(q["tokens_per_word"], 5)}
+    return out
 
 
 def main() -> None:
@@ -97,10 +85,7 @@ def main() -> None:
             for arm in (ARMS if r % 2 == 0 else ARMS[::-1]):
                 out = Path(tmp) / f"{arm}-{r}"
                 run = run_arm(arm, ENWIKI_TRAIN, out, args.max_corpus_bytes)
-                run["vocabulary"] = vocabulary_digest(out)
-                if r == 0:
-                    run |= quality(out, heldout)
-                runs[arm].append(run)
+                runs[arm].append(run | vocabulary_and_quality(out, heldout if r == 0 else None))
     result = {"corpus": str(ENWIKI_TRAIN), "max_corpus_bytes": args.max_corpus_bytes, "rounds": args.rounds}
     for arm, rows in runs.items():
         result[arm] = {"runs": rows, "median_seconds": statistics.median(r["seconds"] for r in rows),
