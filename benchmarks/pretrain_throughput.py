@@ -151,8 +151,8 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     import torch
     from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
-    from scratchbert.modeling import build_config, flops_per_token, pretraining_model_class
-    from scratchbert.pretrain import PretrainConfig, resolve_attention, resolve_precision
+    from scratchbert.modeling import build_config, flops_per_token, pretraining_model_class, resolve_attention
+    from scratchbert.pretrain import PretrainConfig, resolve_precision
     from scratchbert.pretraining_data import MlmNspCollator
 
     stock_dropout = BertConfig().hidden_dropout_prob  # Hugging Face's default, as the stock path trains

@@ -1,14 +1,18 @@
-"""QA fine-tuning speed and quality by precision and batching, same model, same questions, same run.
+"""QA fine-tuning speed and quality by precision, batching and model class, same model, same questions, same run.
 
 Fine-tunes one pretrained model on the first ``--train-examples`` questions of
-``squad/train-v1.1.json`` for ``--steps`` steps in three arms: fp32 with random batches, bf16
-autocast with random batches, and bf16 with batches of windows of similar length
-(``--group-by-length``, the default); scores each on the first ``--eval-examples`` questions of
-``squad/dev-v1.1.json``. Reports windows per second of training, each arm's speed-up over the
-one before, EM/F1, and what ``--bf16 auto`` picks on this machine. The model is ``--model``, or (cached in the work folder) the
-``--preset`` pretrained for ``--pretrain-minutes`` on the first 11 MB of ``enwiki/train.txt``.
+``squad/train-v1.1.json`` for ``--steps`` steps in four arms, each adding one change to the one
+before: transformers' ``BertForQuestionAnswering`` (SDPA attention) in fp32 with random
+batches; with bf16 autocast; with batches of windows of similar length (``--group-by-length``);
+and the stage's own model class (``scratchbert.modeling.qa_model_class``: bf16 residual stream,
+eager attention with a padding bias), which is what ``qa-finetune`` runs by default. Scores each
+on the first ``--eval-examples`` questions of ``squad/dev-v1.1.json``. The arms run ``--rounds``
+times, in alternating order; reported are each arm's median windows per second of training, its
+speed-up over the arm before, EM/F1 (the same every round), and what ``--bf16 auto`` picks on
+this machine. The model is ``--model``, or (cached in the work folder) the ``--preset``
+pretrained for ``--pretrain-minutes`` on the first 11 MB of ``enwiki/train.txt``.
 
-    python benchmarks/qa_finetune.py [--preset tiny] [--steps 150] [--model PATH]
+    python benchmarks/qa_finetune.py [--preset tiny] [--steps 150] [--rounds 2] [--model PATH]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -23,9 +28,13 @@ from pathlib import Path
 from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
-# Each arm adds one change to the one before: precision, then batching by length.
-ARMS = {"fp32": {"bf16": "false", "group_by_length": False}, "bf16": {"bf16": "true", "group_by_length": False},
-        "bf16, by length": {"bf16": "true", "group_by_length": True}}
+# Each arm adds one change to the one before: precision, batching by length, then the stage's model class.
+STOCK = {"stock_class": True, "attention": "sdpa"}
+ARMS = {"fp32": {"bf16": "false", "group_by_length": False, **STOCK},
+        "bf16": {"bf16": "true", "group_by_length": False, **STOCK},
+        "bf16, by length": {"bf16": "true", "group_by_length": True, **STOCK},
+        "bf16, by length, scratchbert model": {"bf16": "true", "group_by_length": True, "stock_class": False,
+                                               "attention": "auto"}}
 
 
 def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
@@ -39,6 +48,22 @@ def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _model_class(stock: bool):
+    """With ``stock``, fine-tune transformers' ``BertForQuestionAnswering`` instead of the stage's class."""
+    from transformers import BertForQuestionAnswering
+
+    from scratchbert import modeling
+
+    own = modeling.qa_model_class
+    if stock:
+        modeling.qa_model_class = lambda: BertForQuestionAnswering
+    try:
+        yield
+    finally:
+        modeling.qa_model_class = own
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="pretrained model folder (default: pretrain --preset for --pretrain-minutes)")
@@ -48,6 +73,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-examples", type=int, default=8000)
     p.add_argument("--eval-examples", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=2, help="times each arm runs, in alternating order (median reported)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
     args = p.parse_args()
     require_shared_data()
@@ -62,22 +88,30 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else pretrained_model(work, args.preset, args.pretrain_minutes)
     result = {"benchmark": "qa_finetune", "model": str(model), "steps": args.steps, "batch_size": args.batch_size,
-              "train_examples": args.train_examples, "eval_examples": args.eval_examples,
+              "train_examples": args.train_examples, "eval_examples": args.eval_examples, "rounds": args.rounds,
               "auto_picks_bf16": use_bf16("auto")}
+    runs = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        for arm, settings in ARMS.items():
-            with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its summary on stdout
-                m = finetune_qa(QAConfig(model=str(model), squad_train=str(SQUAD_TRAIN),
-                                         squad_dev=str(SQUAD_DEV), out=str(Path(tmp) / arm.replace(" ", "_")),
-                                         max_steps=args.steps, batch_size=args.batch_size, **settings,
-                                         max_train_examples=args.train_examples, max_eval_examples=args.eval_examples,
-                                         logging_steps=10**9))
-            result[arm] = {
-                "train_seconds": m["train_seconds"], "windows_per_second": args.steps * args.batch_size / m["train_seconds"],
-                "eval_seconds": m["eval_seconds"], "exact_match": m["exact_match"], "f1": m["f1"],
-                "train_loss": m["train_loss"]}
-    result["bf16_speedup"] = result["bf16"]["windows_per_second"] / result["fp32"]["windows_per_second"]
-    result["by_length_speedup"] = result["bf16, by length"]["windows_per_second"] / result["bf16"]["windows_per_second"]
+        for r in range(args.rounds):
+            for arm in (list(ARMS) if r % 2 == 0 else list(ARMS)[::-1]):
+                settings = dict(ARMS[arm])
+                stock = settings.pop("stock_class")
+                with contextlib.redirect_stdout(sys.stderr), _model_class(stock):  # the Trainer prints its summary on stdout
+                    runs[arm].append(finetune_qa(QAConfig(
+                        model=str(model), squad_train=str(SQUAD_TRAIN), squad_dev=str(SQUAD_DEV),
+                        out=str(Path(tmp) / f"{arm.replace(' ', '_')}-{r}"), max_steps=args.steps,
+                        batch_size=args.batch_size, **settings, max_train_examples=args.train_examples,
+                        max_eval_examples=args.eval_examples, logging_steps=10**9)))
+    previous = None
+    for arm, ms in runs.items():
+        m = ms[0]
+        seconds = statistics.median(x["train_seconds"] for x in ms)
+        result[arm] = {"train_seconds": seconds, "windows_per_second": args.steps * args.batch_size / seconds,
+                       "eval_seconds": statistics.median(x["eval_seconds"] for x in ms),
+                       "exact_match": m["exact_match"], "f1": m["f1"], "train_loss": m["train_loss"]}
+        if previous:
+            result[arm]["speedup"] = result[arm]["windows_per_second"] / result[previous]["windows_per_second"]
+        previous = arm
     emit(result)
 
 

@@ -1,11 +1,13 @@
-"""Model sizes, config validation, and the pretraining model.
+"""Model sizes, config validation, the pretraining model and the QA model.
 
 :class:`ScratchBertForPreTraining` is Hugging Face's ``BertForPreTraining`` with one change
 in ``forward``: when labels are given, the vocabulary projection runs only at the masked
 positions (a *sparse prediction head*, as in Cramming and MosaicBERT). With 15% masking
 this skips ~85% of the largest matmul of a small model and its softmax. The weights and the
 saved checkpoint are exactly ``BertForPreTraining``'s, so ``BertForPreTraining``,
-``BertForMaskedLM`` and ``BertForQuestionAnswering`` all load what it saves.
+``BertForMaskedLM`` and ``BertForQuestionAnswering`` all load what it saves. QA fine-tuning
+runs ``BertForQuestionAnswering`` with the same bf16 encoder and attention mask
+(:func:`qa_model_class`), and saves the stock class's checkpoint too.
 """
 
 from __future__ import annotations
@@ -54,6 +56,21 @@ def effective_size(preset: str, *, hidden_size: int | None = None, num_hidden_la
     if hidden % heads:
         raise ScratchBertError(f"hidden size {hidden} is not divisible by {heads} attention heads; pick a head count that divides it (e.g. {hidden // 64 or 1})")
     return Size(hidden, size.num_hidden_layers if num_hidden_layers is None else num_hidden_layers, heads, inter)
+
+
+ATTENTIONS = ("auto", "eager", "sdpa")
+
+
+def resolve_attention(attention: str) -> str:
+    """'auto' -> eager attention, on a CPU and on a GPU alike: faster than SDPA on both at
+    sequence length 128 with length-grouped batches (with a padding mask SDPA runs cuDNN
+    kernels that plan again for every padded length), and for QA's windows of up to 384 tokens
+    on a CPU; ``benchmarks/pretrain_throughput.py`` and ``benchmarks/qa_finetune.py`` report
+    both kernels (docs/performance.md).
+    """
+    if attention not in ATTENTIONS:
+        raise ScratchBertError(f"attention {attention!r} is not one of {', '.join(ATTENTIONS)}")
+    return "eager" if attention == "auto" else attention
 
 
 def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size: int | None = None,
@@ -166,17 +183,11 @@ def pretraining_model_class():
 
         def save_pretrained(self, save_directory, *args, **kwargs):
             super().save_pretrained(save_directory, *args, **kwargs)
-            # transformers writes the saving class's name into `architectures`, a class only this
-            # package has; the weights are BertForPreTraining's, so the config says so for tools
-            # that pick a class from it (a config file of a few hundred bytes, written again).
-            if kwargs.get("is_main_process", True):
-                self.config.architectures = ["BertForPreTraining"]
-                self.config.save_pretrained(save_directory)
+            save_as_stock_class(self, "BertForPreTraining", save_directory, kwargs)
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                     inputs_embeds=None, labels=None, next_sentence_label=None, mlm_positions=None, **kwargs):
-            if attention_mask is not None and attention_mask.dim() == 2 and self.config._attn_implementation == "eager":
-                attention_mask = padding_attention_bias(attention_mask, encoder_dtype(self.bert, attention_mask.device))
+            attention_mask = eager_attention_mask(self, attention_mask)
             outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                 position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
             sequence_output, pooled_output = outputs[0], outputs[1]
@@ -206,6 +217,53 @@ def pretraining_model_class():
                                             seq_relationship_logits=nsp_logits)
 
     return ScratchBertForPreTraining
+
+
+@functools.cache
+def qa_model_class():
+    """The QA fine-tuning and scoring model class: ``BertForQuestionAnswering`` with the
+    pretraining model's fast path, its residual stream in bf16 under bf16 autocast
+    (:func:`keep_residual_stream_in_bf16`) and, with eager attention, the padding mask passed
+    as a bias (:func:`padding_attention_bias`). Same weights, same saved checkpoint: a QA
+    step on SQuAD's windows takes about three quarters of the stock class's time on a CPU
+    (docs/performance.md, "QA fine-tuning")."""
+    from transformers import BertForQuestionAnswering
+
+    class ScratchBertForQuestionAnswering(BertForQuestionAnswering):
+        def __init__(self, config):
+            super().__init__(config)
+            keep_residual_stream_in_bf16(self.bert)
+
+        def save_pretrained(self, save_directory, *args, **kwargs):
+            super().save_pretrained(save_directory, *args, **kwargs)
+            save_as_stock_class(self, "BertForQuestionAnswering", save_directory, kwargs)
+
+        # The stock signature, spelt out: the Trainer keeps only the dataset columns it names.
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                    inputs_embeds=None, start_positions=None, end_positions=None, **kwargs):
+            return super().forward(input_ids, attention_mask=eager_attention_mask(self, attention_mask),
+                                   token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                                   start_positions=start_positions, end_positions=end_positions, **kwargs)
+
+    return ScratchBertForQuestionAnswering
+
+
+def save_as_stock_class(model, name: str, save_directory, kwargs: dict) -> None:
+    """After ``save_pretrained``: record the stock transformers class ``name`` as the
+    checkpoint's architecture. transformers writes the saving class's name, a class only this
+    package has, while the weights are the stock class's, so the config says so for tools that
+    pick a class from it (a config file of a few hundred bytes, written again)."""
+    if kwargs.get("is_main_process", True):
+        model.config.architectures = [name]
+        model.config.save_pretrained(save_directory)
+
+
+def eager_attention_mask(model, attention_mask):
+    """The attention mask to hand ``model.bert``: under eager attention a 2D padding mask
+    becomes :func:`padding_attention_bias` in the encoder's dtype; otherwise it is unchanged."""
+    if attention_mask is not None and attention_mask.dim() == 2 and model.config._attn_implementation == "eager":
+        return padding_attention_bias(attention_mask, encoder_dtype(model.bert, attention_mask.device))
+    return attention_mask
 
 
 def keep_residual_stream_in_bf16(bert) -> None:

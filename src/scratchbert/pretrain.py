@@ -37,7 +37,7 @@ from pathlib import Path
 from scratchbert import distributed, progress
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
-from scratchbert.modeling import PRESETS
+from scratchbert.modeling import ATTENTIONS, PRESETS, resolve_attention
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
 from scratchbert.params import check, check_choices, check_source, default, finite, param
 from scratchbert.schedule import Budget
@@ -47,7 +47,6 @@ STAGE = "pretrain"
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-ATTENTIONS = ("auto", "eager", "sdpa")
 
 
 @dataclass
@@ -185,17 +184,6 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def resolve_attention(attention: str) -> str:
-    """'auto' -> eager attention, on a CPU and on a GPU alike: faster than SDPA on both at
-    sequence length 128 with length-grouped batches (with a padding mask SDPA runs cuDNN
-    kernels that plan again for every padded length); ``benchmarks/pretrain_throughput.py``
-    reports both kernels (docs/performance.md).
-    """
-    if attention not in {"auto", "sdpa", "eager"}:
-        raise ScratchBertError(f"attention {attention!r} is not one of auto, sdpa, eager")
-    return "eager" if attention == "auto" else attention
 
 
 def step_arguments(num_workers: int = -1) -> dict:

@@ -34,6 +34,7 @@ from scratchbert import distributed, progress, starting_model
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
+from scratchbert.modeling import ATTENTIONS
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
 from scratchbert.params import check, check_choices, check_source, finite, param
 from scratchbert.schedule import Budget
@@ -123,6 +124,8 @@ class QAConfig:
                                                   "occurrence of that text (counted in metrics.json); off, such an answer is an error.")
     bf16: str = param("auto", help="bfloat16 mixed precision: auto is on where the hardware has it, as in pretraining.",
                       choices=("auto", "true", "false"))
+    attention: str = param("auto", help="Attention kernel: auto is eager, with bf16 activations about 1.3x faster QA steps "
+                                        "than SDPA on a CPU (both as in pretraining).", choices=ATTENTIONS)
     num_workers: int = param(0, help="Worker processes for tokenisation and data loading; 0 works in the main process.")
     logging_steps: int = param(50, help="Log loss and learning rate every N steps.")
     overwrite: bool = param(False, help="Replace an existing --out and --logs that another stage or a person wrote (a QA model folder is always replaced).")
@@ -637,15 +640,10 @@ def finetune_qa(cfg: QAConfig) -> dict:
 
 def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     import torch
-    from transformers import (
-        BertForQuestionAnswering,
-        DataCollatorWithPadding,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
     from scratchbert.modelcard import write_model_card
-    from scratchbert.modeling import check_tokenizer_matches
+    from scratchbert.modeling import check_tokenizer_matches, qa_model_class, resolve_attention
     from scratchbert.pretrain import report_to
 
     tokenizer, config = _load_tokenizer_and_config(model_dir)
@@ -679,7 +677,8 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     budget = Budget(_step_limit(cfg, len(train_features)), cfg.time_budget_minutes, cfg.warmup_ratio, label="qa-finetune")
 
     set_seed(cfg.seed)  # before the model: the new QA head is initialised from the seed
-    model = BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
+    model = qa_model_class().from_pretrained(model_dir, local_files_only=True,
+                                             attn_implementation=resolve_attention(cfg.attention))
 
     with (atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite,
                             marker={"tokenizer_fingerprint": fingerprint(tokenizer), "starts_from": starts_from}) as tmp,
@@ -744,6 +743,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             "train_answer_starts_repaired": train_repaired,
             "eval_answer_starts_repaired": eval_repaired,
             "bf16": int(bf16),
+            "attention": model.config._attn_implementation,
             "starts_from": starts_from,
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
@@ -930,9 +930,9 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
     user gave it, for messages. Post-processing is left to the caller, so that one prediction can
     be turned into answers in several ways (``benchmarks/qa_postprocess.py``)."""
     import torch
-    from transformers import BertForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from scratchbert.modeling import check_model_kind, check_tokenizer_matches
+    from scratchbert.modeling import check_model_kind, check_tokenizer_matches, qa_model_class, resolve_attention
 
     name = name or str(model_dir)
     tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder")
@@ -947,7 +947,7 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
                                     max_examples=max_examples or None)
     eval_set, cut = fit_questions(eval_set, tokenizer, max_seq_len, doc_stride)
     features = build_features(eval_set, tokenizer, max_seq_len, doc_stride, train=False)
-    model = BertForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
+    model = qa_model_class().from_pretrained(model_dir, local_files_only=True, attn_implementation=resolve_attention("auto"))
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-predict-") as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=batch_size, bf16=on,
                                  use_cpu=not torch.cuda.is_available(), report_to=["none"], disable_tqdm=progress.hidden())

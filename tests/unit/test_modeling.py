@@ -1,6 +1,8 @@
-"""scratchbert.modeling: presets, config validation, and the sparse-head pretraining model."""
+"""scratchbert.modeling: presets, config validation, the sparse-head pretraining model and the QA model."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -16,6 +18,7 @@ from scratchbert.modeling import (
     masked_positions,
     padding_attention_bias,
     pretraining_model_class,
+    qa_model_class,
     set_mlm_bias_to_unigram,
 )
 
@@ -417,3 +420,37 @@ def test_saved_model_loads_in_the_stock_bert_classes(tmp_path):
         torch.testing.assert_close(pre.eval()(**inputs).prediction_logits, expected)
         torch.testing.assert_close(mlm.eval()(**inputs).logits, expected)
     torch.testing.assert_close(qa.bert.embeddings.word_embeddings.weight, sparse.bert.embeddings.word_embeddings.weight)
+
+
+def test_qa_class_is_the_stock_qa_model_with_the_fast_path(tmp_path):
+    """The QA class loads a pretrained folder as the stock class does; with eager attention it
+    gives the stock logits and loss bit for bit in fp32, runs its LayerNorms and attention in
+    bf16 under autocast (the stock class: fp32), stays as close to the fp32 loss, and saves a
+    checkpoint the stock class loads as its own."""
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    sparse, _, batch = _model_and_batch(seed=4)
+    sparse.save_pretrained(tmp_path / "pretrained")
+    torch.manual_seed(0)
+    ours = qa_model_class().from_pretrained(tmp_path / "pretrained", attn_implementation="eager")
+    stock = BertForQuestionAnswering.from_pretrained(tmp_path / "pretrained", attn_implementation="eager")
+    stock.load_state_dict(ours.state_dict())  # the same new QA head in both
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs.update(start_positions=torch.tensor([1, 2, 3, 4, 5, 6]), end_positions=torch.tensor([2, 3, 9, 4, 7, 8]))
+    with torch.no_grad():
+        exact, theirs = ours.eval()(**inputs), stock.eval()(**inputs)
+    assert torch.equal(exact.start_logits, theirs.start_logits) and torch.equal(exact.loss, theirs.loss)
+    dtypes, losses = {}, {}
+    for name, model in (("ours", ours), ("stock", stock)):
+        with _op_recorder() as recorded, torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            losses[name] = model(**inputs).loss.item()
+        dtypes[name] = {out.dtype for op, out in recorded.ops if op in ("native_layer_norm", "_softmax")}
+    assert dtypes == {"ours": {torch.float32, torch.bfloat16}, "stock": {torch.float32}}, dtypes  # ours: fp32 embeddings' norm only
+    assert abs(losses["ours"] - exact.loss.item()) <= 2 * abs(losses["stock"] - exact.loss.item()) + 2e-2, losses
+
+    ours.save_pretrained(tmp_path / "qa")
+    assert json.loads((tmp_path / "qa" / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
+    reloaded, info = BertForQuestionAnswering.from_pretrained(tmp_path / "qa", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    torch.testing.assert_close(reloaded.qa_outputs.weight, ours.qa_outputs.weight)

@@ -21,8 +21,9 @@ import pytest
 
 from scratchbert.checkpoints import RUN_RECORD
 from scratchbert.errors import ScratchBertError
+from scratchbert.modeling import resolve_attention
 from scratchbert.outputs import MARKER
-from scratchbert.pretrain import PretrainConfig, pretrain, resolve_attention, resolve_precision
+from scratchbert.pretrain import PretrainConfig, pretrain, resolve_precision
 from scratchbert.schedule import lr_lambda
 
 
