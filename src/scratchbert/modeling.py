@@ -159,6 +159,27 @@ def masked_positions(labels):
     return torch.cat([where, free.expand(prediction_rows(where.numel()) - where.numel())])
 
 
+class FastEncoder:
+    """What both of the package's model classes add to their transformers class (put first
+    among the bases): the encoder's residual stream in bf16 under bf16 autocast
+    (:func:`keep_residual_stream_in_bf16`), and a checkpoint that records ``stock_class``, the
+    transformers class whose weights it holds, as its architecture. transformers would write
+    the saving class's name, a class only this package has, and tools pick a class from it (a
+    config file of a few hundred bytes, written again)."""
+
+    stock_class: str
+
+    def __init__(self, config):
+        super().__init__(config)
+        keep_residual_stream_in_bf16(self.bert)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self.config.architectures = [self.stock_class]
+            self.config.save_pretrained(save_directory)
+
+
 @functools.cache  # built on first use: importing torch is slow
 def pretraining_model_class():
     """The sparse-head pretraining model class."""
@@ -169,7 +190,7 @@ def pretraining_model_class():
 
     _masked_lm_loss_function()  # made here, before any torch.compile trace of the forward
 
-    class ScratchBertForPreTraining(BertForPreTraining):
+    class ScratchBertForPreTraining(FastEncoder, BertForPreTraining):
         """``BertForPreTraining`` whose MLM logits are computed at masked positions only.
 
         With ``labels``, ``prediction_logits`` has shape ``(n_masked, vocab)`` in the
@@ -177,13 +198,7 @@ def pretraining_model_class():
         needs only the loss); without, it is the usual full tensor.
         """
 
-        def __init__(self, config):
-            super().__init__(config)
-            keep_residual_stream_in_bf16(self.bert)
-
-        def save_pretrained(self, save_directory, *args, **kwargs):
-            super().save_pretrained(save_directory, *args, **kwargs)
-            save_as_stock_class(self, "BertForPreTraining", save_directory, kwargs)
+        stock_class = "BertForPreTraining"
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                     inputs_embeds=None, labels=None, next_sentence_label=None, mlm_positions=None, **kwargs):
@@ -229,14 +244,8 @@ def qa_model_class():
     (docs/performance.md, "QA fine-tuning")."""
     from transformers import BertForQuestionAnswering
 
-    class ScratchBertForQuestionAnswering(BertForQuestionAnswering):
-        def __init__(self, config):
-            super().__init__(config)
-            keep_residual_stream_in_bf16(self.bert)
-
-        def save_pretrained(self, save_directory, *args, **kwargs):
-            super().save_pretrained(save_directory, *args, **kwargs)
-            save_as_stock_class(self, "BertForQuestionAnswering", save_directory, kwargs)
+    class ScratchBertForQuestionAnswering(FastEncoder, BertForQuestionAnswering):
+        stock_class = "BertForQuestionAnswering"
 
         # The stock signature, spelt out: the Trainer keeps only the dataset columns it names.
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -246,16 +255,6 @@ def qa_model_class():
                                    start_positions=start_positions, end_positions=end_positions, **kwargs)
 
     return ScratchBertForQuestionAnswering
-
-
-def save_as_stock_class(model, name: str, save_directory, kwargs: dict) -> None:
-    """After ``save_pretrained``: record the stock transformers class ``name`` as the
-    checkpoint's architecture. transformers writes the saving class's name, a class only this
-    package has, while the weights are the stock class's, so the config says so for tools that
-    pick a class from it (a config file of a few hundred bytes, written again)."""
-    if kwargs.get("is_main_process", True):
-        model.config.architectures = [name]
-        model.config.save_pretrained(save_directory)
 
 
 def eager_attention_mask(model, attention_mask):
