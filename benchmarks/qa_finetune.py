@@ -12,7 +12,12 @@ speed-up over the arm before, EM/F1 (the same every round), and what ``--bf16 au
 this machine. The model is ``--model``, or (cached in the work folder) the ``--preset``
 pretrained for ``--pretrain-minutes`` on the first 11 MB of ``enwiki/train.txt``.
 
+With ``--batch-sizes B1 B2 ...`` the arms are instead the stage's default at each batch size, each
+training on the same windows (``--steps`` x ``--batch-size`` of them), which is how the CPU
+recipe's QA batch was timed.
+
     python benchmarks/qa_finetune.py [--preset tiny] [--steps 150] [--rounds 2] [--model PATH]
+    python benchmarks/qa_finetune.py --model PATH --steps 600 --batch-sizes 32 128
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ ARMS = {"fp32": {"bf16": "false", "group_by_length": False, **STOCK},
         "bf16, by length": {"bf16": "true", "group_by_length": True, **STOCK},
         "bf16, by length, scratchbert model": {"bf16": "true", "group_by_length": True, "stock_class": False,
                                                "attention": "auto"}}
+DEFAULT_ARM = "bf16, by length, scratchbert model"
 
 
 def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
@@ -71,6 +77,8 @@ def main() -> None:
     p.add_argument("--pretrain-minutes", type=float, default=3.0)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-sizes", type=int, nargs="+",
+                   help="compare the stage's default at these batch sizes on --steps x --batch-size windows instead")
     p.add_argument("--train-examples", type=int, default=8000)
     p.add_argument("--eval-examples", type=int, default=500)
     p.add_argument("--rounds", type=int, default=2, help="times each arm runs, in alternating order (median reported)")
@@ -87,26 +95,33 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else pretrained_model(work, args.preset, args.pretrain_minutes)
-    result = {"benchmark": "qa_finetune", "model": str(model), "steps": args.steps, "batch_size": args.batch_size,
+    windows = args.steps * args.batch_size
+    arms = {arm: {**settings, "batch_size": args.batch_size, "max_steps": args.steps} for arm, settings in ARMS.items()}
+    if args.batch_sizes:
+        arms = {f"batch {b}": {**ARMS[DEFAULT_ARM], "batch_size": b, "max_steps": max(1, windows // b)}
+                for b in args.batch_sizes}
+    result = {"benchmark": "qa_finetune", "model": str(model), "windows": windows,
               "train_examples": args.train_examples, "eval_examples": args.eval_examples, "rounds": args.rounds,
               "auto_picks_bf16": use_bf16("auto")}
-    runs = {arm: [] for arm in ARMS}
+    runs = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for r in range(args.rounds):
-            for arm in (list(ARMS) if r % 2 == 0 else list(ARMS)[::-1]):
-                settings = dict(ARMS[arm])
+            for arm in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+                settings = dict(arms[arm])
                 stock = settings.pop("stock_class")
                 with contextlib.redirect_stdout(sys.stderr), _model_class(stock):  # the Trainer prints its summary on stdout
                     runs[arm].append(finetune_qa(QAConfig(
                         model=str(model), squad_train=str(SQUAD_TRAIN), squad_dev=str(SQUAD_DEV),
-                        out=str(Path(tmp) / f"{arm.replace(' ', '_')}-{r}"), max_steps=args.steps,
-                        batch_size=args.batch_size, **settings, max_train_examples=args.train_examples,
+                        out=str(Path(tmp) / f"{arm.replace(' ', '_')}-{r}"), **settings,
+                        max_train_examples=args.train_examples,
                         max_eval_examples=args.eval_examples, logging_steps=10**9)))
     previous = None
     for arm, ms in runs.items():
         m = ms[0]
         seconds = statistics.median(x["train_seconds"] for x in ms)
-        result[arm] = {"train_seconds": seconds, "windows_per_second": args.steps * args.batch_size / seconds,
+        steps, batch = arms[arm]["max_steps"], arms[arm]["batch_size"]
+        result[arm] = {"steps": steps, "batch_size": batch, "train_seconds": seconds,
+                       "windows_per_second": steps * batch / seconds,
                        "eval_seconds": statistics.median(x["eval_seconds"] for x in ms),
                        "exact_match": m["exact_match"], "f1": m["f1"], "train_loss": m["train_loss"]}
         if previous:
