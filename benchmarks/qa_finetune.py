@@ -35,12 +35,11 @@ from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_d
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 # Each arm adds one change to the one before: precision, batching by length, then the stage's model class.
 STOCK = {"stock_class": True, "attention": "sdpa"}
+DEFAULT_ARM = "bf16, by length, scratchbert model"  # the stage as it runs; --batch-sizes compares it alone
 ARMS = {"fp32": {"bf16": "false", "group_by_length": False, **STOCK},
         "bf16": {"bf16": "true", "group_by_length": False, **STOCK},
         "bf16, by length": {"bf16": "true", "group_by_length": True, **STOCK},
-        "bf16, by length, scratchbert model": {"bf16": "true", "group_by_length": True, "stock_class": False,
-                                               "attention": "auto"}}
-DEFAULT_ARM = "bf16, by length, scratchbert model"
+        DEFAULT_ARM: {"bf16": "true", "group_by_length": True, "stock_class": False, "attention": "auto"}}
 
 
 def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
