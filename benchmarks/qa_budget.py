@@ -1,11 +1,12 @@
 """SQuAD quality against the whole run's time budget: the main job with ``--budget-minutes N``.
 
-    python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset tiny] [--workdir DIR]
+    python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset tiny] [--corpus FILE] [--workdir DIR]
 
 For each budget, one ``scratchbert run-local --budget-minutes N --qa-max-eval-examples 0``
 (the offline stand-ins in ../shared/data: the first 11 MB of enwiki, SQuAD v1.1, scored on all
 10,570 dev questions), then the published model asked a few plain questions; with ``--shares``,
-one run per budget and ``--budget-pretrain-share`` (the recipe's share otherwise). Prints one JSON
+one run per budget and ``--budget-pretrain-share`` (the recipe's share otherwise); with ``--corpus``,
+that text whole instead of the first 11 MB of enwiki. Prints one JSON
 document: per budget, each stage's time, MLM/NSP accuracy, EM/F1 and the answers.
 """
 
@@ -34,18 +35,20 @@ QUESTIONS = [
 ]
 
 
-def run(minutes: float, preset: str, workdir: Path, share: float | None = None) -> dict:
+def run(minutes: float, preset: str, workdir: Path, share: float | None = None, corpus: str | None = None) -> dict:
     cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--budget-minutes", str(minutes),
            "--preset", preset, "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
     if share is not None:
         cmd += ["--budget-pretrain-share", str(share)]
+    if corpus is not None:
+        cmd += ["--corpus", corpus]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=sys.stderr)
     wall = time.perf_counter() - t0
     (summary_file,) = sorted(workdir.glob("*/summary.json"))[-1:]
     summary = json.loads(summary_file.read_text())
     stages = summary["stages"]
-    return {"minutes": minutes, "preset": preset, "share": share, "command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
+    return {"minutes": minutes, "preset": preset, "share": share, "corpus": corpus, "command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
             "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
             "pretrain_steps": stages.get("pretrain", {}).get("steps"),
             "qa_steps": stages.get("qa_finetune", {}).get("train_steps"),
@@ -74,6 +77,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[15.0])
     p.add_argument("--shares", type=float, nargs="+", default=[None], help="budget_pretrain_share of each run")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--corpus", help="pretraining text to use whole (default: the first 11 MB of ../shared/data's enwiki)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-qa-budget"))
     args = p.parse_args()
     require_shared_data()
@@ -81,7 +85,7 @@ def main() -> None:
     for minutes in args.minutes:
         for share in args.shares:
             workdir = Path(args.workdir) / (f"{args.preset}-{minutes:g}min" + ("" if share is None else f"-share{share:g}"))
-            rows.append(run(minutes, args.preset, workdir, share))
+            rows.append(run(minutes, args.preset, workdir, share, args.corpus))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     emit({"benchmark": "qa_budget", "rows": rows})
 
