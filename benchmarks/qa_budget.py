@@ -38,10 +38,8 @@ QUESTIONS = [
 def run(minutes: float, preset: str, workdir: Path, share: float | None = None, corpus: str | None = None) -> dict:
     cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--budget-minutes", str(minutes),
            "--preset", preset, "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
-    if share is not None:
-        cmd += ["--budget-pretrain-share", str(share)]
-    if corpus is not None:
-        cmd += ["--corpus", corpus]
+    options = {"--budget-pretrain-share": share, "--corpus": corpus}  # left to the recipe when None
+    cmd += [arg for flag, value in options.items() if value is not None for arg in (flag, str(value))]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=sys.stderr)
     wall = time.perf_counter() - t0
@@ -84,7 +82,8 @@ def main() -> None:
     rows = []
     for minutes in args.minutes:
         for share in args.shares:
-            workdir = Path(args.workdir) / (f"{args.preset}-{minutes:g}min" + ("" if share is None else f"-share{share:g}"))
+            workdir = Path(args.workdir) / (f"{args.preset}-{minutes:g}min" + ("" if share is None else f"-share{share:g}")
+                                            + ("" if args.corpus is None else f"-{Path(args.corpus).stem}"))
             rows.append(run(minutes, args.preset, workdir, share, args.corpus))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     emit({"benchmark": "qa_budget", "rows": rows})
