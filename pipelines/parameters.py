@@ -122,8 +122,8 @@ PARAMETERS: tuple[Parameter, ...] = (
                                                    "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
                                                    "pretraining steps (docs/performance.md)."),
     Parameter("budget_qa_epoch_minutes", float, 0.0, "Minutes one epoch of QA fine-tuning takes where it runs, if known: "
-                                                     "QA fine-tuning then gets no more of budget_minutes than its epochs "
-                                                     "need (it stops after two) and pretraining the rest. 0: unknown, "
+                                                     "QA fine-tuning then gets no more of budget_minutes than its "
+                                                     "qa_epochs need (it stops there) and pretraining the rest. 0: unknown, "
                                                      "budget_pretrain_share alone splits the budget."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
@@ -134,6 +134,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("evaluate", "max_examples")),
     stage_parameter(("qa_finetune", "max_steps")),
     stage_parameter(("qa_finetune", "time_budget_minutes")),
+    stage_parameter(("qa_finetune", "epochs")),
     stage_parameter(("qa_finetune", "learning_rate")),
     stage_parameter(("qa_finetune", "batch_size")),
     stage_parameter(("qa_finetune", "max_seq_len"), ("starting_model", "max_seq_len")),
@@ -245,8 +246,8 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
 # How budget_minutes is spent: BUDGET_FIXED_MINUTES for the work that is not training (tokenizer,
 # dataset, evaluation, QA windows and scoring, publishing: measured on the main job's data on 2
 # cores), then pretraining gets budget_pretrain_share of the rest and QA fine-tuning the remainder,
-# but no more than its epochs take when budget_qa_epoch_minutes says how long one takes (past two
-# epochs a small model memorises SQuAD, so QA fine-tuning stops there and the time would be lost);
+# but no more than its qa_epochs take when budget_qa_epoch_minutes says how long one takes (QA
+# fine-tuning stops after them, as past about two a small model memorises SQuAD: more time is lost);
 # docs/performance.md, "One budget", has the measurements behind these.
 BUDGET_FIXED_MINUTES = 2.5
 
@@ -265,8 +266,9 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
     pretrain_share = 0.0 if values.get("skip_pretraining") else float(BY_NAME["budget_pretrain_share"].default if share is None else share)
     qa = training * (1 - pretrain_share)
     epoch_minutes = float(values.get("budget_qa_epoch_minutes") or 0)
-    if epoch_minutes > 0 and pretrain_share > 0:  # what QA fine-tuning cannot use, pretraining can
-        qa = min(qa, params.default(QAConfig, "epochs") * epoch_minutes)
+    epochs = float(values.get("qa_epochs", BY_NAME["qa_epochs"].default))
+    if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0:  # what QA fine-tuning cannot use, pretraining can
+        qa = min(qa, epochs * epoch_minutes)
     split = {"time_budget_minutes": round(training - qa, 2), "qa_time_budget_minutes": round(qa, 2)}
     return {name: given[name] or (0.0 if int(steps[name] or -1) > 0 else split[name]) for name in split}
 

@@ -8,7 +8,7 @@ from scratchbert_components import REPORT_HELPERS, make_component
 
 
 def qa_finetune(model: Input[Model], squad_train: str, squad_dev: str, max_steps: int, time_budget_minutes: float,
-                learning_rate: float,
+                epochs: float, learning_rate: float,
                 batch_size: int, max_seq_len: int, max_train_examples: int, max_eval_examples: int,
                 qa_model: Output[Model], logs: Output[Artifact], metrics: Output[Metrics], report: Output[HTML]):
     """Fine-tune the pretrained model for extractive question answering and score it (exact match, F1).
@@ -27,7 +27,7 @@ def qa_finetune(model: Input[Model], squad_train: str, squad_dev: str, max_steps
 
     config = QAConfig(model=model.path, squad_train=squad_train, squad_dev=squad_dev, out=qa_model.path,
                       logs=logs.path, max_seq_len=max_seq_len, max_steps=max_steps,
-                      time_budget_minutes=time_budget_minutes, learning_rate=learning_rate,
+                      time_budget_minutes=time_budget_minutes, epochs=epochs, learning_rate=learning_rate,
                       batch_size=batch_size, logging_steps=logging_interval(max_steps),
                       max_train_examples=max_train_examples, max_eval_examples=max_eval_examples)
     result = run_stage(finetune_qa, config)

@@ -21,7 +21,7 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
              budget_minutes: float, budget_pretrain_share: float,
              budget_qa_epoch_minutes: float, learning_rate: float, batch_size: int, checkpoint_uri: str, num_nodes: int,
              gpus_per_node: int, eval_max_examples: int, qa_max_steps: int, qa_time_budget_minutes: float,
-             qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int, qa_max_train_examples: int,
+             qa_epochs: float, qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int, qa_max_train_examples: int,
              qa_max_eval_examples: int, qa_on_gpu: bool, publish_uri: str, publish_version: str) -> NamedTuple("Plan", [("time_budget_minutes", float), ("qa_time_budget_minutes", float)]):
     """Check every pipeline parameter as the stages will, so that a bad value fails in seconds with one line;
     return the two training stages' time budgets (budget_minutes split between them).

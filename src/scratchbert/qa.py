@@ -567,7 +567,7 @@ def _validate(cfg: QAConfig) -> None:
         (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be at least 1"),
         (cfg.max_steps == -1 or cfg.max_steps > 0, f"--max-steps {cfg.max_steps} must be positive, or -1 to train --epochs"),
         (cfg.max_steps > 0 or (finite(cfg.epochs) and cfg.epochs > 0),
-         "--epochs must be positive when --max-steps is -1; set one of them"),
+         f"--epochs {cfg.epochs} must be positive when --max-steps is -1; set one of them"),
         (finite(cfg.time_budget_minutes) and cfg.time_budget_minutes >= 0,
          f"--time-budget-minutes {cfg.time_budget_minutes} must be a number of minutes, 0 or more (0: no budget)"),
         (finite(cfg.warmup_ratio) and 0 <= cfg.warmup_ratio < 1, f"--warmup-ratio {cfg.warmup_ratio} must be in [0, 1)"),

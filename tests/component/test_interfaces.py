@@ -183,6 +183,7 @@ def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(
     ({"qa_max_steps": 0}, "qa_finetune stage: QA fine-tuning: qa_max_steps 0 must be positive"),
     ({"qa_learning_rate": 0.0}, "qa_learning_rate 0.0 must be positive"),
     ({"qa_batch_size": 0}, "qa_batch_size 0 must be at least 1"),
+    ({"qa_epochs": 0.0}, "qa_epochs 0.0 must be positive when qa_max_steps is -1"),
     ({"batch_size": 0}, "pretrain stage: batch_size 0 must be at least 1"),
     ({"max_seq_len": 100000}, "dataset stage: max_seq_len 100000 must lie between"),
     ({"dupe_factor": 0}, "dupe_factor 0 must be 1 or more"),
@@ -217,7 +218,8 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
     recipe = local_run.run_settings(False, {"budget_minutes": 60.0, "preset": "tiny"}, none)
     assert recipe["budget_qa_epoch_minutes"] == local_run.REAL_DEFAULTS["budget_qa_epoch_minutes"] > 0
     planned = parameters.validate({**recipe, "budget_minutes": 60.0})
-    assert planned["qa_time_budget_minutes"] == 2 * recipe["budget_qa_epoch_minutes"]  # two epochs; pretraining the rest
+    # the recipe's QA epochs, pretraining the rest
+    assert planned["qa_time_budget_minutes"] == pytest.approx(planned["qa_epochs"] * recipe["budget_qa_epoch_minutes"])
     # another model or other QA data: the recipe's epoch time does not hold, the share alone splits the budget
     for given, sources in (({"preset": "mini"}, none), ({"qa_batch_size": 64}, none), ({}, {**none, "squad_train": "my.json"})):
         settings = local_run.run_settings(False, {"budget_minutes": 60.0, **given}, sources)
@@ -248,10 +250,15 @@ def test_one_budget_is_split_between_the_training_stages():
     assert counted["time_budget_minutes"] == 0 and counted["qa_time_budget_minutes"] == gpu["qa_time_budget_minutes"]
     direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
     assert direct["qa_time_budget_minutes"] == pytest.approx(training, abs=0.01) and direct["time_budget_minutes"] == 0
-    # knowing how long a QA epoch takes, the split gives QA fine-tuning no more than its two epochs and pretraining the rest
+    # knowing how long a QA epoch takes, the split gives QA fine-tuning no more than its qa_epochs (2 unless given)
+    # and pretraining the rest
     long = parameters.validate({"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0})
     assert long["qa_time_budget_minutes"] == 14.0
     assert long["time_budget_minutes"] == pytest.approx(60.0 - parameters.BUDGET_FIXED_MINUTES - 14.0, abs=0.01)
+    three = parameters.validate({"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0,
+                                 "qa_epochs": 3.0})
+    assert three["qa_time_budget_minutes"] == 21.0
+    assert three["time_budget_minutes"] == pytest.approx(60.0 - parameters.BUDGET_FIXED_MINUTES - 21.0, abs=0.01)
     short = parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0})
     assert short["qa_time_budget_minutes"] == full["qa_time_budget_minutes"]  # the share gives less than two epochs
     assert short["time_budget_minutes"] == full["time_budget_minutes"]
