@@ -262,11 +262,15 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
     if budget <= 0:
         return given
     training = max(budget - BUDGET_FIXED_MINUTES, budget / 2)  # the fixed work never takes more than half
-    share = values.get("budget_pretrain_share")
-    pretrain_share = 0.0 if values.get("skip_pretraining") else float(BY_NAME["budget_pretrain_share"].default if share is None else share)
+
+    def value(name: str) -> float:  # the value given, else the table's default
+        given_value = values.get(name)
+        return float(BY_NAME[name].default if given_value is None else given_value)
+
+    pretrain_share = 0.0 if values.get("skip_pretraining") else value("budget_pretrain_share")
     qa = training * (1 - pretrain_share)
     epoch_minutes = float(values.get("budget_qa_epoch_minutes") or 0)
-    epochs = float(values.get("qa_epochs", BY_NAME["qa_epochs"].default))
+    epochs = value("qa_epochs")
     if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0:  # what QA fine-tuning cannot use, pretraining can
         qa = min(qa, epochs * epoch_minutes)
     split = {"time_budget_minutes": round(training - qa, 2), "qa_time_budget_minutes": round(qa, 2)}
