@@ -269,7 +269,7 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
 
     pretrain_share = 0.0 if values.get("skip_pretraining") else value("budget_pretrain_share")
     qa = training * (1 - pretrain_share)
-    epoch_minutes = float(values.get("budget_qa_epoch_minutes") or 0)
+    epoch_minutes = value("budget_qa_epoch_minutes")
     epochs = value("qa_epochs")
     if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0:  # what QA fine-tuning cannot use, pretraining can
         qa = min(qa, epochs * epoch_minutes)
