@@ -84,13 +84,12 @@ SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_ar
 # The CPU recipe (the pipeline's own defaults are a GPU recipe): on real data (WikiText-2 and
 # SQuAD unless given), a tiny model pretrained on examples of 64 tokens (1.8 times the steps of
 # 128 in the same time, and a better start for QA fine-tuning) in batches of 64 (4,096 tokens a
-# step, as batch 32 of 128 tokens before; +2.4 and +4.1 F1 over 32 in paired probes at 30 minutes,
-# level at 15), one budget of 15 minutes, 40% of
-# its training time pretraining (several passes over 11 MB, hence five cuts of each document) and 60% QA
-# fine-tuning in the batch size and at the learning rate measured best for it, scored on 1000 dev
-# questions. Longer budgets give QA fine-tuning its two epochs of SQuAD (4.2 minutes each for tiny
-# at batch 128 on 2 cores: 4.2 and 3.8 measured) and pretraining the rest. docs/performance.md has
-# what it measures.
+# step, as batch 32 of 128 tokens before; +2.4 and +4.1 F1 over 32 in paired probes at 30
+# minutes, level at 15), one budget of 15 minutes, 40% of its training time pretraining (several
+# passes over 11 MB, hence five cuts of each document) and 60% QA fine-tuning in the batch size
+# and at the learning rate measured best for it, scored on 1000 dev questions. Longer budgets
+# give QA fine-tuning its two epochs of SQuAD (4.2 minutes each for tiny at batch 128 on 2 cores:
+# 4.2 and 3.8 measured) and pretraining the rest. docs/performance.md has what it measures.
 CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
