@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchbert.checkpoints import RUN_RECORD
+from scratchbert.checkpoints import RUN_RECORD, damage
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import resolve_attention
 from scratchbert.outputs import MARKER
@@ -296,12 +296,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _kill_when(proc: subprocess.Popen, ready: Path, kill=_kill_group) -> None:
-    """``kill(proc)`` (by default SIGKILL to its process group) as soon as the file ``ready``
-    exists (at most 120 s); test_torchrun kills a torchrun job this way."""
+def _kill_when(proc: subprocess.Popen, ready: Path, kill=_kill_group, complete=Path.exists) -> None:
+    """``kill(proc)`` (by default SIGKILL to its process group) as soon as ``complete(ready)``
+    holds, by default once the file ``ready`` exists (at most 120 s); test_torchrun kills a
+    torchrun job this way."""
     try:
         deadline = time.monotonic() + 120
-        while not ready.exists():
+        while not complete(ready):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, f"no {ready} within 120 s"
             time.sleep(0.01)
@@ -319,8 +320,9 @@ def test_kill_9_leaves_no_output_and_the_rerun_resumes(built_dataset, tmp_path):
     env = {**os.environ, "SCRATCHBERT_TENSORBOARD": "0", "OMP_NUM_THREADS": "1"}
     cmd = _cli_pretrain(built_dataset, out)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    # trainer_state.json is the last file of a checkpoint: kill right after one is complete
-    _kill_when(proc, checkpoints / "checkpoint-10" / "trainer_state.json")
+    # kill right after a checkpoint is complete, as the resume will judge it (a trainer_state.json
+    # that merely exists may still be empty: then the rerun rightly starts over)
+    _kill_when(proc, checkpoints / "checkpoint-10", complete=lambda folder: folder.is_dir() and damage(folder) is None)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()  # nothing half-written under the requested name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]
