@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import re
 import shutil
@@ -259,11 +260,12 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     stages = collect_results(run_dir / "outputs")
     for stage, seconds in monitor.durations().items():
         stages.setdefault(stage, {})["seconds"] = seconds
+    notes = [note for note in (qa_epoch_advice(arguments, stages.get("qa_finetune", {})),) if note]
     summary = {
         "status": "succeeded", "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
         "published_uri": published, "endpoint": endpoint_used if endpoint else None,
         "store": str(store) if store else None, "synthetic": synthetic, "arguments": arguments,
-        "stages": stages, "total_seconds": round(time.time() - started, 1),
+        "stages": stages, "total_seconds": round(time.time() - started, 1), "notes": notes,
     }
     write_json(run_dir / "summary.json", summary)
     if not quiet:
@@ -313,6 +315,32 @@ def collect_results(outputs: str | os.PathLike) -> dict:
     return stages
 
 
+def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> str | None:
+    """The ``budget_qa_epoch_minutes`` this run measured, when giving it would split ``budget_minutes``
+    otherwise by a minute or more; None when it would not (or the run had no budget to split).
+
+    How long a QA epoch takes is the machine's and the model's: the recipe's 4.2 was timed for
+    ``tiny`` on 2 cores, and a run with another model or other QA data has none (the share alone
+    splits), so a run that ends early, or stops QA short of its epochs, says what to give next time.
+    """
+    epoch_minutes = float(qa_metrics.get("epoch_minutes") or 0)
+    if not arguments.get("budget_minutes") or epoch_minutes <= 0:
+        return None
+    measured = math.ceil(epoch_minutes * 10) / 10  # rounded up: a little idle time costs less than QA cut short
+    planned = parameters.split_budget(arguments)
+    better = parameters.split_budget({**arguments, "budget_qa_epoch_minutes": measured})
+    if abs(better["qa_time_budget_minutes"] - planned["qa_time_budget_minutes"]) < max(1.0, 0.05 * planned["qa_time_budget_minutes"]):
+        return None
+    reserved = float(arguments.get("budget_qa_epoch_minutes") or 0)
+
+    def split(minutes: dict[str, float]) -> str:
+        return f"{minutes['time_budget_minutes']:g} minutes of pretraining and {minutes['qa_time_budget_minutes']:g} of QA fine-tuning"
+
+    return (f"a QA epoch took {epoch_minutes:.2f} minutes here ("
+            + (f"{reserved:g} were reserved" if reserved else "not known beforehand: the share split the budget")
+            + f"); --budget-qa-epoch-minutes {measured:g} would give a run like this {split(better)}, not {split(planned)}")
+
+
 def format_summary(summary: dict) -> str:
     """The summary as a short table: stage, wall seconds, headline numbers, then where things are."""
     s = summary["stages"]
@@ -338,6 +366,7 @@ def format_summary(summary: dict) -> str:
     where = summary["store"] and f"kept in {summary['store']} (server stopped)" or summary.get("endpoint") or "temporary store (deleted)"
     lines += [f"published:  {summary.get('published_uri')}  [{where}]", f"outputs:    {summary['outputs']}",
               f"log:        {summary['log']}"]
+    lines += [f"note:       {note}" for note in summary.get("notes", ())]
     return "\n".join(lines)
 
 

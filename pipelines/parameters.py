@@ -121,10 +121,11 @@ PARAMETERS: tuple[Parameter, ...] = (
                                                    "(QA fine-tuning gets the rest): 0.75 on a GPU, where QA fine-tuning "
                                                    "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
                                                    "pretraining steps (docs/performance.md)."),
-    Parameter("budget_qa_epoch_minutes", float, 0.0, "Minutes one epoch of QA fine-tuning takes where it runs, if known: "
-                                                     "QA fine-tuning then gets no more of budget_minutes than its "
-                                                     "qa_epochs need (it stops there) and pretraining the rest. 0: unknown, "
-                                                     "budget_pretrain_share alone splits the budget."),
+    Parameter("budget_qa_epoch_minutes", float, 0.0, "Minutes one epoch of QA fine-tuning takes where it runs, if known "
+                                                     "(the QA stage's epoch_minutes metric): QA fine-tuning then gets no "
+                                                     "more of budget_minutes than its qa_epochs need (it stops there) and "
+                                                     "pretraining the rest. 0: unknown, budget_pretrain_share alone splits "
+                                                     "the budget."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),

@@ -720,6 +720,11 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
         with keep_freed_memory():  # on a CPU, reuse freed memory (scratchbert.allocator)
             train_result = trainer.train()
         train_seconds = time.perf_counter() - t0
+        epochs_done = float(trainer.state.epoch or 0.0)
+        epoch_minutes = train_seconds / 60 / epochs_done if epochs_done else 0.0
+        if budget.seconds:  # how long an epoch takes here is what a budget's split needs to know
+            log.info("QA fine-tuning trained %.2f of its %g epochs in %.1f of its %.1f minutes (%.2f minutes an epoch)",
+                     epochs_done, cfg.epochs, train_seconds / 60, budget.seconds / 60, epoch_minutes)
 
         t0 = time.perf_counter()
         predictions, scores = _predict_and_score(trainer, eval_set, eval_features, cfg.n_best, cfg.max_answer_len)
@@ -738,6 +743,8 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             "eval_seconds": round(eval_seconds, 3),
             "train_loss": float(train_result.training_loss),
             "train_steps": int(trainer.state.global_step),
+            "epochs": round(epochs_done, 3),
+            "epoch_minutes": round(epoch_minutes, 3),
             "answer_starts_repaired": train_repaired + eval_repaired,
             "questions_truncated": train_cut + eval_cut,
             "train_answer_starts_repaired": train_repaired,

@@ -228,6 +228,32 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
+def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_otherwise():
+    recipe = local_run.run_settings(False, {"budget_minutes": 120.0}, dict.fromkeys(local_run.SOURCES))
+    # the recipe's reservation (4.2) and an epoch that took 21.87 minutes (mini at two hours)
+    note = local_run.qa_epoch_advice({**recipe, "budget_minutes": 120.0}, {"epoch_minutes": 21.87})
+    assert "a QA epoch took 21.87 minutes here (4.2 were reserved); --budget-qa-epoch-minutes 21.9" in note
+    assert "73.7 minutes of pretraining and 43.8 of QA fine-tuning, not 109.1 minutes of pretraining and 8.4" in note
+    # and the advice holds: the measured time splits the budget as the note says
+    planned = parameters.validate({**recipe, "budget_minutes": 120.0, "budget_qa_epoch_minutes": 21.9})
+    assert (planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == (73.7, 43.8)
+    # no epoch time known: the share split it
+    shared = local_run.qa_epoch_advice({"budget_minutes": 120.0, "budget_pretrain_share": 0.4}, {"epoch_minutes": 21.87})
+    assert "(not known beforehand: the share split the budget)" in shared and "not 47 minutes of pretraining" in shared
+    # nothing to say: the reservation was about right, the share gives less than the epochs anyway (15 minutes),
+    # a stage's own budget or steps, no budget at all, or no epoch measured
+    for arguments, epoch_minutes in (({**recipe, "budget_minutes": 120.0}, 4.4),
+                                     ({**recipe, "budget_minutes": 15.0}, 5.0),
+                                     ({**recipe, "budget_minutes": 120.0, "qa_time_budget_minutes": 10.0}, 21.87),
+                                     ({**recipe, "budget_minutes": 120.0, "qa_max_steps": 500}, 21.87),
+                                     ({**recipe, "budget_minutes": 0.0}, 21.87),
+                                     ({**recipe, "budget_minutes": 120.0}, 0.0)):
+        assert local_run.qa_epoch_advice(arguments, {"epoch_minutes": epoch_minutes}) is None
+    summary = {"run_id": "r", "stages": {}, "total_seconds": 1.0, "store": None, "published_uri": None, "outputs": "o",
+               "log": "l", "notes": [note]}
+    assert local_run.format_summary(summary).endswith(f"note:       {note}")
+
+
 def test_run_local_pretrains_on_short_examples_only_from_scratch():
     none = dict.fromkeys(local_run.SOURCES)
     assert local_run.run_settings(False, {}, none)["max_seq_len"] == 64 < parameters.BY_NAME["max_seq_len"].default

@@ -49,6 +49,8 @@ def test_pipeline_runs_every_stage(run):
     assert stages["dataset"]["corpus_parts"] == 2 and stages["dataset"]["train_examples"] > 1000  # the merged dataset
     assert len(list(Path(summary["outputs"]).rglob("for-loop-*/dataset/dataset/metrics.json"))) == 2  # one task per part
     assert stages["qa_finetune"]["train_steps"] == 60
+    assert stages["qa_finetune"]["epochs"] > 0 and stages["qa_finetune"]["epoch_minutes"] > 0
+    assert summary["notes"] == []  # no budget to split, so nothing to say about a QA epoch's time
     assert 0 <= stages["evaluate"]["mlm_accuracy"] <= 1 and 0 <= stages["evaluate"]["nsp_accuracy"] <= 1
     assert stages["evaluate"]["perplexity"] > 1
     assert 0 <= stages["qa_finetune"]["exact_match"] <= 100 and 0 <= stages["qa_finetune"]["f1"] <= 100

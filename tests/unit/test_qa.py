@@ -532,6 +532,9 @@ def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tm
     lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
     steps_in_1000_epochs = 1000 * metrics["train_features"] // 8
     assert 0 < metrics["train_steps"] < steps_in_1000_epochs  # the clock stopped it
+    # the epochs it got, and the minutes one took (what a budget's split needs to know)
+    assert 0 < metrics["epochs"] < 1000
+    assert metrics["epoch_minutes"] == pytest.approx(metrics["train_seconds"] / 60 / metrics["epochs"], rel=0.01)
     assert max(lrs) > lrs[-1]  # and the schedule decayed with the clock
 
 
@@ -541,6 +544,8 @@ def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, t
                                    out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=1,
                                    max_eval_examples=8, logging_steps=1, epochs=1))
     assert metrics["train_steps"] == math.ceil(metrics["train_features"] / 8)
+    assert metrics["epochs"] == pytest.approx(1.0)
+    assert metrics["epoch_minutes"] == pytest.approx(metrics["train_seconds"] / 60, rel=0.01)
     history = json.loads((tmp_path / "qa-logs" / "log_history.json").read_text())
     lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
     assert lrs[-1] < 0.1 * max(lrs)
