@@ -92,6 +92,13 @@ def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, pre
                      tuple(targets), params.fields(cls)[name].metadata.get("choices", ()))
 
 
+def _renamed(stage: str, message: str, parameters: tuple[Parameter, ...]) -> str:
+    names = {"--" + field.replace("_", "-"): p.name for p in parameters for s, field in p.targets if s == stage}
+    for flag in sorted(names, key=len, reverse=True):
+        message = message.replace(flag, names[flag])
+    return message
+
+
 PARAMETERS: tuple[Parameter, ...] = (
     # inputs
     stage_parameter(("tokenizer", "corpus"), ("dataset", "corpus"), default=""),  # GPU_RECIPE's below
@@ -163,6 +170,10 @@ GPU_RECIPE: dict[str, Any] = {
     "qa_batch_size": 32,
 }
 PARAMETERS = tuple(dataclasses.replace(p, default=GPU_RECIPE.get(p.name, p.default)) for p in PARAMETERS)
+# The help texts come from the stages' options, which name each other as flags: here they name the
+# parameters that feed them (QA fine-tuning's --max-steps is qa_max_steps); a flag no parameter feeds keeps its name.
+PARAMETERS = tuple(dataclasses.replace(p, help=_renamed(p.targets[0][0], p.help, PARAMETERS)) if p.targets else p
+                   for p in PARAMETERS)
 BY_NAME = {p.name: p for p in PARAMETERS}
 NAMES = tuple(BY_NAME)
 
@@ -280,10 +291,7 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
 
 def pipeline_names(stage: str, message: str) -> str:
     """A stage's message with its ``--flags`` renamed to the pipeline parameters that feed them."""
-    names = {"--" + field.replace("_", "-"): p.name for p in PARAMETERS for s, field in p.targets if s == stage}
-    for flag in sorted(names, key=len, reverse=True):
-        message = message.replace(flag, names[flag])
-    return message
+    return _renamed(stage, message, PARAMETERS)
 
 
 def signature(names: tuple[str, ...] = NAMES, *, artifacts: dict[str, Any] | None = None,

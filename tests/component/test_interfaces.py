@@ -254,6 +254,16 @@ def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_ot
     assert local_run.format_summary(summary).endswith(f"note:       {note}")
 
 
+def test_help_texts_name_the_pipeline_parameters_not_the_stage_flags_they_feed():
+    for p in parameters.PARAMETERS:
+        if p.targets:
+            stage = p.targets[0][0]
+            fed = {"--" + field.replace("_", "-") for q in parameters.PARAMETERS for s, field in q.targets if s == stage}
+            assert not [flag for flag in fed if flag in p.help], p.name
+    assert "when qa_max_steps is -1" in parameters.BY_NAME["qa_epochs"].help
+    assert "-1 trains qa_epochs" in parameters.BY_NAME["qa_max_steps"].help
+
+
 def test_run_local_pretrains_on_short_examples_only_from_scratch():
     none = dict.fromkeys(local_run.SOURCES)
     assert local_run.run_settings(False, {}, none)["max_seq_len"] == 64 < parameters.BY_NAME["max_seq_len"].default
