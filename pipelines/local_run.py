@@ -171,7 +171,8 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     Returns:
         The summary (also in ``<run>/summary.json``): ``run_id``, ``run_dir``, ``outputs``,
         ``log``, ``published_uri``, ``store``, ``endpoint``, ``arguments``,
-        ``total_seconds`` and, per stage, ``seconds`` and its metrics.
+        ``total_seconds``, ``notes`` (:func:`qa_epoch_advice`) and, per stage, ``seconds``
+        and its metrics.
 
     Raises:
         ScratchBertError: a bad parameter or input path, a missing ``weed``, missing
