@@ -316,9 +316,16 @@ def collect_results(outputs: str | os.PathLike) -> dict:
     return stages
 
 
+# How much one QA epoch's time moves between runs of one recipe on one machine: 4.20 to 4.74
+# minutes in three runs of a day on 2 cores (docs/performance.md, "One budget"). Below it a note
+# would chase the machine's noise.
+QA_EPOCH_NOISE = 0.15
+
+
 def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> str | None:
-    """The ``budget_qa_epoch_minutes`` this run measured, when giving it would split ``budget_minutes``
-    otherwise by a minute or more; None when it would not (or the run had no budget to split).
+    """The ``budget_qa_epoch_minutes`` this run measured, when giving it would change QA fine-tuning's
+    share of ``budget_minutes`` by more than :data:`QA_EPOCH_NOISE` (and a minute); None when it
+    would not (or the run had no budget to split).
 
     How long a QA epoch takes is the machine's and the model's: the recipe's 4.2 was timed for
     ``tiny`` on 2 cores, and a run with another model or other QA data has none (the share alone
@@ -330,7 +337,7 @@ def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> st
     measured = math.ceil(epoch_minutes * 10) / 10  # rounded up: a little idle time costs less than QA cut short
     planned = parameters.split_budget(arguments)
     better = parameters.split_budget({**arguments, "budget_qa_epoch_minutes": measured})
-    if abs(better["qa_time_budget_minutes"] - planned["qa_time_budget_minutes"]) < max(1.0, 0.05 * planned["qa_time_budget_minutes"]):
+    if abs(better["qa_time_budget_minutes"] - planned["qa_time_budget_minutes"]) < max(1.0, QA_EPOCH_NOISE * planned["qa_time_budget_minutes"]):
         return None
     reserved = float(arguments.get("budget_qa_epoch_minutes") or 0)
 

@@ -240,9 +240,12 @@ def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_ot
     # no epoch time known: the share split it
     shared = local_run.qa_epoch_advice({"budget_minutes": 120.0, "budget_pretrain_share": 0.4}, {"epoch_minutes": 21.87})
     assert "(not known beforehand: the share split the budget)" in shared and "not 47 minutes of pretraining" in shared
-    # nothing to say: the reservation was about right, the share gives less than the epochs anyway (15 minutes),
-    # a stage's own budget or steps, no budget at all, or no epoch measured
+    # nothing to say: the reservation was right within a run's spread (4.74 and 4.20 minutes in two 30-minute
+    # runs of one day), the share gives less than the epochs anyway (15 minutes), a stage's own budget or steps,
+    # no budget at all, or no epoch measured
     for arguments, epoch_minutes in (({**recipe, "budget_minutes": 120.0}, 4.4),
+                                     ({**recipe, "budget_minutes": 30.0}, 4.74),
+                                     ({**recipe, "budget_minutes": 30.0, "budget_qa_epoch_minutes": 4.8}, 4.20),
                                      ({**recipe, "budget_minutes": 15.0}, 5.0),
                                      ({**recipe, "budget_minutes": 120.0, "qa_time_budget_minutes": 10.0}, 21.87),
                                      ({**recipe, "budget_minutes": 120.0, "qa_max_steps": 500}, 21.87),
