@@ -323,7 +323,7 @@ QA_EPOCH_NOISE = 0.15
 
 
 def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> str | None:
-    """The ``budget_qa_epoch_minutes`` this run measured, when giving it would change QA fine-tuning's
+    """A note with the ``budget_qa_epoch_minutes`` this run measured, when giving it would change QA's
     share of ``budget_minutes`` by more than :data:`QA_EPOCH_NOISE` (and a minute); None when it
     would not (or the run had no budget to split).
 
