@@ -261,12 +261,13 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     stages = collect_results(run_dir / "outputs")
     for stage, seconds in monitor.durations().items():
         stages.setdefault(stage, {})["seconds"] = seconds
-    notes = [note for note in (qa_epoch_advice(arguments, stages.get("qa_finetune", {})),) if note]
+    advice = qa_epoch_advice(arguments, stages.get("qa_finetune", {}))
     summary = {
         "status": "succeeded", "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
         "published_uri": published, "endpoint": endpoint_used if endpoint else None,
         "store": str(store) if store else None, "synthetic": synthetic, "arguments": arguments,
-        "stages": stages, "total_seconds": round(time.time() - started, 1), "notes": notes,
+        "stages": stages, "total_seconds": round(time.time() - started, 1),
+        "notes": [advice] if advice else [],
     }
     write_json(run_dir / "summary.json", summary)
     if not quiet:

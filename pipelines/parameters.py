@@ -92,7 +92,10 @@ def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, pre
                      tuple(targets), params.fields(cls)[name].metadata.get("choices", ()))
 
 
-def _renamed(stage: str, message: str, parameters: tuple[Parameter, ...]) -> str:
+def pipeline_names(stage: str, message: str, parameters: tuple[Parameter, ...] | None = None) -> str:
+    """A stage's message with its ``--flags`` renamed to the pipeline parameters (default:
+    :data:`PARAMETERS`) that feed them."""
+    parameters = PARAMETERS if parameters is None else parameters
     names = {"--" + field.replace("_", "-"): p.name for p in parameters for s, field in p.targets if s == stage}
     for flag in sorted(names, key=len, reverse=True):
         message = message.replace(flag, names[flag])
@@ -172,7 +175,7 @@ GPU_RECIPE: dict[str, Any] = {
 PARAMETERS = tuple(dataclasses.replace(p, default=GPU_RECIPE.get(p.name, p.default)) for p in PARAMETERS)
 # The help texts come from the stages' options, which name each other as flags: here they name the
 # parameters that feed them (QA fine-tuning's --max-steps is qa_max_steps); a flag no parameter feeds keeps its name.
-PARAMETERS = tuple(dataclasses.replace(p, help=_renamed(p.targets[0][0], p.help, PARAMETERS)) if p.targets else p
+PARAMETERS = tuple(dataclasses.replace(p, help=pipeline_names(p.targets[0][0], p.help, PARAMETERS)) if p.targets else p
                    for p in PARAMETERS)
 BY_NAME = {p.name: p for p in PARAMETERS}
 NAMES = tuple(BY_NAME)
@@ -287,11 +290,6 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
         qa = min(qa, epochs * epoch_minutes)
     split = {"time_budget_minutes": round(training - qa, 2), "qa_time_budget_minutes": round(qa, 2)}
     return {name: given[name] or (0.0 if int(steps[name] or -1) > 0 else split[name]) for name in split}
-
-
-def pipeline_names(stage: str, message: str) -> str:
-    """A stage's message with its ``--flags`` renamed to the pipeline parameters that feed them."""
-    return _renamed(stage, message, PARAMETERS)
 
 
 def signature(names: tuple[str, ...] = NAMES, *, artifacts: dict[str, Any] | None = None,
