@@ -89,24 +89,27 @@ SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_ar
 # minutes, level at 15), one budget of 15 minutes, 40% of its training time pretraining (several
 # passes over 11 MB, hence five cuts of each document) and 60% QA fine-tuning in the batch size
 # and at the learning rate measured best for it, scored on 1000 dev questions. Longer budgets
-# give QA fine-tuning its two epochs of SQuAD (4.2 minutes each for tiny at batch 128 on 2 cores:
-# 4.2 and 3.8 measured) and pretraining the rest. docs/performance.md has what it measures.
+# give QA fine-tuning its two epochs of SQuAD (QA_EPOCH_MINUTES) and pretraining the rest.
+# docs/performance.md has what it measures.
 CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
+# Minutes one QA epoch of the recipe (batches of 128 windows of 384 tokens, SQuAD v1.1's training
+# set) took on 2 cores in whole runs, by model: tiny 3.8 to 4.74 (4.2 chosen), mini 21.87. A run
+# with another model has no epoch time, and the share alone splits its budget.
+QA_EPOCH_MINUTES = {"tiny": 4.2, "mini": 21.9}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
-    "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 4.2,
+    "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["tiny"],
     "max_steps": -1, "dupe_factor": 5, "qa_learning_rate": 2e-3, "qa_batch_size": 128,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
 
 # Recipe settings that hold only for runs like those they were measured on: a run that gives its
 # own value or input for any name listed drops the setting. budget_qa_epoch_minutes was timed with
-# the recipe's model and SQuAD (without it the share alone splits the budget); 64-token examples
-# were measured from scratch, so a run that continues a starting model pretrains it with the
-# pipeline's 128 (as BERT's first phase).
+# the recipe's QA data and settings, for the models of QA_EPOCH_MINUTES (without it the share alone
+# splits the budget); 64-token examples were measured from scratch, so a run that continues a
+# starting model pretrains it with the pipeline's 128 (as BERT's first phase).
 MEASURED_WITH = {
-    "budget_qa_epoch_minutes": ("preset", "init_model", "squad_train", "qa_batch_size", "qa_max_seq_len",
-                                "qa_max_train_examples"),
+    "budget_qa_epoch_minutes": ("init_model", "squad_train", "qa_batch_size", "qa_max_seq_len", "qa_max_train_examples"),
     "max_seq_len": ("init_model",),
 }
 
@@ -146,6 +149,12 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     for setting, names in MEASURED_WITH.items():
         if any(departs(name) for name in names):
             settings.pop(setting, None)
+    if "budget_qa_epoch_minutes" in settings:  # the epoch time of the model the run trains, where timed
+        minutes = QA_EPOCH_MINUTES.get(given.get("preset", settings["preset"]))
+        if minutes:
+            settings["budget_qa_epoch_minutes"] = minutes
+        else:
+            del settings["budget_qa_epoch_minutes"]
     return settings
 
 

@@ -220,8 +220,12 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
     planned = parameters.validate({**recipe, "budget_minutes": 60.0})
     # the recipe's QA epochs, pretraining the rest
     assert planned["qa_time_budget_minutes"] == pytest.approx(planned["qa_epochs"] * recipe["budget_qa_epoch_minutes"])
-    # another model or other QA data: the recipe's epoch time does not hold, the share alone splits the budget
-    for given, sources in (({"preset": "mini"}, none), ({"qa_batch_size": 64}, none), ({}, {**none, "squad_train": "my.json"})):
+    # a model whose epoch was timed too: its own time (mini's is five times tiny's)
+    mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
+    assert mini["budget_qa_epoch_minutes"] == local_run.QA_EPOCH_MINUTES["mini"] > 4 * recipe["budget_qa_epoch_minutes"]
+    # another model or other QA data: no epoch time holds, the share alone splits the budget
+    for given, sources in (({"preset": "small"}, none), ({"preset": "mini", "qa_batch_size": 64}, none),
+                           ({"qa_batch_size": 64}, none), ({}, {**none, "squad_train": "my.json"})):
         settings = local_run.run_settings(False, {"budget_minutes": 60.0, **given}, sources)
         assert "budget_qa_epoch_minutes" not in settings
         assert parameters.validate({**settings, "budget_minutes": 60.0, **given})["qa_time_budget_minutes"] == \
