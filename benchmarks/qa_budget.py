@@ -1,6 +1,6 @@
 """SQuAD quality against the whole run's time budget: the main job with ``--budget-minutes N``.
 
-    python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset tiny] [--corpus FILE] [--workdir DIR]
+    python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset mini] [--corpus FILE] [--workdir DIR]
 
 For each budget, one ``scratchbert run-local --budget-minutes N --qa-max-eval-examples 0``
 (the offline stand-ins in ../shared/data: the first 11 MB of enwiki, SQuAD v1.1, scored on all
@@ -35,10 +35,10 @@ QUESTIONS = [
 ]
 
 
-def run(minutes: float, preset: str, workdir: Path, share: float | None = None, corpus: str | None = None) -> dict:
+def run(minutes: float, preset: str | None, workdir: Path, share: float | None = None, corpus: str | None = None) -> dict:
     cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--budget-minutes", str(minutes),
-           "--preset", preset, "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
-    options = {"--budget-pretrain-share": share, "--corpus": corpus}  # left to the recipe when None
+           "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
+    options = {"--preset": preset, "--budget-pretrain-share": share, "--corpus": corpus}  # left to the recipe when None
     cmd += [arg for flag, value in options.items() if value is not None for arg in (flag, str(value))]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=sys.stderr)
@@ -74,7 +74,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, nargs="+", default=[15.0])
     p.add_argument("--shares", type=float, nargs="+", default=[None], help="budget_pretrain_share of each run")
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", help="the model (default: the recipe's for the budget)")
     p.add_argument("--corpus", help="pretraining text to use whole (default: the first 11 MB of ../shared/data's enwiki)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-qa-budget"))
     args = p.parse_args()
@@ -82,7 +82,7 @@ def main() -> None:
     rows = []
     for minutes in args.minutes:
         for share in args.shares:
-            workdir = Path(args.workdir) / (f"{args.preset}-{minutes:g}min" + ("" if share is None else f"-share{share:g}")
+            workdir = Path(args.workdir) / (f"{args.preset or 'recipe'}-{minutes:g}min" + ("" if share is None else f"-share{share:g}")
                                             + ("" if args.corpus is None else f"-{Path(args.corpus).stem}"))
             rows.append(run(minutes, args.preset, workdir, share, args.corpus))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

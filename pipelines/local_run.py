@@ -96,6 +96,10 @@ CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 # set) took on 2 cores in whole runs, by model: tiny 3.8 to 4.74 (4.2 chosen), mini 21.87. A run
 # with another model has no epoch time, and the share alone splits its budget.
 QA_EPOCH_MINUTES = {"tiny": 4.2, "mini": 21.9}
+# The model by budget, from so many minutes up: mini (4 layers of 256) from two hours, where two runs
+# scored F1 25.6 and 26.3 against tiny's 24.0 (two hours) and 24.5 (an hour); shorter budgets keep
+# tiny, as mini's two QA epochs (44 minutes) leave too little pretraining (30 minutes: F1 3.6).
+PRESET_FROM_BUDGET = {120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
     "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["tiny"],
@@ -142,6 +146,9 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:
             settings.pop(name, None)
+        if not synthetic:
+            settings["preset"] = next((preset for minutes, preset in sorted(PRESET_FROM_BUDGET.items(), reverse=True)
+                                       if given["budget_minutes"] >= minutes), settings["preset"])
 
     def departs(name: str) -> bool:  # the run gives its own input, or a value other than the recipe's
         return sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)

@@ -232,9 +232,22 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
+def test_run_local_trains_mini_from_two_hours_of_budget():
+    none = dict.fromkeys(local_run.SOURCES)
+    for minutes, preset in ((15.0, "tiny"), (60.0, "tiny"), (119.0, "tiny"), (120.0, "mini"), (240.0, "mini")):
+        settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
+        assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES[preset])
+    assert local_run.run_settings(False, {}, none)["preset"] == "tiny"  # the main job
+    # the run's own model wins, with its own epoch time; generated data keeps its nano model
+    assert local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, none)["budget_qa_epoch_minutes"] == 4.2
+    assert local_run.run_settings(True, {"budget_minutes": 120.0}, none)["preset"] == "nano"
+    planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
+    assert (planned["preset"], planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == ("mini", 73.7, 43.8)
+
+
 def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_otherwise():
-    recipe = local_run.run_settings(False, {"budget_minutes": 120.0}, dict.fromkeys(local_run.SOURCES))
-    # the recipe's reservation (4.2) and an epoch that took 21.87 minutes (mini at two hours)
+    recipe = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, dict.fromkeys(local_run.SOURCES))
+    # tiny's reservation (4.2) and an epoch that took 21.87 minutes (mini at two hours)
     note = local_run.qa_epoch_advice({**recipe, "budget_minutes": 120.0}, {"epoch_minutes": 21.87})
     assert "a QA epoch took 21.87 minutes here (4.2 were reserved); --budget-qa-epoch-minutes 21.9" in note
     assert "73.7 minutes of pretraining and 43.8 of QA fine-tuning, not 109.1 minutes of pretraining and 8.4" in note
