@@ -140,8 +140,9 @@ LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, n
 
 
 def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
-    """The run's own defaults (:data:`SYNTHETIC_DEFAULTS` or :data:`REAL_DEFAULTS`) as they apply
-    to a run given the parameters ``given`` and the inputs ``sources`` (name -> value or None)."""
+    """The run's own defaults (:data:`SYNTHETIC_DEFAULTS` or :data:`REAL_DEFAULTS`, the model by
+    :data:`PRESET_FROM_BUDGET`) as they apply to a run given the parameters ``given`` and the
+    inputs ``sources`` (name -> value or None)."""
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:
