@@ -754,6 +754,10 @@ def _flag_default(name: str) -> str:
     """A flag's default as run-local applies it: the run's, else the pipeline's, and --synthetic's."""
     value = REAL_DEFAULTS.get(name, parameters.BY_NAME[name].default)
     text = params.show(value)
+    if name == "preset":  # the model by budget (run_settings)
+        text += "".join(f"; {preset} from --budget-minutes {minutes:g}" for minutes, preset in sorted(PRESET_FROM_BUDGET.items()))
+    elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
+        text += " (the model's: " + ", ".join(f"{preset} {minutes:g}" for preset, minutes in QA_EPOCH_MINUTES.items()) + ")"
     synthetic = SYNTHETIC_DEFAULTS.get(name, value)
     if synthetic != value:
         text += f"; with --synthetic {params.show(synthetic)}"

@@ -243,6 +243,12 @@ def test_run_local_trains_mini_from_two_hours_of_budget():
     assert local_run.run_settings(True, {"budget_minutes": 120.0}, none)["preset"] == "nano"
     planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
     assert (planned["preset"], planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == ("mini", 73.7, 43.8)
+    # and --help says so, from the same tables
+    parser = argparse.ArgumentParser()
+    local_run.add_arguments(parser)
+    flags = {a.dest: a.help for a in parser._actions}
+    assert "Default: tiny; mini from --budget-minutes 120; with --synthetic nano." in flags["preset"]
+    assert "Default: 4.2 (the model's: tiny 4.2, mini 21.9)." in flags["budget_qa_epoch_minutes"]
 
 
 def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_otherwise():
