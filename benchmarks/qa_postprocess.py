@@ -1,12 +1,13 @@
-"""SQuAD EM/F1 of fine-tuned QA models against the longest answer allowed, without retraining.
+"""SQuAD EM/F1 of fine-tuned QA models against the longest answer allowed and answers in whole
+words or in tokens, without retraining.
 
     python benchmarks/qa_postprocess.py MODEL_DIR [MODEL_DIR ...] [--squad-dev FILE]
 
-Each model predicts the dev windows once; each max_answer_len then turns the same logits into
-answers. Dev is split by article: the first half of the articles chooses a setting, the second
+Each model predicts the dev windows once; each max_answer_len, with answers widened to whole words
+or cut at token edges, then turns the same logits into answers. Dev is split by article: the first half of the articles chooses a setting, the second
 half checks it (questions of one article are alike).
 Prints one JSON document: per model and setting, EM/F1 on each half and on all questions, and
-the mean words per answer; the library's default is marked ``"current": true``.
+the mean words per answer; the library's defaults are marked ``"current": true``.
 """
 
 from __future__ import annotations
@@ -31,18 +32,25 @@ def sweep(model_dir: Path, squad_dev: Path) -> dict:
     halves = {"choose": [r for r in refs if r["title"] in choose], "check": [r for r in refs if r["title"] not in choose],
               "all": refs}
     rows = []
-    for max_answer_len in MAX_ANSWER_LENS:
-        predictions, _ = qa.postprocess_predictions(eval_set, windows.features, windows.start_logits, windows.end_logits,
-                                                    max_answer_len=max_answer_len)
-        row = {"max_answer_len": max_answer_len, "current": max_answer_len == qa.MAX_ANSWER_LEN,
-               "mean_words": round(float(np.mean([len(p.split()) for p in predictions.values()])), 2)}
-        for name, half in halves.items():
-            scores = qa.squad_scores(predictions, half)
-            row[f"{name}_em"], row[f"{name}_f1"] = round(scores["exact_match"], 2), round(scores["f1"], 2)
-        rows.append(row)
+    for align_to_words in (True, False):
+        for max_answer_len in MAX_ANSWER_LENS:
+            rows.append(_row(qa, windows, halves, max_answer_len, align_to_words))
     best = max(rows, key=lambda r: r["choose_f1"])
     return {"model": str(model_dir), "questions": {k: len(v) for k, v in halves.items()}, "rows": rows,
-            "chosen_on_first_half": {k: best[k] for k in ("max_answer_len", "check_em", "check_f1")}}
+            "chosen_on_first_half": {k: best[k] for k in ("max_answer_len", "align_to_words", "check_em", "check_f1")}}
+
+
+def _row(qa, windows, halves: dict, max_answer_len: int, align_to_words: bool) -> dict:
+    predictions, _ = qa.postprocess_predictions(windows.eval_set, windows.features, windows.start_logits,
+                                                windows.end_logits, max_answer_len=max_answer_len,
+                                                align_to_words=align_to_words)
+    row = {"max_answer_len": max_answer_len, "align_to_words": align_to_words,
+           "current": max_answer_len == qa.MAX_ANSWER_LEN and align_to_words,
+           "mean_words": round(float(np.mean([len(p.split()) for p in predictions.values()])), 2)}
+    for name, half in halves.items():
+        scores = qa.squad_scores(predictions, half)
+        row[f"{name}_em"], row[f"{name}_f1"] = round(scores["exact_match"], 2), round(scores["f1"], 2)
+    return row
 
 
 def main() -> None:

@@ -368,18 +368,40 @@ def prepare_eval_features(examples: dict, tokenizer: PreTrainedTokenizerFast, ma
                           doc_stride: int) -> dict:
     """Batched ``datasets.map`` function: SQuAD rows -> prediction windows.
 
-    Each window keeps the id of its question (``example_id``) and an ``offset_mapping`` in
+    Each window keeps the id of its question (``example_id``), an ``offset_mapping`` in
     which every token outside the context is ``None``, so post-processing can only pick
-    context spans and can map them back to characters.
+    context spans and can map them back to characters, and ``word_offsets``: the characters
+    of each context token's whole word (as the tokenizer splits words before WordPiece), so
+    that an answer can be widened to whole words.
     """
     tokenized = _tokenize_windows(tokenizer, examples, max_seq_len, doc_stride)
     sample_mapping = tokenized.pop("overflow_to_sample_mapping")
     tokenized["example_id"] = [examples["id"][s] for s in sample_mapping]
-    tokenized["offset_mapping"] = [
-        [tuple(o) if in_ctx else None for o, in_ctx in zip(offsets, _context_mask(tokenized, i))]
-        for i, offsets in enumerate(tokenized["offset_mapping"])
-    ]
+    offset_maps, word_maps = [], []
+    for i, offsets in enumerate(tokenized["offset_mapping"]):
+        in_ctx = _context_mask(tokenized, i)
+        offset_maps.append([tuple(o) if c else None for o, c in zip(offsets, in_ctx)])
+        word_maps.append(_word_offsets(offsets, tokenized.word_ids(i), in_ctx))
+    tokenized["offset_mapping"], tokenized["word_offsets"] = offset_maps, word_maps
     return tokenized
+
+
+def _word_offsets(offsets: list, word_ids: list, in_ctx: np.ndarray) -> list:
+    """(start, end) characters of the whole word of each context token of one window; None
+    elsewhere. A word cut by the window's edge keeps only its part inside the window."""
+    spans: list = [None] * len(offsets)
+    j = 0
+    while j < len(offsets):
+        if not in_ctx[j]:
+            j += 1
+            continue
+        k = j
+        while (k + 1 < len(offsets) and in_ctx[k + 1] and word_ids[j] is not None
+               and word_ids[k + 1] == word_ids[j]):
+            k += 1
+        spans[j:k + 1] = [(offsets[j][0], offsets[k][1])] * (k + 1 - j)
+        j = k + 1
+    return spans
 
 
 def question_token_limit(tokenizer: PreTrainedTokenizerFast, max_seq_len: int, doc_stride: int) -> int:
@@ -447,12 +469,15 @@ def build_features(dataset: datasets.Dataset, tokenizer, max_seq_len: int, doc_s
 
 
 def _window_candidates(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, n_best: int,
-                       max_answer_len: int) -> list[tuple[float, int, int]]:
+                       max_answer_len: int, chars: list | None = None) -> list[tuple[float, int, int]]:
     """(score, start_char, end_char) of the best spans of one window, context tokens only.
 
     Unlike ``utils_qa.py``, tokens outside the context are masked *before* taking the top
     ``n_best`` starts and ends, so the question tokens never crowd out valid candidates.
+    ``chars`` maps a token to the characters a span starting or ending there covers (its
+    word's, to answer in whole words); by default the token's own ``offsets``.
     """
+    chars = offsets if chars is None else chars
     n = len(offsets)  # logits of a batch are padded beyond the window's own length
     in_ctx = np.array([o is not None for o in offsets], dtype=bool)
     if not in_ctx.any():
@@ -467,26 +492,33 @@ def _window_candidates(start_logits: np.ndarray, end_logits: np.ndarray, offsets
     valid = (length >= 1) & (length <= max_answer_len)
     si, ei = np.nonzero(valid)
     scores = s_log[top_s[si]] + e_log[top_e[ei]]
-    return [(float(sc), offsets[s][0], offsets[e][1]) for sc, s, e in zip(scores, top_s[si], top_e[ei])]
+    return [(float(sc), chars[s][0], chars[e][1]) for sc, s, e in zip(scores, top_s[si], top_e[ei])]
 
 
 def postprocess_predictions(examples: datasets.Dataset | dict, features: datasets.Dataset | dict,
                             start_logits: np.ndarray, end_logits: np.ndarray, *, n_best: int = N_BEST,
-                            max_answer_len: int = MAX_ANSWER_LEN) -> tuple[dict[str, str], dict[str, list[dict]]]:
+                            max_answer_len: int = MAX_ANSWER_LEN, align_to_words: bool = True,
+                            ) -> tuple[dict[str, str], dict[str, list[dict]]]:
     """Turn window logits into answers, as ``utils_qa.postprocess_qa_predictions`` does for SQuAD v1.
 
     ``examples`` (a Dataset or a dict of columns) have ``id`` and ``context``; ``features``
-    (from :func:`prepare_eval_features`) have ``example_id`` and ``offset_mapping``; ``start_logits``/``end_logits`` are
+    (from :func:`prepare_eval_features`) have ``example_id``, ``offset_mapping`` and, to align
+    to words, ``word_offsets``; ``start_logits``/``end_logits`` are
     ``[n_features, seq_len]`` (rows may be padded past a window's length). Every span with
     start <= end, at most ``max_answer_len`` tokens, built from the top ``n_best`` starts and
     ends of each window, is scored by start + end logit; spans found in several overlapping
-    windows keep their best score. Returns ``(predictions, nbest)``: ``predictions`` maps
-    each id to its best answer text (empty when no valid span exists); ``nbest`` maps each id
-    to up to ``n_best`` dicts ``text, score`` (softmax over the kept candidates), ``logit``,
-    ``start``, ``end`` (character offsets in the context), best first.
+    windows keep their best score. With ``align_to_words`` (as in transformers'
+    question-answering pipeline) a span covers the whole words of its first and last tokens,
+    so that an answer never ends inside a word ("Gustave Eiff").
+
+    Returns ``(predictions, nbest)``: ``predictions`` maps each id to its best answer text
+    (empty when no valid span exists); ``nbest`` maps each id to up to ``n_best`` dicts
+    ``text, score`` (softmax over the kept candidates), ``logit``, ``start``, ``end``
+    (character offsets in the context), best first.
     """
     feature_ids = features["example_id"]
     offset_maps = features["offset_mapping"]
+    char_maps = features["word_offsets"] if align_to_words else offset_maps
     by_example: dict[str, list[int]] = {}
     for i, eid in enumerate(feature_ids):
         by_example.setdefault(eid, []).append(i)
@@ -500,7 +532,7 @@ def postprocess_predictions(examples: datasets.Dataset | dict, features: dataset
         best: dict[tuple[int, int], float] = {}
         for i in by_example.get(eid, []):
             for score, s, e in _window_candidates(start_logits[i], end_logits[i], offset_maps[i], n_best,
-                                                  max_answer_len):
+                                                  max_answer_len, char_maps[i]):
                 if score > best.get((s, e), -math.inf):
                     best[(s, e)] = score
         ranked = sorted(best.items(), key=lambda kv: -kv[1])[:n_best]
@@ -966,7 +998,7 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
 
 def _window_logits(trainer, features) -> tuple[np.ndarray, np.ndarray]:
     """Start and end logits (float32) of ``trainer``'s model on every window of ``features``."""
-    output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]))
+    output = trainer.predict(features.remove_columns(["example_id", "offset_mapping", "word_offsets"]))
     return tuple(np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
 
 

@@ -307,7 +307,8 @@ def test_postprocess_picks_the_best_valid_span_across_windows():
     start[1, 3], end[1, 3] = 3.0, 3.5
     # padding beyond the window never counts
     start[1, 7] = end[1, 7] = 1000.0
-    preds, nbest = postprocess_predictions(examples, features, start, end, n_best=3, max_answer_len=30)
+    preds, nbest = postprocess_predictions(examples, features, start, end, n_best=3, max_answer_len=30,
+                                           align_to_words=False)
     assert preds == {"e1": "delta"}
     best = nbest["e1"]
     assert [c["text"] for c in best[:2]] == ["delta", "beta gamma"]
@@ -316,7 +317,8 @@ def test_postprocess_picks_the_best_valid_span_across_windows():
     assert sum(c["score"] for c in best) == pytest.approx(1.0)
     assert best[0]["score"] > best[1]["score"]
     # max_answer_len 1 rules out the two-token span "beta gamma"
-    _, nbest1 = postprocess_predictions(examples, features, start, end, n_best=3, max_answer_len=1)
+    _, nbest1 = postprocess_predictions(examples, features, start, end, n_best=3, max_answer_len=1,
+                                        align_to_words=False)
     assert "beta gamma" not in [c["text"] for c in nbest1["e1"]]
 
 
@@ -334,7 +336,7 @@ def test_postprocess_default_caps_answers_at_max_answer_len_tokens():
     start, end = np.zeros((1, len(offsets))), np.zeros((1, len(offsets)))
     start[0, 3], end[0, 3 + MAX_ANSWER_LEN] = 10.0, 10.0  # the surest ends lie one token too far apart
     end[0, 3 + MAX_ANSWER_LEN - 1] = 9.0
-    preds, _ = postprocess_predictions({"id": ["e"], "context": [context]}, features, start, end)
+    preds, _ = postprocess_predictions({"id": ["e"], "context": [context]}, features, start, end, align_to_words=False)
     assert preds["e"].split() == words[:MAX_ANSWER_LEN]
 
 
@@ -343,8 +345,38 @@ def test_postprocess_without_a_valid_span_answers_empty():
     features = {"example_id": ["e"], "offset_mapping": [[None, (0, 3), (4, 7), None]]}
     start = np.array([[0.0, 0.0, 5.0, 0.0]])
     end = np.array([[0.0, 5.0, -9.0, 0.0]])
-    preds, _ = postprocess_predictions(examples, features, start, end, n_best=1, max_answer_len=5)
+    preds, _ = postprocess_predictions(examples, features, start, end, n_best=1, max_answer_len=5,
+                                       align_to_words=False)
     assert preds == {"e": ""}  # top start (token 2) is after top end (token 1)
+
+
+def test_answers_are_whole_words_unless_asked_for_tokens(tokenizer):
+    """A span whose first or last token is a piece of a word is widened to the whole word, as
+    transformers' question-answering pipeline does (align_to_words); punctuation stays apart."""
+    context = "It was built by Zorvexian Quillbrand, in 1889."
+    examples = {"id": ["e"], "question": ["Who built it?"], "context": [context]}
+    features = prepare_eval_features(examples, tokenizer, 64, 16)
+    enc = tokenizer(examples["question"], examples["context"], return_offsets_mapping=True)
+    offsets, n = enc["offset_mapping"][0], len(enc["input_ids"][0])
+    ctx = [i for i, sid in enumerate(enc.sequence_ids(0)) if sid == 1]
+
+    def tokens_of(word):
+        at = context.index(word)
+        return [i for i in ctx if at <= offsets[i][0] < at + len(word)]
+
+    first, second = tokens_of("Zorvexian"), tokens_of("Quillbrand")
+    assert len(first) > 1 and len(second) > 1  # the made-up names are cut into word pieces
+    start, end = np.zeros((1, n)), np.zeros((1, n))
+    start[0, first[1]], end[0, second[0]] = 10.0, 10.0  # from inside the first name to the start of the second
+    words, _ = postprocess_predictions(examples, features, start, end, n_best=1)
+    cut, _ = postprocess_predictions(examples, features, start, end, n_best=1, align_to_words=False)
+    assert words == {"e": "Zorvexian Quillbrand"}
+    assert cut["e"] != words["e"] and cut["e"] in words["e"]
+    year = tokens_of("1889.")
+    assert len(year) >= 2  # the full stop is a word of its own
+    start[0, year[0]], end[0, year[-2]] = 20.0, 20.0
+    assert postprocess_predictions(examples, features, start, end, n_best=1)[0] == {"e": "1889"}
+    assert features["word_offsets"][0][:ctx[0]] == [None] * ctx[0]  # the question is never an answer
 
 
 # ---------------------------------------------------------------- config validation
