@@ -3,9 +3,10 @@ words or in tokens, without retraining.
 
     python benchmarks/qa_postprocess.py MODEL_DIR [MODEL_DIR ...] [--squad-dev FILE]
 
-Each model predicts the dev windows once; each max_answer_len, with answers widened to whole words
-or cut at token edges, then turns the same logits into answers. Dev is split by article: the first half of the articles chooses a setting, the second
-half checks it (questions of one article are alike).
+Each model predicts the dev windows once; each max_answer_len, with answers widened to whole
+words or cut at token edges, then turns the same logits into answers. Dev is split by article:
+the first half of the articles chooses a setting, the second half checks it (questions of one
+article are alike).
 Prints one JSON document: per model and setting, EM/F1 on each half and on all questions, and
 the mean words per answer; the library's defaults are marked ``"current": true``.
 """

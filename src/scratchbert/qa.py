@@ -381,27 +381,10 @@ def prepare_eval_features(examples: dict, tokenizer: PreTrainedTokenizerFast, ma
     for i, offsets in enumerate(tokenized["offset_mapping"]):
         in_ctx = _context_mask(tokenized, i)
         offset_maps.append([tuple(o) if c else None for o, c in zip(offsets, in_ctx)])
-        word_maps.append(_word_offsets(offsets, tokenized.word_ids(i), in_ctx))
+        word_maps.append([tuple(tokenized.word_to_chars(i, w, sequence_index=1)) if c and w is not None else None
+                          for w, c in zip(tokenized.word_ids(i), in_ctx)])
     tokenized["offset_mapping"], tokenized["word_offsets"] = offset_maps, word_maps
     return tokenized
-
-
-def _word_offsets(offsets: list, word_ids: list, in_ctx: np.ndarray) -> list:
-    """(start, end) characters of the whole word of each context token of one window; None
-    elsewhere. A word cut by the window's edge keeps only its part inside the window."""
-    spans: list = [None] * len(offsets)
-    j = 0
-    while j < len(offsets):
-        if not in_ctx[j]:
-            j += 1
-            continue
-        k = j
-        while (k + 1 < len(offsets) and in_ctx[k + 1] and word_ids[j] is not None
-               and word_ids[k + 1] == word_ids[j]):
-            k += 1
-        spans[j:k + 1] = [(offsets[j][0], offsets[k][1])] * (k + 1 - j)
-        j = k + 1
-    return spans
 
 
 def question_token_limit(tokenizer: PreTrainedTokenizerFast, max_seq_len: int, doc_stride: int) -> int:
