@@ -31,7 +31,9 @@ from pathlib import Path
 
 from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data
 from qa_budget import QUESTIONS
+from time_to_quality import train_and_evaluate
 
+from scratchbert.outputs import sibling
 from scratchbert_pipelines.parameters import BY_NAME
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
@@ -55,40 +57,26 @@ def loss_curve(logs: Path, points: int = 8) -> list[list[float]]:
 
 def run_arm(name: str, spec: dict, data_dir: Path, work: Path, pretrain_minutes: float, qa_minutes: float,
             num_workers: int, max_eval_examples: int) -> dict:
-    from scratchbert.evaluation import EvalConfig, evaluate_model
-    from scratchbert.pretrain import PretrainConfig, pretrain
     from scratchbert.qa import QAConfig, answer, finetune_qa
 
-    model, logs, qa_model = work / f"{name}-model", work / f"{name}-logs", work / f"{name}-qa"
     t0 = time.perf_counter()
-    train = pretrain(PretrainConfig(dataset=str(data_dir), out=str(model), logs=str(logs), preset=spec["preset"],
-                                    batch_size=spec["batch_size"], learning_rate=spec["learning_rate"],
-                                    time_budget_minutes=pretrain_minutes, eval_steps=0, save_steps=10**9,
-                                    logging_steps=50, overwrite=True))
-    pretrain_wall = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scores = evaluate_model(EvalConfig(model=str(model), dataset=str(data_dir), out=str(work / f"{name}-eval"),
-                                       max_examples=2000, overwrite=True))
-    eval_wall = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    result = train_and_evaluate(name, data_dir, work, pretrain_minutes, preset=spec["preset"], batch_size=spec["batch_size"],
+                                learning_rate=spec["learning_rate"], overwrite=True)
+    model = Path(result["model"])
+    qa_model = work / f"{name}-qa"
     qa = finetune_qa(QAConfig(model=str(model), squad_train=str(SQUAD_TRAIN), squad_dev=str(SQUAD_DEV), out=str(qa_model),
                               learning_rate=spec["qa_learning_rate"], batch_size=spec["qa_batch_size"], epochs=1.0,
                               time_budget_minutes=qa_minutes, num_workers=num_workers,
                               max_eval_examples=max_eval_examples, overwrite=True))
-    qa_wall = time.perf_counter() - t0
     answers = [answer(qa_model, question, context)[0]["text"] for context, question, _ in QUESTIONS]
     return {
-        "recipe": spec, "pretrain_minutes": pretrain_minutes, "qa_minutes": qa_minutes,
-        "pretrain": {k: train.get(k) for k in ("steps", "train_seconds", "train_tokens", "tokens_per_second",
-                                               "parameters", "precision", "train_loss")},
-        "pretrain_wall_seconds": round(pretrain_wall, 1), "loss_curve": loss_curve(logs),
-        "mlm_accuracy": scores["mlm_accuracy"], "nsp_accuracy": scores["nsp_accuracy"],
-        "perplexity": scores["perplexity"], "eval_wall_seconds": round(eval_wall, 1),
+        **result, "recipe": spec, "pretrain_minutes": pretrain_minutes, "qa_minutes": qa_minutes,
+        "loss_curve": loss_curve(sibling(model, "logs")),
         "qa": {k: qa.get(k) for k in ("train_steps", "train_seconds", "epochs", "epoch_minutes", "train_features",
                                       "eval_examples", "eval_seconds", "train_loss")},
-        "qa_wall_seconds": round(qa_wall, 1),
         "exact_match": round(qa["exact_match"], 2), "f1": round(qa["f1"], 2),
         "answers": {question: text for (_, question, _), text in zip(QUESTIONS, answers)},
+        "arm_wall_seconds": round(time.perf_counter() - t0, 1),
     }
 
 

@@ -39,7 +39,7 @@ def train_and_evaluate(name: str, data_dir: Path, work: Path, minutes: float, **
     wall = time.perf_counter() - t
     metrics = evaluate_model(EvalConfig(model=str(out), dataset=str(data_dir), out=str(work / f"eval-{name}"),
                                         max_examples=2000))
-    return {"recipe": {k: v for k, v in vars(cfg).items() if k not in ("dataset", "out")},
+    return {"model": str(out), "recipe": {k: v for k, v in vars(cfg).items() if k not in ("dataset", "out")},
             "train_wall_seconds": round(wall, 1), "steps": train["steps"], "train_tokens": train["train_tokens"],
             "tokens_per_second": train["tokens_per_second"], "mlm_accuracy": metrics["mlm_accuracy"],
             "nsp_accuracy": metrics["nsp_accuracy"], "perplexity": metrics["perplexity"]}
