@@ -1,7 +1,8 @@
 """The pipeline's GPU recipe against BERT-base, end to end on one GPU, the same minutes each.
 
-Each arm pretrains for ``--pretrain-minutes`` on the first 11 MB of ``enwiki/train.txt`` (five
-cuts of each document, 128 tokens: the data of the CPU benchmarks), is scored for MLM/NSP on
+Each arm pretrains for ``--pretrain-minutes`` on the first ``--corpus-bytes`` of
+``enwiki/train.txt`` (by default 11 MB, the data of the CPU benchmarks; five cuts of each
+document, 128 tokens), is scored for MLM/NSP on
 ``enwiki/valid.txt``, fine-tuned on SQuAD v1.1's training set for one epoch or
 ``--qa-minutes``, whichever ends first, scored on all 10,570 dev questions and asked
 ``qa_budget.QUESTIONS``. The arms run one after the other in one process (one CUDA start);
@@ -29,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data
+from common import SQUAD_DEV, SQUAD_TRAIN, WIKITEXT2_BYTES, emit, prepared_data, require_shared_data
 from qa_budget import QUESTIONS
 from time_to_quality import train_and_evaluate
 
@@ -88,6 +89,9 @@ def main() -> None:
     p.add_argument("--deadline-s", type=float, default=0.0,
                    help="seconds the whole benchmark may take; a later arm's pretraining shrinks to fit, and an "
                         "arm with under half a minute of it is skipped (0: no deadline)")
+    p.add_argument("--corpus-bytes", type=int, default=WIKITEXT2_BYTES,
+                   help="bytes of enwiki/train.txt to pretrain on (0: all of it); longer runs need more than 11 MB "
+                        "not to repeat it many times over")
     p.add_argument("--num-workers", type=int, default=8, help="qa-finetune's processes for SQuAD windows and batches")
     p.add_argument("--max-eval-examples", type=int, default=0, help="dev questions to score; 0: all 10,570")
     p.add_argument("--out", default="", help="also write the JSON here, after every arm")
@@ -98,7 +102,7 @@ def main() -> None:
     start = time.perf_counter()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    _, data_dir, timings = prepared_data(work, dupe_factor=5)
+    _, data_dir, timings = prepared_data(work, max_bytes=args.corpus_bytes, dupe_factor=5)
     result = {"data": {k: round(v, 1) for k, v in timings.items()}, "arms": {}}
     for name in args.arms:
         minutes = args.pretrain_minutes
