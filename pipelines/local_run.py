@@ -93,16 +93,18 @@ SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_ar
 # docs/performance.md has what it measures.
 CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 # Minutes one QA epoch of the recipe (batches of 128 windows of 384 tokens, SQuAD v1.1's training
-# set) took on 2 cores in whole runs, by model: tiny 3.8 to 4.74 (4.2 chosen), mini 21.87. A run
-# with another model has no epoch time, and the share alone splits its budget.
-QA_EPOCH_MINUTES = {"tiny": 4.2, "mini": 21.9}
+# set) took on 2 cores in whole runs, by the precision the machine trains in (a CPU with bf16
+# matrix instructions, AMX: tiny 3.8 to 4.74, 4.2 chosen, mini 21.87; one without, AVX2 only,
+# trains in fp32: tiny 8.38, 8.78 and 9.34) and model. A run whose model has no time here splits
+# its budget by the share alone.
+QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "mini": 21.9}, "fp32": {"tiny": 8.8}}
 # The model by budget, from so many minutes up: mini (4 layers of 256) from two hours, where two runs
 # scored F1 25.6 and 26.3 against tiny's 24.0 (two hours) and 24.5 (an hour); shorter budgets keep
 # tiny, as mini's two QA epochs (44 minutes) leave too little pretraining (30 minutes: F1 3.6).
 PRESET_FROM_BUDGET = {120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
-    "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["tiny"],
+    "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["bf16"]["tiny"],  # or this machine's
     "max_steps": -1, "dupe_factor": 5, "qa_learning_rate": 2e-3, "qa_batch_size": 128,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
@@ -157,13 +159,26 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     for setting, names in MEASURED_WITH.items():
         if any(departs(name) for name in names):
             settings.pop(setting, None)
-    if "budget_qa_epoch_minutes" in settings:  # the epoch time of the model the run trains, where timed
-        minutes = QA_EPOCH_MINUTES.get(given.get("preset", settings["preset"]))
+    if "budget_qa_epoch_minutes" in settings:  # the epoch time of the model the run trains here, where timed
+        minutes = qa_epoch_minutes(given.get("preset", settings["preset"]))
         if minutes:
             settings["budget_qa_epoch_minutes"] = minutes
         else:
             del settings["budget_qa_epoch_minutes"]
     return settings
+
+
+def machine_precision() -> str:
+    """The precision training runs in here (``auto``'s choice: bf16 where the CPU or GPU has it)."""
+    from scratchbert.pretrain import resolve_precision
+
+    return resolve_precision("auto")
+
+
+def qa_epoch_minutes(preset: str) -> float | None:
+    """Minutes one QA epoch of the recipe takes for ``preset`` on a machine like this one, where
+    timed (:data:`QA_EPOCH_MINUTES`); an epoch in fp32 takes about twice one in bf16."""
+    return QA_EPOCH_MINUTES.get(machine_precision(), {}).get(preset)
 
 
 def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
@@ -345,9 +360,10 @@ def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> st
     share of ``budget_minutes`` by more than :data:`QA_EPOCH_NOISE` (and a minute); None when it
     would not (or the run had no budget to split).
 
-    How long a QA epoch takes is the machine's and the model's: the recipe's 4.2 was timed for
-    ``tiny`` on 2 cores, and a run with another model or other QA data has none (the share alone
-    splits), so a run that ends early, or stops QA short of its epochs, says what to give next time.
+    How long a QA epoch takes is the machine's and the model's: the recipe's times were taken on
+    2 cores of two kinds of CPU, and a run with another model or other QA data has none (the
+    share alone splits), so a run that ends early, or stops QA short of its epochs, says what to
+    give next time.
     """
     epoch_minutes = float(qa_metrics.get("epoch_minutes") or 0)
     if not arguments.get("budget_minutes") or epoch_minutes <= 0:
@@ -757,7 +773,9 @@ def _flag_default(name: str) -> str:
     if name == "preset":  # the model by budget (run_settings)
         text += "".join(f"; {preset} from --budget-minutes {minutes:g}" for minutes, preset in sorted(PRESET_FROM_BUDGET.items()))
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
-        text += " (the model's: " + ", ".join(f"{preset} {minutes:g}" for preset, minutes in QA_EPOCH_MINUTES.items()) + ")"
+        text = "the model's, by the precision the machine trains in (" + "; ".join(
+            f"{precision} " + ", ".join(f"{preset} {minutes:g}" for preset, minutes in times.items())
+            for precision, times in QA_EPOCH_MINUTES.items()) + ")"
     synthetic = SYNTHETIC_DEFAULTS.get(name, value)
     if synthetic != value:
         text += f"; with --synthetic {params.show(synthetic)}"

@@ -213,7 +213,13 @@ def test_the_defaults_and_run_local_presets_are_valid():
     parameters.validate(local_run.SYNTHETIC_DEFAULTS)
 
 
-def test_run_local_times_qa_epochs_only_for_its_own_recipe():
+@pytest.fixture
+def bf16_machine(monkeypatch):
+    """A machine that trains in bf16 (the AMX CPUs the recipe's QA epochs were first timed on)."""
+    monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
+
+
+def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
     recipe = local_run.run_settings(False, {"budget_minutes": 60.0, "preset": "tiny"}, none)
     assert recipe["budget_qa_epoch_minutes"] == local_run.REAL_DEFAULTS["budget_qa_epoch_minutes"] > 0
@@ -222,7 +228,7 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
     assert planned["qa_time_budget_minutes"] == pytest.approx(planned["qa_epochs"] * recipe["budget_qa_epoch_minutes"])
     # a model whose epoch was timed too: its own time (mini's is five times tiny's)
     mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
-    assert mini["budget_qa_epoch_minutes"] == local_run.QA_EPOCH_MINUTES["mini"] > 4 * recipe["budget_qa_epoch_minutes"]
+    assert mini["budget_qa_epoch_minutes"] == local_run.QA_EPOCH_MINUTES["bf16"]["mini"] > 4 * recipe["budget_qa_epoch_minutes"]
     # another model or other QA data: no epoch time holds, the share alone splits the budget
     for given, sources in (({"preset": "small"}, none), ({"preset": "mini", "qa_batch_size": 64}, none),
                            ({"qa_batch_size": 64}, none), ({}, {**none, "squad_train": "my.json"})):
@@ -232,11 +238,11 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe():
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
-def test_run_local_trains_mini_from_two_hours_of_budget():
+def test_run_local_trains_mini_from_two_hours_of_budget(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
     for minutes, preset in ((15.0, "tiny"), (60.0, "tiny"), (119.0, "tiny"), (120.0, "mini"), (240.0, "mini")):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
-        assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES[preset])
+        assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["bf16"][preset])
     assert local_run.run_settings(False, {}, none)["preset"] == "tiny"  # the main job
     # the run's own model wins, with its own epoch time; generated data keeps its nano model
     assert local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, none)["budget_qa_epoch_minutes"] == 4.2
@@ -248,10 +254,37 @@ def test_run_local_trains_mini_from_two_hours_of_budget():
     local_run.add_arguments(parser)
     flags = {a.dest: a.help for a in parser._actions}
     assert "Default: tiny; mini from --budget-minutes 120; with --synthetic nano." in flags["preset"]
-    assert "Default: 4.2 (the model's: tiny 4.2, mini 21.9)." in flags["budget_qa_epoch_minutes"]
+    assert ("Default: the model's, by the precision the machine trains in (bf16 tiny 4.2, mini 21.9; fp32 tiny 8.8)."
+            in flags["budget_qa_epoch_minutes"])
 
 
-def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_otherwise():
+@pytest.mark.parametrize("precision", ["bf16", "fp32", "fp16"])
+def test_run_local_reserves_the_qa_epochs_a_machine_like_this_one_takes(monkeypatch, precision):
+    # a CPU without bf16 trains in fp32 and takes about twice as long for a QA epoch (8.38 to 9.34 minutes
+    # against 4.2 on 2 cores): 30 minutes keep its two epochs (16.5 minutes, the share's most) instead of one
+    monkeypatch.setattr(local_run, "machine_precision", lambda: precision)
+    none = dict.fromkeys(local_run.SOURCES)
+    settings = local_run.run_settings(False, {"budget_minutes": 30.0}, none)
+    planned = parameters.validate({**settings, "budget_minutes": 30.0})
+    split = planned["time_budget_minutes"], planned["qa_time_budget_minutes"]
+    assert split == {"bf16": (19.1, 8.4), "fp32": (11.0, 16.5), "fp16": (11.0, 16.5)}[precision]
+    # a model not timed on such a machine (mini in fp32, anything in fp16): the share alone splits
+    mini = local_run.run_settings(False, {"budget_minutes": 120.0}, none)
+    assert mini["preset"] == "mini" and ("budget_qa_epoch_minutes" in mini) == (precision == "bf16")
+    assert local_run.qa_epoch_minutes("tiny") == {"bf16": 4.2, "fp32": 8.8}.get(precision)
+
+
+def test_run_local_knows_the_precision_it_trains_in():
+    import torch
+
+    from scratchbert.pretrain import cpu_has_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine trains in what its GPU has")
+    assert local_run.machine_precision() == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_otherwise(bf16_machine):
     recipe = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, dict.fromkeys(local_run.SOURCES))
     # tiny's reservation (4.2) and an epoch that took 21.87 minutes (mini at two hours)
     note = local_run.qa_epoch_advice({**recipe, "budget_minutes": 120.0}, {"epoch_minutes": 21.87})
