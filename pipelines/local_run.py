@@ -104,7 +104,7 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "mini": 21.9}, "fp32": {"tiny": 8.8}}
 PRESET_FROM_BUDGET = {120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
-    "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["bf16"]["tiny"],  # or this machine's
+    "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["bf16"]["tiny"],  # run_settings: the machine's
     "max_steps": -1, "dupe_factor": 5, "qa_learning_rate": 2e-3, "qa_batch_size": 128,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
@@ -177,7 +177,8 @@ def machine_precision() -> str:
 
 def qa_epoch_minutes(preset: str) -> float | None:
     """Minutes one QA epoch of the recipe takes for ``preset`` on a machine like this one, where
-    timed (:data:`QA_EPOCH_MINUTES`); an epoch in fp32 takes about twice one in bf16."""
+    timed (:data:`QA_EPOCH_MINUTES`); an epoch in fp32 takes about twice one in bf16. A GPU with
+    bf16 gets the CPU's times, too long for it: its run's ``note:`` says what to give instead."""
     return QA_EPOCH_MINUTES.get(machine_precision(), {}).get(preset)
 
 
