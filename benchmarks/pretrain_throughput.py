@@ -5,7 +5,7 @@ logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW
 Face's dropout 0.1. scratchbert, as ``scratchbert pretrain`` trains by default (its dropout
 default, 0; the stock dropout measured too): the sparse prediction head, length-grouped
 batches padded to the longest member, the tensor collator, fused AdamW, the attention
-kernel ``--attention auto`` picks (eager; SDPA measured too), freed memory kept for reuse
+kernel ``--attention auto`` picks at each precision (the other measured too), freed memory kept for reuse
 on a CPU (:mod:`scratchbert.allocator`; glibc's default measured too), and each precision
 this machine offers (``torch.compile`` measured as an option).
 
@@ -155,6 +155,8 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     from scratchbert.pretrain import PretrainConfig, resolve_precision
     from scratchbert.pretraining_data import MlmNspCollator
 
+    machine = resolve_precision("auto")  # what `scratchbert pretrain` trains in here
+
     stock_dropout = BertConfig().hidden_dropout_prob  # Hugging Face's default, as the stock path trains
     default_dropout = PretrainConfig.dropout  # the field's default: what `pretrain` trains with
     config = build_config(preset, len(tokenizer), max_seq_len, dropout=stock_dropout)
@@ -186,11 +188,12 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     def peak_of(precision: str) -> float:  # bf16 and fp16 arms against the bf16 peak
         return peak_fp32 if precision == "fp32" else peak_bf16
 
-    auto = resolve_attention("auto")
     cpu = not torch.cuda.is_available()
-    defaults = dict(attention=auto, compiled=False, keep_memory=True, dropout=default_dropout)
+    defaults = dict(compiled=False, keep_memory=True, dropout=default_dropout)
     last = precisions[-1]
-    variants = [dict(defaults, precision=p) for p in precisions]
+    auto = resolve_attention("auto", last)  # the kernel auto picks at the last precision
+    variants = [dict(defaults, precision=p, attention=resolve_attention("auto", p)) for p in precisions]
+    defaults["attention"] = auto
     if default_dropout != stock_dropout:
         variants.append(dict(defaults, precision=last, dropout=stock_dropout))
     variants.append(dict(defaults, precision=last, attention="sdpa" if auto == "eager" else "eager"))
@@ -206,9 +209,9 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     def profile_defaults() -> None:  # scratchbert's defaults once more, operator by operator
         torch.manual_seed(0)
         model = pretraining_model_class()(build_config(preset, len(tokenizer), max_seq_len, dropout=default_dropout,
-                                                       attn_implementation=auto))
+                                                       attn_implementation=resolve_attention("auto", machine)))
         r = measure(model, MlmNspCollator(tokenizer, mlm_positions=True), data, batch_size=batch_size,
-                    steps=min(steps, 5), warmup=warmup, precision=resolve_precision("auto"), fused=True, grouped=True,
+                    steps=min(steps, 5), warmup=warmup, precision=machine, fused=True, grouped=True,
                     remove_unused=False, keep_memory=True, profile=True)
         if "operators" in r:  # a CPU: the wall-clock breakdown goes into the JSON
             out["profile"] = dict(r["operators"], tokens_per_second=r["tokens_per_second"], steps=r["steps"])
@@ -218,7 +221,8 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
         if v["compiled"] and profile:  # before the compiled arm, the one most likely to run long
             profile_defaults()
             profile = False
-        name = (f"scratchbert_{v['precision']}" + (f"_{v['attention']}" if v["attention"] != auto else "")
+        name = (f"scratchbert_{v['precision']}"
+                + (f"_{v['attention']}" if v["attention"] != resolve_attention("auto", v["precision"]) else "")
                 + (f"_dropout{v['dropout']:g}" if v["dropout"] != default_dropout else "")
                 + ("" if v["keep_memory"] else "_default_malloc") + ("_compiled" if v["compiled"] else ""))
         torch.manual_seed(0)
@@ -245,7 +249,7 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
                key=lambda v: v["tokens_per_second"], default={})
     if best:
         out["best_speedup_vs_stock"] = best["speedup_vs_stock"]
-    default = out.get(f"scratchbert_{resolve_precision('auto')}", {})
+    default = out.get(f"scratchbert_{machine}", {})
     if "speedup_vs_stock" in default:  # what `scratchbert pretrain` does with no flags
         out["default_speedup_vs_stock"] = default["speedup_vs_stock"]
     if "fraction_of_matmul_peak" in default:
@@ -276,6 +280,7 @@ def main() -> None:
     require_shared_data()
     import torch
 
+    from scratchbert.pretrain import cpu_has_bf16
     from scratchbert.pretraining_data import load_pretraining_dataset
     from scratchbert.tokenizer import load_tokenizer
 
@@ -286,7 +291,8 @@ def main() -> None:
     ds, _ = load_pretraining_dataset(data_dir)
     cuda = torch.cuda.is_available()
     peak_bf16, peak_fp32 = matmul_peak("bfloat16"), matmul_peak("float32")
-    precisions = ["fp32", "bf16"] if not cuda else ["bf16"]
+    # a CPU without bf16 instructions would emulate bf16, far slower than fp32: not an arm there
+    precisions = ["bf16"] if cuda else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     result = {"benchmark": "pretrain_throughput", "matmul_peak_tflops": {"bf16": peak_bf16 / 1e12, "fp32": peak_fp32 / 1e12}}
     # per-device batch: on a GPU, batches big enough to fill it (base 256 x 128 tokens, a usual
     # per-GPU batch for BERT-base at length 128), within the memory the stock arm's fp32 logits

@@ -1,12 +1,14 @@
 """QA fine-tuning speed and quality by precision, batching and model class, same model, same questions, same run.
 
 Fine-tunes one pretrained model on the first ``--train-examples`` questions of
-``squad/train-v1.1.json`` for ``--steps`` steps in four arms, each adding one change to the one
+``squad/train-v1.1.json`` for ``--steps`` steps in arms that each add one change to the one
 before: transformers' ``BertForQuestionAnswering`` (SDPA attention) in fp32 with random
-batches; with bf16 autocast; with batches of windows of similar length (``--group-by-length``);
-and the stage's own model class (``scratchbert.modeling.qa_model_class``: bf16 residual stream,
-eager attention with a padding bias), which is what ``qa-finetune`` runs by default. Scores each
-on the first ``--eval-examples`` questions of ``squad/dev-v1.1.json``. The arms run ``--rounds``
+batches; with bf16 autocast (where the CPU or GPU has bf16); with batches of windows of similar
+length (``--group-by-length``); and the stage's own model class
+(``scratchbert.modeling.qa_model_class``: under bf16 its residual stream in bf16, and with
+eager attention the padding mask as a bias) with the kernel ``--attention auto`` picks, which is
+what ``qa-finetune`` runs by default. A last arm runs the stage with the other kernel. Scores
+each on the first ``--eval-examples`` questions of ``squad/dev-v1.1.json``. The arms run ``--rounds``
 times, in alternating order; reported are each arm's median windows per second of training, its
 speed-up over the arm before, EM/F1 (the same every round), and what ``--bf16 auto`` picks on
 this machine. The model is ``--model``, or (cached in the work folder) the ``--preset``
@@ -33,13 +35,26 @@ from pathlib import Path
 from common import SQUAD_DEV, SQUAD_TRAIN, emit, prepared_data, require_shared_data
 
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
-# Each arm adds one change to the one before: precision, batching by length, then the stage's model class.
-STOCK = {"stock_class": True, "attention": "sdpa"}
-DEFAULT_ARM = "bf16, by length, scratchbert model"  # the stage as it runs; --batch-sizes compares it alone
-ARMS = {"fp32": {"bf16": "false", "group_by_length": False, **STOCK},
-        "bf16": {"bf16": "true", "group_by_length": False, **STOCK},
-        "bf16, by length": {"bf16": "true", "group_by_length": True, **STOCK},
-        DEFAULT_ARM: {"bf16": "true", "group_by_length": True, "stock_class": False, "attention": "auto"}}
+STOCK = {"stock_class": True, "attention": "sdpa"}  # transformers' class with its default kernel
+
+
+def arms_for(bf16: bool) -> tuple[dict, str]:
+    """The arms, each adding one change to the one before (precision, batching by length, the
+    stage's model class), then the stage with the attention kernel ``auto`` does not pick there;
+    and the name of the stage's arm. A CPU without bf16 instructions trains in fp32 and would
+    only emulate bf16: no bf16 arm there."""
+    from scratchbert.modeling import resolve_attention
+
+    precision, flag = ("bf16", "true") if bf16 else ("fp32", "false")
+    arms = {"fp32": {"bf16": "false", "group_by_length": False, **STOCK}}
+    if bf16:
+        arms["bf16"] = {"bf16": "true", "group_by_length": False, **STOCK}
+    arms[f"{precision}, by length"] = {"bf16": flag, "group_by_length": True, **STOCK}
+    stage = f"{precision}, by length, scratchbert model"
+    arms[stage] = {"bf16": flag, "group_by_length": True, "stock_class": False, "attention": "auto"}
+    other = "sdpa" if resolve_attention("auto", precision) == "eager" else "eager"
+    arms[f"{stage}, {other}"] = dict(arms[stage], attention=other)
+    return arms, stage
 
 
 def pretrained_model(work: Path, preset: str, minutes: float) -> Path:
@@ -95,9 +110,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else pretrained_model(work, args.preset, args.pretrain_minutes)
     windows = args.steps * args.batch_size
-    arms = {arm: {**settings, "batch_size": args.batch_size, "max_steps": args.steps} for arm, settings in ARMS.items()}
+    kinds, stage = arms_for(use_bf16("auto"))
+    arms = {arm: {**settings, "batch_size": args.batch_size, "max_steps": args.steps} for arm, settings in kinds.items()}
     if args.batch_sizes:
-        arms = {f"batch {b}": {**ARMS[DEFAULT_ARM], "batch_size": b, "max_steps": max(1, windows // b)}
+        arms = {f"batch {b}": {**kinds[stage], "batch_size": b, "max_steps": max(1, windows // b)}
                 for b in args.batch_sizes}
     result = {"benchmark": "qa_finetune", "model": str(model), "windows": windows,
               "train_examples": args.train_examples, "eval_examples": args.eval_examples, "rounds": args.rounds,

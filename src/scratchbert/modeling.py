@@ -61,16 +61,24 @@ def effective_size(preset: str, *, hidden_size: int | None = None, num_hidden_la
 ATTENTIONS = ("auto", "eager", "sdpa")
 
 
-def resolve_attention(attention: str) -> str:
-    """'auto' -> eager attention, on a CPU and on a GPU alike: faster than SDPA on both at
-    sequence length 128 with length-grouped batches (with a padding mask SDPA runs cuDNN
-    kernels that plan again for every padded length), and for QA's windows of up to 384 tokens
-    on a CPU; ``benchmarks/pretrain_throughput.py`` and ``benchmarks/qa_finetune.py`` report
-    both kernels (docs/performance.md).
+def resolve_attention(attention: str, precision: str) -> str:
+    """'auto' -> SDPA where a run computes in fp32 on a CPU, eager attention everywhere else.
+
+    ``precision`` is the run's resolved one (bf16, fp16 or fp32). Eager is faster than SDPA
+    in bf16 on a CPU (it keeps the softmax in bf16) and on a GPU at sequence length 128 with
+    length-grouped batches (with a padding mask SDPA runs cuDNN kernels that plan again for
+    every padded length). In fp32 on a CPU (one without bf16 instructions) SDPA's fused
+    kernel is the faster: a QA step on windows of 256 to 384 tokens takes three quarters of
+    eager's time, and pretraining on 64 tokens is level. ``benchmarks/pretrain_throughput.py``
+    and ``benchmarks/qa_finetune.py`` report both kernels (docs/performance.md).
     """
+    import torch
+
     if attention not in ATTENTIONS:
         raise ScratchBertError(f"attention {attention!r} is not one of {', '.join(ATTENTIONS)}")
-    return "eager" if attention == "auto" else attention
+    if attention != "auto":
+        return attention
+    return "sdpa" if precision == "fp32" and not torch.cuda.is_available() else "eager"
 
 
 def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size: int | None = None,

@@ -83,7 +83,7 @@ class PretrainConfig:
     unigram_bias: bool = param(True, help="Start the MLM output bias at the training tokens' log frequencies, so a fresh model need not learn word frequencies first.")
     mlm_probability: float = param(0.15, help="Fraction of tokens masked.")
     precision: str = param("auto", help="Arithmetic: auto is bf16 where the hardware has it, fp16 on older GPUs, else fp32.", choices=PRECISIONS)
-    attention: str = param("auto", help="Attention kernel: auto is eager (faster at these lengths on CPUs and GPUs).", choices=ATTENTIONS)
+    attention: str = param("auto", help="Attention kernel: auto is SDPA in fp32 on a CPU and eager elsewhere, the faster in each place.", choices=ATTENTIONS)
     torch_compile: bool = param(False, help="Compile the model with torch.compile.")
     sparse_head: bool = param(True, help="Compute MLM logits at the masked positions only (off: the stock BertForPreTraining head).")
     group_by_length: bool = param(True, help="Batch examples of similar length and pad to the longest (off: random batches).")
@@ -275,8 +275,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if tokenizer_fingerprint(tokenizer) != info["tokenizer_fingerprint"]:
         raise ScratchBertError(f"tokenizer {tok_dir} is not the one dataset {cfg.dataset} was built with; pass the dataset's tokenizer or rebuild the dataset")
     learning_rate, warmup_fraction = schedule_settings(cfg)
-    attention = resolve_attention(cfg.attention)
     precision = resolve_precision(cfg.precision)
+    attention = resolve_attention(cfg.attention, precision)
     set_seed(cfg.seed)
     if cfg.init_model:
         model = _starting_model(cfg, tokenizer, info, attention)

@@ -285,7 +285,7 @@ def test_rows_given_by_the_collator_give_the_same_loss_logits_and_gradients():
 
 def test_a_training_step_with_the_collators_rows_has_no_data_dependent_op():
     """``nonzero`` and reading a tensor's value on the host (``.item()``, ``bool()``) stall a
-    GPU's queue; with the rows from the collator and eager attention (``auto``'s choice) the
+    GPU's queue; with the rows from the collator and eager attention (``auto``'s choice on a GPU) the
     model has neither, padding or not. Without the rows it does, and so does SDPA with
     padding (transformers' own mask check, ``attention_mask.all()``)."""
     sparse, _, batch = _model_and_batch()
@@ -327,7 +327,7 @@ def test_under_bf16_autocast_the_encoder_runs_in_bf16_from_the_embeddings_on():
 
     sparse, stock, batch = _model_and_batch(seed=2)
     for model in (sparse, stock):
-        model.set_attn_implementation("eager")  # `auto`'s choice: its softmax is an op of its own
+        model.set_attn_implementation("eager")  # `auto`'s choice under bf16: its softmax is an op of its own
     with torch.no_grad():
         exact = sparse(**batch).loss.item()
     losses = {}
