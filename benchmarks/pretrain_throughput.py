@@ -5,9 +5,9 @@ logits at every position, fp32, ``DataCollatorForLanguageModeling``, plain AdamW
 Face's dropout 0.1. scratchbert, as ``scratchbert pretrain`` trains by default (its dropout
 default, 0; the stock dropout measured too): the sparse prediction head, length-grouped
 batches padded to the longest member, the tensor collator, fused AdamW, the attention
-kernel ``--attention auto`` picks at each precision (the other measured too), freed memory kept for reuse
-on a CPU (:mod:`scratchbert.allocator`; glibc's default measured too), and each precision
-this machine offers (``torch.compile`` measured as an option).
+kernel ``--attention auto`` picks at each precision (the other measured too), freed memory
+kept for reuse on a CPU (:mod:`scratchbert.allocator`; glibc's default measured too), and
+each precision this machine offers (``torch.compile`` measured as an option).
 
 Reports real (non-padding) tokens per second after a warm-up, the ratio to stock, and the
 model FLOP/s achieved against a large ``torch.mm`` measured in the same run; under

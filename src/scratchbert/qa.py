@@ -125,7 +125,7 @@ class QAConfig:
     bf16: str = param("auto", help="bfloat16 mixed precision: auto is on where the hardware has it, as in pretraining.",
                       choices=("auto", "true", "false"))
     attention: str = param("auto", help="Attention kernel: auto is SDPA in fp32 on a CPU and eager elsewhere, the faster in each place "
-                                        "(with bf16, eager's QA steps are about 1.3x SDPA's on a CPU), as in pretraining.",
+                                        "(with bf16 on a CPU eager's QA steps are about 1.3x as fast), as in pretraining.",
                       choices=ATTENTIONS)
     num_workers: int = param(0, help="Worker processes for tokenisation and data loading; 0 works in the main process.")
     logging_steps: int = param(50, help="Log loss and learning rate every N steps.")
