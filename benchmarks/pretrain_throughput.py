@@ -290,10 +290,13 @@ def main() -> None:
     tokenizer = load_tokenizer(tok_dir)
     ds, _ = load_pretraining_dataset(data_dir)
     cuda = torch.cuda.is_available()
-    peak_bf16, peak_fp32 = matmul_peak("bfloat16"), matmul_peak("float32")
-    # a CPU without bf16 instructions would emulate bf16, far slower than fp32: not an arm there
+    # a CPU without bf16 instructions would emulate bf16, far slower than fp32 (its bf16 peak
+    # alone took 8 minutes to measure on an AVX2 machine): neither an arm nor a peak there
     precisions = ["bf16"] if cuda else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    result = {"benchmark": "pretrain_throughput", "matmul_peak_tflops": {"bf16": peak_bf16 / 1e12, "fp32": peak_fp32 / 1e12}}
+    peak_bf16 = matmul_peak("bfloat16") if "bf16" in precisions else float("nan")
+    peak_fp32 = matmul_peak("float32")
+    result = {"benchmark": "pretrain_throughput",
+              "matmul_peak_tflops": {"fp32": peak_fp32 / 1e12, **({"bf16": peak_bf16 / 1e12} if "bf16" in precisions else {})}}
     # per-device batch: on a GPU, batches big enough to fill it (base 256 x 128 tokens, a usual
     # per-GPU batch for BERT-base at length 128), within the memory the stock arm's fp32 logits
     # at every position need. On 2 CPU cores, larger batches did not pay at the small presets;

@@ -69,7 +69,7 @@ def resolve_attention(attention: str, precision: str) -> str:
     length-grouped batches (with a padding mask SDPA runs cuDNN kernels that plan again for
     every padded length). In fp32 on a CPU (one without bf16 instructions) SDPA's fused
     kernel is the faster: a QA step on windows of 256 to 384 tokens takes three quarters of
-    eager's time, and pretraining on 64 tokens is level. ``benchmarks/pretrain_throughput.py``
+    eager's time, and pretraining on 64 tokens is within 3%. ``benchmarks/pretrain_throughput.py``
     and ``benchmarks/qa_finetune.py`` report both kernels (docs/performance.md).
     """
     import torch
