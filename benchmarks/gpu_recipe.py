@@ -3,10 +3,10 @@
 Each arm pretrains for ``--pretrain-minutes`` on the first ``--corpus-bytes`` of
 ``enwiki/train.txt`` (by default 11 MB, the data of the CPU benchmarks; five cuts of each
 document, 128 tokens), is scored for MLM/NSP on ``enwiki/valid.txt``, fine-tuned on SQuAD
-v1.1's training set for one epoch or ``--qa-minutes``, whichever ends first, scored on all 10,570 dev questions and asked
-``qa_budget.QUESTIONS``. The arms run one after the other in one process (one CUDA start);
-after each, the JSON so far is written to ``--out``, so a lease that ends early still returns
-the arms it finished. With ``--deadline-s`` a later arm's pretraining shrinks to fit.
+v1.1's training set for one epoch or ``--qa-minutes``, whichever ends first, scored on all
+10,570 dev questions and asked ``qa_budget.QUESTIONS``. The arms run one after the other in
+one process (one CUDA start); after each, the JSON so far is written to ``--out``, so a lease
+that ends early still returns the arms it finished. With ``--deadline-s`` a later arm's pretraining shrinks to fit.
 
 * ``recipe``: the pipeline's defaults (``GPU_RECIPE`` in ``pipelines/parameters.py``);
 * ``base``: BERT-base at the settings the literature gives it (batch 256, learning rates 5e-4

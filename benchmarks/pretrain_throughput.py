@@ -145,17 +145,16 @@ def training_matmuls(config, *, tokens: int, dtype_name: str, peak: float, repea
 
 
 def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size: int, steps: int, warmup: int,
-               precisions: list[str], try_compile: bool, peak_bf16: float, peak_fp32: float,
+               precisions: list[str], machine: str, try_compile: bool, peaks: dict[str, float],
                profile: bool = False, compile_warmup: int = 30, checkpoint=lambda partial: None) -> dict:
-    """One preset's arms; ``checkpoint(results_so_far)`` is called after each."""
+    """One preset's arms; ``checkpoint(results_so_far)`` is called after each. ``machine`` is the
+    precision ``scratchbert pretrain`` trains in here; ``peaks`` the ``torch.mm`` FLOP/s by precision."""
     import torch
     from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
     from scratchbert.modeling import build_config, flops_per_token, pretraining_model_class, resolve_attention
-    from scratchbert.pretrain import PretrainConfig, resolve_precision
+    from scratchbert.pretrain import PretrainConfig
     from scratchbert.pretraining_data import MlmNspCollator
-
-    machine = resolve_precision("auto")  # what `scratchbert pretrain` trains in here
 
     stock_dropout = BertConfig().hidden_dropout_prob  # Hugging Face's default, as the stock path trains
     default_dropout = PretrainConfig.dropout  # the field's default: what `pretrain` trains with
@@ -186,21 +185,20 @@ def run_preset(preset: str, tokenizer, dataset, *, max_seq_len: int, batch_size:
     # attention kernel that "auto" did not pick, glibc's default malloc behaviour (on a CPU,
     # pretrain keeps freed memory for reuse: scratchbert.allocator), and torch.compile when asked.
     def peak_of(precision: str) -> float:  # bf16 and fp16 arms against the bf16 peak
-        return peak_fp32 if precision == "fp32" else peak_bf16
+        return peaks["fp32" if precision == "fp32" else "bf16"]
 
     cpu = not torch.cuda.is_available()
-    defaults = dict(compiled=False, keep_memory=True, dropout=default_dropout)
-    last = precisions[-1]
-    auto = resolve_attention("auto", last)  # the kernel auto picks at the last precision
-    variants = [dict(defaults, precision=p, attention=resolve_attention("auto", p)) for p in precisions]
-    defaults["attention"] = auto
+    variants = [dict(precision=p, attention=resolve_attention("auto", p), compiled=False, keep_memory=True,
+                     dropout=default_dropout) for p in precisions]
+    defaults = variants[-1]  # the last precision's: each arm below changes one thing of it
+    last, auto = defaults["precision"], defaults["attention"]
     if default_dropout != stock_dropout:
-        variants.append(dict(defaults, precision=last, dropout=stock_dropout))
-    variants.append(dict(defaults, precision=last, attention="sdpa" if auto == "eager" else "eager"))
+        variants.append(dict(defaults, dropout=stock_dropout))
+    variants.append(dict(defaults, attention="sdpa" if auto == "eager" else "eager"))
     if cpu:
-        variants.append(dict(defaults, precision=last, keep_memory=False))
+        variants.append(dict(defaults, keep_memory=False))
     if try_compile:
-        variants.append(dict(defaults, precision=last, compiled=True))
+        variants.append(dict(defaults, compiled=True))
     # the machine's own matmul speed at a step's shapes (before the arms that may run long)
     out["matmuls"] = training_matmuls(config, tokens=int(batch_size * mean_len),
                                       dtype_name="float32" if last == "fp32" else "bfloat16", peak=peak_of(last))
@@ -280,7 +278,7 @@ def main() -> None:
     require_shared_data()
     import torch
 
-    from scratchbert.pretrain import cpu_has_bf16
+    from scratchbert.pretrain import resolve_precision
     from scratchbert.pretraining_data import load_pretraining_dataset
     from scratchbert.tokenizer import load_tokenizer
 
@@ -290,13 +288,12 @@ def main() -> None:
     tokenizer = load_tokenizer(tok_dir)
     ds, _ = load_pretraining_dataset(data_dir)
     cuda = torch.cuda.is_available()
+    machine = resolve_precision("auto")  # what `scratchbert pretrain` trains in here
     # a CPU without bf16 instructions would emulate bf16, far slower than fp32 (its bf16 peak
     # alone took 8 minutes to measure on an AVX2 machine): neither an arm nor a peak there
-    precisions = ["bf16"] if cuda else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    peak_bf16 = matmul_peak("bfloat16") if "bf16" in precisions else float("nan")
-    peak_fp32 = matmul_peak("float32")
-    result = {"benchmark": "pretrain_throughput",
-              "matmul_peak_tflops": {"fp32": peak_fp32 / 1e12, **({"bf16": peak_bf16 / 1e12} if "bf16" in precisions else {})}}
+    precisions = ["bf16"] if cuda else ["fp32", "bf16"] if machine == "bf16" else ["fp32"]
+    peaks = {p: matmul_peak("float32" if p == "fp32" else "bfloat16") for p in ("fp32", *precisions)}
+    result = {"benchmark": "pretrain_throughput", "matmul_peak_tflops": {p: v / 1e12 for p, v in peaks.items()}}
     # per-device batch: on a GPU, batches big enough to fill it (base 256 x 128 tokens, a usual
     # per-GPU batch for BERT-base at length 128), within the memory the stock arm's fp32 logits
     # at every position need. On 2 CPU cores, larger batches did not pay at the small presets;
@@ -316,7 +313,7 @@ def main() -> None:
         result[preset] = run_preset(preset, tokenizer, ds["train"], max_seq_len=args.max_seq_len, batch_size=bs,
                                     steps=args.steps, warmup=args.warmup, precisions=precisions,
                                     try_compile=args.compile == "all" or preset in args.compile.split(","),
-                                    peak_bf16=peak_bf16, peak_fp32=peak_fp32,
+                                    machine=machine, peaks=peaks,
                                     profile=preset in args.profile.split(","), compile_warmup=args.compile_warmup,
                                     checkpoint=checkpoint)
     emit(result)

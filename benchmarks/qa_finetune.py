@@ -110,14 +110,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else pretrained_model(work, args.preset, args.pretrain_minutes)
     windows = args.steps * args.batch_size
-    kinds, stage = arms_for(use_bf16("auto"))
+    bf16 = use_bf16("auto")
+    kinds, stage = arms_for(bf16)
     arms = {arm: {**settings, "batch_size": args.batch_size, "max_steps": args.steps} for arm, settings in kinds.items()}
     if args.batch_sizes:
         arms = {f"batch {b}": {**kinds[stage], "batch_size": b, "max_steps": max(1, windows // b)}
                 for b in args.batch_sizes}
     result = {"benchmark": "qa_finetune", "model": str(model), "windows": windows,
               "train_examples": args.train_examples, "eval_examples": args.eval_examples, "rounds": args.rounds,
-              "auto_picks_bf16": use_bf16("auto")}
+              "auto_picks_bf16": bf16}
     runs = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for r in range(args.rounds):
