@@ -96,12 +96,15 @@ CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 # set) took on 2 cores in whole runs, by the precision the machine trains in (a CPU with bf16
 # matrix instructions, AMX: tiny 3.8 to 4.74, 4.2 chosen, mini 21.87; one without, AVX2 only,
 # trains in fp32: tiny 8.38, 8.78 and 9.34 with eager attention, 7.05 with SDPA, auto's kernel
-# there now; 8.8 kept so that a slow day still trains both epochs) and model. A run whose model
-# has no time here splits its budget by the share alone.
-QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "mini": 21.9}, "fp32": {"tiny": 8.8}}
-# The model by budget, from so many minutes up: mini (4 layers of 256) from two hours, where two runs
-# scored F1 25.6 and 26.3 against tiny's 24.0 (two hours) and 24.5 (an hour); shorter budgets keep
-# tiny, as mini's two QA epochs (44 minutes) leave too little pretraining (30 minutes: F1 3.6).
+# there now; 8.8 kept so that a slow day still trains both epochs; mini 36.5, from the stage's
+# first 50 steps, not yet a whole run) and model. A run whose model has no time here splits its
+# budget by the share alone.
+QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "mini": 21.9}, "fp32": {"tiny": 8.8, "mini": 36.5}}
+# The model by budget on a machine that trains in bf16, from so many minutes up: mini (4 layers of
+# 256) from two hours, where two runs scored F1 25.6 and 26.3 against tiny's 24.0 (two hours) and
+# 24.5 (an hour); shorter budgets keep tiny, as mini's two QA epochs (44 minutes) leave too little
+# pretraining (30 minutes: F1 3.6). A slower machine needs more minutes for the same steps
+# (budget_minutes_for).
 PRESET_FROM_BUDGET = {120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
@@ -151,8 +154,9 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         for name in BUDGET_GOVERNS:
             settings.pop(name, None)
         if not synthetic:
+            precision = machine_precision()
             settings["preset"] = next((preset for minutes, preset in sorted(PRESET_FROM_BUDGET.items(), reverse=True)
-                                       if given["budget_minutes"] >= minutes), settings["preset"])
+                                       if given["budget_minutes"] >= budget_minutes_for(minutes, precision)), settings["preset"])
 
     def departs(name: str) -> bool:  # the run gives its own input, or a value other than the recipe's
         return sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)
@@ -167,6 +171,15 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         else:
             del settings["budget_qa_epoch_minutes"]
     return settings
+
+
+def budget_minutes_for(minutes: float, precision: str) -> float:
+    """A budget of ``minutes`` on a machine that trains in bf16, as minutes where training runs in
+    ``precision``: times how much longer tiny's QA epoch takes there (:data:`QA_EPOCH_MINUTES`; fp32
+    8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, not measured, for
+    :data:`PRESET_FROM_BUDGET` in fp32: there mini's two QA epochs alone take 73 minutes of two hours."""
+    times = QA_EPOCH_MINUTES.get(precision, QA_EPOCH_MINUTES["bf16"])
+    return round(minutes * times["tiny"] / QA_EPOCH_MINUTES["bf16"]["tiny"])
 
 
 def machine_precision() -> str:
@@ -773,7 +786,8 @@ def _flag_default(name: str) -> str:
     value = REAL_DEFAULTS.get(name, parameters.BY_NAME[name].default)
     text = params.show(value)
     if name == "preset":  # the model by budget (run_settings)
-        text += "".join(f"; {preset} from --budget-minutes {minutes:g}" for minutes, preset in sorted(PRESET_FROM_BUDGET.items()))
+        text += "".join(f"; {preset} from --budget-minutes {minutes:g} ({budget_minutes_for(minutes, 'fp32'):g} where training runs in fp32)"
+                        for minutes, preset in sorted(PRESET_FROM_BUDGET.items()))
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
         text = "the model's, by the precision the machine trains in (" + "; ".join(
             f"{precision} " + ", ".join(f"{preset} {minutes:g}" for preset, minutes in times.items())

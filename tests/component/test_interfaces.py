@@ -253,9 +253,22 @@ def test_run_local_trains_mini_from_two_hours_of_budget(bf16_machine):
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
     flags = {a.dest: a.help for a in parser._actions}
-    assert "Default: tiny; mini from --budget-minutes 120; with --synthetic nano." in flags["preset"]
-    assert ("Default: the model's, by the precision the machine trains in (bf16 tiny 4.2, mini 21.9; fp32 tiny 8.8)."
+    assert "Default: tiny; mini from --budget-minutes 120 (251 where training runs in fp32); with --synthetic nano." in flags["preset"]
+    assert ("Default: the model's, by the precision the machine trains in (bf16 tiny 4.2, mini 21.9; fp32 tiny 8.8, mini 36.5)."
             in flags["budget_qa_epoch_minutes"])
+
+
+def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypatch):
+    """In fp32 a QA epoch takes about twice as long, so mini waits for about twice the budget."""
+    monkeypatch.setattr(local_run, "machine_precision", lambda: "fp32")
+    none = dict.fromkeys(local_run.SOURCES)
+    for minutes, preset in ((120.0, "tiny"), (250.0, "tiny"), (251.0, "mini"), (480.0, "mini")):
+        settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
+        assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["fp32"][preset])
+    # two hours there: tiny's two epochs, the rest pretraining, as an hour of a bf16 machine
+    planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
+    assert (planned["preset"], planned["qa_time_budget_minutes"]) == ("tiny", 2 * 8.8)
+    assert planned["time_budget_minutes"] == pytest.approx(120.0 - parameters.BUDGET_FIXED_MINUTES - 2 * 8.8, abs=0.05)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "fp16"])
@@ -268,9 +281,9 @@ def test_run_local_reserves_the_qa_epochs_a_machine_like_this_one_takes(monkeypa
     planned = parameters.validate({**settings, "budget_minutes": 30.0})
     split = planned["time_budget_minutes"], planned["qa_time_budget_minutes"]
     assert split == {"bf16": (19.1, 8.4), "fp32": (11.0, 16.5), "fp16": (11.0, 16.5)}[precision]
-    # a model not timed on such a machine (mini in fp32, anything in fp16): the share alone splits
-    mini = local_run.run_settings(False, {"budget_minutes": 120.0}, none)
-    assert mini["preset"] == "mini" and ("budget_qa_epoch_minutes" in mini) == (precision == "bf16")
+    # a model not timed on such a machine (anything in fp16): the share alone splits
+    mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
+    assert ("budget_qa_epoch_minutes" in mini) == (precision != "fp16")
     assert local_run.qa_epoch_minutes("tiny") == {"bf16": 4.2, "fp32": 8.8}.get(precision)
 
 
