@@ -556,8 +556,7 @@ class _Monitor(io.TextIOBase):
         if not (force or final) and now - self._last_print < (0.5 if self.live else 30):
             return
         self._last_print = now
-        elapsed = time.strftime("%M:%S", time.gmtime(now - self._stage_start))
-        text = f"{self._stage:<13} {elapsed}  {self._progress}"[:120]
+        text = f"{self._stage:<13} {_clock(now - self._stage_start)}  {self._progress}"[:120]
         if self.live:
             self.screen.write("\r\x1b[K" + text + ("\n" if final else ""))
         else:
@@ -566,6 +565,13 @@ class _Monitor(io.TextIOBase):
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _clock(seconds: float) -> str:
+    """Elapsed time as mm:ss, or h:mm:ss from an hour (a two-hour run pretrains for more than one)."""
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
 def _lock_store(store: Path, *, shared_default: bool) -> int | None:

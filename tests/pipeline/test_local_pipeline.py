@@ -415,6 +415,21 @@ def test_the_failed_task_is_named_though_an_independent_one_ran_after_it(tmp_pat
         "the local pipeline run failed in tokenizer: the bucket of s3://b does not exist;")
 
 
+def test_a_stage_longer_than_an_hour_shows_its_hours(tmp_path, monkeypatch):
+    """A two-hour run pretrains for 100 minutes: its progress line says 1:03:11, not 03:11."""
+    import io
+
+    clock = iter([0.0, 0.0, 3791.0])  # the task starts, shows, and its bar arrives 1 h 3 min 11 s later
+    monkeypatch.setattr(local_run.time, "monotonic", lambda: next(clock))
+    monitor = local_run._Monitor(tmp_path / "run.log", verbose=False, quiet=False)
+    monitor.screen, monitor.live = io.StringIO(), False
+    with monitor:
+        print("Executing task 'pretrain'")
+        print("pretrain (time budget):  63%|######    | 3785/5994 [1:03:11<36:49,  1.00it/s]")
+    assert monitor.screen.getvalue().splitlines() == ["pretrain      00:00  started",
+                                                      "pretrain      1:03:11  pretrain (time budget) 63% 3785/5994"]
+
+
 def test_the_dataset_fan_out_is_one_stage_in_the_summary(tmp_path, monkeypatch):
     """The part numbers, the per-part dataset tasks and the merge show as the dataset stage: its time
     runs from the first part to the merge's end, and its numbers are the merged dataset's."""
