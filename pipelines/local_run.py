@@ -173,7 +173,7 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     return settings
 
 
-def budget_minutes_for(minutes: float, precision: str) -> float:
+def budget_minutes_for(minutes: float, precision: str) -> int:
     """A budget of ``minutes`` on a machine that trains in bf16, as minutes where training runs in
     ``precision``: times how much longer tiny's QA epoch takes there (:data:`QA_EPOCH_MINUTES`; fp32
     8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, not measured, for
