@@ -6,7 +6,8 @@ document, 128 tokens), is scored for MLM/NSP on ``enwiki/valid.txt``, fine-tuned
 v1.1's training set for one epoch or ``--qa-minutes``, whichever ends first, scored on all
 10,570 dev questions and asked ``qa_budget.QUESTIONS``. The arms run one after the other in
 one process (one CUDA start); after each, the JSON so far is written to ``--out``, so a lease
-that ends early still returns the arms it finished. With ``--deadline-s`` a later arm's pretraining shrinks to fit.
+that ends early still returns the arms it finished. With ``--deadline-s`` a later arm's
+pretraining shrinks to fit.
 
 * ``recipe``: the pipeline's defaults (``GPU_RECIPE`` in ``pipelines/parameters.py``);
 * ``base``: BERT-base at the settings the literature gives it (batch 256, learning rates 5e-4

@@ -150,11 +150,11 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     :data:`PRESET_FROM_BUDGET`) as they apply to a run given the parameters ``given`` and the
     inputs ``sources`` (name -> value or None)."""
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
+    precision = None if synthetic else machine_precision()  # the recipe's times and model are by it
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:
             settings.pop(name, None)
         if not synthetic:
-            precision = machine_precision()
             settings["preset"] = next((preset for minutes, preset in sorted(PRESET_FROM_BUDGET.items(), reverse=True)
                                        if given["budget_minutes"] >= budget_minutes_for(minutes, precision)), settings["preset"])
 
@@ -165,7 +165,7 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         if any(departs(name) for name in names):
             settings.pop(setting, None)
     if "budget_qa_epoch_minutes" in settings:  # the epoch time of the model the run trains here, where timed
-        minutes = qa_epoch_minutes(given.get("preset", settings["preset"]))
+        minutes = qa_epoch_minutes(given.get("preset", settings["preset"]), precision)
         if minutes:
             settings["budget_qa_epoch_minutes"] = minutes
         else:
@@ -189,11 +189,12 @@ def machine_precision() -> str:
     return resolve_precision("auto")
 
 
-def qa_epoch_minutes(preset: str) -> float | None:
-    """Minutes one QA epoch of the recipe takes for ``preset`` on a machine like this one, where
-    timed (:data:`QA_EPOCH_MINUTES`); an epoch in fp32 takes about twice one in bf16. A GPU with
-    bf16 gets the CPU's times, too long for it: its run's ``note:`` says what to give instead."""
-    return QA_EPOCH_MINUTES.get(machine_precision(), {}).get(preset)
+def qa_epoch_minutes(preset: str, precision: str | None = None) -> float | None:
+    """Minutes one QA epoch of the recipe takes for ``preset`` on a machine that trains in
+    ``precision`` (this one's unless given), where timed (:data:`QA_EPOCH_MINUTES`); an epoch in
+    fp32 takes about twice one in bf16. A GPU with bf16 gets the CPU's times, too long for it: its
+    run's ``note:`` says what to give instead."""
+    return QA_EPOCH_MINUTES.get(precision or machine_precision(), {}).get(preset)
 
 
 def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
