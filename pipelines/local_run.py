@@ -527,8 +527,7 @@ class _Monitor(io.TextIOBase):
         elif m := self._END.search(line):
             self._finish(m.group(1), m.group(2))
         elif self._stage and (m := self._BAR.match(line)):
-            desc = m.group("desc").strip() or "steps"
-            self._progress = f"{desc} {m.group('pct')}% {m.group('count')}".strip()
+            self._progress = _bar_progress(m)
             self._show()
 
     def _begin(self, task: str) -> None:
@@ -566,6 +565,21 @@ class _Monitor(io.TextIOBase):
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+_RATE = re.compile(r"^[\d.?]+\s*(?:s/(?P<per>\S+)|(?P<unit>.+?)/s)$")
+
+
+def _bar_progress(m: re.Match) -> str:
+    """A tqdm line's progress in words: its count with the unit unless steps (a time budget's bar
+    counts seconds, "3785/5994 s"), then its postfix ("step 26181, loss 4.021")."""
+    desc = m.group("desc").strip() or "steps"
+    parts = [p.strip() for p in m.group("times").split(",")]  # elapsed<remaining, rate, postfix...
+    rate, postfix = (parts[1], parts[2:]) if len(parts) > 1 else ("", [])
+    unit = (r := _RATE.match(rate)) and (r.group("per") or r.group("unit")).strip()
+    count = m.group("count") + (f" {unit}" if unit and unit != "it" else "")
+    extra = ", ".join(p.replace("=", " ", 1) for p in postfix if "=" in p)
+    return f"{desc} {m.group('pct')}% {count}".strip() + (f", {extra}" if extra else "")
 
 
 def _clock(seconds: float) -> str:

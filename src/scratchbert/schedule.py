@@ -139,7 +139,7 @@ def _time_progress(budget: Budget):
                 return
             elapsed = min(int(budget.clock), int(budget.seconds))
             if elapsed > self.bar.n:
-                self.bar.set_postfix(step=state.global_step, loss=self.loss, refresh=False)
+                self.bar.set_postfix(ordered_dict={"step": state.global_step, "loss": self.loss}, refresh=False)
                 self.bar.update(elapsed - self.bar.n)  # redraws at most once per mininterval
 
         def on_log(self, args, state, control, logs=None, **kw):

@@ -425,9 +425,23 @@ def test_a_stage_longer_than_an_hour_shows_its_hours(tmp_path, monkeypatch):
     monitor.screen, monitor.live = io.StringIO(), False
     with monitor:
         print("Executing task 'pretrain'")
-        print("pretrain (time budget):  63%|######    | 3785/5994 [1:03:11<36:49,  1.00it/s]")
-    assert monitor.screen.getvalue().splitlines() == ["pretrain      00:00  started",
-                                                      "pretrain      1:03:11  pretrain (time budget) 63% 3785/5994"]
+        print("pretrain (time budget):  63%|######    | 3785/5994 [1:03:11<36:49,  1.00s/s, step=16502, loss=4.021]")
+    assert monitor.screen.getvalue().splitlines() == [
+        "pretrain      00:00  started", "pretrain      1:03:11  pretrain (time budget) 63% 3785/5994 s, step 16502, loss 4.021"]
+
+
+@pytest.mark.parametrize("bar, shown", [
+    ("pretrain (time budget):   5%|5    | 303/5994 [05:03<1:34:51,  1.00s/s, step=1234, loss=6.120]",
+     "pretrain (time budget) 5% 303/5994 s, step 1234, loss 6.120"),  # seconds, not steps
+    ("Windows for training:  45%|####5     | 36000/79455 [00:26<00:31, 1371.93 examples/s]",
+     "Windows for training 45% 36000/79455 examples"),
+    ("  8%|7         | 100/1256 [02:00<23:07,  1.20s/it]", "steps 8% 100/1256"),
+    ("  0%|          | 0/1256 [00:00<?, ?it/s]", "steps 0% 0/1256"),
+])
+def test_a_progress_line_says_what_its_bar_counts(bar, shown):
+    """The stage line keeps the bar's unit (a time budget counts seconds) and its step and loss."""
+    m = local_run._Monitor._BAR.match(bar)
+    assert m and local_run._bar_progress(m) == shown
 
 
 def test_the_dataset_fan_out_is_one_stage_in_the_summary(tmp_path, monkeypatch):
