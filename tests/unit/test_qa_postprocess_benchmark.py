@@ -1,0 +1,22 @@
+"""The post-processing benchmark's expected-F1 arm (``benchmarks/qa_postprocess.py``)."""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # scripts, not a package
+    yield importlib.import_module("qa_postprocess")
+    sys.modules.pop("qa_postprocess", None)
+
+
+def test_expected_f1_prefers_the_answer_the_likely_ones_agree_on(bench):
+    candidates = [{"text": "Metro-Goldwyn-Mayer", "logit": 2.0}, {"text": "Marcus Loew", "logit": 1.8},
+                  {"text": "Loew", "logit": 1.6}, {"text": "Marcus Loew, who merged three film studios", "logit": 1.5}]
+    assert bench._expected_f1_answer(candidates, temperature=1.0) == "Marcus Loew"  # not the single most likely
+    # a cold posterior is all on the most likely answer: expected F1 then picks it
+    assert bench._expected_f1_answer(candidates, temperature=0.01) == "Metro-Goldwyn-Mayer"
