@@ -107,22 +107,45 @@ class Budget:
                     control.should_training_stop = True
                     control.should_save = False
 
-        return [_Clock()] + ([_time_progress(budget)] if self.open_ended else [])
+        return [_Clock()] + ([_time_progress(budget)] if self.seconds else [])
 
     def install(self, trainer) -> None:
-        """Add :meth:`callbacks` to ``trainer`` (an open-ended run's bar replaces the step bar)."""
+        """Add :meth:`callbacks` to ``trainer``. Under a time budget the bar in seconds replaces
+        the step bar: open-ended, a 10-million-step bar would show a meaningless ETA, and with a
+        step cap too, the clock may end the run with the step bar at half."""
         from transformers.trainer_callback import ProgressCallback
 
-        if self.open_ended:  # a 10-million-step bar would show a meaningless ETA
-            trainer.remove_callback(ProgressCallback)
+        if self.seconds and trainer.pop_callback(ProgressCallback) is not None:
+            trainer.add_callback(_prediction_progress())  # scoring's bar stays
         for callback in self.callbacks():
             trainer.add_callback(callback)
 
 
+def _prediction_progress():
+    """The Trainer's progress callback without its training bar: evaluation and prediction bars only."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class PredictionProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            pass
+
+        def on_step_end(self, args, state, control, **kwargs):
+            pass
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+        def on_train_end(self, args, state, control, **kwargs):
+            pass
+
+    return PredictionProgress()
+
+
 def _time_progress(budget: Budget):
-    """A tqdm bar in seconds of the time budget, with the latest loss and step."""
-    from tqdm.auto import tqdm
+    """A tqdm bar in seconds of the time budget, with the step (of the step cap, if any) and the latest loss."""
     from transformers import TrainerCallback
+
+    from scratchbert import progress
 
     class TimeProgress(TrainerCallback):
         bar = None
@@ -132,15 +155,17 @@ def _time_progress(budget: Budget):
             if not state.is_world_process_zero:  # one bar for a torchrun job, as the Trainer's own
                 return
             # mininterval: one redraw a second, not one per step (pod logs keep every redraw)
-            self.bar = tqdm(total=int(budget.seconds), unit="s", desc=f"{budget.label} (time budget)", mininterval=1.0)
+            self.bar = progress.bar(total=int(budget.seconds), unit="s", desc=f"{budget.label} (time budget)",
+                                    mininterval=1.0)
 
         def on_step_end(self, args, state, control, **kw):
-            if self.bar is None:
-                return
-            elapsed = min(int(budget.clock), int(budget.seconds))
-            if elapsed > self.bar.n:
-                self.bar.set_postfix(ordered_dict={"step": state.global_step, "loss": self.loss}, refresh=False)
-                self.bar.update(elapsed - self.bar.n)  # redraws at most once per mininterval
+            if self.bar is not None and min(int(budget.clock), int(budget.seconds)) > self.bar.n:
+                self._show(state)  # redraws at most once per mininterval
+
+        def _show(self, state) -> None:
+            step = f"{state.global_step}/{budget.max_steps}" if budget.max_steps > 0 else state.global_step
+            self.bar.set_postfix(ordered_dict={"step": step, "loss": self.loss}, refresh=False)
+            self.bar.update(min(int(budget.clock), int(budget.seconds)) - self.bar.n)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -148,6 +173,7 @@ def _time_progress(budget: Budget):
 
         def on_train_end(self, args, state, control, **kw):
             if self.bar is not None:
+                self._show(state)  # the last step, whichever of the clock and the step cap ended the run
                 self.bar.close()
 
     return TimeProgress()

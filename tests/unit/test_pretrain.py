@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -510,3 +511,18 @@ def test_precision_on_a_cpu():
     assert resolve_attention("eager", "fp32") == "eager" and resolve_attention("sdpa", "bf16") == "sdpa"
     with pytest.raises(ScratchBertError, match="attention 'flash' is not one of auto, eager, sdpa"):
         resolve_attention("flash", "fp32")
+
+
+def test_a_time_budget_with_a_step_cap_shows_one_bar_in_seconds_with_the_steps(built_dataset, tmp_path, capfd):
+    """The clock or the steps may end the run: the bar counts the budget's seconds and says the step of
+    the cap (the step bar would stop at half when the clock ends it)."""
+    pretrain(_config(built_dataset, tmp_path / "model", time_budget_minutes=0.05, max_steps=4, logging_steps=1))
+    err = capfd.readouterr().err.replace("\r", "\n")
+    assert re.search(r"pretrain \(time budget\):.*\| \d+/3 \[.*step=4/4", err)  # the steps ended it, within 3 s
+    assert not re.search(r"\| \d+/4 \[", err)  # no step bar
+
+
+def test_the_time_budget_bar_follows_quiet(built_dataset, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("SCRATCHBERT_VERBOSITY", "quiet")  # what `scratchbert -q` sets
+    pretrain(_config(built_dataset, tmp_path / "model", time_budget_minutes=0.02, logging_steps=1))
+    assert "time budget" not in capfd.readouterr().err

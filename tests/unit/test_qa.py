@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -570,12 +571,17 @@ def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tm
     assert max(lrs) > lrs[-1]  # and the schedule decayed with the clock
 
 
-def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, tmp_path):
+def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, tmp_path, capfd):
     # a budget longer than one epoch takes (a few seconds): the epochs end the run, and the schedule anneals with them
     metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
                                    out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=1,
                                    max_eval_examples=8, logging_steps=1, epochs=1))
-    assert metrics["train_steps"] == math.ceil(metrics["train_features"] / 8)
+    steps = math.ceil(metrics["train_features"] / 8)
+    assert metrics["train_steps"] == steps
+    # one bar, in the budget's seconds, says the steps ended it; scoring keeps its own bar
+    bars = capfd.readouterr().err.replace("\r", "\n")
+    assert re.search(rf"qa-finetune \(time budget\):.*\| \d+/60 \[.*step={steps}/{steps}", bars)
+    assert not re.search(rf"\| \d+/{steps} \[", bars) and re.search(r"^ *100%\|\S+\| (\d+)/\1 \[", bars, re.M)
     assert metrics["epochs"] == pytest.approx(1.0)
     assert metrics["epoch_minutes"] == pytest.approx(metrics["train_seconds"] / 60, rel=0.01)
     history = json.loads((tmp_path / "qa-logs" / "log_history.json").read_text())

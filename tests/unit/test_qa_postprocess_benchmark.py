@@ -11,7 +11,8 @@ import pytest
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # scripts, not a package
     yield importlib.import_module("qa_postprocess")
-    sys.modules.pop("qa_postprocess", None)
+    for name in ("qa_postprocess", "common"):  # the scripts import each other by these plain names
+        sys.modules.pop(name, None)
 
 
 def test_expected_f1_prefers_the_answer_the_likely_ones_agree_on(bench):
