@@ -82,6 +82,8 @@ def _expected_f1_answer(candidates: list[dict], temperature: float) -> str:
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
 
+    # the official f1_score on word counts normalised once per candidate: it would normalise both
+    # texts again for each of the 400 pairs of every question
     def f1(a: Counter, b: Counter) -> float:
         same = sum((a & b).values())
         return 0.0 if same == 0 else 2 * same / (sum(a.values()) + sum(b.values()))

@@ -56,6 +56,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
 from scratchbert.outputs import check_writable, read_json, write_json
@@ -556,7 +558,8 @@ class _Monitor(io.TextIOBase):
         if not (force or final) and now - self._last_print < (0.5 if self.live else 30):
             return
         self._last_print = now
-        text = f"{self._stage:<13} {_clock(now - self._stage_start)}  {self._progress}"[:120]
+        # mm:ss, or h:mm:ss from an hour (a two-hour run pretrains for more than one)
+        text = f"{self._stage:<13} {tqdm.format_interval(now - self._stage_start)}  {self._progress}"[:120]
         if self.live:
             self.screen.write("\r\x1b[K" + text + ("\n" if final else ""))
         else:
@@ -580,13 +583,6 @@ def _bar_progress(m: re.Match) -> str:
     count = m.group("count") + (f" {unit}" if unit and unit != "it" else "")
     extra = ", ".join(p.replace("=", " ", 1) for p in postfix if "=" in p)
     return f"{desc} {m.group('pct')}% {count}".strip() + (f", {extra}" if extra else "")
-
-
-def _clock(seconds: float) -> str:
-    """Elapsed time as mm:ss, or h:mm:ss from an hour (a two-hour run pretrains for more than one)."""
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
 def _lock_store(store: Path, *, shared_default: bool) -> int | None:
