@@ -1,7 +1,7 @@
 """SQuAD EM/F1 of fine-tuned QA models against the longest answer allowed and answers in whole
 words or in tokens, without retraining.
 
-    python benchmarks/qa_postprocess.py MODEL_DIR [MODEL_DIR ...] [--squad-dev FILE]
+    python benchmarks/qa_postprocess.py MODEL_DIR [MODEL_DIR ...] [--squad-dev FILE] [--expected-f1] [--expected-em]
 
 Each model predicts the dev windows once; each max_answer_len, with answers widened to whole
 words or cut at token edges, then turns the same logits into answers. Dev is split by article:
@@ -12,7 +12,9 @@ the mean words per answer; the library's defaults are marked ``"current": true``
 
 ``--expected-f1`` adds rows that pick, among each question's n-best answers, the one of highest
 expected F1 against the others weighted by their softmax probability at a temperature (minimum
-Bayes risk for F1) instead of the most likely answer. Tried and left out (docs/performance.md).
+Bayes risk for F1) instead of the most likely answer. ``--expected-em`` adds the row for exact
+match: the answer text whose n-best spans (the same words anywhere in the context) have the most
+probability in all. Both tried and left out (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ MAX_ANSWER_LENS = (30, 20, 15, 10, 5)
 EXPECTED_F1 = ((1.0, 20), (1.0, 5), (0.5, 20), (2.0, 20))  # (temperature, candidates)
 
 
-def sweep(model_dir: Path, squad_dev: Path, expected_f1: bool = False) -> dict:
+def sweep(model_dir: Path, squad_dev: Path, expected_f1: bool = False, expected_em: bool = False) -> dict:
     from scratchbert import qa
 
     windows = qa.predict_windows(model_dir, str(squad_dev), batch_size=64)
@@ -44,15 +46,20 @@ def sweep(model_dir: Path, squad_dev: Path, expected_f1: bool = False) -> dict:
     for align_to_words in (True, False):
         for max_answer_len in MAX_ANSWER_LENS:
             rows.append(_row(qa, windows, halves, max_answer_len, align_to_words))
-    if expected_f1:
+    if expected_f1 or expected_em:
         _, nbest = qa.postprocess_predictions(windows.eval_set, windows.features, windows.start_logits,
                                               windows.end_logits)
+        defaults = {"max_answer_len": qa.MAX_ANSWER_LEN, "align_to_words": True, "current": False}
+    if expected_f1:
         for temperature, k in EXPECTED_F1:
             predictions = {qid: _expected_f1_answer(cands[:k], temperature) for qid, cands in nbest.items()}
-            rows.append(_scored({"max_answer_len": qa.MAX_ANSWER_LEN, "align_to_words": True, "current": False,
-                                 "expected_f1": {"temperature": temperature, "candidates": k}}, qa, predictions, halves))
+            rows.append(_scored({**defaults, "expected_f1": {"temperature": temperature, "candidates": k}},
+                                qa, predictions, halves))
+    if expected_em:
+        predictions = {qid: _expected_em_answer(cands) for qid, cands in nbest.items()}
+        rows.append(_scored({**defaults, "expected_em": True}, qa, predictions, halves))
     best = max(rows, key=lambda r: r["choose_f1"])
-    chosen = ("max_answer_len", "align_to_words", "expected_f1", "check_em", "check_f1")
+    chosen = ("max_answer_len", "align_to_words", "expected_f1", "expected_em", "check_em", "check_f1")
     return {"model": str(model_dir), "questions": {k: len(v) for k, v in halves.items()}, "rows": rows,
             "chosen_on_first_half": {k: best.get(k) for k in chosen}}
 
@@ -92,15 +99,30 @@ def _expected_f1_answer(candidates: list[dict], temperature: float) -> str:
     return candidates[int(np.argmax(gains))]["text"]
 
 
+def _expected_em_answer(candidates: list[dict]) -> str:
+    """The candidate text of most probability, summed over candidates that are the same words."""
+    from scratchbert.metrics.squad_v1.squad_v1 import normalize_answer
+
+    mass: dict[str, float] = {}
+    first: dict[str, str] = {}
+    for c in candidates:  # best first, so a text keeps the spelling of its likeliest span
+        key = normalize_answer(c["text"])
+        mass[key] = mass.get(key, 0.0) + c["score"]
+        first.setdefault(key, c["text"])
+    return first[max(mass, key=mass.get)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="fine-tuned QA model folders (qa-finetune's out)")
     p.add_argument("--squad-dev", default=str(SQUAD_DEV))
     p.add_argument("--expected-f1", action="store_true", help="also pick answers by expected F1 over the n-best")
+    p.add_argument("--expected-em", action="store_true",
+                   help="also pick the answer text of most probability over the n-best (expected exact match)")
     args = p.parse_args()
     require_shared_data()
     emit({"benchmark": "qa_postprocess",
-          "models": [sweep(Path(m), Path(args.squad_dev), args.expected_f1) for m in args.models]})
+          "models": [sweep(Path(m), Path(args.squad_dev), args.expected_f1, args.expected_em) for m in args.models]})
 
 
 if __name__ == "__main__":

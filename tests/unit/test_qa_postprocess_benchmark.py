@@ -1,4 +1,4 @@
-"""The post-processing benchmark's expected-F1 arm (``benchmarks/qa_postprocess.py``)."""
+"""The post-processing benchmark's expected-F1 and expected-EM arms (``benchmarks/qa_postprocess.py``)."""
 
 import importlib
 import sys
@@ -21,3 +21,11 @@ def test_expected_f1_prefers_the_answer_the_likely_ones_agree_on(bench):
     assert bench._expected_f1_answer(candidates, temperature=1.0) == "Marcus Loew"  # not the single most likely
     # a cold posterior is all on the most likely answer: expected F1 then picks it
     assert bench._expected_f1_answer(candidates, temperature=0.01) == "Metro-Goldwyn-Mayer"
+
+
+def test_expected_em_adds_up_the_spans_that_are_the_same_answer(bench):
+    candidates = [{"text": "Metro-Goldwyn-Mayer", "score": 0.4}, {"text": "Marcus Loew", "score": 0.3},
+                  {"text": "the Marcus Loew.", "score": 0.2}, {"text": "Loew", "score": 0.1}]
+    # "the Marcus Loew." is "Marcus Loew" once normalised (0.3 + 0.2 > 0.4); the likeliest spelling is kept
+    assert bench._expected_em_answer(candidates) == "Marcus Loew"
+    assert bench._expected_em_answer(candidates[:2] + candidates[3:]) == "Metro-Goldwyn-Mayer"
