@@ -97,7 +97,7 @@ CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 # Minutes one QA epoch of the recipe (batches of 128 windows of 384 tokens, SQuAD v1.1's training
 # set) took on 2 cores in whole runs, by the precision the machine trains in (a CPU with bf16
 # matrix instructions, AMX: tiny 3.8 to 4.74, 4.2 chosen, mini 21.87; one without, AVX2 only,
-# trains in fp32: tiny 8.38, 8.78 and 9.34 with eager attention, 7.05, 6.84 and 8.04 with SDPA, auto's
+# trains in fp32: tiny 8.38, 8.78 and 9.34 with eager attention, 7.05 to 8.04 with SDPA, auto's
 # kernel there now; 8.8 kept so that a slow day still trains both epochs; mini 36.5, from the stage's
 # first 50 steps, not yet a whole run) and model. A run whose model has no time here splits its
 # budget by the share alone.
