@@ -46,18 +46,19 @@ def sweep(model_dir: Path, squad_dev: Path, expected_f1: bool = False, expected_
     for align_to_words in (True, False):
         for max_answer_len in MAX_ANSWER_LENS:
             rows.append(_row(qa, windows, halves, max_answer_len, align_to_words))
-    if expected_f1 or expected_em:
+    choices = []  # (what the row says, the answer chosen from a question's n-best)
+    if expected_f1:
+        choices += [({"expected_f1": {"temperature": t, "candidates": k}},
+                     lambda cands, t=t, k=k: _expected_f1_answer(cands[:k], t)) for t, k in EXPECTED_F1]
+    if expected_em:
+        choices.append(({"expected_em": True}, _expected_em_answer))
+    if choices:
         _, nbest = qa.postprocess_predictions(windows.eval_set, windows.features, windows.start_logits,
                                               windows.end_logits)
-        defaults = {"max_answer_len": qa.MAX_ANSWER_LEN, "align_to_words": True, "current": False}
-    if expected_f1:
-        for temperature, k in EXPECTED_F1:
-            predictions = {qid: _expected_f1_answer(cands[:k], temperature) for qid, cands in nbest.items()}
-            rows.append(_scored({**defaults, "expected_f1": {"temperature": temperature, "candidates": k}},
-                                qa, predictions, halves))
-    if expected_em:
-        predictions = {qid: _expected_em_answer(cands) for qid, cands in nbest.items()}
-        rows.append(_scored({**defaults, "expected_em": True}, qa, predictions, halves))
+    for label, choose in choices:
+        predictions = {qid: choose(cands) for qid, cands in nbest.items()}
+        rows.append(_scored({"max_answer_len": qa.MAX_ANSWER_LEN, "align_to_words": True, "current": False, **label},
+                            qa, predictions, halves))
     best = max(rows, key=lambda r: r["choose_f1"])
     chosen = ("max_answer_len", "align_to_words", "expected_f1", "expected_em", "check_em", "check_f1")
     return {"model": str(model_dir), "questions": {k: len(v) for k, v in halves.items()}, "rows": rows,
@@ -103,13 +104,13 @@ def _expected_em_answer(candidates: list[dict]) -> str:
     """The candidate text of most probability, summed over candidates that are the same words."""
     from scratchbert.metrics.squad_v1.squad_v1 import normalize_answer
 
-    mass: dict[str, float] = {}
-    first: dict[str, str] = {}
+    mass: Counter = Counter()
+    spelling: dict[str, str] = {}
     for c in candidates:  # best first, so a text keeps the spelling of its likeliest span
         key = normalize_answer(c["text"])
-        mass[key] = mass.get(key, 0.0) + c["score"]
-        first.setdefault(key, c["text"])
-    return first[max(mass, key=mass.get)]
+        mass[key] += c["score"]
+        spelling.setdefault(key, c["text"])
+    return spelling[mass.most_common(1)[0][0]]
 
 
 def main() -> None:
