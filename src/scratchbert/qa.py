@@ -1017,10 +1017,12 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     """
     import torch
 
-    if not question.strip() or not context.strip():
-        raise ScratchBertError("answer() needs a non-empty question and context; pass both")
+    if not question.strip():
+        raise ScratchBertError("the question (--question) is empty; ask something")
+    if not context.strip():
+        raise ScratchBertError("the context (--context) is empty; pass the passage that holds the answer")
     if top_k < 1:
-        raise ScratchBertError(f"top_k {top_k} must be at least 1")
+        raise ScratchBertError(f"--top-k {top_k} must be at least 1")
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ScratchBertError(f"QA model folder {path} has no config.json; pass the out folder of qa-finetune")

@@ -178,6 +178,10 @@ BAD_INPUT = [
     ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{latin1}"], "is not UTF-8 text"),
     ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{tmp}"], "is a folder"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did."], "has no config.json"),
+    ("ask", ["--model", "{tmp}/no-model", "--question", "  ", "--context", "Ada did."], "the question (--question) is empty"),
+    ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "@{empty}"], "the context (--context) is empty"),
+    ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did.", "--top-k", "0"],
+     "--top-k 0 must be at least 1"),
     ("nonsense", [], "invalid choice: 'nonsense'"),
 ]
 
@@ -189,8 +193,9 @@ def bad_input_files(tmp_path, one_document):
     (tmp_path / "notes" / "mine.txt").write_text("a user's notes")
     (tmp_path / "binary.txt").write_bytes(b"text\x00\x01\x02 more")
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    (tmp_path / "empty.txt").write_text("\n\n")
     return {"corpus": corpus, "notes": tmp_path / "notes", "binary": tmp_path / "binary.txt",
-            "latin1": tmp_path / "latin1.txt", "one_doc": one_document}
+            "latin1": tmp_path / "latin1.txt", "empty": tmp_path / "empty.txt", "one_doc": one_document}
 
 
 def _tree(root: Path) -> dict:
