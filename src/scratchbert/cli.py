@@ -132,7 +132,8 @@ def plugin_commands() -> dict:
 def _add_ask(sub) -> None:
     p = sub.add_parser("ask", help="answer a question with a fine-tuned QA model",
                        description="Answer a question from a passage with a fine-tuned QA model.")
-    p.add_argument("--model", required=True, help="QA model folder (from qa-finetune) or the s3:// URI it was published under")
+    p.add_argument("--model", required=True, help="QA model folder (from qa-finetune), the s3:// URI it was published under, "
+                                                "or a Hub model (hf://owner/name)")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--context", required=True, help="the passage that holds the answer, or @FILE to read it from a file")
     p.add_argument("--top-k", type=int, default=1, help="how many answers to return, best first (default: 1)")
@@ -141,18 +142,12 @@ def _add_ask(sub) -> None:
 
 
 def _run_ask(args) -> dict:
-    import tempfile
     from pathlib import Path
 
     from scratchbert.corpus import read_text
     from scratchbert.qa import answer
 
     context = read_text(Path(args.context[1:]), what="context file") if args.context.startswith("@") else args.context
-    if args.model.startswith("s3://"):
-        from scratchbert import storage
-
-        with tempfile.TemporaryDirectory() as tmp:
-            return {"answers": answer(str(storage.fetch_published(args.model, tmp)), args.question, context, args.top_k)}
     return {"answers": answer(args.model, args.question, context, args.top_k)}
 
 

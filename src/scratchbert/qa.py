@@ -650,8 +650,14 @@ def finetune_qa(cfg: QAConfig) -> dict:
     check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)
     check_output(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs")
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
-        model_dir = starting_model.fetch(cfg.model, tmp) if starting_model.is_remote(cfg.model) else Path(cfg.model)
+        model_dir = _model_folder(cfg.model, tmp)
         return _finetune(cfg, model_dir, logs, inputs)
+
+
+def _model_folder(model: str, workdir: str) -> Path:
+    """A local folder holding ``model``: ``s3://`` and ``hf://`` fetched under ``workdir``, a path
+    as it is (its own checks then say what is missing from it)."""
+    return starting_model.fetch(model, workdir) if starting_model.is_remote(model) else Path(model)
 
 
 def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
@@ -905,7 +911,7 @@ def score_qa(cfg: QAScoreConfig) -> dict:
     cfg.validate()
     check_output(cfg.out, stage="qa-score", inputs=[cfg.model, cfg.squad_dev], overwrite=cfg.overwrite)
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
-        model_dir = starting_model.fetch(cfg.model, tmp) if starting_model.is_remote(cfg.model) else Path(cfg.model)
+        model_dir = _model_folder(cfg.model, tmp)
         return _score(cfg, model_dir)
 
 
@@ -1009,7 +1015,9 @@ def _cached_qa_model(path: str, _stamp: float):
 
 def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int = 1, *, max_seq_len: int = 0,
            doc_stride: int = 0, max_answer_len: int = MAX_ANSWER_LEN, n_best: int = N_BEST) -> list[dict]:
-    """Answer ``question`` from ``context`` with a fine-tuned QA model folder (e.g. ``finetune_qa``'s out).
+    """Answer ``question`` from ``context`` with a fine-tuned QA model: a folder (e.g.
+    ``finetune_qa``'s out), or ``s3://`` / ``hf://`` as ``qa-score`` takes it, fetched only once
+    the question, context and ``top_k`` are known to be good.
 
     Returns up to ``top_k`` dicts ``text`` (a span of ``context``), ``score`` (probability
     among the candidates), ``start`` and ``end`` (character offsets: ``context[start:end] ==
@@ -1023,13 +1031,15 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
         raise ScratchBertError("the context (--context) is empty; pass the passage that holds the answer")
     if top_k < 1:
         raise ScratchBertError(f"--top-k {top_k} must be at least 1")
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise ScratchBertError(f"QA model folder {path} has no config.json; pass the out folder of qa-finetune")
-    tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime)
+    where = str(model_dir)
+    with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
+        path = _model_folder(where, tmp)
+        if not (path / "config.json").is_file():
+            raise ScratchBertError(f"QA model folder {where} has no config.json; pass the out folder of qa-finetune")
+        tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime)
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
                                               _trained_window(model.config))
-    _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, str(path))
+    _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, where)
     questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
     examples = {"id": ["q"], "question": questions, "context": [context]}
     features = prepare_eval_features(examples, tokenizer, max_seq_len, doc_stride)

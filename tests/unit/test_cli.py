@@ -179,6 +179,9 @@ BAD_INPUT = [
     ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{tmp}"], "is a folder"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did."], "has no config.json"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "  ", "--context", "Ada did."], "the question (--question) is empty"),
+    # checked before the model is fetched: here a fetch would fail first (the tests set no S3 endpoint)
+    ("ask", ["--model", "s3://models/scratchbert-qa", "--question", "  ", "--context", "Ada did."],
+     "the question (--question) is empty"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "@{empty}"], "the context (--context) is empty"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did.", "--top-k", "0"],
      "--top-k 0 must be at least 1"),

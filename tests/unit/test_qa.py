@@ -557,6 +557,19 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
     assert not (tmp_path / "score3").exists()
 
 
+def test_answer_asks_a_published_model_by_its_s3_address(model_dir, squad_files, tmp_path, s3_env, s3_bucket):
+    """`ask --model s3://...` fetches the latest published version (verified) and answers as the folder does."""
+    from scratchbert import storage
+
+    out = tmp_path / "qa"
+    finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
+                         out=str(out), max_seq_len=96, doc_stride=40, max_steps=2, batch_size=8,
+                         max_train_examples=16, max_eval_examples=8, learning_rate=3e-3))
+    storage.publish(out, f"s3://{s3_bucket}/qa")
+    question, context = "Who founded the town?", "The town was founded by Ada Brellon in 1820."
+    assert answer(f"s3://{s3_bucket}/qa", question, context, top_k=2) == answer(out, question, context, top_k=2)
+
+
 def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tmp_path):
     metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
                                    out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=0.05,
