@@ -476,10 +476,11 @@ def saved_weight_names(model_dir) -> set[str] | None:
     return set(header) - {"__metadata__"}
 
 
-def check_model_kind(model_dir, config, kind: str, fix: str) -> None:
+def check_model_kind(model_dir, config, kind: str, fix: str, name: str = "") -> None:
     """Refuse a model folder that lacks the trained head ``kind`` (``pretraining`` or ``question-answering``)
     needs, with ``fix`` saying what to do: a missing head would be initialised at random and
-    score or answer by chance."""
+    score or answer by chance. ``name`` is the model as the user gave it (an ``s3://`` address
+    fetched into ``model_dir``), for the message."""
     wanted = {"pretraining": ("BertForPreTraining", PRETRAINING_HEAD),
               "question-answering": ("BertForQuestionAnswering", QA_HEAD)}[kind]
     architecture, head = wanted
@@ -487,4 +488,4 @@ def check_model_kind(model_dir, config, kind: str, fix: str) -> None:
     has_head = all(n in names for n in head) if names is not None else architecture in (config.architectures or [])
     if getattr(config, "model_type", "bert") != "bert" or not has_head:
         what = ", ".join(config.architectures or []) or getattr(config, "model_type", "unknown")
-        raise ScratchBertError(f"{model_dir} is a {what} model without a trained {kind} head; {fix}")
+        raise ScratchBertError(f"{name or model_dir} is a {what} model without a trained {kind} head; {fix}")

@@ -966,7 +966,7 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
     name = name or str(model_dir)
     tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder")
     check_model_kind(Path(model_dir), config, "question-answering",
-                     f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and score the model that writes")
+                     f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and score the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, str(model_dir))
     max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, max_pos, _trained_window(config))
@@ -998,16 +998,17 @@ def _window_logits(trainer, features) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_qa_model(path: str, _stamp: float):
-    """Load model and tokenizer once per folder version (``_stamp``: config.json's mtime)."""
+def _cached_qa_model(path: str, _stamp: float, name: str):
+    """Load model and tokenizer once per folder version (``_stamp``: config.json's mtime); ``name``
+    is the model as the user gave it, for messages."""
     from transformers import BertForQuestionAnswering
 
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches
 
     tokenizer, config = _load_tokenizer_and_config(path, "QA model folder")
     check_model_kind(path, config, "question-answering",
-                     f"fine-tune it first (`scratchbert qa-finetune --model {path} ...`) and ask the model that writes")
-    check_tokenizer_matches(config, tokenizer, path, path)
+                     f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and ask the model that writes", name)
+    check_tokenizer_matches(config, tokenizer, name, path)
     model = BertForQuestionAnswering.from_pretrained(path, local_files_only=True)
     model.eval()
     return tokenizer, model
@@ -1036,7 +1037,7 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
         path = _model_folder(where, tmp)
         if not (path / "config.json").is_file():
             raise ScratchBertError(f"QA model folder {where} has no config.json; pass the out folder of qa-finetune")
-        tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime)
+        tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime, where)
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
                                               _trained_window(model.config))
     _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, where)

@@ -570,6 +570,22 @@ def test_answer_asks_a_published_model_by_its_s3_address(model_dir, squad_files,
     assert answer(f"s3://{s3_bucket}/qa", question, context, top_k=2) == answer(out, question, context, top_k=2)
 
 
+def test_a_remote_model_without_a_qa_head_is_refused_by_its_address(model_dir, squad_files, tmp_path, s3_env, s3_bucket):
+    """ask and qa-score name the s3:// address the user gave, not the temporary folder it was fetched into."""
+    from scratchbert import storage
+    from scratchbert.qa import QAScoreConfig, score_qa
+
+    storage.publish(model_dir, f"s3://{s3_bucket}/pretrained")
+    address = re.escape(f"s3://{s3_bucket}/pretrained")
+    refusal = f"^{address} is a BertForPreTraining model without a trained question-answering head; .*--model {address} "
+    with pytest.raises(ScratchBertError, match=refusal) as asked:
+        answer(f"s3://{s3_bucket}/pretrained", "Who founded the town?", "The town was founded by Ada.")
+    with pytest.raises(ScratchBertError, match=refusal) as scored:
+        score_qa(QAScoreConfig(model=f"s3://{s3_bucket}/pretrained", squad_dev=str(squad_files[1]), out=str(tmp_path / "score")))
+    assert "scratchbert-qa-model-" not in str(asked.value) + str(scored.value)
+    assert not (tmp_path / "score").exists()
+
+
 def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tmp_path):
     metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
                                    out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=0.05,
