@@ -117,7 +117,7 @@ def check_tokenizer_matches(config, tokenizer, where: str, model_dir=None) -> No
 
         recorded = read_marker(model_dir).get("tokenizer_fingerprint")
         if recorded and fingerprint(tokenizer) != recorded:
-            raise ScratchBertError(f"the tokenizer in {model_dir} is not the one its model was trained with (another vocabulary "
+            raise ScratchBertError(f"the tokenizer in {where} is not the one its model was trained with (another vocabulary "
                                    "of the same size); put the model's own tokenizer back into the folder")
 
 

@@ -548,22 +548,25 @@ def squad_scores(predictions: dict[str, str], references: datasets.Dataset | lis
 # --------------------------------------------------------------------------------------------
 
 
-def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder"):
+def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder", name: str = ""):
+    """The tokenizer and config of a model folder, or one line saying what it lacks; ``name`` is
+    the model as the user gave it (an ``s3://`` address fetched into ``model_dir``), for messages."""
     from transformers import AutoConfig, AutoTokenizer
 
     path = Path(model_dir)
+    name = name or str(path)
     if not path.is_dir():
-        raise ScratchBertError(f"{what} {path} does not exist; pass the folder written by the pretrain stage")
+        raise ScratchBertError(f"{what} {name} does not exist; pass the folder written by the pretrain stage")
     if not (path / "config.json").is_file():
-        raise ScratchBertError(f"{what} {path} has no config.json; pass a folder saved with save_pretrained")
+        raise ScratchBertError(f"{what} {name} has no config.json; pass a folder saved with save_pretrained")
     if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
         raise ScratchBertError(
-            f"{what} {path} has no tokenizer (tokenizer.json or vocab.txt); save the tokenizer into the model folder")
+            f"{what} {name} has no tokenizer (tokenizer.json or vocab.txt); save the tokenizer into the model folder")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not getattr(tokenizer, "is_fast", False):
         raise ScratchBertError(
-            f"the tokenizer in {path} is not a fast tokenizer, which SQuAD windows need for character offsets; "
+            f"the tokenizer in {name} is not a fast tokenizer, which SQuAD windows need for character offsets; "
             "save a tokenizers-backed tokenizer (tokenizer.json) into the folder")
     return tokenizer, config
 
@@ -668,7 +671,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     from scratchbert.modeling import check_tokenizer_matches, qa_model_class, resolve_attention
     from scratchbert.pretrain import report_to
 
-    tokenizer, config = _load_tokenizer_and_config(model_dir)
+    tokenizer, config = _load_tokenizer_and_config(model_dir, name=cfg.model)
     if getattr(config, "model_type", None) != "bert":
         raise ScratchBertError(f"{cfg.model} holds a {getattr(config, 'model_type', 'unknown')} model; QA fine-tuning takes a BERT "
                                "model folder, e.g. from `scratchbert pretrain`")
@@ -964,7 +967,7 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches, qa_model_class, resolve_attention
 
     name = name or str(model_dir)
-    tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder")
+    tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder", name)
     check_model_kind(Path(model_dir), config, "question-answering",
                      f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and score the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, str(model_dir))
@@ -1005,7 +1008,7 @@ def _cached_qa_model(path: str, _stamp: float, name: str):
 
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches
 
-    tokenizer, config = _load_tokenizer_and_config(path, "QA model folder")
+    tokenizer, config = _load_tokenizer_and_config(path, "QA model folder", name)
     check_model_kind(path, config, "question-answering",
                      f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and ask the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, path)

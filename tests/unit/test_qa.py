@@ -586,6 +586,26 @@ def test_a_remote_model_without_a_qa_head_is_refused_by_its_address(model_dir, s
     assert not (tmp_path / "score").exists()
 
 
+def test_a_plain_s3_folder_without_a_tokenizer_is_refused_by_its_address(model_dir, squad_files, tmp_path, s3_server,
+                                                                          s3_env, s3_bucket):
+    """A plain s3:// folder of model files (no manifest) that lacks the tokenizer: ask, qa-score and
+    qa-finetune say so naming the address, not the temporary folder it was fetched into."""
+    from scratchbert.qa import QAScoreConfig, score_qa
+
+    for f in ("config.json", "model.safetensors"):
+        s3_server.client().fput_object(s3_bucket, f"bare/{f}", str(model_dir / f))
+    address = f"s3://{s3_bucket}/bare"
+    refusal = f"^QA model folder {re.escape(address)} has no tokenizer"
+    with pytest.raises(ScratchBertError, match=refusal):
+        answer(address, "Who founded the town?", "The town was founded by Ada.")
+    with pytest.raises(ScratchBertError, match=refusal):
+        score_qa(QAScoreConfig(model=address, squad_dev=str(squad_files[1]), out=str(tmp_path / "score")))
+    with pytest.raises(ScratchBertError, match=f"^model folder {re.escape(address)} has no tokenizer"):
+        finetune_qa(QAConfig(model=address, squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
+                             out=str(tmp_path / "qa"), max_steps=1))
+    assert not (tmp_path / "score").exists() and not (tmp_path / "qa").exists()
+
+
 def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tmp_path):
     metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
                                    out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, time_budget_minutes=0.05,
