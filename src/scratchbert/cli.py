@@ -136,7 +136,7 @@ def _add_ask(sub) -> None:
                                                 "or a Hub model (hf://owner/name)")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--context", required=True, help="the passage that holds the answer, or @FILE to read it from a file")
-    p.add_argument("--top-k", type=int, default=1, help="how many answers to return, best first (default: 1)")
+    p.add_argument("--top-k", type=int, default=1, help="how many different answers to return, best first (default: 1)")
     add_verbosity_arguments(p)
     p.set_defaults(_run=_run_ask)
 

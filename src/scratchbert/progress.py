@@ -7,6 +7,7 @@ be earlier, so the stages' own bars and the Trainer's ask here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -30,3 +31,18 @@ def keep_stdout_for_the_result(trainer) -> None:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+
+
+@contextlib.contextmanager
+def no_loading_bar():
+    """Hide transformers' "Loading weights" bar inside the block: a small model loads at once, and
+    a bar on stderr before every ``ask`` answer is noise. Restores the bar where it was shown."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import string
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -1012,7 +1013,8 @@ def _cached_qa_model(path: str, _stamp: float, name: str):
     check_model_kind(path, config, "question-answering",
                      f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and ask the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, path)
-    model = BertForQuestionAnswering.from_pretrained(path, local_files_only=True)
+    with progress.no_loading_bar():
+        model = BertForQuestionAnswering.from_pretrained(path, local_files_only=True)
     model.eval()
     return tokenizer, model
 
@@ -1025,7 +1027,9 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
 
     Returns up to ``top_k`` dicts ``text`` (a span of ``context``), ``score`` (probability
     among the candidates), ``start`` and ``end`` (character offsets: ``context[start:end] ==
-    text``), best first. Long contexts are cut into overlapping windows as in training.
+    text``), best first. Each answer comes once, at its best-scored place: spans that the SQuAD
+    metric would count as the same answer (a name that occurs twice, "the Nile" and "Nile") are
+    not listed again. Long contexts are cut into overlapping windows as in training.
     """
     import torch
 
@@ -1054,7 +1058,23 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     _, nbest = postprocess_predictions(examples, features, out.start_logits.float().cpu().numpy(),
                                        out.end_logits.float().cpu().numpy(), n_best=max(n_best, top_k),
                                        max_answer_len=max_answer_len)
-    return [{k: c[k] for k in ("text", "score", "start", "end")} for c in nbest["q"][:top_k]]
+    answers, seen = [], set()
+    for c in nbest["q"]:
+        same = _normalized_answer(c["text"]) or c["text"]
+        if same not in seen:
+            seen.add(same)
+            answers.append({k: c[k] for k in ("text", "score", "start", "end")})
+    return answers[:top_k]
+
+
+def _normalized_answer(text: str) -> str:
+    """``text`` as the SQuAD v1.1 metric compares answers: lower case, without punctuation,
+    articles and extra spaces (its ``normalize_answer``, which ``evaluate`` does not export)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+_PUNCTUATION = frozenset(string.punctuation)
 
 
 __all__ = [

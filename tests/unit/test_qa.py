@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchbert import qa, synthetic
+from scratchbert import cli, qa, synthetic
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import MARKER
 from scratchbert.qa import (
     QAConfig,
+    _cached_qa_model,
+    _normalized_answer,
     answer,
     build_features,
     check_answers,
@@ -738,7 +740,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files, tmp_path, one_thread):
+def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files, tmp_path, one_thread, capsys, monkeypatch):
     from transformers import BertForQuestionAnswering
 
     out = tmp_path / "qa"
@@ -795,5 +797,21 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     long_context = " ".join(r["context"] for r in ds.select(range(1, 6))) + " " + row["context"]
     got = answer(out, row["question"], long_context, top_k=2, max_seq_len=64, doc_stride=32)
     assert got and all(long_context[c["start"]:c["end"]] == c["text"] for c in got)
+    # a passage that says it twice: each answer is listed once, at its best place
+    twice = f"{row['context']} {row['context']}"
+    got = answer(out, row["question"], twice, top_k=5)
+    assert len(got) == 5 and all(twice[c["start"]:c["end"]] == c["text"] for c in got)
+    assert len({_normalized_answer(c["text"]) for c in got}) == 5, [c["text"] for c in got]
+
+    # `scratchbert ask` prints the answer as JSON, with no bar from loading the model on stderr
+    best = answer(out, row["question"], row["context"])[0]["text"]
+    for name in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "SCRATCHBERT_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)  # cli.main sets them; restored after the test
+    _cached_qa_model.cache_clear()  # so that the command loads the model itself
+    capsys.readouterr()
+    code = cli.main(["ask", "--model", str(out), "--question", row["question"], "--context", row["context"]])
+    printed = capsys.readouterr()
+    assert code == 0 and json.loads(printed.out)["answers"][0]["text"] == best
+    assert "Loading weights" not in printed.err and "%|" not in printed.err, printed.err
     with pytest.raises(ScratchBertError, match="has no config.json"):
         answer(tmp_path, "Who?", "Nobody.")
