@@ -45,6 +45,7 @@ import io
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -137,6 +138,8 @@ STAND_IN_CORPUS_BYTES = 11_000_000
 STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
                  "qa_finetune": "logs"}
 STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
+# The qa_finetune task's model artifact: the summary says how to ask it.
+QA_MODEL_OUTPUT = "qa_model"
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
 # The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
@@ -316,7 +319,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         "status": "succeeded", "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
         "published_uri": published, "endpoint": endpoint_used if endpoint else None,
         "store": str(store) if store else None, "synthetic": synthetic, "arguments": arguments,
-        "stages": stages, "total_seconds": round(time.time() - started, 1),
+        "stages": stages, "total_seconds": round(time.time() - started, 1), "qa_model": qa_model_folder(run_dir / "outputs"),
         "notes": [advice] if advice else [],
     }
     write_json(run_dir / "summary.json", summary)
@@ -365,6 +368,13 @@ def collect_results(outputs: str | os.PathLike) -> dict:
             if _stage_of(path.parent.parent.name) == stage:
                 stages.setdefault(stage, {}).update(read_json(path))
     return stages
+
+
+def qa_model_folder(outputs: str | os.PathLike) -> str | None:
+    """The fine-tuned QA model's folder in a kfp.local output folder (None if QA did not run),
+    so that the summary can say how to ask it without the S3 server, which has stopped."""
+    found = sorted(Path(outputs).rglob(f"{QA_MODEL_OUTPUT}/config.json"))
+    return str(found[-1].parent) if found else None
 
 
 # How much one QA epoch's time moves between runs of one recipe on one machine: 4.20 to 4.74
@@ -426,6 +436,9 @@ def format_summary(summary: dict) -> str:
     where = summary["store"] and f"kept in {summary['store']} (server stopped)" or summary.get("endpoint") or "temporary store (deleted)"
     lines += [f"published:  {summary.get('published_uri')}  [{where}]", f"outputs:    {summary['outputs']}",
               f"log:        {summary['log']}"]
+    if summary.get("qa_model"):
+        lines.append(f"ask it:     scratchbert ask --model {shlex.quote(summary['qa_model'])} "
+                     "--question 'Who founded the town?' --context @passage.txt")
     lines += [f"note:       {note}" for note in summary.get("notes", ())]
     return "\n".join(lines)
 

@@ -102,6 +102,9 @@ def test_published_model_is_readable_after_the_run_and_answers(run, tmp_path):
     (best,) = answer(model, "What is Brellon known for?", context)
     assert isinstance(best["text"], str) and best["text"]
     assert context[best["start"]:best["end"]] == best["text"]
+    # the summary says how to ask it without the server: the same model, in the run's outputs
+    assert f"ask it:     scratchbert ask --model {summary['qa_model']} " in local_run.format_summary(summary)
+    assert answer(summary["qa_model"], "What is Brellon known for?", context) == [best]
 
 
 def _published_tokenizer_fingerprint(store: str, uri: str, dest: Path) -> str:
