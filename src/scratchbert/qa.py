@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import string
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -1058,23 +1057,21 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     _, nbest = postprocess_predictions(examples, features, out.start_logits.float().cpu().numpy(),
                                        out.end_logits.float().cpu().numpy(), n_best=max(n_best, top_k),
                                        max_answer_len=max_answer_len)
+    return _distinct_answers(nbest["q"], top_k)
+
+
+def _distinct_answers(candidates: list[dict], top_k: int) -> list[dict]:
+    """The first ``top_k`` of ``candidates`` (best first) that are different answers by the SQuAD
+    v1.1 metric's own normalisation, each at its best-scored place."""
+    from scratchbert.metrics.squad_v1.squad_v1 import normalize_answer
+
     answers, seen = [], set()
-    for c in nbest["q"]:
-        same = _normalized_answer(c["text"]) or c["text"]
+    for c in candidates:
+        same = normalize_answer(c["text"]) or c["text"]  # punctuation alone normalises to nothing
         if same not in seen:
             seen.add(same)
             answers.append({k: c[k] for k in ("text", "score", "start", "end")})
     return answers[:top_k]
-
-
-def _normalized_answer(text: str) -> str:
-    """``text`` as the SQuAD v1.1 metric compares answers: lower case, without punctuation,
-    articles and extra spaces (its ``normalize_answer``, which ``evaluate`` does not export)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
-
-
-_PUNCTUATION = frozenset(string.punctuation)
 
 
 __all__ = [

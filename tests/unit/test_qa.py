@@ -13,11 +13,11 @@ import pytest
 
 from scratchbert import cli, qa, synthetic
 from scratchbert.errors import ScratchBertError
+from scratchbert.metrics.squad_v1.squad_v1 import normalize_answer
 from scratchbert.outputs import MARKER
 from scratchbert.qa import (
     QAConfig,
     _cached_qa_model,
-    _normalized_answer,
     answer,
     build_features,
     check_answers,
@@ -801,7 +801,7 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     twice = f"{row['context']} {row['context']}"
     got = answer(out, row["question"], twice, top_k=5)
     assert len(got) == 5 and all(twice[c["start"]:c["end"]] == c["text"] for c in got)
-    assert len({_normalized_answer(c["text"]) for c in got}) == 5, [c["text"] for c in got]
+    assert len({normalize_answer(c["text"]) for c in got}) == 5, [c["text"] for c in got]
 
     # `scratchbert ask` prints the answer as JSON, with no bar from loading the model on stderr
     best = answer(out, row["question"], row["context"])[0]["text"]
