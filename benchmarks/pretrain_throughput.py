@@ -301,8 +301,8 @@ def main() -> None:
     # the bf16 copies of 110M weights and the fp32 copies of their gradients, the dense
     # 30,522 x 768 embedding gradient: ~0.3 s), which batch 64 spreads over 4x the tokens of
     # batch 16 (bf16, this benchmark's measure() in one process: 1,437 -> 1,705 tokens/s)
-    batch = ({"nano": 512, "tiny": 512, "mini": 256, "small": 256, "medium": 256, "base": 256} if cuda else
-             {"nano": 64, "tiny": 64, "mini": 32, "small": 32, "medium": 16, "base": 64})
+    batch = ({"nano": 512, "tiny": 512, "tiny4": 512, "mini": 256, "small": 256, "medium": 256, "base": 256} if cuda else
+             {"nano": 64, "tiny": 64, "tiny4": 64, "mini": 32, "small": 32, "medium": 16, "base": 64})
     for preset in args.presets.split(","):
         bs = args.batch_size or batch.get(preset, 16)
 

@@ -26,10 +26,12 @@ class Size:
     intermediate_size: int
 
 
-# nano: for tests; tiny/mini/small/medium: Turc et al. 2019 ("Well-Read Students"); base: BERT-base.
+# nano: for tests; tiny/mini/small/medium: Turc et al. 2019 ("Well-Read Students"), as is tiny4
+# (their 4 layers of 128, unnamed there: tiny's width, twice its depth); base: BERT-base.
 PRESETS: dict[str, Size] = {
     "nano": Size(64, 2, 2, 256),
     "tiny": Size(128, 2, 2, 512),
+    "tiny4": Size(128, 4, 2, 512),
     "mini": Size(256, 4, 4, 1024),
     "small": Size(512, 4, 8, 2048),
     "medium": Size(512, 8, 8, 2048),
