@@ -107,10 +107,10 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {
 # The model by budget on a machine that trains in bf16, from so many minutes up: tiny4 (tiny's
 # width, 4 layers) from half an hour, which scored F1 24.58 against tiny's 23.03 at equal time in
 # paired probes (docs/performance.md, "Four layers at tiny's width") and 25.48 against 22.64 in
-# 30-minute runs of one day; mini (4 layers of 256) from two hours, where two runs scored F1 25.6 and 26.3 against
-# tiny's 24.0 (two hours) and 24.5 (an hour). Below half an hour tiny4's two QA epochs (14.2
-# minutes) leave too little pretraining, as mini's (44 minutes) do below two hours (30 minutes: F1
-# 3.6). A slower machine needs more minutes for the same steps (budget_minutes_for).
+# 30-minute runs of one day; mini (4 layers of 256) from two hours, where two runs scored F1 25.6
+# and 26.3 against tiny's 24.0 (two hours) and 24.5 (an hour). Below half an hour tiny4's two QA
+# epochs (14.2 minutes) leave too little pretraining, as mini's (44 minutes) do below two hours
+# (30 minutes: F1 3.6). A slower machine needs more minutes for the same steps (budget_minutes_for).
 PRESET_FROM_BUDGET = {30.0: "tiny4", 120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,

@@ -800,8 +800,8 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     # a passage that says it twice: each answer is listed once, at its best place
     twice = f"{row['context']} {row['context']}"
     got = answer(out, row["question"], twice, top_k=5)
-    assert len(got) == 5 and all(twice[c["start"]:c["end"]] == c["text"] for c in got)
-    assert len({normalize_answer(c["text"]) for c in got}) == 5, [c["text"] for c in got]
+    assert 2 <= len(got) <= 5 and all(twice[c["start"]:c["end"]] == c["text"] for c in got)
+    assert len({normalize_answer(c["text"]) for c in got}) == len(got), [c["text"] for c in got]
 
     # `scratchbert ask` prints the answer as JSON, with no bar from loading the model on stderr
     best = answer(out, row["question"], row["context"])[0]["text"]
