@@ -51,7 +51,7 @@ def test_help_shows_allowed_values_and_each_default_once(capsys):
         cli.main(["pretrain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     text = text[text.index("options:"):]  # the option list, past the usage line
-    assert "--preset {nano,tiny,mini,small,medium,base}" in text
+    assert "--preset {nano,tiny,tiny4,mini,small,medium,base}" in text
     assert "--precision {auto,bf16,fp16,fp32}" in text and "--attention {auto,eager,sdpa}" in text
     # one "Default:" per option that has one, never two
     learning_rate = text[text.index("--learning-rate LEARNING_RATE"):text.index("--warmup-fraction WARMUP_FRACTION", text.index("--learning-rate LEARNING_RATE"))]
