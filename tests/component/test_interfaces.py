@@ -238,10 +238,9 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
-def test_run_local_trains_deeper_models_from_half_an_hour_and_two_hours_of_budget(bf16_machine):
+def test_run_local_trains_mini_from_two_hours_of_budget(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset in ((15.0, "tiny"), (29.0, "tiny"), (30.0, "tiny4"), (60.0, "tiny4"), (119.0, "tiny4"),
-                            (120.0, "mini"), (240.0, "mini")):
+    for minutes, preset in ((15.0, "tiny"), (60.0, "tiny"), (119.0, "tiny"), (120.0, "mini"), (240.0, "mini")):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["bf16"][preset])
     assert local_run.run_settings(False, {}, none)["preset"] == "tiny"  # the main job
@@ -254,37 +253,34 @@ def test_run_local_trains_deeper_models_from_half_an_hour_and_two_hours_of_budge
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
     flags = {a.dest: a.help for a in parser._actions}
-    assert ("Default: tiny; tiny4 from --budget-minutes 30 (63 where training runs in fp32); mini from --budget-minutes 120 "
-            "(251 where training runs in fp32); with --synthetic nano.") in flags["preset"]
+    assert "Default: tiny; mini from --budget-minutes 120 (251 where training runs in fp32); with --synthetic nano." in flags["preset"]
     assert ("Default: the model's, by the precision the machine trains in (bf16 tiny 4.2, tiny4 7.1, mini 21.9; "
             "fp32 tiny 8.8, tiny4 14.8, mini 36.5).") in flags["budget_qa_epoch_minutes"]
 
 
 def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypatch):
-    """In fp32 a QA epoch takes about twice as long, so tiny4 and mini wait for about twice the budget."""
+    """In fp32 a QA epoch takes about twice as long, so mini waits for about twice the budget."""
     monkeypatch.setattr(local_run, "machine_precision", lambda: "fp32")
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset in ((30.0, "tiny"), (62.0, "tiny"), (63.0, "tiny4"), (120.0, "tiny4"), (250.0, "tiny4"),
-                            (251.0, "mini"), (480.0, "mini")):
+    for minutes, preset in ((120.0, "tiny"), (250.0, "tiny"), (251.0, "mini"), (480.0, "mini")):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["fp32"][preset])
-    # two hours there: tiny4's two epochs, the rest pretraining, as an hour of a bf16 machine
+    # two hours there: tiny's two epochs, the rest pretraining, as an hour of a bf16 machine
     planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
-    assert (planned["preset"], planned["qa_time_budget_minutes"]) == ("tiny4", 2 * 14.8)
-    assert planned["time_budget_minutes"] == pytest.approx(120.0 - parameters.BUDGET_FIXED_MINUTES - 2 * 14.8, abs=0.05)
+    assert (planned["preset"], planned["qa_time_budget_minutes"]) == ("tiny", 2 * 8.8)
+    assert planned["time_budget_minutes"] == pytest.approx(120.0 - parameters.BUDGET_FIXED_MINUTES - 2 * 8.8, abs=0.05)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "fp16"])
 def test_run_local_reserves_the_qa_epochs_a_machine_like_this_one_takes(monkeypatch, precision):
     # a CPU without bf16 trains in fp32 and takes about twice as long for a QA epoch (8.38 to 9.34 minutes
-    # against 4.2 on 2 cores): 30 minutes keep tiny and its two epochs (16.5 minutes, the share's most) instead of
-    # one; with bf16 they train tiny4, whose two epochs take 14.2
+    # against 4.2 on 2 cores): 30 minutes keep its two epochs (16.5 minutes, the share's most) instead of one
     monkeypatch.setattr(local_run, "machine_precision", lambda: precision)
     none = dict.fromkeys(local_run.SOURCES)
     settings = local_run.run_settings(False, {"budget_minutes": 30.0}, none)
     planned = parameters.validate({**settings, "budget_minutes": 30.0})
     split = planned["time_budget_minutes"], planned["qa_time_budget_minutes"]
-    assert split == {"bf16": (13.3, 14.2), "fp32": (11.0, 16.5), "fp16": (11.0, 16.5)}[precision]
+    assert split == {"bf16": (19.1, 8.4), "fp32": (11.0, 16.5), "fp16": (11.0, 16.5)}[precision]
     # a model not timed on such a machine (anything in fp16): the share alone splits
     mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
     assert ("budget_qa_epoch_minutes" in mini) == (precision != "fp16")
