@@ -238,9 +238,10 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
-def test_run_local_trains_mini_from_two_hours_of_budget(bf16_machine):
+def test_run_local_trains_deeper_models_from_an_hour_and_two_hours_of_budget(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset in ((15.0, "tiny"), (60.0, "tiny"), (119.0, "tiny"), (120.0, "mini"), (240.0, "mini")):
+    for minutes, preset in ((15.0, "tiny"), (30.0, "tiny"), (59.0, "tiny"), (60.0, "tiny4"), (119.0, "tiny4"),
+                            (120.0, "mini"), (240.0, "mini")):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["bf16"][preset])
     assert local_run.run_settings(False, {}, none)["preset"] == "tiny"  # the main job
@@ -253,16 +254,18 @@ def test_run_local_trains_mini_from_two_hours_of_budget(bf16_machine):
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
     flags = {a.dest: a.help for a in parser._actions}
-    assert "Default: tiny; mini from --budget-minutes 120 (251 where training runs in fp32); with --synthetic nano." in flags["preset"]
+    assert ("Default: tiny; tiny4 from --budget-minutes 60 (126 where training runs in fp32); mini from --budget-minutes 120 "
+            "(251 where training runs in fp32); with --synthetic nano.") in flags["preset"]
     assert ("Default: the model's, by the precision the machine trains in (bf16 tiny 4.2, tiny4 7.1, mini 21.9; "
             "fp32 tiny 8.8, tiny4 14.8, mini 36.5).") in flags["budget_qa_epoch_minutes"]
 
 
 def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypatch):
-    """In fp32 a QA epoch takes about twice as long, so mini waits for about twice the budget."""
+    """In fp32 a QA epoch takes about twice as long, so tiny4 and mini wait for about twice the budget."""
     monkeypatch.setattr(local_run, "machine_precision", lambda: "fp32")
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset in ((120.0, "tiny"), (250.0, "tiny"), (251.0, "mini"), (480.0, "mini")):
+    for minutes, preset in ((120.0, "tiny"), (125.0, "tiny"), (126.0, "tiny4"), (250.0, "tiny4"), (251.0, "mini"),
+                            (480.0, "mini")):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["fp32"][preset])
     # two hours there: tiny's two epochs, the rest pretraining, as an hour of a bf16 machine
