@@ -108,11 +108,11 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {
 # width, 4 layers) from an hour, where it scored F1 26.78 against tiny's 24.87 the same day (and
 # 24.2, 24.5 before); mini (4 layers of 256) from two hours, where two runs scored F1 25.6 and 26.3
 # against tiny's 24.0 (two hours) and 24.5 (an hour); tiny4 at two hours is not measured, though its
-# hour scored above them. tiny4 wins once its pretraining has left the
-# plateau of word frequencies (about 4,000 steps), which 30 minutes reach only on a fast, idle
-# machine (25.48 there, 20.13 on half of it; docs/performance.md, "Four layers at tiny's width");
-# mini's two QA epochs (44 minutes) leave too little pretraining below two hours (30 minutes: F1
-# 3.6). A slower machine needs more minutes for the same steps (budget_minutes_for).
+# hour scored above them. tiny4 wins once its pretraining has left the plateau of word frequencies
+# (about 4,000 steps), which 30 minutes reach only on a fast, idle machine (25.48 there, 20.13 on
+# half of it; docs/performance.md, "Four layers at tiny's width"); mini's two QA epochs (44 minutes)
+# leave too little pretraining below two hours (30 minutes: F1 3.6). A slower machine needs more
+# minutes for the same steps (budget_minutes_for).
 PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
