@@ -104,15 +104,14 @@ CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
 # tiny's on one thread each, side by side, 8.04 against 4.79 minutes). A run whose model has no
 # time here splits its budget by the share alone.
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
-# The model by budget on a machine that trains in bf16, from so many minutes up: tiny4 (tiny's
-# width, 4 layers) from an hour, where it scored F1 26.78 against tiny's 24.87 the same day (and
-# 24.2, 24.5 before); mini (4 layers of 256) from two hours, where two runs scored F1 25.6 and 26.3
-# against tiny's 24.0 (two hours) and 24.5 (an hour); tiny4 at two hours scored 26.75, level with its
-# hour and, from another day, inside mini's spread, so mini keeps two hours. tiny4 wins once its pretraining has left the plateau of word frequencies
-# (about 4,000 steps), which 30 minutes reach only on a fast, idle machine (25.48 there, 20.13 on
-# half of it; docs/performance.md, "Four layers at tiny's width"); mini's two QA epochs (44 minutes)
-# leave too little pretraining below two hours (30 minutes: F1 3.6). A slower machine needs more
-# minutes for the same steps (budget_minutes_for).
+# The model by budget on a machine that trains in bf16, from so many minutes up (docs/performance.md,
+# "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from an hour, where it scored
+# F1 26.78 against tiny's 24.87 the same day; below an hour it needs a fast, idle machine to leave the
+# plateau of word frequencies (about 4,000 steps; 30 minutes: 25.48 there, 20.13 on half of it).
+# mini (4 layers of 256) from two hours, where it scored 25.6 and 26.3; its two QA epochs (44 minutes)
+# starve pretraining below that. tiny4's two hours scored 26.75, inside mini's spread and on another
+# day, so mini keeps two hours until both run on one day. A slower machine needs more minutes for the
+# same steps (budget_minutes_for).
 PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
