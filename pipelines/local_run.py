@@ -110,8 +110,9 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {
 # plateau of word frequencies (about 4,000 steps; 30 minutes: 25.48 there, 20.13 on half of it).
 # mini (4 layers of 256) from two hours, where it scored 25.6 and 26.3; its two QA epochs (44 minutes)
 # starve pretraining below that. tiny4's two hours scored 26.75, inside mini's spread and on another
-# day, so mini keeps two hours until both run on one day. A slower machine needs more minutes for the
-# same steps (budget_minutes_for).
+# day, so mini keeps two hours until both run on one day. On the whole 64 MB tiny4's two hours scored
+# 31.19: past an hour the default 11 MB, not the model, is the limit (the README: give more text). A
+# slower machine needs more minutes for the same steps (budget_minutes_for).
 PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
