@@ -13,14 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from scratchbert_pipelines.local_run import STAND_IN_CORPUS_BYTES, STAND_INS, stand_in_data
+from scratchbert_pipelines.local_run import STAND_INS, WIKITEXT2_BYTES, stand_in_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = stand_in_data()  # ../shared/data beside the checkout, or $SCRATCHBERT_SHARED_DATA
 ENWIKI_TRAIN = SHARED_DATA / STAND_INS["corpus"]
 ENWIKI_VALID = SHARED_DATA / "enwiki" / "valid.txt"
 SQUAD_TRAIN, SQUAD_DEV = SHARED_DATA / STAND_INS["squad_train"], SHARED_DATA / STAND_INS["squad_dev"]
-WIKITEXT2_BYTES = STAND_IN_CORPUS_BYTES  # the size of WikiText-2's raw text, as the article used
 
 # The article's recipe: BERT-base, Hugging Face defaults, lr 5e-5, batch 16, no warmup,
 # fp32, padding to max length, MLM logits over every position, MLM output bias started at zero.

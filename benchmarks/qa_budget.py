@@ -3,10 +3,10 @@
     python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset mini] [--corpus FILE] [--workdir DIR]
 
 For each budget, one ``scratchbert run-local --budget-minutes N --qa-max-eval-examples 0``
-(the offline stand-ins in ../shared/data: the first 11 MB of enwiki, SQuAD v1.1, scored on all
-10,570 dev questions), then the published model asked a few plain questions; with ``--shares``,
-one run per budget and ``--budget-pretrain-share`` (the recipe's share otherwise); with ``--corpus``,
-that text whole instead of the first 11 MB of enwiki. Prints one JSON
+(the offline stand-ins in ../shared/data: enwiki, its first 11 MB below two hours and 64 MB from
+two, and SQuAD v1.1, scored on all 10,570 dev questions), then the published model asked a few
+plain questions; with ``--shares``, one run per budget and ``--budget-pretrain-share`` (the recipe's
+share otherwise); with ``--corpus``, that text whole instead. Prints one JSON
 document: per budget, each stage's time, MLM/NSP accuracy, EM/F1 and the answers.
 """
 
@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[15.0])
     p.add_argument("--shares", type=float, nargs="+", default=[None], help="budget_pretrain_share of each run")
     p.add_argument("--preset", help="the model (default: the recipe's for the budget)")
-    p.add_argument("--corpus", help="pretraining text to use whole (default: the first 11 MB of ../shared/data's enwiki)")
+    p.add_argument("--corpus", help="pretraining text to use whole (default: run-local's, enwiki cut to the budget's size)")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-qa-budget"))
     args = p.parse_args()
     require_shared_data()

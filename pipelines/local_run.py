@@ -95,6 +95,7 @@ SYNTHETIC_SIZES = {"documents": 1500, "squad_train_articles": 300, "squad_dev_ar
 # give QA fine-tuning its two epochs of SQuAD (QA_EPOCH_MINUTES) and pretraining the rest.
 # docs/performance.md has what it measures.
 CPU_CORPUS = "hf://Salesforce/wikitext?config=wikitext-2-raw-v1"
+WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 540 MB, for more text than WikiText-2's
 # Minutes one QA epoch of the recipe (batches of 128 windows of 384 tokens, SQuAD v1.1's training
 # set) took on 2 cores in whole runs, by the precision the machine trains in (a CPU with bf16
 # matrix instructions, AMX: tiny 3.8 to 4.74, 4.2 chosen, mini 21.87; one without, AVX2 only,
@@ -114,6 +115,13 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {
 # 31.19: past an hour the default 11 MB, not the model, is the limit (the README: give more text). A
 # slower machine needs more minutes for the same steps (budget_minutes_for).
 PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
+# The default text by budget, in bytes from so many minutes up (as the model; budget_minutes_for
+# scales them): WikiText-2's 11 MB below two hours, where tiny4 passes over it some 80 times in two
+# (training loss 3.0 against 5.19 held out: it memorises); from two hours 64 MB (WikiText-103's first
+# 64 MB; offline all of enwiki/train.txt), where tiny4's two hours scored F1 31.19 against 26.75 on
+# 11 MB (docs/performance.md). A run that gives its --corpus uses all of it unless it says otherwise.
+WIKITEXT2_BYTES = 11_000_000
+CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 120.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
     "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["bf16"]["tiny"],  # run_settings: the machine's
@@ -131,13 +139,12 @@ MEASURED_WITH = {
     "max_seq_len": ("init_model",),
 }
 
-# With no inputs a run trains on the Hub's WikiText-2 (CPU_CORPUS) and SQuAD. When
-# the Hub cannot be reached, the same kinds of data in ../shared/data beside the checkout (or
+# With no inputs a run trains on the Hub's WikiText (hub_corpus) and SQuAD. When the Hub cannot
+# be reached, the same kinds of data in ../shared/data beside the checkout (or
 # $SCRATCHBERT_SHARED_DATA) stand in for them: that folder's README says it holds offline
-# stand-ins for exactly these Hub datasets. 11 MB of the Wikipedia text is WikiText-2's size.
+# stand-ins for exactly these Hub datasets. The Wikipedia text is cut to the budget's bytes as well.
 STAND_IN_ENV = "SCRATCHBERT_SHARED_DATA"
 STAND_INS = {"corpus": "enwiki/train.txt", "squad_train": "squad/train-v1.1.json", "squad_dev": "squad/dev-v1.1.json"}
-STAND_IN_CORPUS_BYTES = 11_000_000
 
 # Stage -> the output artifact holding the stage's metrics.json.
 STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
@@ -157,16 +164,18 @@ LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, n
 
 def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
     """The run's own defaults (:data:`SYNTHETIC_DEFAULTS` or :data:`REAL_DEFAULTS`, the model by
-    :data:`PRESET_FROM_BUDGET`) as they apply to a run given the parameters ``given`` and the
-    inputs ``sources`` (name -> value or None)."""
+    :data:`PRESET_FROM_BUDGET`, the default text's size by :data:`CORPUS_BYTES_FROM_BUDGET`) as they
+    apply to a run given the parameters ``given`` and the inputs ``sources`` (name -> value or None)."""
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
     precision = None if synthetic else machine_precision()  # the recipe's times and model are by it
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:
             settings.pop(name, None)
         if not synthetic:
-            settings["preset"] = next((preset for minutes, preset in sorted(PRESET_FROM_BUDGET.items(), reverse=True)
-                                       if given["budget_minutes"] >= budget_minutes_for(minutes, precision)), settings["preset"])
+            settings["preset"] = by_budget(PRESET_FROM_BUDGET, given["budget_minutes"], precision) or settings["preset"]
+    if not synthetic and sources.get("corpus") is None:
+        settings["max_corpus_bytes"] = by_budget(CORPUS_BYTES_FROM_BUDGET, given.get("budget_minutes", settings["budget_minutes"]),
+                                                 precision)
 
     def departs(name: str) -> bool:  # the run gives its own input, or a value other than the recipe's
         return sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)
@@ -183,7 +192,20 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     return settings
 
 
-def budget_minutes_for(minutes: float, precision: str) -> int:
+def by_budget(table: dict[float, Any], minutes: float, precision: str | None) -> Any:
+    """The value of ``table`` (minutes on a machine that trains in bf16 -> value) that a budget of
+    ``minutes`` reaches where training runs in ``precision``: the one from the most minutes; None below all."""
+    return next((value for floor, value in sorted(table.items(), reverse=True)
+                 if minutes >= budget_minutes_for(floor, precision)), None)
+
+
+def hub_corpus(corpus_bytes: int) -> str:
+    """The Hub's default corpus for so many bytes of text (0: all there is): WikiText-2 while it
+    holds them, the article's, else WikiText-103."""
+    return CPU_CORPUS if 0 < corpus_bytes <= WIKITEXT2_BYTES else WIKITEXT_103
+
+
+def budget_minutes_for(minutes: float, precision: str | None) -> int:
     """A budget of ``minutes`` on a machine that trains in bf16, as minutes where training runs in
     ``precision``: times how much longer tiny's QA epoch takes there (:data:`QA_EPOCH_MINUTES`; fp32
     8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, not measured, for
@@ -254,9 +276,9 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     # validate task does the same on a cluster)
     parameters.validate({**settings, **given, **{k: str(v) for k, v in sources.items() if v is not None}})
     if not synthetic:
-        sources, stand_in_settings = _offline_stand_ins(sources, quiet)
-        settings.update(stand_in_settings)
-        sources["corpus"] = sources["corpus"] or CPU_CORPUS
+        corpus_bytes = given.get("max_corpus_bytes", settings.get("max_corpus_bytes", 0))  # of the default corpus
+        sources = _offline_stand_ins(sources, corpus_bytes, quiet)
+        sources["corpus"] = sources["corpus"] or hub_corpus(corpus_bytes)
     check_writable(workdir, "--workdir", inside=True)
     store: Path | None = None
     store_lock = None
@@ -704,16 +726,16 @@ def hub_reachable(timeout: float = 5.0) -> bool:
     return hub.reachable(timeout)
 
 
-def _offline_stand_ins(sources: dict, quiet: bool = False) -> tuple[dict, dict]:
-    """The inputs with the Hub defaults swapped for their stand-ins when the Hub is unreachable,
-    and the settings that go with them (the corpus's size); unchanged when nothing defaults
-    to the Hub or it answers."""
+def _offline_stand_ins(sources: dict, corpus_bytes: int = 0, quiet: bool = False) -> dict:
+    """The inputs with the Hub defaults swapped for their stand-ins when the Hub is unreachable
+    (saying so, and that the run uses the corpus's first ``corpus_bytes``, 0 all); unchanged when
+    nothing defaults to the Hub or it answers."""
     from huggingface_hub import constants
 
     missing = [name for name in STAND_INS if sources[name] is None]
     # HF_HUB_OFFLINE=1: the tasks read the Hub's datasets from its local cache, on purpose
     if not missing or constants.HF_HUB_OFFLINE or hub_reachable():
-        return sources, {}
+        return sources
     folder = stand_in_data()
     flags = ", ".join("--" + name.replace("_", "-") for name in missing)
     if not all((folder / STAND_INS[name]).is_file() for name in missing):
@@ -721,10 +743,9 @@ def _offline_stand_ins(sources: dict, quiet: bool = False) -> tuple[dict, dict]:
                                f"s3:// URIs with {flags}, or pass --synthetic for generated data")
     if not quiet:
         print(f"{COMMAND}: the Hugging Face Hub is unreachable; using the offline stand-ins in {folder} for {flags}"
-              + (f" (by default the corpus's first {STAND_IN_CORPUS_BYTES // 1_000_000} MB, WikiText-2's size)" if "corpus" in missing else ""),
+              + (f" (the corpus's first {corpus_bytes / 1e6:g} MB)" if "corpus" in missing and corpus_bytes else ""),
               file=sys.stderr, flush=True)
-    sources = dict(sources, **{name: str(folder / STAND_INS[name]) for name in missing})
-    return sources, ({"max_corpus_bytes": STAND_IN_CORPUS_BYTES} if "corpus" in missing else {})
+    return dict(sources, **{name: str(folder / STAND_INS[name]) for name in missing})
 
 
 def _is_remote(uri: str) -> bool:
@@ -820,9 +841,16 @@ def _flag_default(name: str) -> str:
     """A flag's default as run-local applies it: the run's, else the pipeline's, and --synthetic's."""
     value = REAL_DEFAULTS.get(name, parameters.BY_NAME[name].default)
     text = params.show(value)
-    if name == "preset":  # the model by budget (run_settings)
-        text += "".join(f"; {preset} from --budget-minutes {minutes:g} ({budget_minutes_for(minutes, 'fp32'):g} where training runs in fp32)"
-                        for minutes, preset in sorted(PRESET_FROM_BUDGET.items()))
+
+    def from_budget(table: dict[float, Any]) -> str:  # the values a bigger budget brings (run_settings)
+        return "".join(f"; {params.show(v)} from --budget-minutes {minutes:g} ({budget_minutes_for(minutes, 'fp32'):g} where "
+                       "training runs in fp32)" for minutes, v in sorted(table.items()) if minutes)
+
+    if name == "preset":  # the model by budget
+        text += from_budget(PRESET_FROM_BUDGET)
+    elif name == "max_corpus_bytes":  # the default text's size by budget; a run's own corpus whole
+        text = f"{params.show(CORPUS_BYTES_FROM_BUDGET[0.0])} of the default corpus{from_budget(CORPUS_BYTES_FROM_BUDGET)}; " \
+               f"{text} (all of it) for a --corpus you give"
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
         text = "the model's, by the precision the machine trains in (" + "; ".join(
             f"{precision} " + ", ".join(f"{preset} {minutes:g}" for preset, minutes in times.items())

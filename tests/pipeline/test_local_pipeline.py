@@ -315,20 +315,20 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
     given = {"corpus": None, "valid_corpus": None, "squad_train": None, "squad_dev": "s3://bucket/dev.json"}
     monkeypatch.setattr(local_run, "hub_reachable", lambda: True)
-    assert local_run._offline_stand_ins(given) == (given, {})
+    assert local_run._offline_stand_ins(given, 11_000_000) == given
     monkeypatch.setattr(local_run, "hub_reachable", lambda: False)
-    sources, settings = local_run._offline_stand_ins(given)
-    assert sources == {"corpus": str(folder / "enwiki/train.txt"), "valid_corpus": None,
-                       "squad_train": str(folder / "squad/train-v1.1.json"), "squad_dev": "s3://bucket/dev.json"}
-    assert settings == {"max_corpus_bytes": 11_000_000}
-    assert "--corpus, --squad-train" in capsys.readouterr().err
+    assert local_run._offline_stand_ins(given, 11_000_000) == {
+        "corpus": str(folder / "enwiki/train.txt"), "valid_corpus": None,
+        "squad_train": str(folder / "squad/train-v1.1.json"), "squad_dev": "s3://bucket/dev.json"}
+    err = capsys.readouterr().err
+    assert "--corpus, --squad-train" in err and "the corpus's first 11 MB" in err
     # HF_HUB_OFFLINE=1: the Hub's cache is meant to serve, nothing is swapped
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert local_run._offline_stand_ins(given) == (given, {})
+    assert local_run._offline_stand_ins(given) == given
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     # nothing left to default: the Hub is not even asked
     monkeypatch.setattr(local_run, "hub_reachable", lambda: pytest.fail("asked the Hub"))
-    assert local_run._offline_stand_ins(dict(given, corpus="c.txt", squad_train="t.json")) == (dict(given, corpus="c.txt", squad_train="t.json"), {})
+    assert local_run._offline_stand_ins(dict(given, corpus="c.txt", squad_train="t.json")) == dict(given, corpus="c.txt", squad_train="t.json")
 
 
 def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, monkeypatch):
@@ -356,6 +356,39 @@ def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, m
     assert seen["corpus"].startswith("s3://scratchbert-inputs/") and seen["squad_dev"].startswith("s3://")
     assert seen["corpus_bytes"] == (tmp_path / "shared-data/enwiki/train.txt").stat().st_size
     assert seen["max_corpus_bytes"] == 5000 and seen["preset"] == "tiny"
+
+
+@pytest.mark.parametrize("hub", [True, False], ids=["hub", "offline"])
+def test_two_hours_train_on_64_mb_of_the_default_text(tmp_path, monkeypatch, hub):
+    """From two hours the default corpus is 64 MB: WikiText-103's first 64 MB, or the stand-in's."""
+    from huggingface_hub import constants
+
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    monkeypatch.setenv(local_run.STAND_IN_ENV, str(_stand_ins(tmp_path / "shared-data")))
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: hub)
+    monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
+    seen = []
+
+    def runner(arguments, outputs, **kw):  # stands in for kfp.local: the arguments are what is checked
+        seen.append(arguments)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(local_run, "run_pipeline", runner)
+    own = str(tmp_path / "shared-data/enwiki/train.txt")
+    for minutes, corpus in ((60.0, None), (120.0, None), (120.0, own)):
+        with pytest.raises(RunFailed, match="stopped by the test"):
+            run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, budget_minutes=minutes, corpus=corpus)
+    hour, two, _ = seen
+    assert [a.get("max_corpus_bytes") for a in seen] == [11_000_000, 64_000_000, None]  # a corpus given: the pipeline's 0, all
+    if hub:
+        assert (hour["corpus"], two["corpus"]) == ("hf://Salesforce/wikitext?config=wikitext-2-raw-v1",
+                                                   "hf://Salesforce/wikitext?config=wikitext-103-raw-v1")
+    else:  # the stand-in, uploaded whole, cut by the dataset stages
+        assert hour["corpus"].startswith("s3://scratchbert-inputs/") and two["corpus"].startswith("s3://scratchbert-inputs/")
 
 
 def test_hub_reachable_counts_any_answer_and_no_answer_as_unreachable(monkeypatch):
