@@ -109,17 +109,17 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {
 # "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from an hour, where it scored
 # F1 26.78 against tiny's 24.87 the same day; below an hour it needs a fast, idle machine to leave the
 # plateau of word frequencies (about 4,000 steps; 30 minutes: 25.48 there, 20.13 on half of it).
-# mini (4 layers of 256) from two hours, where it scored 25.6 and 26.3; its two QA epochs (44 minutes)
-# starve pretraining below that. tiny4's two hours scored 26.75, inside mini's spread and on another
-# day, so mini keeps two hours until both run on one day. On the whole 64 MB tiny4's two hours scored
-# 31.19: past an hour the default 11 MB, not the model, is the limit (the README: give more text). A
-# slower machine needs more minutes for the same steps (budget_minutes_for).
+# mini (4 layers of 256) from two hours, with 64 MB of text (CORPUS_BYTES_FROM_BUDGET): F1 44.36,
+# against tiny4's 31.19 on the same text (on 11 MB mini scored 25.6 and 26.3, tiny4 26.75); its two
+# QA epochs (44 minutes on a slow day) starve pretraining below that. A slower machine needs more
+# minutes for the same steps (budget_minutes_for).
 PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
 # The default text by budget, in bytes from so many minutes up (as the model; budget_minutes_for
-# scales them): WikiText-2's 11 MB below two hours, where tiny4 passes over it some 80 times in two
-# (training loss 3.0 against 5.19 held out: it memorises); from two hours 64 MB (WikiText-103's first
-# 64 MB; offline all of enwiki/train.txt), where tiny4's two hours scored F1 31.19 against 26.75 on
-# 11 MB (docs/performance.md). A run that gives its --corpus uses all of it unless it says otherwise.
+# scales them): WikiText-2's 11 MB below two hours; from two hours 64 MB (WikiText-103's first 64 MB;
+# offline all of enwiki/train.txt), where in two hours tiny4, which passes over 11 MB some 80 times
+# (training loss 3.0 against 5.19 held out: it memorises), scored F1 31.19 against 26.75 on 11 MB, and
+# mini 44.36 against 26.3 (docs/performance.md). 64 MB from an hour is not measured. A run that gives
+# its --corpus uses all of it unless it says otherwise.
 WIKITEXT2_BYTES = 11_000_000
 CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 120.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
