@@ -116,10 +116,10 @@ QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {
 PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
 # The default text by budget, in bytes from so many minutes up (as the model; budget_minutes_for
 # scales them): WikiText-2's 11 MB below two hours; from two hours 64 MB (WikiText-103's first 64 MB;
-# offline all of enwiki/train.txt), where in two hours tiny4, which passes over 11 MB some 80 times
-# (training loss 3.0 against 5.19 held out: it memorises), scored F1 31.19 against 26.75 on 11 MB, and
-# mini 44.36 against 26.3 (docs/performance.md). 64 MB from an hour is not measured. A run that gives
-# its --corpus uses all of it unless it says otherwise.
+# offline enwiki/train.txt's, nearly all of it), where in two hours tiny4, which passes over 11 MB
+# some 80 times (training loss 3.0 against 5.19 held out: it memorises), scored F1 31.19 against
+# 26.75 on 11 MB, and mini 44.36 against 26.3 (docs/performance.md). 64 MB from an hour is not
+# measured. A run that gives its --corpus uses all of it unless it says otherwise.
 WIKITEXT2_BYTES = 11_000_000
 CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 120.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
