@@ -331,28 +331,37 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
     assert local_run._offline_stand_ins(dict(given, corpus="c.txt", squad_train="t.json")) == dict(given, corpus="c.txt", squad_train="t.json")
 
 
-def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, monkeypatch):
+def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False) -> list[dict]:
+    """What each ``run_local(**run)`` hands the pipeline (kfp.local stood in for, the run stopped
+    there) with the stand-ins in place and the Hub answering or not; ``corpus_bytes``: the size of
+    the corpus object it uploaded, None for a URI."""
     from huggingface_hub import constants
 
+    from scratchbert import storage
     from scratchbert.objectstore import find_weed
 
     if find_weed() is None:
         pytest.skip("the `weed` command (SeaweedFS) is not installed")
     monkeypatch.setenv(local_run.STAND_IN_ENV, str(_stand_ins(tmp_path / "shared-data")))
-    monkeypatch.setattr(local_run, "hub_reachable", lambda: False)
+    monkeypatch.setattr(local_run, "hub_reachable", lambda: hub)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
-    seen = {}
+    seen = []
 
-    def runner(arguments, outputs, **kw):  # stands in for kfp.local: the arguments are what is checked
-        from scratchbert import storage
-
-        got = storage.download(arguments["corpus"], tmp_path / "got")  # one object: its local file
-        seen.update(arguments, corpus_bytes=got.stat().st_size)
+    def runner(arguments, outputs, **kw):
+        uploaded = arguments["corpus"].startswith(f"s3://{local_run.INPUT_BUCKET}/")
+        got = storage.download(arguments["corpus"], tmp_path / f"got-{len(seen)}") if uploaded else None  # one object
+        seen.append(dict(arguments, corpus_bytes=got.stat().st_size if got else None))
         raise RuntimeError("stopped by the test")
 
     monkeypatch.setattr(local_run, "run_pipeline", runner)
-    with pytest.raises(RunFailed, match="stopped by the test"):
-        run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, max_corpus_bytes=5000)
+    for run in runs:
+        with pytest.raises(RunFailed, match="stopped by the test"):
+            run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, **run)
+    return seen
+
+
+def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, monkeypatch):
+    (seen,) = _pipeline_arguments(tmp_path, monkeypatch, {"max_corpus_bytes": 5000})
     assert seen["corpus"].startswith("s3://scratchbert-inputs/") and seen["squad_dev"].startswith("s3://")
     assert seen["corpus_bytes"] == (tmp_path / "shared-data/enwiki/train.txt").stat().st_size
     assert seen["max_corpus_bytes"] == 5000 and seen["preset"] == "tiny"
@@ -361,34 +370,17 @@ def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, m
 @pytest.mark.parametrize("hub", [True, False], ids=["hub", "offline"])
 def test_two_hours_train_on_64_mb_of_the_default_text(tmp_path, monkeypatch, hub):
     """From two hours the default corpus is 64 MB: WikiText-103's first 64 MB, or the stand-in's."""
-    from huggingface_hub import constants
-
-    from scratchbert.objectstore import find_weed
-
-    if find_weed() is None:
-        pytest.skip("the `weed` command (SeaweedFS) is not installed")
-    monkeypatch.setenv(local_run.STAND_IN_ENV, str(_stand_ins(tmp_path / "shared-data")))
-    monkeypatch.setattr(local_run, "hub_reachable", lambda: hub)
     monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
-    seen = []
-
-    def runner(arguments, outputs, **kw):  # stands in for kfp.local: the arguments are what is checked
-        seen.append(arguments)
-        raise RuntimeError("stopped by the test")
-
-    monkeypatch.setattr(local_run, "run_pipeline", runner)
     own = str(tmp_path / "shared-data/enwiki/train.txt")
-    for minutes, corpus in ((60.0, None), (120.0, None), (120.0, own)):
-        with pytest.raises(RunFailed, match="stopped by the test"):
-            run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, budget_minutes=minutes, corpus=corpus)
+    seen = _pipeline_arguments(tmp_path, monkeypatch, {"budget_minutes": 60.0}, {"budget_minutes": 120.0},
+                               {"budget_minutes": 120.0, "corpus": own}, hub=hub)
     hour, two, _ = seen
     assert [a.get("max_corpus_bytes") for a in seen] == [11_000_000, 64_000_000, None]  # a corpus given: the pipeline's 0, all
     if hub:
         assert (hour["corpus"], two["corpus"]) == ("hf://Salesforce/wikitext?config=wikitext-2-raw-v1",
                                                    "hf://Salesforce/wikitext?config=wikitext-103-raw-v1")
     else:  # the stand-in, uploaded whole, cut by the dataset stages
-        assert hour["corpus"].startswith("s3://scratchbert-inputs/") and two["corpus"].startswith("s3://scratchbert-inputs/")
+        assert hour["corpus_bytes"] == two["corpus_bytes"] == Path(own).stat().st_size
 
 
 def test_hub_reachable_counts_any_answer_and_no_answer_as_unreachable(monkeypatch):
