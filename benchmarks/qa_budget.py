@@ -3,8 +3,8 @@
     python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset mini] [--corpus FILE] [--workdir DIR]
 
 For each budget, one ``scratchbert run-local --budget-minutes N --qa-max-eval-examples 0``
-(the offline stand-ins in ../shared/data: enwiki, its first 11 MB below two hours and 64 MB from
-two, and SQuAD v1.1, scored on all 10,570 dev questions), then the published model asked a few
+(the offline stand-ins in ../shared/data: enwiki, its first 11 MB below 30 minutes and 64 MB from
+30, and SQuAD v1.1, scored on all 10,570 dev questions), then the published model asked a few
 plain questions; with ``--shares``, one run per budget and ``--budget-pretrain-share`` (the recipe's
 share otherwise); with ``--corpus``, that text whole instead. Prints one JSON
 document: per budget, each stage's time, MLM/NSP accuracy, EM/F1 and the answers.

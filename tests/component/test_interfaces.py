@@ -260,10 +260,10 @@ def test_run_local_trains_deeper_models_from_an_hour_and_two_hours_of_budget(bf1
             "fp32 tiny 8.8, tiny4 14.8, mini 36.5).") in flags["budget_qa_epoch_minutes"]
 
 
-def test_run_local_gives_two_hours_more_of_the_default_text(bf16_machine):
+def test_run_local_gives_thirty_minutes_more_of_the_default_text(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
-    for given, size in (({}, 11_000_000), ({"budget_minutes": 60.0}, 11_000_000), ({"budget_minutes": 119.0}, 11_000_000),
-                        ({"budget_minutes": 120.0}, 64_000_000), ({"budget_minutes": 240.0}, 64_000_000)):
+    for given, size in (({}, 11_000_000), ({"budget_minutes": 15.0}, 11_000_000), ({"budget_minutes": 29.0}, 11_000_000),
+                        ({"budget_minutes": 30.0}, 64_000_000), ({"budget_minutes": 120.0}, 64_000_000)):
         assert local_run.run_settings(False, given, none)["max_corpus_bytes"] == size
     # a run's own corpus is used whole (unless it says otherwise); generated data is small anyway
     assert "max_corpus_bytes" not in local_run.run_settings(False, {"budget_minutes": 120.0}, {**none, "corpus": "my.txt"})
@@ -273,16 +273,16 @@ def test_run_local_gives_two_hours_more_of_the_default_text(bf16_machine):
     assert local_run.hub_corpus(64_000_000) == local_run.hub_corpus(0) == local_run.WIKITEXT_103
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
-    assert ("Default: 11000000 of the default corpus; 64000000 from --budget-minutes 120 (251 where training runs in fp32); "
+    assert ("Default: 11000000 of the default corpus; 64000000 from --budget-minutes 30 (63 where training runs in fp32); "
             "0 (all of it) for a --corpus you give.") in {a.dest: a.help for a in parser._actions}["max_corpus_bytes"]
 
 
 def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypatch):
-    """In fp32 a QA epoch takes about twice as long, so tiny4, mini and 64 MB wait for about twice the budget."""
+    """In fp32 a QA epoch takes about twice as long, so 64 MB, tiny4 and mini wait for about twice the budget."""
     monkeypatch.setattr(local_run, "machine_precision", lambda: "fp32")
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset, size in ((120.0, "tiny", 11e6), (125.0, "tiny", 11e6), (126.0, "tiny4", 11e6), (250.0, "tiny4", 11e6),
-                                  (251.0, "mini", 64e6), (480.0, "mini", 64e6)):
+    for minutes, preset, size in ((62.0, "tiny", 11e6), (63.0, "tiny", 64e6), (125.0, "tiny", 64e6), (126.0, "tiny4", 64e6),
+                                  (250.0, "tiny4", 64e6), (251.0, "mini", 64e6), (480.0, "mini", 64e6)):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["fp32"][preset])
         assert settings["max_corpus_bytes"] == size  # and the text with it
