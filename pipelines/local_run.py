@@ -118,10 +118,10 @@ PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
 # The default text by budget, in bytes from so many minutes up (as the model; budget_minutes_for
 # scales them): WikiText-2's 11 MB for the main job; from 30 minutes 64 MB (WikiText-103's first
 # 64 MB; offline enwiki/train.txt's, nearly all of it). From 30 minutes a model passes over 11 MB
-# so often that it memorises it (training loss 4.0 against 5.33 held out at 30 minutes, 3.0 against
-# 5.19 in two hours): on 64 MB tiny scored F1 24.96 in 30 minutes against 22.4 to 23.75 on 11 MB,
-# tiny4 28.00 in an hour against 26.78 and 31.19 in two against 26.75, and mini 44.36 against 26.3
-# in two (docs/performance.md). A run that gives its --corpus uses all of it unless it says otherwise.
+# so often that it memorises it (training loss 4.0 against 5.33 held out at 30 minutes), and every
+# model scored more F1 on 64 MB: tiny 24.96 and 24.24 in 30 minutes against 22.4 to 23.75, and
+# tiny4 and mini as above (docs/performance.md, "64 MB from 30 minutes"). A run that gives its
+# --corpus uses all of it unless it says otherwise.
 WIKITEXT2_BYTES = 11_000_000
 CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 30.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
