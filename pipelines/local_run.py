@@ -231,6 +231,32 @@ def qa_epoch_minutes(preset: str, precision: str | None = None) -> float | None:
     return QA_EPOCH_MINUTES.get(precision or machine_precision(), {}).get(preset)
 
 
+# How long a QA epoch takes moves with the machine's speed that day (tiny's: 2.77 to 4.74 minutes
+# on the same AMX machine), and a table must reserve the slow day's, so faster days ended 30-minute
+# runs about 3 minutes early and two-hour ones over 20. So a run with a budget times a few QA steps
+# of its model first (scratchbert.qa.training_step_seconds: QA_PROBE_SECONDS of batches of
+# QA_PROBE_LENGTH tokens) and reserves QA_EPOCH_PROBE_STEPS of them an epoch, a tenth more for the
+# machine's noise. An epoch of the recipe's SQuAD is 628 steps of 128 windows, and a probe step of
+# 192 tokens costs about what the average length-grouped batch does: tiny's epoch took 2.59 minutes
+# in a whole run, 627 probe steps of the 0.248 s timed after it (docs/performance.md, "A QA epoch
+# from a probe").
+QA_PROBE_SECONDS = 6.0
+QA_PROBE_LENGTH = 192
+QA_EPOCH_PROBE_STEPS = 628
+QA_PROBE_MARGIN = 0.1
+
+
+def probe_qa_epoch_minutes(preset: str, vocab_size: int, batch_size: int) -> float:
+    """Minutes one QA epoch of the recipe should take on this machine now, for ``preset`` with a
+    vocabulary of ``vocab_size`` in batches of ``batch_size``: a few timed steps
+    (:data:`QA_EPOCH_PROBE_STEPS`), rounded up to a tenth of a minute."""
+    from scratchbert.qa import training_step_seconds
+
+    seconds = training_step_seconds(preset, vocab_size=vocab_size, batch_size=batch_size, length=QA_PROBE_LENGTH,
+                                    seconds=QA_PROBE_SECONDS)
+    return math.ceil(QA_EPOCH_PROBE_STEPS * seconds * (1 + QA_PROBE_MARGIN) / 6) / 10
+
+
 def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
               keep_store: str | os.PathLike | None = "", verbose: bool = False, quiet: bool = False,
               **params: Any) -> dict:
@@ -282,6 +308,16 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         sources = _offline_stand_ins(sources, corpus_bytes, quiet)
         sources["corpus"] = sources["corpus"] or hub_corpus(corpus_bytes)
     check_writable(workdir, "--workdir", inside=True)
+    planned = {**settings, **given}
+    if planned.get("budget_minutes") and "budget_qa_epoch_minutes" in settings and "budget_qa_epoch_minutes" not in given:
+        # the recipe's QA epoch, timed here and now
+        settings["budget_qa_epoch_minutes"] = probe_qa_epoch_minutes(
+            planned["preset"], int(planned.get("vocab_size", parameters.BY_NAME["vocab_size"].default)), int(planned["qa_batch_size"]))
+        if not quiet:
+            split = parameters.split_budget({**planned, **settings})
+            print(f"{COMMAND}: a QA epoch of {planned['preset']} should take {settings['budget_qa_epoch_minutes']:g} minutes here "
+                  f"(timed now): {split['time_budget_minutes']:g} minutes of pretraining, {split['qa_time_budget_minutes']:g} "
+                  "of QA fine-tuning", file=sys.stderr, flush=True)
     store: Path | None = None
     store_lock = None
     if endpoint is None and keep_store is not None:
@@ -854,9 +890,8 @@ def _flag_default(name: str) -> str:
         text = f"{params.show(CORPUS_BYTES_FROM_BUDGET[0.0])} of the default corpus{from_budget(CORPUS_BYTES_FROM_BUDGET)}; " \
                f"{text} (all of it) for a --corpus you give"
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
-        text = "the model's, by the precision the machine trains in (" + "; ".join(
-            f"{precision} " + ", ".join(f"{preset} {minutes:g}" for preset, minutes in times.items())
-            for precision, times in QA_EPOCH_MINUTES.items()) + ")"
+        text = (f"timed at the start of a run with a budget ({QA_PROBE_SECONDS:g} seconds of QA steps of its model) for "
+                + ", ".join(QA_EPOCH_MINUTES["bf16"]) + " with the recipe's QA data; else 0")
     synthetic = SYNTHETIC_DEFAULTS.get(name, value)
     if synthetic != value:
         text += f"; with --synthetic {params.show(synthetic)}"

@@ -657,6 +657,56 @@ def finetune_qa(cfg: QAConfig) -> dict:
         return _finetune(cfg, model_dir, logs, inputs)
 
 
+def training_step_seconds(preset: str, *, vocab_size: int, batch_size: int, length: int, seconds: float = 10.0,
+                          bf16: bool | None = None) -> float:
+    """Seconds one QA training step of a new ``preset`` model takes on this machine now: the
+    median over about ``seconds`` of steps (after two unmeasured ones) on random batches of
+    ``batch_size`` windows of ``length`` tokens, with the stage's model class, kernel, precision
+    (``bf16``: the stage's ``auto`` when None) and optimizer. How fast QA fine-tuning will run
+    here, known before its data exists: a time budget's split needs it (``run-local``)."""
+    import statistics
+
+    import torch
+
+    from scratchbert.modeling import build_config, qa_model_class, resolve_attention
+
+    bf16 = use_bf16("auto") if bf16 is None else bf16
+    config = build_config(preset, vocab_size, length, dropout=0.0,
+                          attn_implementation=resolve_attention("auto", "bf16" if bf16 else "fp32"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = qa_model_class()(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(5, vocab_size, (batch_size, length), generator=generator),
+             "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+             "token_type_ids": torch.zeros(batch_size, length, dtype=torch.long),
+             "start_positions": torch.randint(0, length, (batch_size,), generator=generator),
+             "end_positions": torch.randint(0, length, (batch_size,), generator=generator)}
+    batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    times: list[float] = []
+    with keep_freed_memory():
+        for _ in range(2):  # the first steps allocate: untimed
+            _probe_step(model, optimizer, batch, device, bf16)
+        started = time.perf_counter()
+        while len(times) < 3 or time.perf_counter() - started < seconds:
+            t0 = time.perf_counter()
+            _probe_step(model, optimizer, batch, device, bf16)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _probe_step(model, optimizer, batch: dict, device, bf16: bool) -> None:
+    import torch
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _model_folder(model: str, workdir: str) -> Path:
     """A local folder holding ``model``: ``s3://`` and ``hf://`` fetched under ``workdir``, a path
     as it is (its own checks then say what is missing from it)."""

@@ -256,8 +256,8 @@ def test_run_local_trains_deeper_models_from_an_hour_and_two_hours_of_budget(bf1
     flags = {a.dest: a.help for a in parser._actions}
     assert ("Default: tiny; tiny4 from --budget-minutes 60 (126 where training runs in fp32); mini from --budget-minutes 120 "
             "(251 where training runs in fp32); with --synthetic nano.") in flags["preset"]
-    assert ("Default: the model's, by the precision the machine trains in (bf16 tiny 4.2, tiny4 7.1, mini 21.9; "
-            "fp32 tiny 8.8, tiny4 14.8, mini 36.5).") in flags["budget_qa_epoch_minutes"]
+    assert ("Default: timed at the start of a run with a budget (6 seconds of QA steps of its model) for tiny, tiny4, mini "
+            "with the recipe's QA data; else 0.") in flags["budget_qa_epoch_minutes"]
 
 
 def test_run_local_gives_thirty_minutes_more_of_the_default_text(bf16_machine):

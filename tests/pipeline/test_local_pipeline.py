@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -331,14 +332,21 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
     assert local_run._offline_stand_ins(dict(given, corpus="c.txt", squad_train="t.json")) == dict(given, corpus="c.txt", squad_train="t.json")
 
 
-def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False) -> list[dict]:
+def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, probes: list | None = None) -> list[dict]:
     """What each ``run_local(**run)`` hands the pipeline (kfp.local stood in for, the run stopped
     there) with the stand-ins in place and the Hub answering or not; ``corpus_bytes``: the size of
-    the corpus object it uploaded, None for a URI."""
+    the corpus object it uploaded, None for a URI. A QA step takes 0.25 s by the run's probe
+    (the model, vocabulary and batch each probe was asked for appended to ``probes``)."""
     from huggingface_hub import constants
 
-    from scratchbert import storage
+    from scratchbert import qa, storage
     from scratchbert.objectstore import find_weed
+
+    def probe(preset, **kw):
+        (probes if probes is not None else []).append((preset, kw["vocab_size"], kw["batch_size"]))
+        return 0.25
+
+    monkeypatch.setattr(qa, "training_step_seconds", probe)
 
     if find_weed() is None:
         pytest.skip("the `weed` command (SeaweedFS) is not installed")
@@ -489,3 +497,17 @@ def test_the_dataset_fan_out_is_one_stage_in_the_summary(tmp_path, monkeypatch):
         (outputs / folder / "dataset").mkdir(parents=True)
         (outputs / folder / "dataset" / "metrics.json").write_text(json.dumps({"train_examples": examples}))
     assert local_run.collect_results(tmp_path / "outputs") == {"dataset": {"train_examples": 7}}
+
+
+def test_a_budget_reserves_the_qa_epoch_timed_on_this_machine(tmp_path, monkeypatch):
+    """The recipe's QA epoch is timed at the start of a run with a budget: a fast day gives
+    pretraining the minutes a slow day's table would have kept for QA."""
+    monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
+    probes = []
+    seen = _pipeline_arguments(tmp_path, monkeypatch, {"budget_minutes": 30.0}, {"budget_minutes": 60.0, "vocab_size": 8000},
+                               {"budget_minutes": 30.0, "budget_qa_epoch_minutes": 5.0}, {"budget_minutes": 30.0, "preset": "small"},
+                               {"budget_minutes": 0.0}, probes=probes)
+    epoch = math.ceil(local_run.QA_EPOCH_PROBE_STEPS * 0.25 * (1 + local_run.QA_PROBE_MARGIN) / 6) / 10
+    assert probes == [("tiny", 30522, 128), ("tiny4", 8000, 128)]  # the run's model, vocabulary and QA batch
+    assert [a.get("budget_qa_epoch_minutes") for a in seen] == [epoch, epoch, 5.0, None, local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]]
+    assert epoch != local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]

@@ -815,3 +815,31 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     assert "Loading weights" not in printed.err and "%|" not in printed.err, printed.err
     with pytest.raises(ScratchBertError, match="has no config.json"):
         answer(tmp_path, "Who?", "Nobody.")
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_training_step_seconds_times_real_steps_of_the_stages_model(bf16, monkeypatch):
+    """The probe a budget's split uses: steps of the stage's model class that train it."""
+    import torch
+
+    from scratchbert import modeling
+
+    models = []
+    real = modeling.qa_model_class
+
+    def recording():
+        cls = real()
+
+        class Recorded(cls):
+            def __init__(self, config):
+                super().__init__(config)
+                models.append((self, {n: p.detach().clone() for n, p in self.named_parameters()}))
+
+        return Recorded
+
+    monkeypatch.setattr(modeling, "qa_model_class", recording)
+    seconds = qa.training_step_seconds("nano", vocab_size=300, batch_size=4, length=16, seconds=0.2, bf16=bf16)
+    assert math.isfinite(seconds) and seconds > 0
+    (model, before), = models
+    assert model.config.vocab_size == 300 and model.config.hidden_size == 64
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())  # its optimizer stepped
