@@ -103,7 +103,8 @@ WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 54
 # kernel there now; 8.8 kept so that a slow day still trains both epochs; mini 36.5, from the stage's
 # first 50 steps, not yet a whole run) and model (tiny4: 1.68 times tiny's, its epoch against
 # tiny's on one thread each, side by side, 8.04 against 4.79 minutes). A run whose model has no
-# time here splits its budget by the share alone.
+# time here splits its budget by the share alone; one with a time times its own epoch at the
+# start (probe_qa_epoch_minutes), and these stay what budget_minutes_for scales by.
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
 # The model by budget on a machine that trains in bf16, from so many minutes up (docs/performance.md,
 # "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from an hour, where it scored
@@ -226,12 +227,12 @@ def machine_precision() -> str:
 def qa_epoch_minutes(preset: str, precision: str | None = None) -> float | None:
     """Minutes one QA epoch of the recipe takes for ``preset`` on a machine that trains in
     ``precision`` (this one's unless given), where timed (:data:`QA_EPOCH_MINUTES`); an epoch in
-    fp32 takes about twice one in bf16. A GPU with bf16 gets the CPU's times, too long for it: its
-    run's ``note:`` says what to give instead."""
+    fp32 takes about twice one in bf16. The plan :func:`run_settings` holds; a budgeted run times
+    its own at the start (:func:`probe_qa_epoch_minutes`), on a GPU too."""
     return QA_EPOCH_MINUTES.get(precision or machine_precision(), {}).get(preset)
 
 
-# How long a QA epoch takes moves with the machine's speed that day (tiny's: 2.77 to 4.74 minutes
+# How long a QA epoch takes moves with the machine's speed that day (tiny's: 2.44 to 4.74 minutes
 # on the same AMX machine), and a table must reserve the slow day's, so faster days ended 30-minute
 # runs about 3 minutes early and two-hour ones over 20. So a run with a budget times a few QA steps
 # of its model first (scratchbert.qa.training_step_seconds: QA_PROBE_SECONDS of batches of
@@ -248,12 +249,16 @@ QA_PROBE_MARGIN = 0.1
 
 def probe_qa_epoch_minutes(preset: str, vocab_size: int, batch_size: int) -> float:
     """Minutes one QA epoch of the recipe should take on this machine now, for ``preset`` with a
-    vocabulary of ``vocab_size`` in batches of ``batch_size``: a few timed steps
-    (:data:`QA_EPOCH_PROBE_STEPS`), rounded up to a tenth of a minute."""
+    vocabulary of ``vocab_size`` in batches of ``batch_size``: a few timed steps."""
     from scratchbert.qa import training_step_seconds
 
-    seconds = training_step_seconds(preset, vocab_size=vocab_size, batch_size=batch_size, length=QA_PROBE_LENGTH,
-                                    seconds=QA_PROBE_SECONDS)
+    return qa_epoch_minutes_from_step(training_step_seconds(preset, vocab_size=vocab_size, batch_size=batch_size,
+                                                            length=QA_PROBE_LENGTH, seconds=QA_PROBE_SECONDS))
+
+
+def qa_epoch_minutes_from_step(seconds: float) -> float:
+    """The QA epoch to reserve for a probe step of ``seconds``: :data:`QA_EPOCH_PROBE_STEPS` of
+    them and :data:`QA_PROBE_MARGIN` more, rounded up to a tenth of a minute."""
     return math.ceil(QA_EPOCH_PROBE_STEPS * seconds * (1 + QA_PROBE_MARGIN) / 6) / 10
 
 

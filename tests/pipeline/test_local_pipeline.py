@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -507,7 +506,8 @@ def test_a_budget_reserves_the_qa_epoch_timed_on_this_machine(tmp_path, monkeypa
     seen = _pipeline_arguments(tmp_path, monkeypatch, {"budget_minutes": 30.0}, {"budget_minutes": 60.0, "vocab_size": 8000},
                                {"budget_minutes": 30.0, "budget_qa_epoch_minutes": 5.0}, {"budget_minutes": 30.0, "preset": "small"},
                                {"budget_minutes": 0.0}, probes=probes)
-    epoch = math.ceil(local_run.QA_EPOCH_PROBE_STEPS * 0.25 * (1 + local_run.QA_PROBE_MARGIN) / 6) / 10
+    epoch = local_run.qa_epoch_minutes_from_step(0.25)
+    assert epoch == 2.9  # 628 steps of 0.25 s, a tenth more, rounded up
     assert probes == [("tiny", 30522, 128), ("tiny4", 8000, 128)]  # the run's model, vocabulary and QA batch
     assert [a.get("budget_qa_epoch_minutes") for a in seen] == [epoch, epoch, 5.0, None, local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]]
     assert epoch != local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]
