@@ -259,7 +259,12 @@ def probe_qa_epoch_minutes(preset: str, vocab_size: int, batch_size: int) -> flo
 def qa_epoch_minutes_from_step(seconds: float) -> float:
     """The QA epoch to reserve for a probe step of ``seconds``: :data:`QA_EPOCH_PROBE_STEPS` of
     them and :data:`QA_PROBE_MARGIN` more, rounded up to a tenth of a minute."""
-    return math.ceil(QA_EPOCH_PROBE_STEPS * seconds * (1 + QA_PROBE_MARGIN) / 6) / 10
+    return tenth_up(QA_EPOCH_PROBE_STEPS * seconds * (1 + QA_PROBE_MARGIN) / 60)
+
+
+def tenth_up(minutes: float) -> float:
+    """``minutes`` rounded up to a tenth: for QA, a little idle time costs less than a QA cut short."""
+    return math.ceil(minutes * 10) / 10
 
 
 def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: str | os.PathLike = "runs/local",
@@ -466,7 +471,7 @@ def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> st
     epoch_minutes = float(qa_metrics.get("epoch_minutes") or 0)
     if not arguments.get("budget_minutes") or epoch_minutes <= 0:
         return None
-    measured = math.ceil(epoch_minutes * 10) / 10  # rounded up: a little idle time costs less than QA cut short
+    measured = tenth_up(epoch_minutes)
     planned = parameters.split_budget(arguments)
     better = parameters.split_budget({**arguments, "budget_qa_epoch_minutes": measured})
     if abs(better["qa_time_budget_minutes"] - planned["qa_time_budget_minutes"]) < max(1.0, QA_EPOCH_NOISE * planned["qa_time_budget_minutes"]):

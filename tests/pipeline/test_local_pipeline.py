@@ -341,8 +341,10 @@ def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, p
     from scratchbert import qa, storage
     from scratchbert.objectstore import find_weed
 
+    probes = [] if probes is None else probes
+
     def probe(preset, **kw):
-        (probes if probes is not None else []).append((preset, kw["vocab_size"], kw["batch_size"]))
+        probes.append((preset, kw["vocab_size"], kw["batch_size"]))
         return 0.25
 
     monkeypatch.setattr(qa, "training_step_seconds", probe)
