@@ -7,8 +7,9 @@ random batches of the recipe's size) ``--rounds`` times per preset, in alternati
 prints, per preset, the median step and the epoch minutes ``run-local`` would reserve now, next to
 the table's (a slow day's, what runs reserved before the probe). For each of ``--runs`` (a finished
 run's folder, ``runs/local/<run>``), what it reserved and what an epoch took there
-(``epoch_minutes`` of its QA stage): the check of the probe's calibration. Run it on an idle
-machine, right after the runs it checks.
+(``epoch_minutes`` of its QA stage), and its pretraining step against the probe's step now
+(``PRETRAIN_STEP_PER_PROBE_STEP``, which predicts a model's pretraining steps): the checks of the
+probe's calibration. Run it on an idle machine, right after the runs it checks.
 """
 
 from __future__ import annotations
@@ -23,13 +24,20 @@ from common import emit
 from scratchbert_pipelines import local_run, parameters
 
 
-def run_epochs(run_dir: Path) -> dict:
-    """What a finished run reserved for a QA epoch and what one took there."""
+def run_epochs(run_dir: Path, probes: dict) -> dict:
+    """What a finished run reserved for a QA epoch and what one took there; its pretraining step
+    against the probe's median step for its model now (``probes``)."""
     arguments = json.loads((run_dir / "arguments.json").read_text())
-    metrics = sorted(run_dir.glob("outputs/*/qa-finetune*/logs/metrics.json"))
-    measured = json.loads(metrics[-1].read_text()).get("epoch_minutes") if metrics else None
+    qa = sorted(run_dir.glob("outputs/*/qa-finetune*/logs/metrics.json"))
+    measured = json.loads(qa[-1].read_text()).get("epoch_minutes") if qa else None
+    pretrain = sorted(run_dir.glob("outputs/*/pretrain/logs/metrics.json"))
+    metrics = json.loads(pretrain[-1].read_text()) if pretrain else {}
+    step = metrics["train_seconds"] / metrics["steps"] if metrics.get("steps") else None
+    probe = probes.get(arguments.get("preset"), {}).get("median_step_seconds")
     return {"run": str(run_dir), "preset": arguments.get("preset"), "reserved": arguments.get("budget_qa_epoch_minutes"),
-            "measured": measured}
+            "measured": measured, "pretrain_steps": metrics.get("steps"), "pretrain_step_seconds": step and round(step, 4),
+            "pretrain_step_per_probe_step": round(step / probe, 3) if step and probe else None,
+            "recipe_ratio": local_run.PRETRAIN_STEP_PER_PROBE_STEP.get(arguments.get("preset"))}
 
 
 def main() -> None:
@@ -56,7 +64,7 @@ def main() -> None:
                           "reserved_now": local_run.qa_epoch_minutes_from_step(median),
                           "table": local_run.qa_epoch_minutes(preset, precision)}
     emit({"benchmark": "qa_epoch_probe", "precision": precision, "probe_steps_per_epoch": local_run.QA_EPOCH_PROBE_STEPS,
-          "margin": local_run.QA_PROBE_MARGIN, "probes": probes, "runs": [run_epochs(run) for run in args.runs]})
+          "margin": local_run.QA_PROBE_MARGIN, "probes": probes, "runs": [run_epochs(run, probes) for run in args.runs]})
 
 
 if __name__ == "__main__":

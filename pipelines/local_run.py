@@ -104,18 +104,26 @@ WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 54
 # first 50 steps, not yet a whole run) and model (tiny4: 1.68 times tiny's, its epoch against
 # tiny's on one thread each, side by side, 8.04 against 4.79 minutes). A run whose model has no
 # time here splits its budget by the share alone; one with a time times its own epoch at the
-# start (probe_qa_epoch_minutes), and these stay what budget_minutes_for scales by.
+# start (fit_to_machine), and these stay what budget_minutes_for scales by.
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
 # The model by budget on a machine that trains in bf16, from so many minutes up (docs/performance.md,
-# "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from an hour, where it scored
-# F1 26.78 against tiny's 24.87 the same day (28.00 on 64 MB); below an hour it needs a fast, idle
-# machine to leave the plateau of word frequencies (about 4,000 steps; 30 minutes: 25.48 there,
-# 20.13 on half of it).
+# "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from 30 minutes, where it
+# scored F1 25.48, 25.09 and 25.67 against tiny's 22.3 to 25.1 (mean 24.1), and 26.78 against 24.87
+# in an hour (28.00 on 64 MB), where the machine pretrains it past the plateau of word frequencies
+# (MIN_PRETRAIN_STEPS; 20.13 on half of the machine).
 # mini (4 layers of 256) from two hours, with 64 MB of text (CORPUS_BYTES_FROM_BUDGET): F1 44.36,
 # against tiny4's 31.19 on the same text (on 11 MB mini scored 25.6 and 26.3, tiny4 26.75); its two
 # QA epochs (44 minutes on a slow day) starve pretraining below that. A slower machine needs more
 # minutes for the same steps (budget_minutes_for).
-PRESET_FROM_BUDGET = {60.0: "tiny4", 120.0: "mini"}
+PRESET_FROM_BUDGET = {30.0: "tiny4", 120.0: "mini"}
+# A model the budget picks trains only where it gets the pretraining steps it needs (in batches of
+# 64 examples of 64 tokens, the recipe's), else the model the budget gives below it: tiny4 leaves the
+# plateau after about 4,000 steps (F1 20.13 at 3,327, 24.58 at 4,000, 25.09 to 25.67 from 5,017), and
+# a slow day's 30 minutes may give it fewer, where tiny does better. Its steps are predicted from
+# the QA probe's step: a recipe pretraining step of tiny4 took 0.29 times one in a whole run
+# (0.1687 s against 0.577, 23.3k tokens/s; 0.30 and 0.29 on faster days, from their QA epochs).
+MIN_PRETRAIN_STEPS = {"tiny4": 4500}
+PRETRAIN_STEP_PER_PROBE_STEP = {"tiny4": 0.29}
 # The default text by budget, in bytes from so many minutes up (as the model; budget_minutes_for
 # scales them): WikiText-2's 11 MB for the main job; from 30 minutes 64 MB (WikiText-103's first
 # 64 MB; offline enwiki/train.txt's, nearly all of it). From 30 minutes a model passes over 11 MB
@@ -228,7 +236,7 @@ def qa_epoch_minutes(preset: str, precision: str | None = None) -> float | None:
     """Minutes one QA epoch of the recipe takes for ``preset`` on a machine that trains in
     ``precision`` (this one's unless given), where timed (:data:`QA_EPOCH_MINUTES`); an epoch in
     fp32 takes about twice one in bf16. The plan :func:`run_settings` holds; a budgeted run times
-    its own at the start (:func:`probe_qa_epoch_minutes`), on a GPU too."""
+    its own at the start (:func:`fit_to_machine`), on a GPU too."""
     return QA_EPOCH_MINUTES.get(precision or machine_precision(), {}).get(preset)
 
 
@@ -247,19 +255,69 @@ QA_EPOCH_PROBE_STEPS = 628
 QA_PROBE_MARGIN = 0.1
 
 
-def probe_qa_epoch_minutes(preset: str, vocab_size: int, batch_size: int) -> float:
-    """Minutes one QA epoch of the recipe should take on this machine now, for ``preset`` with a
-    vocabulary of ``vocab_size`` in batches of ``batch_size``: a few timed steps."""
+def probe_qa_step_seconds(preset: str, vocab_size: int, batch_size: int) -> float:
+    """Seconds a QA training step of the recipe takes on this machine now, for ``preset`` with a
+    vocabulary of ``vocab_size`` in batches of ``batch_size``: the median of a few timed steps."""
     from scratchbert.qa import training_step_seconds
 
-    return qa_epoch_minutes_from_step(training_step_seconds(preset, vocab_size=vocab_size, batch_size=batch_size,
-                                                            length=QA_PROBE_LENGTH, seconds=QA_PROBE_SECONDS))
+    return training_step_seconds(preset, vocab_size=vocab_size, batch_size=batch_size, length=QA_PROBE_LENGTH,
+                                 seconds=QA_PROBE_SECONDS)
 
 
 def qa_epoch_minutes_from_step(seconds: float) -> float:
     """The QA epoch to reserve for a probe step of ``seconds``: :data:`QA_EPOCH_PROBE_STEPS` of
     them and :data:`QA_PROBE_MARGIN` more, rounded up to a tenth of a minute."""
     return tenth_up(QA_EPOCH_PROBE_STEPS * seconds * (1 + QA_PROBE_MARGIN) / 60)
+
+
+def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """``settings`` (:func:`run_settings`' plan) fitted to this machine's speed now, for a run with a
+    budget: the model the budget picked where it gets the pretraining steps it needs here
+    (:data:`MIN_PRETRAIN_STEPS`), else the one below it; the recipe's QA epoch as timed here
+    (:func:`probe_qa_step_seconds`). Says what it timed on stderr unless ``quiet``."""
+    settings = dict(settings)
+    reserve = "budget_qa_epoch_minutes" in settings and "budget_qa_epoch_minutes" not in given  # the recipe's QA data
+    # a model the budget picked, to pretrain from scratch for the budget's time (not a step count the run gives)
+    picked = "preset" not in given and sources.get("init_model") is None and int(given.get("max_steps", -1)) <= 0
+    while given.get("budget_minutes") and (reserve or picked and settings["preset"] in MIN_PRETRAIN_STEPS):
+        planned = {**settings, **given}
+        preset = planned["preset"]
+        step = probe_qa_step_seconds(preset, int(planned.get("vocab_size", parameters.BY_NAME["vocab_size"].default)),
+                                     int(planned["qa_batch_size"]))
+        if reserve:
+            settings["budget_qa_epoch_minutes"] = qa_epoch_minutes_from_step(step)
+        split = parameters.split_budget({**settings, **given})
+        said = f"{COMMAND}: timed {preset} here now: " + \
+               (f"a QA epoch should take {settings['budget_qa_epoch_minutes']:g} minutes; " if reserve else "")
+        needed = MIN_PRETRAIN_STEPS.get(preset, 0) if picked else 0
+        steps = pretrain_steps_in(split["time_budget_minutes"], preset, step) if needed else None
+        if steps is not None and steps < needed:  # too slow a machine today for this model
+            settings["preset"] = smaller_preset(preset)
+            if reserve:
+                settings["budget_qa_epoch_minutes"] = qa_epoch_minutes(settings["preset"])
+            if not quiet:
+                print(f"{said}about {steps:,} pretraining steps in {split['time_budget_minutes']:g} minutes, fewer than "
+                      f"the {needed:,} it needs; training {settings['preset']} instead", file=sys.stderr, flush=True)
+            continue
+        if not quiet:
+            print(f"{said}{split['time_budget_minutes']:g} minutes of pretraining"
+                  + (f" (about {steps:,} steps)" if steps is not None else "")
+                  + f", {split['qa_time_budget_minutes']:g} of QA fine-tuning", file=sys.stderr, flush=True)
+        break
+    return settings
+
+
+def pretrain_steps_in(minutes: float, preset: str, probe_step: float) -> int:
+    """Pretraining steps of the recipe's batch (:data:`REAL_DEFAULTS`' examples and tokens) that
+    ``minutes`` give ``preset`` here, from a QA probe step of ``probe_step`` seconds
+    (:data:`PRETRAIN_STEP_PER_PROBE_STEP`). A run's own batch or length trains about as many tokens."""
+    return int(minutes * 60 / (probe_step * PRETRAIN_STEP_PER_PROBE_STEP[preset]))
+
+
+def smaller_preset(preset: str) -> str:
+    """The model :data:`PRESET_FROM_BUDGET` gives a budget just below the one that picks ``preset``."""
+    order = [REAL_DEFAULTS["preset"], *(value for _, value in sorted(PRESET_FROM_BUDGET.items()))]
+    return order[order.index(preset) - 1]
 
 
 def tenth_up(minutes: float) -> float:
@@ -318,16 +376,8 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         sources = _offline_stand_ins(sources, corpus_bytes, quiet)
         sources["corpus"] = sources["corpus"] or hub_corpus(corpus_bytes)
     check_writable(workdir, "--workdir", inside=True)
-    planned = {**settings, **given}
-    if planned.get("budget_minutes") and "budget_qa_epoch_minutes" in settings and "budget_qa_epoch_minutes" not in given:
-        # the recipe's QA epoch, timed here and now
-        settings["budget_qa_epoch_minutes"] = probe_qa_epoch_minutes(
-            planned["preset"], int(planned.get("vocab_size", parameters.BY_NAME["vocab_size"].default)), int(planned["qa_batch_size"]))
-        if not quiet:
-            split = parameters.split_budget({**planned, **settings})
-            print(f"{COMMAND}: a QA epoch of {planned['preset']} should take {settings['budget_qa_epoch_minutes']:g} minutes here "
-                  f"(timed now): {split['time_budget_minutes']:g} minutes of pretraining, {split['qa_time_budget_minutes']:g} "
-                  "of QA fine-tuning", file=sys.stderr, flush=True)
+    if not synthetic:
+        settings = fit_to_machine(settings, given, sources, quiet)
     store: Path | None = None
     store_lock = None
     if endpoint is None and keep_store is not None:
@@ -894,8 +944,10 @@ def _flag_default(name: str) -> str:
         return "".join(f"; {params.show(v)} from --budget-minutes {minutes:g} ({budget_minutes_for(minutes, 'fp32'):g} where "
                        "training runs in fp32)" for minutes, v in sorted(table.items()) if minutes)
 
-    if name == "preset":  # the model by budget
-        text += from_budget(PRESET_FROM_BUDGET)
+    if name == "preset":  # the model by budget, where this machine pretrains it enough steps
+        needs = ", ".join(f"{preset} {steps:,}" for preset, steps in MIN_PRETRAIN_STEPS.items())
+        text += f"{from_budget(PRESET_FROM_BUDGET)}; each where a few steps timed at the start say it gets the pretraining " \
+                f"steps it needs ({needs}), else the one below"
     elif name == "max_corpus_bytes":  # the default text's size by budget; a run's own corpus whole
         text = f"{params.show(CORPUS_BYTES_FROM_BUDGET[0.0])} of the default corpus{from_budget(CORPUS_BYTES_FROM_BUDGET)}; " \
                f"{text} (all of it) for a --corpus you give"

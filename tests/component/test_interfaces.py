@@ -238,9 +238,9 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
             pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
-def test_run_local_trains_deeper_models_from_an_hour_and_two_hours_of_budget(bf16_machine):
+def test_run_local_trains_deeper_models_from_30_minutes_and_two_hours_of_budget(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset in ((15.0, "tiny"), (30.0, "tiny"), (59.0, "tiny"), (60.0, "tiny4"), (119.0, "tiny4"),
+    for minutes, preset in ((15.0, "tiny"), (29.0, "tiny"), (30.0, "tiny4"), (60.0, "tiny4"), (119.0, "tiny4"),
                             (120.0, "mini"), (240.0, "mini")):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["bf16"][preset])
@@ -254,8 +254,9 @@ def test_run_local_trains_deeper_models_from_an_hour_and_two_hours_of_budget(bf1
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
     flags = {a.dest: a.help for a in parser._actions}
-    assert ("Default: tiny; tiny4 from --budget-minutes 60 (126 where training runs in fp32); mini from --budget-minutes 120 "
-            "(251 where training runs in fp32); with --synthetic nano.") in flags["preset"]
+    assert ("Default: tiny; tiny4 from --budget-minutes 30 (63 where training runs in fp32); mini from --budget-minutes 120 "
+            "(251 where training runs in fp32); each where a few steps timed at the start say it gets the pretraining steps "
+            "it needs (tiny4 4,500), else the one below; with --synthetic nano.") in flags["preset"]
     assert ("Default: timed at the start of a run with a budget (6 seconds of QA steps of its model) for tiny, tiny4, mini "
             "with the recipe's QA data; else 0.") in flags["budget_qa_epoch_minutes"]
 
@@ -281,15 +282,15 @@ def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypa
     """In fp32 a QA epoch takes about twice as long, so 64 MB, tiny4 and mini wait for about twice the budget."""
     monkeypatch.setattr(local_run, "machine_precision", lambda: "fp32")
     none = dict.fromkeys(local_run.SOURCES)
-    for minutes, preset, size in ((62.0, "tiny", 11e6), (63.0, "tiny", 64e6), (125.0, "tiny", 64e6), (126.0, "tiny4", 64e6),
+    for minutes, preset, size in ((62.0, "tiny", 11e6), (63.0, "tiny4", 64e6), (125.0, "tiny4", 64e6), (126.0, "tiny4", 64e6),
                                   (250.0, "tiny4", 64e6), (251.0, "mini", 64e6), (480.0, "mini", 64e6)):
         settings = local_run.run_settings(False, {"budget_minutes": minutes}, none)
         assert (settings["preset"], settings["budget_qa_epoch_minutes"]) == (preset, local_run.QA_EPOCH_MINUTES["fp32"][preset])
         assert settings["max_corpus_bytes"] == size  # and the text with it
-    # two hours there: tiny's two epochs, the rest pretraining, as an hour of a bf16 machine
+    # two hours there: tiny4's two epochs, the rest pretraining, as an hour of a bf16 machine
     planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
-    assert (planned["preset"], planned["qa_time_budget_minutes"]) == ("tiny", 2 * 8.8)
-    assert planned["time_budget_minutes"] == pytest.approx(120.0 - parameters.BUDGET_FIXED_MINUTES - 2 * 8.8, abs=0.05)
+    assert (planned["preset"], planned["qa_time_budget_minutes"]) == ("tiny4", 2 * 14.8)
+    assert planned["time_budget_minutes"] == pytest.approx(120.0 - parameters.BUDGET_FIXED_MINUTES - 2 * 14.8, abs=0.05)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "fp16"])
@@ -298,14 +299,47 @@ def test_run_local_reserves_the_qa_epochs_a_machine_like_this_one_takes(monkeypa
     # against 4.2 on 2 cores): 30 minutes keep its two epochs (16.5 minutes, the share's most) instead of one
     monkeypatch.setattr(local_run, "machine_precision", lambda: precision)
     none = dict.fromkeys(local_run.SOURCES)
-    settings = local_run.run_settings(False, {"budget_minutes": 30.0}, none)
-    planned = parameters.validate({**settings, "budget_minutes": 30.0})
+    settings = local_run.run_settings(False, {"budget_minutes": 30.0, "preset": "tiny"}, none)
+    planned = parameters.validate({**settings, "budget_minutes": 30.0, "preset": "tiny"})
     split = planned["time_budget_minutes"], planned["qa_time_budget_minutes"]
     assert split == {"bf16": (19.1, 8.4), "fp32": (11.0, 16.5), "fp16": (11.0, 16.5)}[precision]
     # a model not timed on such a machine (anything in fp16): the share alone splits
     mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
     assert ("budget_qa_epoch_minutes" in mini) == (precision != "fp16")
     assert local_run.qa_epoch_minutes("tiny") == {"bf16": 4.2, "fp32": 8.8}.get(precision)
+
+
+def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_steps(bf16_machine, monkeypatch, capsys):
+    """tiny4 from 30 minutes needs about 4,500 pretraining steps to beat tiny: a slow machine's
+    30 minutes (timed at the start) train tiny instead; an hour, or a model the run names, keep it."""
+    steps = {"tiny4": 1.0, "tiny": 0.5}  # seconds a QA probe step takes: a slow day
+    timed = []
+    monkeypatch.setattr(local_run, "probe_qa_step_seconds", lambda preset, vocab, batch: timed.append(preset) or steps[preset])
+    none = dict.fromkeys(local_run.SOURCES)
+
+    def fit(given: dict, sources: dict = none) -> dict:
+        timed.clear()
+        return {**local_run.fit_to_machine(local_run.run_settings(False, given, sources), given, sources, quiet=False), **given}
+
+    slow = fit({"budget_minutes": 30.0})
+    # tiny4's epochs (11.6 minutes each) leave 11 minutes of pretraining: about 2,275 steps of 0.29 s
+    assert (slow["preset"], slow["budget_qa_epoch_minutes"], timed) == ("tiny", 5.8, ["tiny4", "tiny"])
+    err = capsys.readouterr().err
+    assert "about 2,275 pretraining steps in 11 minutes, fewer than the 4,500 it needs; training tiny instead" in err
+    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 15.9 minutes of pretraining, 11.6 of QA" in err
+    hour = fit({"budget_minutes": 60.0})  # 34.3 minutes of pretraining: about 7,096 steps
+    assert (hour["preset"], hour["budget_qa_epoch_minutes"], timed) == ("tiny4", 11.6, ["tiny4"])
+    assert "(about 7,096 steps)" in capsys.readouterr().err
+    named = fit({"budget_minutes": 30.0, "preset": "tiny4"})  # the run's own choice
+    assert (named["preset"], timed) == ("tiny4", ["tiny4"])
+    given_epoch = fit({"budget_minutes": 30.0, "budget_qa_epoch_minutes": 7.1})  # the model is still fitted
+    assert (given_epoch["preset"], given_epoch["budget_qa_epoch_minutes"], timed) == ("tiny", 7.1, ["tiny4"])
+    started = fit({"budget_minutes": 30.0}, {**none, "init_model": "hf://google/bert_uncased_L-4_H-128_A-2"})
+    assert timed == [] and "budget_qa_epoch_minutes" not in started  # a starting model's size is its own
+    assert fit({"budget_minutes": 30.0, "max_steps": 1000})["preset"] == "tiny4"  # its steps are the run's own
+    steps["tiny4"] = 0.5  # a fast day: 30 minutes pretrain tiny4 (16.7 minutes, 6,910 steps)
+    assert fit({"budget_minutes": 30.0})["preset"] == "tiny4"
+    assert local_run.smaller_preset("mini") == "tiny4" and local_run.smaller_preset("tiny4") == "tiny"
 
 
 def test_run_local_knows_the_precision_it_trains_in():

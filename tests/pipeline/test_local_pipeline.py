@@ -510,6 +510,7 @@ def test_a_budget_reserves_the_qa_epoch_timed_on_this_machine(tmp_path, monkeypa
                                {"budget_minutes": 0.0}, probes=probes)
     epoch = local_run.qa_epoch_minutes_from_step(0.25)
     assert epoch == 2.9  # 628 steps of 0.25 s, a tenth more, rounded up
-    assert probes == [("tiny", 30522, 128), ("tiny4", 8000, 128)]  # the run's model, vocabulary and QA batch
+    # the run's model, vocabulary and QA batch; a given epoch time still times the model the budget picked
+    assert probes == [("tiny4", 30522, 128), ("tiny4", 8000, 128), ("tiny4", 30522, 128)]
     assert [a.get("budget_qa_epoch_minutes") for a in seen] == [epoch, epoch, 5.0, None, local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]]
     assert epoch != local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]
