@@ -108,9 +108,9 @@ WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 54
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
 # The model by budget on a machine that trains in bf16, from so many minutes up (docs/performance.md,
 # "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from 30 minutes, where it
-# scored F1 25.48, 25.09 and 25.67 against tiny's 22.3 to 25.1 (mean 24.1), and 26.78 against 24.87
-# in an hour (28.00 on 64 MB), where the machine pretrains it past the plateau of word frequencies
-# (MIN_PRETRAIN_STEPS; 20.13 on half of the machine).
+# scored F1 25.09, 25.67 and 25.31 on 64 MB against tiny's 20.06 to 25.06 (mean 23.5), and 26.78
+# against 24.87 in an hour (28.00 on 64 MB), where the machine pretrains it past the plateau of
+# word frequencies (MIN_PRETRAIN_STEPS; 20.13 on half of the machine).
 # mini (4 layers of 256) from two hours, with 64 MB of text (CORPUS_BYTES_FROM_BUDGET): F1 44.36,
 # against tiny4's 31.19 on the same text (on 11 MB mini scored 25.6 and 26.3, tiny4 26.75); its two
 # QA epochs (44 minutes on a slow day) starve pretraining below that. A slower machine needs more
@@ -121,7 +121,7 @@ PRESET_FROM_BUDGET = {30.0: "tiny4", 120.0: "mini"}
 # plateau after about 4,000 steps (F1 20.13 at 3,327, 24.58 at 4,000, 25.09 to 25.67 from 5,017), and
 # a slow day's 30 minutes may give it fewer, where tiny does better. Its steps are predicted from
 # the QA probe's step: a recipe pretraining step of tiny4 took 0.29 times the probe's at the run's
-# start, 0.31 times one right after it (0.1687 s at 23.3k tokens/s, against 0.577 and 0.548;
+# start, 0.31 times one right after it (0.1687 s at 23.3k tokens/s, against about 0.577 and 0.548;
 # benchmarks/qa_epoch_probe.py --runs).
 MIN_PRETRAIN_STEPS = {"tiny4": 4500}
 PRETRAIN_STEP_PER_PROBE_STEP = {"tiny4": 0.3}
