@@ -28,14 +28,13 @@ def run_epochs(run_dir: Path, probes: dict) -> dict:
     """What a finished run reserved for a QA epoch and what one took there; its pretraining step
     against the probe's median step for its model now (``probes``)."""
     arguments = json.loads((run_dir / "arguments.json").read_text())
-    qa = sorted(run_dir.glob("outputs/*/qa-finetune*/logs/metrics.json"))
-    measured = json.loads(qa[-1].read_text()).get("epoch_minutes") if qa else None
-    pretrain = sorted(run_dir.glob("outputs/*/pretrain/logs/metrics.json"))
-    metrics = json.loads(pretrain[-1].read_text()) if pretrain else {}
-    step = metrics["train_seconds"] / metrics["steps"] if metrics.get("steps") else None
+    stages = local_run.collect_results(run_dir / "outputs")
+    pretrain = stages.get("pretrain", {})
+    step = pretrain["train_seconds"] / pretrain["steps"] if pretrain.get("steps") else None
     probe = probes.get(arguments.get("preset"), {}).get("median_step_seconds")
     return {"run": str(run_dir), "preset": arguments.get("preset"), "reserved": arguments.get("budget_qa_epoch_minutes"),
-            "measured": measured, "pretrain_steps": metrics.get("steps"), "pretrain_step_seconds": step and round(step, 4),
+            "measured": stages.get("qa_finetune", {}).get("epoch_minutes"), "pretrain_steps": pretrain.get("steps"),
+            "pretrain_step_seconds": step and round(step, 4),
             "pretrain_step_per_probe_step": round(step / probe, 3) if step and probe else None,
             "recipe_ratio": local_run.PRETRAIN_STEP_PER_PROBE_STEP.get(arguments.get("preset"))}
 
@@ -46,15 +45,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", nargs="*", default=[], type=Path)
     args = parser.parse_args()
-    from scratchbert.qa import training_step_seconds
-
     vocab = parameters.BY_NAME["vocab_size"].default
     batch = local_run.REAL_DEFAULTS["qa_batch_size"]
     steps: dict[str, list[float]] = {preset: [] for preset in args.presets}
     for round_ in range(args.rounds):
         for preset in args.presets if round_ % 2 == 0 else reversed(args.presets):
-            steps[preset].append(training_step_seconds(preset, vocab_size=vocab, batch_size=batch,
-                                                       length=local_run.QA_PROBE_LENGTH, seconds=local_run.QA_PROBE_SECONDS))
+            steps[preset].append(local_run.probe_qa_step_seconds(preset, vocab, batch))  # run-local's own probe
     precision = local_run.machine_precision()
     probes = {}
     for preset, seconds in steps.items():

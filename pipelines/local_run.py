@@ -292,10 +292,8 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
                (f"a QA epoch should take {settings['budget_qa_epoch_minutes']:g} minutes; " if reserve else "")
         needed = MIN_PRETRAIN_STEPS.get(preset, 0) if picked else 0
         steps = pretrain_steps_in(split["time_budget_minutes"], preset, step) if needed else None
-        if steps is not None and steps < needed:  # too slow a machine today for this model
+        if steps is not None and steps < needed:  # too slow a machine today for this model: the next turn times the one below
             settings["preset"] = smaller_preset(preset)
-            if reserve:
-                settings["budget_qa_epoch_minutes"] = qa_epoch_minutes(settings["preset"])
             if not quiet:
                 print(f"{said}about {steps:,} pretraining steps in {split['time_budget_minutes']:g} minutes, fewer than "
                       f"the {needed:,} it needs; training {settings['preset']} instead", file=sys.stderr, flush=True)
