@@ -186,8 +186,9 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         if not synthetic:
             settings["preset"] = by_budget(PRESET_FROM_BUDGET, given["budget_minutes"], precision) or settings["preset"]
     if not synthetic and sources.get("corpus") is None:
-        settings["max_corpus_bytes"] = by_budget(CORPUS_BYTES_FROM_BUDGET, given.get("budget_minutes", settings["budget_minutes"]),
-                                                 precision)
+        corpus_bytes = by_budget(CORPUS_BYTES_FROM_BUDGET, given.get("budget_minutes", settings["budget_minutes"]), precision)
+        if corpus_bytes is not None:  # None: a budget below 0 or not a number, which validate names
+            settings["max_corpus_bytes"] = corpus_bytes
 
     def departs(name: str) -> bool:  # the run gives its own input, or a value other than the recipe's
         return sources.get(name) is not None or name in given and given[name] != settings.get(name, parameters.BY_NAME[name].default)

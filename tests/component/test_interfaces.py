@@ -342,6 +342,15 @@ def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_s
     assert local_run.smaller_preset("mini") == "tiny4" and local_run.smaller_preset("tiny4") == "tiny"
 
 
+@pytest.mark.parametrize("minutes", [-1.0, float("nan")])
+def test_a_bad_budget_is_named_before_anything_starts(minutes, tmp_path):
+    """A budget below 0 or not a number is refused with its own line (it once failed as
+    max_corpus_bytes None, the text size it picks), before a folder or a server exists."""
+    with pytest.raises(ScratchBertError, match=f"budget_minutes {minutes} must be 0 or more"):
+        local_run.run_local(workdir=tmp_path / "runs", quiet=True, budget_minutes=minutes)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_run_local_knows_the_precision_it_trains_in():
     import torch
 
