@@ -102,7 +102,8 @@ WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 54
 # trains in fp32: tiny 8.38, 8.78 and 9.34 with eager attention, 7.05 to 8.04 with SDPA, auto's
 # kernel there now; 8.8 kept so that a slow day still trains both epochs; mini 36.5, from the stage's
 # first 50 steps, not yet a whole run) and model (tiny4: 1.68 times tiny's, its epoch against
-# tiny's on one thread each, side by side, 8.04 against 4.79 minutes). A run whose model has no
+# tiny's on one thread each, side by side, 8.04 against 4.79 minutes; in fp32 a whole run's took
+# 17.04, a slow day's). A run whose model has no
 # time here splits its budget by the share alone; one with a time times its own epoch at the
 # start (fit_to_machine), and these stay what budget_minutes_for scales by.
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
@@ -122,7 +123,7 @@ PRESET_FROM_BUDGET = {30.0: "tiny4", 120.0: "mini"}
 # a slow day's 30 minutes may give it fewer, where tiny does better. Its steps are predicted from
 # the QA probe's step: a recipe pretraining step of tiny4 took 0.29 times the probe's at the run's
 # start, 0.31 times one right after it (0.1687 s at 23.3k tokens/s, against about 0.577 and 0.548;
-# benchmarks/qa_epoch_probe.py --runs).
+# benchmarks/qa_epoch_probe.py --runs); in fp32 (AVX2, two hours) 0.285 and 0.244 (0.405 s).
 MIN_PRETRAIN_STEPS = {"tiny4": 4500}
 PRETRAIN_STEP_PER_PROBE_STEP = {"tiny4": 0.3}
 # The default text by budget, in bytes from so many minutes up (as the model; budget_minutes_for
@@ -221,8 +222,9 @@ def hub_corpus(corpus_bytes: int) -> str:
 def budget_minutes_for(minutes: float, precision: str | None) -> int:
     """A budget of ``minutes`` on a machine that trains in bf16, as minutes where training runs in
     ``precision``: times how much longer tiny's QA epoch takes there (:data:`QA_EPOCH_MINUTES`; fp32
-    8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, not measured, for
-    :data:`PRESET_FROM_BUDGET` in fp32: there mini's two QA epochs alone take 73 minutes of two hours."""
+    8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, not measured at each
+    step of :data:`PRESET_FROM_BUDGET` in fp32 (tiny4 on 64 MB scored F1 28.05 in two hours there,
+    tiny 25.2): there mini's two QA epochs alone take 73 minutes of two hours."""
     times = QA_EPOCH_MINUTES.get(precision, QA_EPOCH_MINUTES["bf16"])
     return round(minutes * times["tiny"] / QA_EPOCH_MINUTES["bf16"]["tiny"])
 
