@@ -103,9 +103,9 @@ WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 54
 # kernel there now; 8.8 kept so that a slow day still trains both epochs; mini 36.5, from the stage's
 # first 50 steps, not yet a whole run) and model (tiny4: 1.68 times tiny's, its epoch against
 # tiny's on one thread each, side by side, 8.04 against 4.79 minutes; in fp32 a whole run's took
-# 17.04, a slow day's). A run whose model has no
-# time here splits its budget by the share alone; one with a time times its own epoch at the
-# start (fit_to_machine), and these stay what budget_minutes_for scales by.
+# 17.04, a slow day's). A run whose model has no time here splits its budget by the share alone;
+# one with a time times its own epoch at the start (fit_to_machine), and these stay what
+# budget_minutes_for scales by.
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
 # The model by budget on a machine that trains in bf16, from so many minutes up (docs/performance.md,
 # "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from 30 minutes, where it
@@ -222,9 +222,9 @@ def hub_corpus(corpus_bytes: int) -> str:
 def budget_minutes_for(minutes: float, precision: str | None) -> int:
     """A budget of ``minutes`` on a machine that trains in bf16, as minutes where training runs in
     ``precision``: times how much longer tiny's QA epoch takes there (:data:`QA_EPOCH_MINUTES`; fp32
-    8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, not measured at each
-    step of :data:`PRESET_FROM_BUDGET` in fp32 (tiny4 on 64 MB scored F1 28.05 in two hours there,
-    tiny 25.2): there mini's two QA epochs alone take 73 minutes of two hours."""
+    8.8 / 4.2), so that a model gets the steps it was chosen with. Scaled, and in fp32 measured only
+    at two hours (docs/performance.md, "Two hours without bf16"): there mini's two QA epochs alone
+    take 73 minutes of two hours."""
     times = QA_EPOCH_MINUTES.get(precision, QA_EPOCH_MINUTES["bf16"])
     return round(minutes * times["tiny"] / QA_EPOCH_MINUTES["bf16"]["tiny"])
 
