@@ -131,8 +131,11 @@ PRETRAIN_STEP_PER_PROBE_STEP = {"tiny4": 0.3}
 # 64 MB; offline enwiki/train.txt's, nearly all of it). From 30 minutes a model passes over 11 MB
 # so often that it memorises it (training loss 4.0 against 5.33 held out at 30 minutes), and every
 # model scored more F1 on 64 MB: tiny 24.96 and 24.24 in 30 minutes against 22.4 to 23.75, and
-# tiny4 and mini as above (docs/performance.md, "64 MB from 30 minutes"). A run that gives its
-# --corpus uses all of it unless it says otherwise.
+# tiny4 and mini as above (docs/performance.md, "64 MB from 30 minutes"). A --corpus the run gives
+# is cut the same way while the budget bounds pretraining: a 15-minute budget's pretraining cannot
+# use more, and every byte beyond costs the budget's time in the tokenizer and dataset stages
+# (about 12 minutes a GB on 2 cores: docs/performance.md, "A budget and a corpus of your own");
+# without a budget, or with a step count, all of it.
 WIKITEXT2_BYTES = 11_000_000
 CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 30.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
@@ -177,7 +180,7 @@ LOOP_PREFIX = "for-loop-"  # kfp.local's folder of one loop iteration: a part, n
 
 def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
     """The run's own defaults (:data:`SYNTHETIC_DEFAULTS` or :data:`REAL_DEFAULTS`, the model by
-    :data:`PRESET_FROM_BUDGET`, the default text's size by :data:`CORPUS_BYTES_FROM_BUDGET`) as they
+    :data:`PRESET_FROM_BUDGET`, the text's size by :data:`CORPUS_BYTES_FROM_BUDGET`) as they
     apply to a run given the parameters ``given`` and the inputs ``sources`` (name -> value or None)."""
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
     precision = None if synthetic else machine_precision()  # the recipe's times and model are by it
@@ -186,8 +189,9 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
             settings.pop(name, None)
         if not synthetic:
             settings["preset"] = by_budget(PRESET_FROM_BUDGET, given["budget_minutes"], precision) or settings["preset"]
-    if not synthetic and sources.get("corpus") is None:
-        corpus_bytes = by_budget(CORPUS_BYTES_FROM_BUDGET, given.get("budget_minutes", settings["budget_minutes"]), precision)
+    budget = given.get("budget_minutes", settings["budget_minutes"])
+    if not synthetic and (sources.get("corpus") is None or budget and int(given.get("max_steps", -1)) <= 0):
+        corpus_bytes = by_budget(CORPUS_BYTES_FROM_BUDGET, budget, precision)
         if corpus_bytes is not None:  # None: a budget below 0 or not a number, which validate names
             settings["max_corpus_bytes"] = corpus_bytes
 
@@ -374,7 +378,9 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     # validate task does the same on a cluster)
     parameters.validate({**settings, **given, **{k: str(v) for k, v in sources.items() if v is not None}})
     if not synthetic:
-        corpus_bytes = given.get("max_corpus_bytes", settings.get("max_corpus_bytes", 0))  # of the default corpus
+        corpus_bytes = given.get("max_corpus_bytes", settings.get("max_corpus_bytes", 0))
+        if sources["corpus"] is not None and corpus_bytes and "max_corpus_bytes" not in given and not quiet:
+            _say_corpus_cut(str(sources["corpus"]), corpus_bytes, given.get("budget_minutes", settings["budget_minutes"]))
         sources = _offline_stand_ins(sources, corpus_bytes, quiet)
         sources["corpus"] = sources["corpus"] or hub_corpus(corpus_bytes)
     check_writable(workdir, "--workdir", inside=True)
@@ -848,6 +854,18 @@ def _offline_stand_ins(sources: dict, corpus_bytes: int = 0, quiet: bool = False
     return dict(sources, **{name: str(folder / STAND_INS[name]) for name in missing})
 
 
+def _say_corpus_cut(corpus: str, max_bytes: int, budget: float) -> None:
+    """Say on stderr that the budget reads only the first ``max_bytes`` of the run's own ``corpus``
+    (:func:`run_settings`), where it holds more or its size is not known before the run."""
+    from scratchbert.corpus import corpus_bytes
+
+    size = None if _is_remote(corpus) else corpus_bytes(corpus)
+    if size is None or size > max_bytes:
+        print(f"{COMMAND}: --budget-minutes {budget:g} reads the first {max_bytes / 1e6:g} MB of --corpus"
+              + (f" (of {size / 1e6:,.0f} MB)" if size else "") + ", what its pretraining can use; --max-corpus-bytes 0 "
+              "reads all of it", file=sys.stderr, flush=True)
+
+
 def _is_remote(uri: str) -> bool:
     return uri.startswith(("s3://", "hf://"))
 
@@ -950,9 +968,9 @@ def _flag_default(name: str) -> str:
         needs = ", ".join(f"{preset} {steps:,}" for preset, steps in MIN_PRETRAIN_STEPS.items())
         text += f"{from_budget(PRESET_FROM_BUDGET)}; each where a few steps timed at the start say it gets the pretraining " \
                 f"steps it needs ({needs}), else the one below"
-    elif name == "max_corpus_bytes":  # the default text's size by budget; a run's own corpus whole
-        text = f"{params.show(CORPUS_BYTES_FROM_BUDGET[0.0])} of the default corpus{from_budget(CORPUS_BYTES_FROM_BUDGET)}; " \
-               f"{text} (all of it) for a --corpus you give"
+    elif name == "max_corpus_bytes":  # the text's size by budget; a run's own corpus whole without one
+        text = f"{params.show(CORPUS_BYTES_FROM_BUDGET[0.0])}{from_budget(CORPUS_BYTES_FROM_BUDGET)}; " \
+               f"{text} (all of it) for a --corpus you give with --budget-minutes 0 or a --max-steps"
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
         text = (f"timed at the start of a run with a budget ({QA_PROBE_SECONDS:g} seconds of QA steps of its model) for "
                 + ", ".join(QA_EPOCH_MINUTES["bf16"]) + " with the recipe's QA data; else 0")

@@ -261,21 +261,41 @@ def test_run_local_trains_deeper_models_from_30_minutes_and_two_hours_of_budget(
             "with the recipe's QA data; else 0.") in flags["budget_qa_epoch_minutes"]
 
 
-def test_run_local_gives_thirty_minutes_more_of_the_default_text(bf16_machine):
+def test_run_local_gives_thirty_minutes_more_of_the_text(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
     for given, size in (({}, 11_000_000), ({"budget_minutes": 15.0}, 11_000_000), ({"budget_minutes": 29.0}, 11_000_000),
                         ({"budget_minutes": 30.0}, 64_000_000), ({"budget_minutes": 120.0}, 64_000_000)):
         assert local_run.run_settings(False, given, none)["max_corpus_bytes"] == size
-    # a run's own corpus is used whole (unless it says otherwise); generated data is small anyway
-    assert "max_corpus_bytes" not in local_run.run_settings(False, {"budget_minutes": 120.0}, {**none, "corpus": "my.txt"})
+    # a run's own corpus is cut the same way while the budget bounds pretraining, else used whole;
+    # generated data is small anyway
+    own = {**none, "corpus": "my.txt"}
+    assert local_run.run_settings(False, {}, own)["max_corpus_bytes"] == 11_000_000
+    assert local_run.run_settings(False, {"budget_minutes": 120.0}, own)["max_corpus_bytes"] == 64_000_000
+    for unbounded in ({"budget_minutes": 0.0}, {"budget_minutes": 30.0, "max_steps": 5000}):
+        assert "max_corpus_bytes" not in local_run.run_settings(False, unbounded, own)
     assert "max_corpus_bytes" not in local_run.run_settings(True, {"budget_minutes": 120.0}, none)
     # on the Hub, WikiText-2 holds 11 MB; more, or all there is, comes from WikiText-103
     assert local_run.hub_corpus(11_000_000) == local_run.CPU_CORPUS != local_run.WIKITEXT_103
     assert local_run.hub_corpus(64_000_000) == local_run.hub_corpus(0) == local_run.WIKITEXT_103
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
-    assert ("Default: 11000000 of the default corpus; 64000000 from --budget-minutes 30 (63 where training runs in fp32); "
-            "0 (all of it) for a --corpus you give.") in {a.dest: a.help for a in parser._actions}["max_corpus_bytes"]
+    assert ("Default: 11000000; 64000000 from --budget-minutes 30 (63 where training runs in fp32); 0 (all of it) for a "
+            "--corpus you give with --budget-minutes 0 or a --max-steps.") in {a.dest: a.help for a in parser._actions}["max_corpus_bytes"]
+
+
+def test_run_local_says_when_a_budget_reads_only_part_of_the_corpus_given(tmp_path, capsys):
+    """A line on stderr where the corpus holds more than the budget's text, or its size is unknown."""
+    text = tmp_path / "my-text"
+    text.mkdir()
+    for n in range(3):
+        (text / f"part-{n}.txt").write_text("word " * 200_000 + "\n")  # 1 MB each
+    local_run._say_corpus_cut(str(text), 2_000_000, 15.0)
+    assert capsys.readouterr().err == ("run-local: --budget-minutes 15 reads the first 2 MB of --corpus (of 3 MB), what its "
+                                       "pretraining can use; --max-corpus-bytes 0 reads all of it\n")
+    local_run._say_corpus_cut(str(text), 3_000_003, 15.0)  # it all fits: nothing to say
+    assert capsys.readouterr().err == ""
+    local_run._say_corpus_cut("s3://bucket/text/", 64_000_000, 30.0)  # not known before the run
+    assert capsys.readouterr().err.startswith("run-local: --budget-minutes 30 reads the first 64 MB of --corpus, what")
 
 
 def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypatch):

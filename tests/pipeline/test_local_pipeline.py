@@ -378,13 +378,14 @@ def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, m
 
 @pytest.mark.parametrize("hub", [True, False], ids=["hub", "offline"])
 def test_thirty_minutes_train_on_64_mb_of_the_default_text(tmp_path, monkeypatch, hub):
-    """From 30 minutes the default corpus is 64 MB: WikiText-103's first 64 MB, or the stand-in's."""
+    """From 30 minutes the default corpus is 64 MB: WikiText-103's first 64 MB, or the stand-in's;
+    a corpus the run gives is cut alike."""
     monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
     own = str(tmp_path / "shared-data/enwiki/train.txt")
     seen = _pipeline_arguments(tmp_path, monkeypatch, {"budget_minutes": 15.0}, {"budget_minutes": 30.0},
                                {"budget_minutes": 30.0, "corpus": own}, hub=hub)
     main, thirty, _ = seen
-    assert [a.get("max_corpus_bytes") for a in seen] == [11_000_000, 64_000_000, None]  # a corpus given: the pipeline's 0, all
+    assert [a.get("max_corpus_bytes") for a in seen] == [11_000_000, 64_000_000, 64_000_000]  # a corpus given: cut alike
     if hub:
         assert (main["corpus"], thirty["corpus"]) == ("hf://Salesforce/wikitext?config=wikitext-2-raw-v1",
                                                       "hf://Salesforce/wikitext?config=wikitext-103-raw-v1")
