@@ -38,7 +38,8 @@ QUESTIONS = [
 def run(minutes: float, preset: str | None, workdir: Path, share: float | None = None, corpus: str | None = None) -> dict:
     cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--budget-minutes", str(minutes),
            "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
-    options = {"--preset": preset, "--budget-pretrain-share": share, "--corpus": corpus}  # left to the recipe when None
+    options = {"--preset": preset, "--budget-pretrain-share": share, "--corpus": corpus,  # left to the recipe when None
+               "--max-corpus-bytes": 0 if corpus else None}  # a corpus given whole, not cut to the budget's text
     cmd += [arg for flag, value in options.items() if value is not None for arg in (flag, str(value))]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=sys.stderr)
