@@ -190,7 +190,7 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         if not synthetic:
             settings["preset"] = by_budget(PRESET_FROM_BUDGET, given["budget_minutes"], precision) or settings["preset"]
     budget = given.get("budget_minutes", settings["budget_minutes"])
-    if not synthetic and (sources.get("corpus") is None or budget and int(given.get("max_steps", -1)) <= 0):
+    if not synthetic and (sources.get("corpus") is None or budget and not pretrains_by_steps(given)):
         corpus_bytes = by_budget(CORPUS_BYTES_FROM_BUDGET, budget, precision)
         if corpus_bytes is not None:  # None: a budget below 0 or not a number, which validate names
             settings["max_corpus_bytes"] = corpus_bytes
@@ -208,6 +208,11 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         else:
             del settings["budget_qa_epoch_minutes"]
     return settings
+
+
+def pretrains_by_steps(given: dict[str, Any]) -> bool:
+    """Whether a run gives its pretraining a step count (``max_steps``), which no budget's clock cuts short."""
+    return int(given.get("max_steps", -1)) > 0
 
 
 def by_budget(table: dict[float, Any], minutes: float, precision: str | None) -> Any:
@@ -286,7 +291,7 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
     settings = dict(settings)
     reserve = "budget_qa_epoch_minutes" in settings and "budget_qa_epoch_minutes" not in given  # the recipe's QA data
     # a model the budget picked, to pretrain from scratch for the budget's time (not a step count the run gives)
-    picked = "preset" not in given and sources.get("init_model") is None and int(given.get("max_steps", -1)) <= 0
+    picked = "preset" not in given and sources.get("init_model") is None and not pretrains_by_steps(given)
     while given.get("budget_minutes") and (reserve or picked and settings["preset"] in MIN_PRETRAIN_STEPS):
         planned = {**settings, **given}
         preset = planned["preset"]
