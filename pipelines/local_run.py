@@ -10,7 +10,8 @@ What :func:`run_local` does, in order:
    ``keep_store``, by default ``<workdir>/s3-store``), or uses the S3 endpoint you give
    with the ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` of the environment;
 4. sets the ``AWS_*`` variables for the pipeline's task processes and uploads local corpus
-   and SQuAD files to ``s3://scratchbert-inputs/<run id>/...``, so the tasks read them from
+   and SQuAD files (of a corpus, only the part the run reads: :func:`_stage_input`) to
+   ``s3://scratchbert-inputs/<run id>/...``, so the tasks read them from
    ``s3://`` exactly as on a cluster (``hf://`` and ``s3://`` inputs are passed unchanged;
    with no input at all the pipeline's defaults, WikiText-2 and SQuAD from the Hub, apply,
    or their offline stand-ins when the Hub cannot be reached: :func:`stand_in_data`);
@@ -424,7 +425,8 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         os.environ.update(env)  # the task subprocesses inherit these (on a cluster: the Secret)
         for name, value in sources.items():
             if value is not None:
-                arguments[name] = _stage_input(str(value), name, run_id)
+                cut = int(arguments.get("max_corpus_bytes") or 0) if name == "corpus" else 0
+                arguments[name] = _stage_input(str(value), name, run_id, cut)
         write_json(run_dir / "arguments.json", arguments)
         started = time.time()
         try:
@@ -926,21 +928,31 @@ def _check_runner() -> None:
         raise ScratchBertError("run-local needs the Kubeflow Pipelines SDK, which is not installed; pip install scratchbert")
 
 
-def _stage_input(value: str, name: str, run_id: str) -> str:
-    """Upload a local file or folder to ``s3://scratchbert-inputs/<run>/<name>/``; pass URIs through."""
+def _stage_input(value: str, name: str, run_id: str, max_bytes: int = 0) -> str:
+    """Upload a local file or folder to ``s3://scratchbert-inputs/<run>/<name>/``; pass URIs through.
+    A corpus of more than ``max_bytes`` (the stages' max_corpus_bytes; 0: no cut) goes up as the
+    documents the stages read of it, one text file, so that a budget's 11 MB of a 5 GB corpus
+    costs 11 MB of upload and of the kept store, not 5 GB."""
     from scratchbert import storage
+    from scratchbert.corpus import corpus_bytes, iter_documents, write_documents
 
     if _is_remote(value):
         return value
     path = Path(value)
     prefix = f"s3://{INPUT_BUCKET}/{run_id}/{name}"
-    if path.is_dir():
+    cut = max_bytes > 0 and (corpus_bytes(value) or 0) > max_bytes
+    if path.is_dir() and not cut:
         storage.upload_dir(path, prefix)
         return prefix
     with tempfile.TemporaryDirectory(prefix="scratchbert-stage-") as tmp:
-        shutil.copy2(path, Path(tmp) / path.name)
+        if cut:
+            staged = Path(tmp) / f"{path.name.split('.')[0] or name}-first-{max_bytes}-bytes.txt"
+            write_documents(iter_documents(value, max_bytes), staged)
+        else:
+            staged = Path(tmp) / path.name
+            shutil.copy2(path, staged)
         storage.upload_dir(tmp, prefix)
-    return f"{prefix}/{path.name}"
+    return f"{prefix}/{staged.name}"
 
 
 def _write_synthetic(folder: Path, sources: dict) -> dict:

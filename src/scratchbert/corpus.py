@@ -81,6 +81,16 @@ def iter_documents(uri: str, max_bytes: int | None = None) -> Iterator[str]:
         raise ScratchBertError(f"corpus {uri} holds no text; give a file with one paragraph per line and blank lines between documents")
 
 
+def write_documents(documents: Iterable[str], path: str | Path) -> int:
+    """Write documents in the classic layout (a paragraph per line, a blank line after each), which
+    :func:`iter_documents` reads back as the same documents; returns the bytes written."""
+    written = 0
+    with open(path, "wb") as f:
+        for doc in documents:
+            written += f.write(doc.encode("utf-8") + b"\n\n")
+    return written
+
+
 def load_documents(uri: str, max_bytes: int | None = None) -> list[str]:
     """Every document of a corpus (or of its first ``max_bytes``) as a list: for small corpora only."""
     return list(iter_documents(uri, max_bytes))

@@ -333,8 +333,8 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
 
 def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, probes: list | None = None) -> list[dict]:
     """What each ``run_local(**run)`` hands the pipeline (kfp.local stood in for, the run stopped
-    there) with the stand-ins in place and the Hub answering or not; ``corpus_bytes``: the size of
-    the corpus object it uploaded, None for a URI. A QA step takes 0.25 s by the run's probe
+    there) with the stand-ins in place and the Hub answering or not; ``corpus_bytes`` and
+    ``corpus_file``: the size and a downloaded copy of the corpus object it uploaded, None for a URI. A QA step takes 0.25 s by the run's probe
     (the model, vocabulary and batch each probe was asked for appended to ``probes``)."""
     from huggingface_hub import constants
 
@@ -359,7 +359,7 @@ def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, p
     def runner(arguments, outputs, **kw):
         uploaded = arguments["corpus"].startswith(f"s3://{local_run.INPUT_BUCKET}/")
         got = storage.download(arguments["corpus"], tmp_path / f"got-{len(seen)}") if uploaded else None  # one object
-        seen.append(dict(arguments, corpus_bytes=got.stat().st_size if got else None))
+        seen.append(dict(arguments, corpus_bytes=got.stat().st_size if got else None, corpus_file=got))
         raise RuntimeError("stopped by the test")
 
     monkeypatch.setattr(local_run, "run_pipeline", runner)
@@ -370,10 +370,17 @@ def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, p
 
 
 def test_offline_run_uploads_the_stand_ins_and_an_explicit_size_wins(tmp_path, monkeypatch):
-    (seen,) = _pipeline_arguments(tmp_path, monkeypatch, {"max_corpus_bytes": 5000})
+    """The stand-ins go up to the run's S3 store; of the corpus only what the stages will read of it."""
+    from scratchbert.corpus import load_documents
+
+    stand_in = str(tmp_path / "shared-data/enwiki/train.txt")
+    (seen, whole) = _pipeline_arguments(tmp_path, monkeypatch, {"max_corpus_bytes": 5000}, {"max_corpus_bytes": 0})
     assert seen["corpus"].startswith("s3://scratchbert-inputs/") and seen["squad_dev"].startswith("s3://")
-    assert seen["corpus_bytes"] == (tmp_path / "shared-data/enwiki/train.txt").stat().st_size
     assert seen["max_corpus_bytes"] == 5000 and seen["preset"] == "tiny"
+    assert seen["corpus_bytes"] <= 5000 < Path(stand_in).stat().st_size
+    first = load_documents(stand_in, max_bytes=5000)
+    assert load_documents(str(seen["corpus_file"])) == load_documents(str(seen["corpus_file"]), max_bytes=5000) == first
+    assert whole["corpus_bytes"] == Path(stand_in).stat().st_size  # 0: all of it, the file as it is
 
 
 @pytest.mark.parametrize("hub", [True, False], ids=["hub", "offline"])
