@@ -334,8 +334,9 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
 def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, probes: list | None = None) -> list[dict]:
     """What each ``run_local(**run)`` hands the pipeline (kfp.local stood in for, the run stopped
     there) with the stand-ins in place and the Hub answering or not; ``corpus_bytes`` and
-    ``corpus_file``: the size and a downloaded copy of the corpus object it uploaded, None for a URI. A QA step takes 0.25 s by the run's probe
-    (the model, vocabulary and batch each probe was asked for appended to ``probes``)."""
+    ``corpus_file``: the size and a downloaded copy of the corpus object it uploaded, None for a
+    URI. A QA step takes 0.25 s by the run's probe (the model, vocabulary and batch each probe was
+    asked for appended to ``probes``)."""
     from huggingface_hub import constants
 
     from scratchbert import qa, storage

@@ -81,7 +81,7 @@ def test_max_bytes_bounds_a_corpus_that_is_one_long_document(tmp_path, monkeypat
 def test_documents_written_back_read_as_the_same_documents(tmp_path, monkeypatch):
     """write_documents of a corpus's first bytes (run-local uploads that in place of a corpus
     larger than the run reads) gives the stages the documents they would have read of the whole."""
-    from scratchbert.corpus import write_documents
+    from scratchbert.corpus import document_bytes, write_documents
 
     monkeypatch.setattr(corpus, "MAX_DOCUMENT_BYTES", 600)  # a long document comes in pieces
     folder = tmp_path / "mixed"
@@ -91,10 +91,10 @@ def test_documents_written_back_read_as_the_same_documents(tmp_path, monkeypatch
         for i in range(30):
             f.write(json.dumps({"text": f"Row {i}, first.\n\n  Row {i}, second. é\n"}) + "\n")
     whole = load_documents(str(folder))
-    for max_bytes in (50, 1000, 1500, sum(len(d.encode()) + 2 for d in whole), 10**9):
+    for max_bytes in (50, 1000, 1500, sum(map(document_bytes, whole)), 10**9):
         first = load_documents(str(folder), max_bytes=max_bytes)
         written = write_documents(first, tmp_path / "first.txt")
-        assert written == sum(len(d.encode()) + 2 for d in first) and (written <= max_bytes or len(first) == 1)
+        assert written == sum(map(document_bytes, first)) and (written <= max_bytes or len(first) == 1)
         assert load_documents(str(tmp_path / "first.txt")) == first
         assert load_documents(str(tmp_path / "first.txt"), max_bytes=max_bytes) == first
 
