@@ -125,8 +125,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("pretrain", "max_steps")),
     stage_parameter(("pretrain", "time_budget_minutes")),
     Parameter("budget_minutes", float, 0.0, "One time budget for the whole run, in minutes: split between pretraining "
-                                            "and QA fine-tuning by budget_pretrain_share, after the fixed work; a "
-                                            "stage's own time budget or step count, where given, wins. 0: no budget."),
+                                            "and QA fine-tuning by budget_pretrain_share, after the work around "
+                                            "training (longer for more text or dev questions); a stage's own time "
+                                            "budget or step count, where given, wins. 0: no budget."),
     Parameter("budget_pretrain_share", float, 0.4, "The share of budget_minutes' training time that goes to pretraining "
                                                    "(QA fine-tuning gets the rest): 0.75 on a GPU, where QA fine-tuning "
                                                    "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
@@ -260,13 +261,42 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-# How budget_minutes is spent: BUDGET_FIXED_MINUTES for the work that is not training (tokenizer,
-# dataset, evaluation, QA windows and scoring, publishing: measured on the main job's data on 2
-# cores), then pretraining gets budget_pretrain_share of the rest and QA fine-tuning the remainder,
-# but no more than its qa_epochs take when budget_qa_epoch_minutes says how long one takes (QA
-# fine-tuning stops after them, as past about two a small model memorises SQuAD: more time is lost);
-# docs/performance.md, "One budget", has the measurements behind these.
+# How budget_minutes is spent: first the work that is not training (tokenizer, dataset, evaluation,
+# QA windows and scoring, publishing; fixed_minutes), then pretraining gets budget_pretrain_share
+# of the rest and QA fine-tuning the remainder, but no more than its qa_epochs take when
+# budget_qa_epoch_minutes says how long one takes (QA fine-tuning stops after them, as past about
+# two a small model memorises SQuAD: more time is lost); docs/performance.md, "One budget", has
+# the measurements behind these. BUDGET_FIXED_MINUTES is that work on the main job's 11 MB of text
+# scoring 1,000 dev questions on 2 cores (97 to 121 s); more text costs the tokenizer and dataset
+# stages about TEXT_MINUTES_PER_GB (12: "A budget and a corpus of your own"), and scoring a dev
+# question about what training on a question does (0.79 to 0.99 times, per question of an epoch
+# of about QA_EPOCH_QUESTIONS: 79,455 offline, 87,599 on the Hub), so a run that scores all 10,570
+# dev questions or reads 64 MB keeps that time too instead of ending minutes past its budget
+# ("One budget that ends in time").
 BUDGET_FIXED_MINUTES = 2.5
+BUDGET_FIXED_TEXT_BYTES = 11_000_000
+BUDGET_FIXED_QUESTIONS = 1000
+TEXT_MINUTES_PER_GB = 12.0
+QA_EPOCH_QUESTIONS = 80_000
+SQUAD_DEV_QUESTIONS = 10_570  # SQuAD v1.1's dev set: what qa_max_eval_examples 0 scores
+
+
+def fixed_minutes(values: dict[str, Any]) -> float:
+    """The minutes of ``budget_minutes`` kept for the work around training: :data:`BUDGET_FIXED_MINUTES`,
+    and the time of the text read beyond :data:`BUDGET_FIXED_TEXT_BYTES` and of the dev questions
+    scored beyond :data:`BUDGET_FIXED_QUESTIONS` (by ``budget_qa_epoch_minutes``; unknown sizes and
+    times add nothing: max_corpus_bytes 0, an epoch time of 0)."""
+    text_bytes = _value(values, "max_corpus_bytes")
+    text = max(0.0, text_bytes - BUDGET_FIXED_TEXT_BYTES) if text_bytes > 0 else 0.0
+    questions = max(0.0, (_value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS) - BUDGET_FIXED_QUESTIONS)
+    return BUDGET_FIXED_MINUTES + text / 1e9 * TEXT_MINUTES_PER_GB + \
+        _value(values, "budget_qa_epoch_minutes") * questions / QA_EPOCH_QUESTIONS
+
+
+def _value(values: dict[str, Any], name: str) -> float:
+    """The value of ``name`` given in ``values``, else the table's default."""
+    given = values.get(name)
+    return float(BY_NAME[name].default if given is None else given)
 
 
 def split_budget(values: dict[str, Any]) -> dict[str, float]:
@@ -278,16 +308,11 @@ def split_budget(values: dict[str, Any]) -> dict[str, float]:
     steps = {"time_budget_minutes": values.get("max_steps"), "qa_time_budget_minutes": values.get("qa_max_steps")}
     if budget <= 0:
         return given
-    training = max(budget - BUDGET_FIXED_MINUTES, budget / 2)  # the fixed work never takes more than half
-
-    def value(name: str) -> float:  # the value given, else the table's default
-        given_value = values.get(name)
-        return float(BY_NAME[name].default if given_value is None else given_value)
-
-    pretrain_share = 0.0 if values.get("skip_pretraining") else value("budget_pretrain_share")
+    training = max(budget - fixed_minutes(values), budget / 2)  # the fixed work never takes more than half
+    pretrain_share = 0.0 if values.get("skip_pretraining") else _value(values, "budget_pretrain_share")
     qa = training * (1 - pretrain_share)
-    epoch_minutes = value("budget_qa_epoch_minutes")
-    epochs = value("qa_epochs")
+    epoch_minutes = _value(values, "budget_qa_epoch_minutes")
+    epochs = _value(values, "qa_epochs")
     if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0:  # what QA fine-tuning cannot use, pretraining can
         qa = min(qa, epochs * epoch_minutes)
     split = {"time_budget_minutes": round(training - qa, 2), "qa_time_budget_minutes": round(qa, 2)}

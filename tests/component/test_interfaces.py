@@ -235,7 +235,7 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
         settings = local_run.run_settings(False, {"budget_minutes": 60.0, **given}, sources)
         assert "budget_qa_epoch_minutes" not in settings
         assert parameters.validate({**settings, "budget_minutes": 60.0, **given})["qa_time_budget_minutes"] == \
-            pytest.approx((60.0 - parameters.BUDGET_FIXED_MINUTES) * (1 - settings["budget_pretrain_share"]), abs=0.01)
+            pytest.approx((60.0 - parameters.fixed_minutes(settings)) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
 
 def test_run_local_trains_deeper_models_from_30_minutes_and_two_hours_of_budget(bf16_machine):
@@ -249,7 +249,8 @@ def test_run_local_trains_deeper_models_from_30_minutes_and_two_hours_of_budget(
     assert local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, none)["budget_qa_epoch_minutes"] == 4.2
     assert local_run.run_settings(True, {"budget_minutes": 120.0}, none)["preset"] == "nano"
     planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
-    assert (planned["preset"], planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == ("mini", 73.7, 43.8)
+    # 120 minutes less 2.5 fixed and 0.64 for 64 MB of text, QA's two epochs, pretraining the rest
+    assert (planned["preset"], planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == ("mini", 73.06, 43.8)
     # and --help says so, from the same tables
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
@@ -310,7 +311,7 @@ def test_run_local_scales_the_model_by_budget_to_a_machine_without_bf16(monkeypa
     # two hours there: tiny4's two epochs, the rest pretraining, as an hour of a bf16 machine
     planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
     assert (planned["preset"], planned["qa_time_budget_minutes"]) == ("tiny4", 2 * 14.8)
-    assert planned["time_budget_minutes"] == pytest.approx(120.0 - parameters.BUDGET_FIXED_MINUTES - 2 * 14.8, abs=0.05)
+    assert planned["time_budget_minutes"] == pytest.approx(120.0 - 2.5 - 0.64 - 2 * 14.8, abs=0.01)  # 0.64: 64 MB of text
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "fp16"])
@@ -322,7 +323,8 @@ def test_run_local_reserves_the_qa_epochs_a_machine_like_this_one_takes(monkeypa
     settings = local_run.run_settings(False, {"budget_minutes": 30.0, "preset": "tiny"}, none)
     planned = parameters.validate({**settings, "budget_minutes": 30.0, "preset": "tiny"})
     split = planned["time_budget_minutes"], planned["qa_time_budget_minutes"]
-    assert split == {"bf16": (19.1, 8.4), "fp32": (11.0, 16.5), "fp16": (11.0, 16.5)}[precision]
+    # (64 MB of text from 30 minutes where the scale is bf16's: 0.64 minutes of its 30 kept for it)
+    assert split == {"bf16": (18.46, 8.4), "fp32": (11.0, 16.5), "fp16": (10.75, 16.12)}[precision]
     # a model not timed on such a machine (anything in fp16): the share alone splits
     mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
     assert ("budget_qa_epoch_minutes" in mini) == (precision != "fp16")
@@ -342,14 +344,15 @@ def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_s
         return {**local_run.fit_to_machine(local_run.run_settings(False, given, sources), given, sources, quiet=False), **given}
 
     slow = fit({"budget_minutes": 30.0})
-    # tiny4's epochs (11.6 minutes each) outgrow QA's share, which leaves pretraining 11 minutes: 2,200 steps of 0.3 s
+    # tiny4's epochs (11.6 minutes each) outgrow QA's share, which leaves pretraining 10.75 minutes (2.5 fixed,
+    # 0.64 for 64 MB of text): 2,150 steps of 0.3 s
     assert (slow["preset"], slow["budget_qa_epoch_minutes"], timed) == ("tiny", 5.8, ["tiny4", "tiny"])
     err = capsys.readouterr().err
-    assert "about 2,200 pretraining steps in 11 minutes, fewer than the 4,500 it needs; training tiny instead" in err
-    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 15.9 minutes of pretraining, 11.6 of QA" in err
-    hour = fit({"budget_minutes": 60.0})  # 34.3 minutes of pretraining: about 6,860 steps
+    assert "about 2,150 pretraining steps in 10.75 minutes, fewer than the 4,500 it needs; training tiny instead" in err
+    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 15.26 minutes of pretraining, 11.6 of QA" in err
+    hour = fit({"budget_minutes": 60.0})  # 33.66 minutes of pretraining: about 6,732 steps
     assert (hour["preset"], hour["budget_qa_epoch_minutes"], timed) == ("tiny4", 11.6, ["tiny4"])
-    assert "(about 6,860 steps)" in capsys.readouterr().err
+    assert "(about 6,732 steps)" in capsys.readouterr().err
     named = fit({"budget_minutes": 30.0, "preset": "tiny4"})  # the run's own choice
     assert (named["preset"], timed) == ("tiny4", ["tiny4"])
     given_epoch = fit({"budget_minutes": 30.0, "budget_qa_epoch_minutes": 7.1})  # the model is still fitted
@@ -386,10 +389,10 @@ def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_ot
     # tiny's reservation (4.2) and an epoch that took 21.87 minutes (mini at two hours)
     note = local_run.qa_epoch_advice({**recipe, "budget_minutes": 120.0}, {"epoch_minutes": 21.87})
     assert "a QA epoch took 21.87 minutes here (4.2 were reserved); --budget-qa-epoch-minutes 21.9" in note
-    assert "73.7 minutes of pretraining and 43.8 of QA fine-tuning, not 109.1 minutes of pretraining and 8.4" in note
+    assert "73.06 minutes of pretraining and 43.8 of QA fine-tuning, not 108.46 minutes of pretraining and 8.4" in note
     # and the advice holds: the measured time splits the budget as the note says
     planned = parameters.validate({**recipe, "budget_minutes": 120.0, "budget_qa_epoch_minutes": 21.9})
-    assert (planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == (73.7, 43.8)
+    assert (planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == (73.06, 43.8)
     # no epoch time known: the share split it
     shared = local_run.qa_epoch_advice({"budget_minutes": 120.0, "budget_pretrain_share": 0.4}, {"epoch_minutes": 21.87})
     assert "(not known beforehand: the share split the budget)" in shared and "not 47 minutes of pretraining" in shared
@@ -408,6 +411,36 @@ def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_ot
     summary = {"run_id": "r", "stages": {}, "total_seconds": 1.0, "store": None, "published_uri": None, "outputs": "o",
                "log": "l", "notes": [note]}
     assert local_run.format_summary(summary).endswith(f"note:       {note}")
+
+
+def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monkeypatch):
+    """The fixed 2.5 minutes were measured reading 11 MB and scoring 1,000 questions: a run that reads
+    64 MB or scores all 10,570 keeps their time out of training, else it ends past its budget."""
+    main = {"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 8.0,
+            "max_corpus_bytes": 11_000_000, "qa_max_eval_examples": 1000}
+    assert parameters.fixed_minutes(main) == 2.5
+    assert parameters.split_budget(main) == {"time_budget_minutes": 41.5, "qa_time_budget_minutes": 16.0}
+    # 12 minutes a GB of text beyond 11 MB; scoring a question about what training on one does (an 8-minute epoch
+    # of 80,000 questions); pretraining pays, QA fine-tuning keeps its two epochs
+    for change, fixed in (({"max_corpus_bytes": 64_000_000}, 2.5 + 0.636), ({"max_corpus_bytes": 1_011_000_000}, 2.5 + 12.0),
+                          ({"qa_max_eval_examples": 0}, 2.5 + 8.0 * 9570 / 80_000), ({"qa_max_eval_examples": 5000}, 2.5 + 0.4),
+                          ({"qa_max_eval_examples": 0, "budget_qa_epoch_minutes": 16.0}, 2.5 + 16.0 * 9570 / 80_000)):
+        values = {**main, **change}
+        assert parameters.fixed_minutes(values) == pytest.approx(fixed)
+        split = parameters.split_budget(values)
+        assert split["time_budget_minutes"] + split["qa_time_budget_minutes"] == pytest.approx(60.0 - fixed, abs=0.011)
+        assert split["qa_time_budget_minutes"] == 2 * values["budget_qa_epoch_minutes"]
+    # less than the main job's, or sizes and times not known before the run (all of the text, no epoch time): 2.5
+    for change in ({"max_corpus_bytes": 5_000_000, "qa_max_eval_examples": 200}, {"max_corpus_bytes": 0},
+                   {"qa_max_eval_examples": 0, "budget_qa_epoch_minutes": 0.0}):
+        assert parameters.fixed_minutes({**main, **change}) == 2.5
+    # the main job keeps its split, and the fixed work never takes more than half of a budget
+    for precision in ("bf16", "fp32"):
+        monkeypatch.setattr(local_run, "machine_precision", lambda precision=precision: precision)
+        settings = local_run.run_settings(False, {}, dict.fromkeys(local_run.SOURCES))
+        assert parameters.split_budget(settings) == {"time_budget_minutes": 5.0, "qa_time_budget_minutes": 7.5}
+    tiny = parameters.split_budget({**main, "budget_minutes": 10.0, "max_corpus_bytes": 2_000_000_000, "budget_qa_epoch_minutes": 0})
+    assert tiny == {"time_budget_minutes": 2.0, "qa_time_budget_minutes": 3.0}
 
 
 def test_help_texts_name_the_pipeline_parameters_not_the_stage_flags_they_feed():
@@ -443,17 +476,18 @@ def test_one_budget_is_split_between_the_training_stages():
     direct = parameters.validate({"budget_minutes": 15.0, "skip_pretraining": True, "init_model": "hf://a/b"})
     assert direct["qa_time_budget_minutes"] == pytest.approx(training, abs=0.01) and direct["time_budget_minutes"] == 0
     # knowing how long a QA epoch takes, the split gives QA fine-tuning no more than its qa_epochs (2 unless given)
-    # and pretraining the rest
+    # and pretraining the rest (less 0.84 minutes for scoring all 10,570 dev questions, the pipeline's default,
+    # at 7 minutes an epoch of 80,000)
     long = parameters.validate({"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0})
     assert long["qa_time_budget_minutes"] == 14.0
-    assert long["time_budget_minutes"] == pytest.approx(60.0 - parameters.BUDGET_FIXED_MINUTES - 14.0, abs=0.01)
+    assert long["time_budget_minutes"] == pytest.approx(60.0 - 2.5 - 0.84 - 14.0, abs=0.01)
     three = parameters.validate({"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0,
                                  "qa_epochs": 3.0})
     assert three["qa_time_budget_minutes"] == 21.0
-    assert three["time_budget_minutes"] == pytest.approx(60.0 - parameters.BUDGET_FIXED_MINUTES - 21.0, abs=0.01)
+    assert three["time_budget_minutes"] == pytest.approx(60.0 - 2.5 - 0.84 - 21.0, abs=0.01)
     short = parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 7.0})
-    assert short["qa_time_budget_minutes"] == full["qa_time_budget_minutes"]  # the share gives less than two epochs
-    assert short["time_budget_minutes"] == full["time_budget_minutes"]
+    assert short["qa_time_budget_minutes"] == pytest.approx((15.0 - 2.5 - 0.84) * 0.6, abs=0.01)  # the share: less than two epochs
+    assert short["time_budget_minutes"] == pytest.approx((15.0 - 2.5 - 0.84) * 0.4, abs=0.01)
     # no budget: nothing changes
     assert parameters.validate({"budget_minutes": 0.0, "time_budget_minutes": 3.0})["time_budget_minutes"] == 3.0
     with pytest.raises(ScratchBertError, match="budget_qa_epoch_minutes -2.0 must be 0 or more"):
