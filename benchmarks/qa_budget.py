@@ -2,12 +2,13 @@
 
     python benchmarks/qa_budget.py --minutes 15 [30 60 120] [--shares 0.4 0.6] [--preset mini] [--corpus FILE] [--workdir DIR]
 
-For each budget, one ``scratchbert run-local --budget-minutes N --qa-max-eval-examples 0``
-(the offline stand-ins in ../shared/data: enwiki, its first 11 MB below 30 minutes and 64 MB from
-30, and SQuAD v1.1, scored on all 10,570 dev questions), then the published model asked a few
+For each budget, one ``scratchbert run-local --budget-minutes N`` (the offline stand-ins in
+../shared/data: enwiki, its first 11 MB below 30 minutes and 64 MB from 30, and SQuAD v1.1), its
+QA model then scored on all 10,570 dev questions outside the budget (``scratchbert qa-score``: the
+run scores its first 1,000, as a user's does, so it splits its budget as theirs) and asked a few
 plain questions; with ``--shares``, one run per budget and ``--budget-pretrain-share`` (the recipe's
-share otherwise); with ``--corpus``, that text whole instead. Prints one JSON
-document: per budget, each stage's time, MLM/NSP accuracy, EM/F1 and the answers.
+share otherwise); with ``--corpus``, that text whole instead. Prints one JSON document: per
+budget, each stage's time, MLM/NSP accuracy, EM/F1 (the run's and on all questions) and the answers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import emit, require_shared_data
+from common import SQUAD_DEV, emit, require_shared_data
 
 # Plain questions a reader answers at once: (context, question, expected answer).
 QUESTIONS = [
@@ -37,7 +38,7 @@ QUESTIONS = [
 
 def run(minutes: float, preset: str | None, workdir: Path, share: float | None = None, corpus: str | None = None) -> dict:
     cmd = [str(Path(sys.executable).parent / "scratchbert"), "run-local", "--budget-minutes", str(minutes),
-           "--qa-max-eval-examples", "0", "--workdir", str(workdir), "-q"]
+           "--workdir", str(workdir), "-q"]
     options = {"--preset": preset, "--budget-pretrain-share": share, "--corpus": corpus,  # left to the recipe when None
                "--max-corpus-bytes": 0 if corpus else None}  # a corpus given whole, not cut to the budget's text
     cmd += [arg for flag, value in options.items() if value is not None for arg in (flag, str(value))]
@@ -47,16 +48,26 @@ def run(minutes: float, preset: str | None, workdir: Path, share: float | None =
     (summary_file,) = sorted(workdir.glob("*/summary.json"))[-1:]
     summary = json.loads(summary_file.read_text())
     stages = summary["stages"]
+    scores = score_all(summary, workdir)
     return {"minutes": minutes, "preset": preset, "share": share, "corpus": corpus, "command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
             "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
             "pretrain_steps": stages.get("pretrain", {}).get("steps"),
             "qa_steps": stages.get("qa_finetune", {}).get("train_steps"),
             "mlm_accuracy": stages.get("evaluate", {}).get("mlm_accuracy"),
             "nsp_accuracy": stages.get("evaluate", {}).get("nsp_accuracy"),
-            "exact_match": stages.get("qa_finetune", {}).get("exact_match"),
-            "f1": stages.get("qa_finetune", {}).get("f1"),
-            "eval_questions": stages.get("qa_finetune", {}).get("eval_examples"),
+            "run_exact_match": stages.get("qa_finetune", {}).get("exact_match"),
+            "run_f1": stages.get("qa_finetune", {}).get("f1"),
+            "run_eval_questions": stages.get("qa_finetune", {}).get("eval_examples"),
+            "exact_match": scores["exact_match"], "f1": scores["f1"], "eval_questions": scores["eval_examples"],
             "answers": ask(summary)}
+
+
+def score_all(summary: dict, workdir: Path) -> dict:
+    """EM/F1 of the run's QA model on every question of SQuAD v1.1 dev (``scratchbert qa-score``)."""
+    from scratchbert.qa import QAScoreConfig, score_qa
+
+    out = workdir / f"{summary['run_id']}-score-all"
+    return score_qa(QAScoreConfig(model=summary["qa_model"], squad_dev=str(SQUAD_DEV), out=str(out), max_eval_examples=0))
 
 
 def ask(summary: dict) -> list[dict]:
