@@ -135,7 +135,7 @@ PRETRAIN_STEP_PER_PROBE_STEP = {"tiny4": 0.3}
 # tiny4 and mini as above (docs/performance.md, "64 MB from 30 minutes"). A --corpus the run gives
 # is cut the same way while the budget bounds pretraining: a 15-minute budget's pretraining cannot
 # use more, and every byte beyond costs the budget's time in the tokenizer and dataset stages
-# (about 12 minutes a GB on 2 cores: docs/performance.md, "A budget and a corpus of your own");
+# (parameters.TEXT_MINUTES_PER_GB on 2 cores, which the budget keeps for text beyond 11 MB);
 # without a budget, or with a step count, all of it.
 WIKITEXT2_BYTES = 11_000_000
 CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 30.0: 64_000_000}
@@ -425,8 +425,8 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         os.environ.update(env)  # the task subprocesses inherit these (on a cluster: the Secret)
         for name, value in sources.items():
             if value is not None:
-                cut = int(arguments.get("max_corpus_bytes") or 0) if name == "corpus" else 0
-                arguments[name] = _stage_input(str(value), name, run_id, cut)
+                max_bytes = int(arguments.get("max_corpus_bytes") or 0) if name == "corpus" else 0
+                arguments[name] = _stage_input(str(value), name, run_id, max_bytes)
         write_json(run_dir / "arguments.json", arguments)
         started = time.time()
         try:

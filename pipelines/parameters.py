@@ -286,8 +286,7 @@ def fixed_minutes(values: dict[str, Any]) -> float:
     and the time of the text read beyond :data:`BUDGET_FIXED_TEXT_BYTES` and of the dev questions
     scored beyond :data:`BUDGET_FIXED_QUESTIONS` (by ``budget_qa_epoch_minutes``; unknown sizes and
     times add nothing: max_corpus_bytes 0, an epoch time of 0)."""
-    text_bytes = _value(values, "max_corpus_bytes")
-    text = max(0.0, text_bytes - BUDGET_FIXED_TEXT_BYTES) if text_bytes > 0 else 0.0
+    text = max(0.0, _value(values, "max_corpus_bytes") - BUDGET_FIXED_TEXT_BYTES)  # 0 (all of it) adds nothing too
     questions = max(0.0, (_value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS) - BUDGET_FIXED_QUESTIONS)
     return BUDGET_FIXED_MINUTES + text / 1e9 * TEXT_MINUTES_PER_GB + \
         _value(values, "budget_qa_epoch_minutes") * questions / QA_EPOCH_QUESTIONS
