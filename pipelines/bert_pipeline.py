@@ -255,7 +255,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
 
         check = validate_op(**p)
         check.set_display_name("validate the parameters, plan the time budget").set_caching_options(False)
-        _resources(check, "validate")
+        _s3_credentials(_resources(check, "validate"), optional=True)  # to size an s3:// corpus for the budget
         # the stages' time budgets as the validate task planned them (budget_minutes split)
         planned = {name: check.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
 

@@ -284,11 +284,13 @@ def qa_epoch_minutes_from_step(seconds: float) -> float:
     return tenth_up(QA_EPOCH_PROBE_STEPS * seconds * (1 + QA_PROBE_MARGIN) / 60)
 
 
-def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dict[str, Any], quiet: bool) -> dict[str, Any]:
+def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dict[str, Any], quiet: bool,
+                   text_bytes: int | None = None) -> dict[str, Any]:
     """``settings`` (:func:`run_settings`' plan) fitted to this machine's speed now, for a run with a
     budget: the model the budget picked where it gets the pretraining steps it needs here
     (:data:`MIN_PRETRAIN_STEPS`), else the one below it; the recipe's QA epoch as timed here
-    (:func:`probe_qa_step_seconds`). Says what it timed on stderr unless ``quiet``."""
+    (:func:`probe_qa_step_seconds`); ``text_bytes``, the corpus's size, for the budget's split
+    (:func:`scratchbert_pipelines.parameters.corpus_size`). Says what it timed on stderr unless ``quiet``."""
     settings = dict(settings)
     reserve = "budget_qa_epoch_minutes" in settings and "budget_qa_epoch_minutes" not in given  # the recipe's QA data
     # a model the budget picked, to pretrain from scratch for the budget's time (not a step count the run gives)
@@ -300,7 +302,7 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
                                      int(planned["qa_batch_size"]))
         if reserve:
             settings["budget_qa_epoch_minutes"] = qa_epoch_minutes_from_step(step)
-        split = parameters.split_budget({**settings, **given})
+        split = parameters.split_budget({**settings, **given}, text_bytes)
         said = f"{COMMAND}: timed {preset} here now: " + \
                (f"a QA epoch should take {settings['budget_qa_epoch_minutes']:g} minutes; " if reserve else "")
         needed = MIN_PRETRAIN_STEPS.get(preset, 0) if picked else 0
@@ -390,8 +392,9 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         sources = _offline_stand_ins(sources, corpus_bytes, quiet)
         sources["corpus"] = sources["corpus"] or hub_corpus(corpus_bytes)
     check_writable(workdir, "--workdir", inside=True)
+    text_bytes = None if synthetic else parameters.corpus_size({**settings, **given, "corpus": sources["corpus"]})
     if not synthetic:
-        settings = fit_to_machine(settings, given, sources, quiet)
+        settings = fit_to_machine(settings, given, sources, quiet, text_bytes)
     store: Path | None = None
     store_lock = None
     if endpoint is None and keep_store is not None:
@@ -454,7 +457,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     stages = collect_results(run_dir / "outputs")
     for stage, seconds in monitor.durations().items():
         stages.setdefault(stage, {})["seconds"] = seconds
-    advice = qa_epoch_advice(arguments, stages.get("qa_finetune", {}))
+    advice = qa_epoch_advice(arguments, stages.get("qa_finetune", {}), text_bytes)
     summary = {
         "status": "succeeded", "run_id": run_id, "run_dir": str(run_dir), "outputs": str(run_dir / "outputs"), "log": str(monitor.path),
         "published_uri": published, "endpoint": endpoint_used if endpoint else None,
@@ -523,10 +526,10 @@ def qa_model_folder(outputs: str | os.PathLike) -> str | None:
 QA_EPOCH_NOISE = 0.15
 
 
-def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> str | None:
+def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any], text_bytes: int | None = None) -> str | None:
     """A note with the ``budget_qa_epoch_minutes`` this run measured, when giving it would change QA's
     share of ``budget_minutes`` by more than :data:`QA_EPOCH_NOISE` (and a minute); None when it
-    would not (or the run had no budget to split).
+    would not (or the run had no budget to split). ``text_bytes``: the corpus's size, as the run split by.
 
     How long a QA epoch takes is the machine's and the model's: the recipe's times were taken on
     2 cores of two kinds of CPU, and a run with another model or other QA data has none (the
@@ -537,8 +540,8 @@ def qa_epoch_advice(arguments: dict[str, Any], qa_metrics: dict[str, Any]) -> st
     if not arguments.get("budget_minutes") or epoch_minutes <= 0:
         return None
     measured = tenth_up(epoch_minutes)
-    planned = parameters.split_budget(arguments)
-    better = parameters.split_budget({**arguments, "budget_qa_epoch_minutes": measured})
+    planned = parameters.split_budget(arguments, text_bytes)
+    better = parameters.split_budget({**arguments, "budget_qa_epoch_minutes": measured}, text_bytes)
     if abs(better["qa_time_budget_minutes"] - planned["qa_time_budget_minutes"]) < max(1.0, QA_EPOCH_NOISE * planned["qa_time_budget_minutes"]):
         return None
     reserved = float(arguments.get("budget_qa_epoch_minutes") or 0)

@@ -165,8 +165,9 @@ PARAMETERS: tuple[Parameter, ...] = (
 # medium scored F1 27.8 on SQuAD dev against 18.6 for BERT-base at its usual settings (batch 256,
 # learning rate 5e-4 then 1e-4: the recipe before, from the literature), at twice the tokens a
 # second (725k against 363k). Whether base overtakes it within an hour is not measured. Two QA
-# epochs took 2.4 minutes there, so the 10% left to QA (5.75 minutes of an hour) holds them on a
-# GPU up to 2.4 times slower. `scratchbert run-local` uses its own CPU recipe (scratchbert_pipelines.local_run).
+# epochs took 2.4 minutes there, so the 10% left to QA (5.11 minutes of an hour, after the 8.93
+# kept for the work around training: WikiText-103's 547 MB of text are 6.43 of them) holds them
+# on a GPU up to 2.1 times slower. `scratchbert run-local` uses its own CPU recipe (scratchbert_pipelines.local_run).
 GPU_RECIPE: dict[str, Any] = {
     "corpus": "hf://Salesforce/wikitext?config=wikitext-103-raw-v1",
     "preset": "medium",
@@ -216,7 +217,7 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate(values: dict[str, Any]) -> dict[str, Any]:
+def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str, Any]:
     """Check a run's parameter values as the stages will, before any of them starts; return them, complete.
 
     The values are checked by :func:`check` (names, types, choices), completed with the
@@ -224,7 +225,8 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     later stand in as placeholders), whose ``validate()`` runs: the checks each stage makes at
     its start, now made in seconds at the start of the run. Then what spans stages: the QA
     windows must fit the pretrained model's positions. ``budget_minutes`` is split into the two
-    training stages' time budgets (:func:`split_budget`). A failure is one line in the
+    training stages' time budgets (:func:`split_budget`; ``text_bytes``: the corpus's size where
+    known, :func:`corpus_size`). A failure is one line in the
     pipeline's names (``qa_max_steps``, not ``--max-steps``).
     """
     from scratchbert.errors import ScratchBertError
@@ -252,7 +254,7 @@ def validate(values: dict[str, Any]) -> dict[str, Any]:
     if not (finite(full["budget_qa_epoch_minutes"]) and full["budget_qa_epoch_minutes"] >= 0):
         raise ScratchBertError(f"pipeline parameters: budget_qa_epoch_minutes {full['budget_qa_epoch_minutes']} must be 0 "
                                "or more (0: unknown)")
-    full.update(split_budget(full))
+    full.update(split_budget(full, text_bytes))
     positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
     if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model is checked when fetched
         raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
@@ -281,15 +283,33 @@ QA_EPOCH_QUESTIONS = 80_000
 SQUAD_DEV_QUESTIONS = 10_570  # SQuAD v1.1's dev set: what qa_max_eval_examples 0 scores
 
 
-def fixed_minutes(values: dict[str, Any]) -> float:
+def fixed_minutes(values: dict[str, Any], text_bytes: int | None = None) -> float:
     """The minutes of ``budget_minutes`` kept for the work around training: :data:`BUDGET_FIXED_MINUTES`,
     and the time of the text read beyond :data:`BUDGET_FIXED_TEXT_BYTES` and of the dev questions
-    scored beyond :data:`BUDGET_FIXED_QUESTIONS` (by ``budget_qa_epoch_minutes``; unknown sizes and
-    times add nothing: max_corpus_bytes 0, an epoch time of 0)."""
-    text = max(0.0, _value(values, "max_corpus_bytes") - BUDGET_FIXED_TEXT_BYTES)  # 0 (all of it) adds nothing too
+    scored beyond :data:`BUDGET_FIXED_QUESTIONS` (by ``budget_qa_epoch_minutes``). The text read is
+    max_corpus_bytes or the corpus's size ``text_bytes`` (:func:`corpus_size`), the smaller where
+    both are known; sizes and times not known add nothing (max_corpus_bytes 0 without a size, an
+    epoch time of 0)."""
+    read = min((size for size in (_value(values, "max_corpus_bytes"), float(text_bytes or 0)) if size > 0), default=0.0)
+    text = max(0.0, read - BUDGET_FIXED_TEXT_BYTES)
     questions = max(0.0, (_value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS) - BUDGET_FIXED_QUESTIONS)
     return BUDGET_FIXED_MINUTES + text / 1e9 * TEXT_MINUTES_PER_GB + \
         _value(values, "budget_qa_epoch_minutes") * questions / QA_EPOCH_QUESTIONS
+
+
+def corpus_size(values: dict[str, Any]) -> int | None:
+    """The bytes of text in ``values``' corpus, from its files' or objects' sizes
+    (:func:`scratchbert.corpus.corpus_bytes`), for :func:`fixed_minutes`; None where no budget
+    needs it (no budget, or max_corpus_bytes within the main job's text) or where it is not known."""
+    try:
+        limit = _value(values, "max_corpus_bytes")
+        if not float(values.get("budget_minutes") or 0) > 0 or 0 < limit <= BUDGET_FIXED_TEXT_BYTES or not values.get("corpus"):
+            return None
+        from scratchbert.corpus import corpus_bytes
+
+        return corpus_bytes(str(values["corpus"]))
+    except Exception:  # a bad value is validate's to name, a corpus that cannot be read the tokenizer's
+        return None
 
 
 def _value(values: dict[str, Any], name: str) -> float:
@@ -298,16 +318,16 @@ def _value(values: dict[str, Any], name: str) -> float:
     return float(BY_NAME[name].default if given is None else given)
 
 
-def split_budget(values: dict[str, Any]) -> dict[str, float]:
+def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[str, float]:
     """``time_budget_minutes`` and ``qa_time_budget_minutes`` as ``budget_minutes`` sets them (a
     stage's own non-zero time budget is kept, and a stage given a step count gets no time budget
-    from the split); without a budget, as given."""
+    from the split; ``text_bytes``: the corpus's size, :func:`fixed_minutes`); without a budget, as given."""
     budget = float(values.get("budget_minutes") or 0)
     given = {name: float(values.get(name) or 0) for name in ("time_budget_minutes", "qa_time_budget_minutes")}
     steps = {"time_budget_minutes": values.get("max_steps"), "qa_time_budget_minutes": values.get("qa_max_steps")}
     if budget <= 0:
         return given
-    training = max(budget - fixed_minutes(values), budget / 2)  # the fixed work never takes more than half
+    training = max(budget - fixed_minutes(values, text_bytes), budget / 2)  # the fixed work never takes more than half
     pretrain_share = 0.0 if values.get("skip_pretraining") else _value(values, "budget_pretrain_share")
     qa = training * (1 - pretrain_share)
     epoch_minutes = _value(values, "budget_qa_epoch_minutes")

@@ -24,18 +24,23 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
              qa_epochs: float, qa_learning_rate: float, qa_batch_size: int, qa_max_seq_len: int, qa_max_train_examples: int,
              qa_max_eval_examples: int, qa_on_gpu: bool, publish_uri: str, publish_version: str) -> NamedTuple("Plan", [("time_budget_minutes", float), ("qa_time_budget_minutes", float)]):
     """Check every pipeline parameter as the stages will, so that a bad value fails in seconds with one line;
-    return the two training stages' time budgets (budget_minutes split between them).
+    return the two training stages' time budgets (budget_minutes split between them, after the time
+    that the corpus's size, looked up here, takes).
 
     Every parameter is the pipeline parameter of the same name (scratchbert_pipelines.parameters).
     """
     values = dict(locals())  # first: the parameters, nothing else
     from collections import namedtuple
 
+    from scratchbert_pipelines.parameters import corpus_size, fixed_minutes
     from scratchbert_pipelines.parameters import validate as check_parameters
 
-    full = run_stage(check_parameters, values)
+    text_bytes = corpus_size(values)
+    full = run_stage(check_parameters, values, text_bytes)
     print("every pipeline parameter is valid; time budgets (minutes): pretraining", full["time_budget_minutes"],
-          "QA fine-tuning", full["qa_time_budget_minutes"])
+          "QA fine-tuning", full["qa_time_budget_minutes"], "" if not budget_minutes else
+          f"(of {budget_minutes:g}: {fixed_minutes(full, text_bytes):.2f} kept for the rest of the run"
+          + ("" if text_bytes is None else f", whose corpus holds {text_bytes:,} bytes") + ")")
     return namedtuple("Plan", ["time_budget_minutes", "qa_time_budget_minutes"])(
         full["time_budget_minutes"], full["qa_time_budget_minutes"])
 

@@ -184,6 +184,29 @@ def test_validate_fails_a_bad_preset_in_one_line_and_passes_good_values(capfd):
     assert "Traceback" not in log and "every pipeline parameter is valid" in log
 
 
+def test_validate_plans_the_budget_with_the_size_of_an_s3_corpus_read_whole(s3_env, tmp_path, capfd):
+    """max_corpus_bytes 0 reads all of the corpus: the validate task sizes it in the object store (a
+    .gz by its trailer: 48 MB of text in a small object) and keeps its time out of the training budgets."""
+    import gzip
+
+    from scratchbert import storage
+    from scratchbert_pipelines import parameters
+
+    folder = tmp_path / "whole"
+    folder.mkdir()
+    with gzip.open(folder / "corpus.txt.gz", "wb", compresslevel=1) as f:
+        for _ in range(48):
+            f.write(b"A sentence of the corpus.\n\n" * 37_449)  # about a MB
+    size = 48 * 37_449 * 27
+    storage.upload_dir(folder, "s3://corpora/whole")
+    values = dict(parameters.defaults(), corpus="s3://corpora/whole", max_corpus_bytes=0, budget_minutes=30.0,
+                  budget_qa_epoch_minutes=0.0)
+    task = validate_component.build(IMAGE)(**values)
+    planned = {name: task.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
+    assert planned == parameters.split_budget(values, size) != parameters.split_budget(values)
+    assert f"whose corpus holds {size:,} bytes" in capfd.readouterr().out
+
+
 def test_publish_refuses_a_non_s3_destination(data, capfd):
     op = publish_component.build(IMAGE)
 

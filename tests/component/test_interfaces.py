@@ -165,14 +165,15 @@ def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(
     for p in parameters.PARAMETERS:
         assert sig[p.name].annotation is p.type, p.name
     seen = {}
-    def run_stage(fn, values):
-        seen.update(fn=fn, values=values)
+    def run_stage(fn, values, text_bytes):
+        seen.update(fn=fn, values=values, text_bytes=text_bytes)
         return {**values, "time_budget_minutes": 7.5, "qa_time_budget_minutes": 2.5}
 
     monkeypatch.setattr(validate_component, "run_stage", run_stage, raising=False)
     values = {p.name: _distinct_value(p.type, i, p.default) for i, p in enumerate(parameters.PARAMETERS)}
     plan = validate_component.validate(**values)
     assert seen["fn"] is parameters.validate and seen["values"] == values
+    assert seen["text_bytes"] == parameters.corpus_size(values)  # the corpus's size, for the budget's split
     assert (plan.time_budget_minutes, plan.qa_time_budget_minutes) == (7.5, 2.5)  # the planned time budgets
 
 
@@ -339,9 +340,10 @@ def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_s
     monkeypatch.setattr(local_run, "probe_qa_step_seconds", lambda preset, vocab, batch: timed.append(preset) or steps[preset])
     none = dict.fromkeys(local_run.SOURCES)
 
-    def fit(given: dict, sources: dict = none) -> dict:
+    def fit(given: dict, sources: dict = none, text_bytes: int | None = None) -> dict:
         timed.clear()
-        return {**local_run.fit_to_machine(local_run.run_settings(False, given, sources), given, sources, quiet=False), **given}
+        settings = local_run.run_settings(False, given, sources)
+        return {**local_run.fit_to_machine(settings, given, sources, quiet=False, text_bytes=text_bytes), **given}
 
     slow = fit({"budget_minutes": 30.0})
     # tiny4's epochs (11.6 minutes each) outgrow QA's share, which leaves pretraining 10.75 minutes (2.5 fixed,
@@ -353,6 +355,10 @@ def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_s
     hour = fit({"budget_minutes": 60.0})  # 33.66 minutes of pretraining: about 6,732 steps
     assert (hour["preset"], hour["budget_qa_epoch_minutes"], timed) == ("tiny4", 11.6, ["tiny4"])
     assert "(about 6,732 steps)" in capsys.readouterr().err
+    # the same hour reading a 1 GB corpus whole keeps 12 minutes for its text: 22.3 of pretraining, too few for tiny4
+    whole = fit({"budget_minutes": 60.0, "max_corpus_bytes": 0}, text_bytes=1_011_000_000)
+    assert (whole["preset"], timed) == ("tiny", ["tiny4", "tiny"])
+    assert "about 4,460 pretraining steps in 22.3 minutes" in capsys.readouterr().err
     named = fit({"budget_minutes": 30.0, "preset": "tiny4"})  # the run's own choice
     assert (named["preset"], timed) == ("tiny4", ["tiny4"])
     given_epoch = fit({"budget_minutes": 30.0, "budget_qa_epoch_minutes": 7.1})  # the model is still fitted
@@ -441,6 +447,33 @@ def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monk
         assert parameters.split_budget(settings) == {"time_budget_minutes": 5.0, "qa_time_budget_minutes": 7.5}
     tiny = parameters.split_budget({**main, "budget_minutes": 10.0, "max_corpus_bytes": 2_000_000_000, "budget_qa_epoch_minutes": 0})
     assert tiny == {"time_budget_minutes": 2.0, "qa_time_budget_minutes": 3.0}
+
+
+def test_a_budget_keeps_the_time_of_the_text_the_corpus_holds(tmp_path):
+    """max_corpus_bytes 0 reads the whole corpus: its size, looked up from the files, is kept for like
+    a cut of that size (a 1 GB corpus read whole used to run 12 minutes past its budget), and a
+    cut larger than the corpus keeps only the corpus's time."""
+    main = {"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 8.0,
+            "max_corpus_bytes": 0, "qa_max_eval_examples": 1000}
+    for max_bytes, text_bytes, fixed in ((0, None, 2.5), (0, 1_011_000_000, 2.5 + 12.0), (64_000_000, 1_011_000_000, 2.5 + 0.636),
+                                         (1_011_000_000, 64_000_000, 2.5 + 0.636), (1_011_000_000, None, 2.5 + 12.0)):
+        values = {**main, "max_corpus_bytes": max_bytes}
+        assert parameters.fixed_minutes(values, text_bytes) == pytest.approx(fixed)
+        split = parameters.split_budget(values, text_bytes)
+        assert split["time_budget_minutes"] + split["qa_time_budget_minutes"] == pytest.approx(60.0 - fixed, abs=0.011)
+        planned = parameters.validate(values, text_bytes)
+        assert {name: planned[name] for name in split} == split
+    # the size comes from the files (a folder: all of them), wherever a budget's split needs it
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("One sentence here.\n\n" * 1000)
+    (folder / "b.txt").write_text("Another one there.\n\n" * 500)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert parameters.corpus_size({**main, "corpus": str(folder)}) == size
+    assert parameters.corpus_size({**main, "corpus": str(folder / "a.txt"), "max_corpus_bytes": 2_000_000_000}) == 20_000
+    for change in ({"budget_minutes": 0.0}, {"max_corpus_bytes": 11_000_000}, {"corpus": ""},  # no budget, a small cut: not needed
+                   {"corpus": str(tmp_path / "missing")}, {"max_corpus_bytes": "many"}):  # the tokenizer / validate say why
+        assert parameters.corpus_size({**main, "corpus": str(folder), **change}) is None
 
 
 def test_help_texts_name_the_pipeline_parameters_not_the_stage_flags_they_feed():

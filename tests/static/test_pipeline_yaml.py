@@ -229,13 +229,13 @@ def test_secrets_by_name_only(compiled, settings):
     spec, platform = compiled
     expected = [{"envVar": k, "secretKey": k} for k in settings.S3_SECRET_KEYS]
     for name in executors(spec):
-        if function_of(executors(spec)[name]) in {"evaluate", "validate", GPU_COUNT_FUNCTION} | FAN_OUT_FUNCTIONS:  # no object storage
+        if function_of(executors(spec)[name]) in {"evaluate", GPU_COUNT_FUNCTION} | FAN_OUT_FUNCTIONS:  # no object storage
             assert "secretAsEnv" not in platform.get(name, {})
             continue
         (secret,) = platform[name]["secretAsEnv"]
         assert secret["secretName"] == settings.S3_SECRET_NAME
         assert secret["keyToEnv"] == expected
-        # Publish cannot work without credentials; the others need them only for s3:// inputs.
+        # Publish cannot work without credentials; the others need them only for s3:// inputs (validate: to size the corpus).
         assert secret["optional"] is (function_of(executors(spec)[name]) != "publish"), name
     for name, ex in executors(spec).items():
         assert not ex["container"].get("env"), f"{name} sets environment variables in the YAML"
