@@ -316,7 +316,9 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
         if not quiet:
             print(f"{said}{split['time_budget_minutes']:g} minutes of pretraining"
                   + (f" (about {steps:,} steps)" if steps is not None else "")
-                  + f", {split['qa_time_budget_minutes']:g} of QA fine-tuning", file=sys.stderr, flush=True)
+                  + f", {split['qa_time_budget_minutes']:g} of QA fine-tuning, "
+                  f"{planned['budget_minutes'] - split['time_budget_minutes'] - split['qa_time_budget_minutes']:.2f} "
+                  "for the rest of the run", file=sys.stderr, flush=True)
         break
     return settings
 
@@ -866,14 +868,17 @@ def _offline_stand_ins(sources: dict, corpus_bytes: int = 0, quiet: bool = False
 
 def _say_corpus_cut(corpus: str, max_bytes: int, budget: float) -> None:
     """Say on stderr that the budget reads only the first ``max_bytes`` of the run's own ``corpus``
-    (:func:`run_settings`), where it holds more or its size is not known before the run."""
+    (:func:`run_settings`), where it holds more or its size is not known before the run, and what
+    reading all of it would take from the budget's training."""
     from scratchbert.corpus import corpus_bytes
 
     size = None if _is_remote(corpus) else corpus_bytes(corpus)
     if size is None or size > max_bytes:
+        more = parameters.fixed_minutes({"max_corpus_bytes": 0}, size) - parameters.fixed_minutes({"max_corpus_bytes": max_bytes})
         print(f"{COMMAND}: --budget-minutes {budget:g} reads the first {max_bytes / 1e6:g} MB of --corpus"
               + (f" (of {size / 1e6:,.0f} MB)" if size else "") + ", what its pretraining can use; --max-corpus-bytes 0 "
-              "reads all of it", file=sys.stderr, flush=True)
+              "reads all of it" + (f", keeping {more:.1f} more minutes of the budget for the text" if more >= 0.1 else ""),
+              file=sys.stderr, flush=True)
 
 
 def _is_remote(uri: str) -> bool:

@@ -294,6 +294,11 @@ def test_run_local_says_when_a_budget_reads_only_part_of_the_corpus_given(tmp_pa
     local_run._say_corpus_cut(str(text), 2_000_000, 15.0)
     assert capsys.readouterr().err == ("run-local: --budget-minutes 15 reads the first 2 MB of --corpus (of 3 MB), what its "
                                        "pretraining can use; --max-corpus-bytes 0 reads all of it\n")
+    (text / "part-3.txt").write_text("word " * 20_000_000 + "\n")  # 100 MB more: 1.1 minutes more than the first 2 MB
+    local_run._say_corpus_cut(str(text), 2_000_000, 15.0)
+    assert capsys.readouterr().err.endswith("--max-corpus-bytes 0 reads all of it, keeping 1.1 more minutes of the budget "
+                                            "for the text\n")
+    (text / "part-3.txt").unlink()
     local_run._say_corpus_cut(str(text), 3_000_003, 15.0)  # it all fits: nothing to say
     assert capsys.readouterr().err == ""
     local_run._say_corpus_cut("s3://bucket/text/", 64_000_000, 30.0)  # not known before the run
@@ -351,7 +356,8 @@ def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_s
     assert (slow["preset"], slow["budget_qa_epoch_minutes"], timed) == ("tiny", 5.8, ["tiny4", "tiny"])
     err = capsys.readouterr().err
     assert "about 2,150 pretraining steps in 10.75 minutes, fewer than the 4,500 it needs; training tiny instead" in err
-    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 15.26 minutes of pretraining, 11.6 of QA" in err
+    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 15.26 minutes of pretraining, 11.6 of QA fine-tuning, " \
+        "3.14 for the rest of the run" in err
     hour = fit({"budget_minutes": 60.0})  # 33.66 minutes of pretraining: about 6,732 steps
     assert (hour["preset"], hour["budget_qa_epoch_minutes"], timed) == ("tiny4", 11.6, ["tiny4"])
     assert "(about 6,732 steps)" in capsys.readouterr().err
