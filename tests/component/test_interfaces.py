@@ -456,8 +456,8 @@ def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monk
 
 
 def test_a_budget_keeps_the_time_of_the_text_the_corpus_holds(tmp_path):
-    """max_corpus_bytes 0 reads the whole corpus: its size, looked up from the files, is kept for like
-    a cut of that size (a 1 GB corpus read whole used to run 12 minutes past its budget), and a
+    """max_corpus_bytes 0 reads the whole corpus: its size, looked up from the files, keeps the time
+    of a cut of that size (a 1 GB corpus read whole used to run 12 minutes past its budget), and a
     cut larger than the corpus keeps only the corpus's time."""
     main = {"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 8.0,
             "max_corpus_bytes": 0, "qa_max_eval_examples": 1000}
