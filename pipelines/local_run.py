@@ -137,7 +137,7 @@ PRETRAIN_STEP_PER_PROBE_STEP = {"tiny4": 0.3}
 # use more, and every byte beyond costs the budget's time in the tokenizer and dataset stages
 # (parameters.TEXT_MINUTES_PER_GB on 2 cores, which the budget keeps for text beyond 11 MB);
 # without a budget, or with a step count, all of it.
-WIKITEXT2_BYTES = 11_000_000
+WIKITEXT2_BYTES = parameters.BUDGET_FIXED_TEXT_BYTES  # 11 MB: the budget's fixed minutes were measured on it
 CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 30.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
@@ -387,14 +387,16 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     # every parameter checked the way the stages will, before anything starts (the pipeline's
     # validate task does the same on a cluster)
     parameters.validate({**settings, **given, **{k: str(v) for k, v in sources.items() if v is not None}})
+    text_bytes = None  # the corpus's size, where the budget's split needs it: looked up once, here
     if not synthetic:
         corpus_bytes = given.get("max_corpus_bytes", settings.get("max_corpus_bytes", 0))
-        if sources["corpus"] is not None and corpus_bytes and "max_corpus_bytes" not in given and not quiet:
-            _say_corpus_cut(str(sources["corpus"]), corpus_bytes, given.get("budget_minutes", settings["budget_minutes"]))
+        own_corpus = sources["corpus"]
         sources = _offline_stand_ins(sources, corpus_bytes, quiet)
         sources["corpus"] = sources["corpus"] or hub_corpus(corpus_bytes)
+        text_bytes = parameters.corpus_size({**settings, **given, "corpus": sources["corpus"]})
+        if own_corpus is not None and corpus_bytes and "max_corpus_bytes" not in given and not quiet:
+            _say_corpus_cut(str(own_corpus), corpus_bytes, given.get("budget_minutes", settings["budget_minutes"]), text_bytes)
     check_writable(workdir, "--workdir", inside=True)
-    text_bytes = None if synthetic else parameters.corpus_size({**settings, **given, "corpus": sources["corpus"]})
     if not synthetic:
         settings = fit_to_machine(settings, given, sources, quiet, text_bytes)
     store: Path | None = None
@@ -866,13 +868,17 @@ def _offline_stand_ins(sources: dict, corpus_bytes: int = 0, quiet: bool = False
     return dict(sources, **{name: str(folder / STAND_INS[name]) for name in missing})
 
 
-def _say_corpus_cut(corpus: str, max_bytes: int, budget: float) -> None:
+def _say_corpus_cut(corpus: str, max_bytes: int, budget: float, size: int | None = None) -> None:
     """Say on stderr that the budget reads only the first ``max_bytes`` of the run's own ``corpus``
     (:func:`run_settings`), where it holds more or its size is not known before the run, and what
-    reading all of it would take from the budget's training."""
+    reading all of it would take from the budget's training. ``size``: the corpus's, where the run
+    has looked it up already (:func:`scratchbert_pipelines.parameters.corpus_size`)."""
     from scratchbert.corpus import corpus_bytes
 
-    size = None if _is_remote(corpus) else corpus_bytes(corpus)
+    if _is_remote(corpus):
+        size = None
+    elif size is None:
+        size = corpus_bytes(corpus)
     if size is None or size > max_bytes:
         more = parameters.fixed_minutes({"max_corpus_bytes": 0}, size) - parameters.fixed_minutes({"max_corpus_bytes": max_bytes})
         print(f"{COMMAND}: --budget-minutes {budget:g} reads the first {max_bytes / 1e6:g} MB of --corpus"

@@ -276,7 +276,7 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
 # dev questions or reads 64 MB keeps that time too instead of ending minutes past its budget
 # ("One budget that ends in time").
 BUDGET_FIXED_MINUTES = 2.5
-BUDGET_FIXED_TEXT_BYTES = 11_000_000  # the main job's text (local_run.WIKITEXT2_BYTES)
+BUDGET_FIXED_TEXT_BYTES = 11_000_000  # the main job's text, WikiText-2's size (local_run.WIKITEXT2_BYTES is this)
 BUDGET_FIXED_QUESTIONS = 1000
 TEXT_MINUTES_PER_GB = 12.0
 QA_EPOCH_QUESTIONS = 80_000

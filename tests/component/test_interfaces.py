@@ -301,6 +301,8 @@ def test_run_local_says_when_a_budget_reads_only_part_of_the_corpus_given(tmp_pa
     (text / "part-3.txt").unlink()
     local_run._say_corpus_cut(str(text), 3_000_003, 15.0)  # it all fits: nothing to say
     assert capsys.readouterr().err == ""
+    local_run._say_corpus_cut(str(tmp_path / "gone"), 2_000_000, 15.0, 3_000_000)  # a size the run looked up: not read again
+    assert "reads the first 2 MB of --corpus (of 3 MB)" in capsys.readouterr().err
     local_run._say_corpus_cut("s3://bucket/text/", 64_000_000, 30.0)  # not known before the run
     assert capsys.readouterr().err.startswith("run-local: --budget-minutes 30 reads the first 64 MB of --corpus, what")
 
