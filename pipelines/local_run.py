@@ -399,6 +399,9 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     check_writable(workdir, "--workdir", inside=True)
     if not synthetic:
         settings = fit_to_machine(settings, given, sources, quiet, text_bytes)
+    overrun = parameters.budget_overrun({**settings, **given}, text_bytes, lambda name: "--" + name.replace("_", "-"))
+    if overrun and not quiet:
+        print(f"{COMMAND}: {overrun}", file=sys.stderr, flush=True)
     store: Path | None = None
     store_lock = None
     if endpoint is None and keep_store is not None:

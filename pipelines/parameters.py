@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+from collections.abc import Callable
 from typing import Any
 
 from scratchbert import params
@@ -283,6 +285,9 @@ QA_EPOCH_QUESTIONS = 80_000
 SQUAD_DEV_QUESTIONS = 10_570  # SQuAD v1.1's dev set: what qa_max_eval_examples 0 scores
 
 
+STAGE_BUDGETS = {"time_budget_minutes": "max_steps", "qa_time_budget_minutes": "qa_max_steps"}  # a stage's own, and its steps
+
+
 def fixed_minutes(values: dict[str, Any], text_bytes: int | None = None) -> float:
     """The minutes of ``budget_minutes`` kept for the work around training: :data:`BUDGET_FIXED_MINUTES`,
     and the time of the text read beyond :data:`BUDGET_FIXED_TEXT_BYTES` and of the dev questions
@@ -290,11 +295,35 @@ def fixed_minutes(values: dict[str, Any], text_bytes: int | None = None) -> floa
     max_corpus_bytes or the corpus's size ``text_bytes`` (:func:`corpus_size`), the smaller where
     both are known; sizes and times not known add nothing (max_corpus_bytes 0 without a size, an
     epoch time of 0)."""
-    read = min((size for size in (_value(values, "max_corpus_bytes"), float(text_bytes or 0)) if size > 0), default=0.0)
+    read = _text_read(values, text_bytes)
     text = max(0.0, read - BUDGET_FIXED_TEXT_BYTES)
     questions = max(0.0, (_value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS) - BUDGET_FIXED_QUESTIONS)
     return BUDGET_FIXED_MINUTES + text / 1e9 * TEXT_MINUTES_PER_GB + \
         _value(values, "budget_qa_epoch_minutes") * questions / QA_EPOCH_QUESTIONS
+
+
+def budget_overrun(values: dict[str, Any], text_bytes: int | None = None,
+                   flag: Callable[[str], str] = lambda name: name) -> str | None:
+    """A line saying that a run of ``values`` should end past ``budget_minutes``, and by about how
+    much: where the work around training (:func:`fixed_minutes`) takes more than half of the
+    budget, :func:`split_budget` still gives training half, so that a budget too short for its
+    text or its scoring trains at all. None where the budget fits (or there is none). ``flag``
+    names a parameter as the caller's user knows it (``--budget-minutes`` for a CLI)."""
+    budget = float(values.get("budget_minutes") or 0)
+    fixed = fixed_minutes(values, text_bytes)
+    split = {name for name, count in STAGE_BUDGETS.items() if not float(values.get(name) or 0) > 0
+             and not int(values.get(count) or -1) > 0}  # the stages whose time the budget sets
+    if budget <= 0 or not split or fixed - budget / 2 < 0.05:
+        return None
+    read = _text_read(values, text_bytes)
+    questions = _value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS
+    what = ", ".join(part for part in (f"{read / 1e6:,.0f} MB of text" if read > BUDGET_FIXED_TEXT_BYTES else "",
+                                       f"{questions:,.0f} dev questions" if questions > BUDGET_FIXED_QUESTIONS
+                                       and _value(values, "budget_qa_epoch_minutes") > 0 else "") if part)
+    return (f"{flag('budget_minutes')} {budget:g} is short for this run: the work around training"
+            + (f" ({what})" if what else "") + f" should take about {fixed:.1f} of its minutes, more than the half that "
+            f"training keeps, so the run should end about {fixed - budget / 2:.1f} minutes late; {flag('budget_minutes')} "
+            f"{math.ceil(2 * fixed)} ends in time" + (f", as does a smaller {flag('max_corpus_bytes')}" if read > BUDGET_FIXED_TEXT_BYTES else ""))
 
 
 def corpus_size(values: dict[str, Any]) -> int | None:
@@ -312,6 +341,11 @@ def corpus_size(values: dict[str, Any]) -> int | None:
         return None
 
 
+def _text_read(values: dict[str, Any], text_bytes: int | None) -> float:
+    """The bytes of text a run reads: max_corpus_bytes or the corpus's size, the smaller where both are known; 0 if neither."""
+    return min((size for size in (_value(values, "max_corpus_bytes"), float(text_bytes or 0)) if size > 0), default=0.0)
+
+
 def _value(values: dict[str, Any], name: str) -> float:
     """The value of ``name`` given in ``values``, else the table's default."""
     given = values.get(name)
@@ -323,8 +357,8 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
     stage's own non-zero time budget is kept, and a stage given a step count gets no time budget
     from the split; ``text_bytes``: the corpus's size, :func:`fixed_minutes`); without a budget, as given."""
     budget = float(values.get("budget_minutes") or 0)
-    given = {name: float(values.get(name) or 0) for name in ("time_budget_minutes", "qa_time_budget_minutes")}
-    steps = {"time_budget_minutes": values.get("max_steps"), "qa_time_budget_minutes": values.get("qa_max_steps")}
+    given = {name: float(values.get(name) or 0) for name in STAGE_BUDGETS}
+    steps = {name: values.get(count) for name, count in STAGE_BUDGETS.items()}
     if budget <= 0:
         return given
     training = max(budget - fixed_minutes(values, text_bytes), budget / 2)  # the fixed work never takes more than half

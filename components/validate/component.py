@@ -32,7 +32,7 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
     values = dict(locals())  # first: the parameters, nothing else
     from collections import namedtuple
 
-    from scratchbert_pipelines.parameters import corpus_size, fixed_minutes
+    from scratchbert_pipelines.parameters import budget_overrun, corpus_size, fixed_minutes
     from scratchbert_pipelines.parameters import validate as check_parameters
 
     text_bytes = corpus_size(values)
@@ -41,6 +41,9 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
           "QA fine-tuning", full["qa_time_budget_minutes"], "" if not budget_minutes else
           f"(of {budget_minutes:g}: {fixed_minutes(full, text_bytes):.2f} kept for the rest of the run"
           + ("" if text_bytes is None else f", whose corpus holds {text_bytes:,} bytes") + ")")
+    overrun = budget_overrun(full, text_bytes)
+    if overrun:
+        print(f"warning: {overrun}")
     return namedtuple("Plan", ["time_budget_minutes", "qa_time_budget_minutes"])(
         full["time_budget_minutes"], full["qa_time_budget_minutes"])
 

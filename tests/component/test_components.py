@@ -204,7 +204,12 @@ def test_validate_plans_the_budget_with_the_size_of_an_s3_corpus_read_whole(s3_e
     task = validate_component.build(IMAGE)(**values)
     planned = {name: task.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
     assert planned == parameters.split_budget(values, size) != parameters.split_budget(values)
-    assert f"whose corpus holds {size:,} bytes" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert f"whose corpus holds {size:,} bytes" in out and "is short" not in out
+    # 5 minutes: the 2.95 that its text and the rest take are more than the half that training keeps
+    validate_component.build(IMAGE)(**dict(values, budget_minutes=5.0))
+    assert "warning: budget_minutes 5 is short for this run: the work around training (49 MB of text) should take " \
+        "about 3.0 of its minutes" in (log := capfd.readouterr().out), log[-3000:]
 
 
 def test_publish_refuses_a_non_s3_destination(data, capfd):

@@ -457,6 +457,29 @@ def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monk
     assert tiny == {"time_budget_minutes": 2.0, "qa_time_budget_minutes": 3.0}
 
 
+def test_a_budget_too_short_for_the_work_around_training_says_how_late_the_run_will_end():
+    """Training keeps half of a budget whatever its text and scoring take, so a run whose fixed work
+    takes more ends past its budget: the plan says by how much, and what ends in time; a budget
+    that fits says nothing."""
+    main = {"budget_minutes": 15.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 8.0,
+            "max_corpus_bytes": 0, "qa_max_eval_examples": 1000}
+    # 513 MB read whole: 2.5 + 6.02 minutes, 1.02 more than the 7.5 training leaves
+    late = parameters.budget_overrun(main, 512_974_072, lambda name: "--" + name.replace("_", "-"))
+    assert late == ("--budget-minutes 15 is short for this run: the work around training (513 MB of text) should take "
+                    "about 8.5 of its minutes, more than the half that training keeps, so the run should end about 1.0 "
+                    "minutes late; --budget-minutes 18 ends in time, as does a smaller --max-corpus-bytes")
+    split = parameters.split_budget(main, 512_974_072)
+    assert split["time_budget_minutes"] + split["qa_time_budget_minutes"] == 7.5
+    # all 10,570 dev questions scored in 4 minutes: 2.5 + 8.0 * 9570 / 80,000 = 3.46 minutes, 1.46 past 4 minutes' half
+    scoring = parameters.budget_overrun({**main, "budget_minutes": 4.0, "max_corpus_bytes": 11_000_000, "qa_max_eval_examples": 0})
+    assert scoring.startswith("budget_minutes 4 is short for this run: the work around training (10,570 dev questions) "
+                              "should take about 3.5 of its minutes") and "end about 1.5 minutes late; budget_minutes 7 " \
+        "ends in time" in scoring and "max_corpus_bytes" not in scoring
+    for fits in ({**main, "budget_minutes": 18.0}, {**main, "budget_minutes": 0.0}, {**main, "max_corpus_bytes": 64_000_000},
+                 {**main, "time_budget_minutes": 5.0, "qa_max_steps": 100}):  # each stage's own: the budget splits nothing
+        assert parameters.budget_overrun(fits, 512_974_072) is None
+
+
 def test_a_budget_keeps_the_time_of_the_text_the_corpus_holds(tmp_path):
     """max_corpus_bytes 0 reads the whole corpus: its size, looked up from the files, keeps the time
     of a cut of that size (a 1 GB corpus read whole used to run 12 minutes past its budget), and a

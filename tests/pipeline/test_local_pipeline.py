@@ -331,7 +331,8 @@ def test_offline_stand_ins_replace_only_the_hub_defaults(tmp_path, monkeypatch, 
     assert local_run._offline_stand_ins(dict(given, corpus="c.txt", squad_train="t.json")) == dict(given, corpus="c.txt", squad_train="t.json")
 
 
-def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, probes: list | None = None) -> list[dict]:
+def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, probes: list | None = None,
+                        quiet: bool = True) -> list[dict]:
     """What each ``run_local(**run)`` hands the pipeline (kfp.local stood in for, the run stopped
     there) with the stand-ins in place and the Hub answering or not; ``corpus_bytes`` and
     ``corpus_file``: the size and a downloaded copy of the corpus object it uploaded, None for a
@@ -366,7 +367,7 @@ def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, p
     monkeypatch.setattr(local_run, "run_pipeline", runner)
     for run in runs:
         with pytest.raises(RunFailed, match="stopped by the test"):
-            run_local(workdir=tmp_path / "runs", keep_store=None, quiet=True, **run)
+            run_local(workdir=tmp_path / "runs", keep_store=None, quiet=quiet, **run)
     return seen
 
 
@@ -399,6 +400,21 @@ def test_thirty_minutes_train_on_64_mb_of_the_default_text(tmp_path, monkeypatch
                                                       "hf://Salesforce/wikitext?config=wikitext-103-raw-v1")
     else:  # the stand-in, uploaded whole, cut by the dataset stages
         assert main["corpus_bytes"] == thirty["corpus_bytes"] == Path(own).stat().st_size
+
+
+def test_a_budget_too_short_for_its_scoring_says_so_before_the_run(tmp_path, monkeypatch, capsys):
+    """Scoring all 10,570 dev questions keeps more time than the main job's 1,000: in 4 minutes,
+    more than the half that training keeps, so the run says it will end late and what ends in
+    time; the main job's 15 minutes say nothing of it."""
+    monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
+    _pipeline_arguments(tmp_path, monkeypatch, {"budget_minutes": 15.0}, {"budget_minutes": 4.0, "qa_max_eval_examples": 0},
+                        quiet=False)
+    err = capsys.readouterr().err
+    # a probe QA step of 0.25 s: a 2.9-minute epoch, so scoring 9,570 more questions keeps 0.35 minutes more than 2.5
+    assert err.count("is short for this run") == 1
+    assert "run-local: --budget-minutes 4 is short for this run: the work around training (10,570 dev questions) " \
+        "should take about 2.8 of its minutes, more than the half that training keeps, so the run should end about " \
+        "0.8 minutes late; --budget-minutes 6 ends in time\n" in err
 
 
 def test_hub_reachable_counts_any_answer_and_no_answer_as_unreachable(monkeypatch):
