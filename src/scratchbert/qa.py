@@ -90,6 +90,14 @@ def _n_best_param():
     return param(N_BEST, help="How many start and end candidates post-processing combines per window.")
 
 
+def postprocess_settings(max_answer_len: int, n_best: int, config) -> tuple[int, int]:
+    """The (max_answer_len, n_best) to turn a QA model's logits into answers with: 0 picks what
+    the model was fine-tuned (and scored) with, recorded in its config as ``qa_postprocess``,
+    else :data:`MAX_ANSWER_LEN` and :data:`N_BEST`; given values are kept."""
+    trained = getattr(config, "qa_postprocess", None) or (MAX_ANSWER_LEN, N_BEST)
+    return max_answer_len or int(trained[0]), n_best or int(trained[1])
+
+
 @dataclass
 class QAConfig:
     """Settings of the SQuAD v1.1 fine-tuning stage (``scratchbert qa-finetune``)."""
@@ -201,7 +209,9 @@ def check_answers(records: list[dict], where: str, *, repair: bool = True) -> in
 
     With ``repair`` an answer whose text is elsewhere in the context is moved (in place) to the
     occurrence nearest to the given ``answer_start``; an answer whose text does not occur in
-    the context at all is always an error, as is a duplicate question id.
+    the context at all is always an error, as is a duplicate question id. Whitespace at either
+    end of an answer text is dropped first (its start moved past it), as it would otherwise
+    label the token before or after the answer; the metric ignores it anyway.
     """
     repaired = 0
     seen: set[str] = set()
@@ -212,8 +222,12 @@ def check_answers(records: list[dict], where: str, *, repair: bool = True) -> in
         seen.add(qid)
         if not rec["question"].strip():
             raise ScratchBertError(f"{where}: question {qid} is empty; remove it or write the question")
-        starts = rec["answers"]["answer_start"]
-        for n, (text, start) in enumerate(zip(rec["answers"]["text"], starts)):
+        starts, texts = rec["answers"]["answer_start"], rec["answers"]["text"]
+        for n, (text, start) in enumerate(zip(texts, starts)):
+            if text != text.strip():
+                start += len(text) - len(text.lstrip())
+                texts[n] = text = text.strip()
+                starts[n] = start
             if not text:
                 raise ScratchBertError(f"{where}: question {qid} has an empty answer text; remove that answer")
             if 0 <= start and context[start:start + len(text)] == text:
@@ -249,10 +263,11 @@ def _read_json_file(path: Path, where: str) -> Any:
         path = files[0]
     if not path.is_file():
         raise ScratchBertError(f"SQuAD file {where} does not exist; check the path or give an s3:// or hf:// source")
+    from scratchbert.corpus import read_text  # UTF-8 with or without a byte-order mark (as Notepad saves), or UTF-16
+
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(read_text(path, what="SQuAD file"))
+    except json.JSONDecodeError as e:
         raise ScratchBertError(f"{where} is not valid JSON ({e}); give a SQuAD v1.1 JSON file") from None
 
 
@@ -284,8 +299,8 @@ def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool 
 
     ``source`` is a local SQuAD v1.1 JSON file (or a folder holding exactly one), an
     ``s3://bucket/key`` URI, or ``hf://owner/name[?split=NAME]`` (``split`` is used when the
-    address names none). Every answer is checked with :func:`check_answers`;
-    ``max_examples`` keeps the first N questions after the check.
+    address names none). ``max_examples`` keeps the first N questions; every answer kept is
+    checked with :func:`check_answers` (the repairs counted are theirs).
     """
     import datasets
 
@@ -302,9 +317,9 @@ def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool 
         records = _flatten_squad_json(_read_json_file(Path(source), source), source)
     if not records:
         raise ScratchBertError(f"{source} holds no questions; give a SQuAD v1.1 file with at least one question")
-    repaired = check_answers(records, source, repair=repair_answer_starts)
     if max_examples is not None:
         records = records[:max_examples]
+    repaired = check_answers(records, source, repair=repair_answer_starts)
     columns = {name: [r[name] for r in records] for name in SQUAD_COLUMNS}
     return datasets.Dataset.from_dict(columns, features=_squad_features()), repaired
 
@@ -548,22 +563,34 @@ def squad_scores(predictions: dict[str, str], references: datasets.Dataset | lis
 # --------------------------------------------------------------------------------------------
 
 
-def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder", name: str = ""):
+def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder", name: str = "",
+                               writer: str = "the pretrain stage"):
     """The tokenizer and config of a model folder, or one line saying what it lacks; ``name`` is
-    the model as the user gave it (an ``s3://`` address fetched into ``model_dir``), for messages."""
+    the model as the user gave it (an ``s3://`` address fetched into ``model_dir``), for messages,
+    and ``writer`` the stage whose out folder to pass instead."""
     from transformers import AutoConfig, AutoTokenizer
 
     path = Path(model_dir)
     name = name or str(path)
     if not path.is_dir():
-        raise ScratchBertError(f"{what} {name} does not exist; pass the folder written by the pretrain stage")
+        raise ScratchBertError(f"{what} {name} does not exist; pass the folder written by {writer}")
     if not (path / "config.json").is_file():
         raise ScratchBertError(f"{what} {name} has no config.json; pass a folder saved with save_pretrained")
     if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
         raise ScratchBertError(
             f"{what} {name} has no tokenizer (tokenizer.json or vocab.txt); save the tokenizer into the model folder")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:  # not JSON, or no model_type: transformers' own words, first line
+        raise ScratchBertError(f"{what} {name} has an unreadable config.json ({type(e).__name__}: "
+                               f"{str(e).strip().splitlines()[0][:200]}); save the model again with save_pretrained, "
+                               f"or pass the folder written by {writer}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # the tokenizers library raises a bare Exception for a broken tokenizer.json
+        raise ScratchBertError(f"{what} {name} has an unreadable tokenizer ({type(e).__name__}: "
+                               f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'}); save the "
+                               f"tokenizer again with save_pretrained, or pass the folder written by {writer}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ScratchBertError(
             f"the tokenizer in {name} is not a fast tokenizer, which SQuAD windows need for character offsets; "
@@ -612,9 +639,15 @@ def _check_windows(tokenizer, max_seq_len: int, doc_stride: int, max_pos: int, m
                                "use about a third of it, or 0 for exactly that")
     specials = tokenizer.num_special_tokens_to_add(pair=True)
     if question_token_limit(tokenizer, max_seq_len, doc_stride) < 8:
+        most = max_seq_len - specials - 16  # the largest overlap that leaves 8 question tokens (question_token_limit)
+        if most < 1:
+            raise ScratchBertError(f"a {max_seq_len}-token window has no room for a question and its context with any "
+                                   f"doc_stride; use max_seq_len {specials + 17} or more (0 for {DEFAULT_WINDOW})")
+        third = question_token_limit(tokenizer, max_seq_len, max(1, max_seq_len // 3)) >= 8
         raise ScratchBertError(
             f"doc_stride {doc_stride} leaves room for fewer than 8 question tokens in a {max_seq_len}-token "
-            f"window; use doc_stride at most {max_seq_len - specials - 16}, or 0 for a third of the window")
+            f"window; use doc_stride at most {most}" + (", or 0 for a third of the window" if third else
+                                                        " (a third of it is too much), or a longer max_seq_len"))
 
 
 def use_bf16(setting: str) -> bool:
@@ -830,6 +863,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         trainer.model.config.qa_window = [max_seq_len, doc_stride]  # scoring and answering use the same windows
+        trainer.model.config.qa_postprocess = [cfg.max_answer_len, cfg.n_best]  # and the same answers
         trainer.model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_model_card(tmp, task="question-answering", base_model=cfg.model,
@@ -937,8 +971,8 @@ class QAScoreConfig:
     out: str = param(help="Output folder for metrics.json and predictions.json.")
     max_seq_len: int = param(0, help="Tokens per window; 0 uses the windows the model was fine-tuned with.")
     doc_stride: int = param(0, help="Tokens of overlap between windows; 0 as the model was fine-tuned (or a third of the window).")
-    max_answer_len: int = _max_answer_len_param()
-    n_best: int = _n_best_param()
+    max_answer_len: int = param(0, help="Longest answer, in tokens; 0 as the model was fine-tuned (15 if it does not say).")
+    n_best: int = param(0, help="Start and end candidates combined per window; 0 as the model was fine-tuned (20 if it does not say).")
     batch_size: int = param(32, help="Windows per prediction batch.")
     max_eval_examples: int = param(0, help="Score only the first N questions; 0 scores all.")
     bf16: str = param("auto", help="bfloat16 mixed precision: auto is on where the hardware has it, as in fine-tuning.",
@@ -951,8 +985,8 @@ class QAScoreConfig:
         check_source(self.squad_dev, "--squad-dev")
         check((self.max_seq_len == 0 or self.max_seq_len >= 16, f"--max-seq-len {self.max_seq_len} is too small; use at least 16, or 0"),
               (self.doc_stride >= 0, f"--doc-stride {self.doc_stride} must not be negative"),
-              (self.max_answer_len >= 1, f"--max-answer-len {self.max_answer_len} must be at least 1"),
-              (self.n_best >= 1, f"--n-best {self.n_best} must be at least 1"),
+              (self.max_answer_len >= 0, f"--max-answer-len {self.max_answer_len} must be at least 1, or 0 as fine-tuned"),
+              (self.n_best >= 0, f"--n-best {self.n_best} must be at least 1, or 0 as fine-tuned"),
               (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1"),
               (self.max_eval_examples >= 0, "--max-eval-examples must not be negative (0 scores all)"))
         check_choices(self)
@@ -974,12 +1008,14 @@ def _score(cfg: QAScoreConfig, model_dir: Path) -> dict:
         windows = predict_windows(model_dir, cfg.squad_dev, max_seq_len=cfg.max_seq_len, doc_stride=cfg.doc_stride,
                                   batch_size=cfg.batch_size, max_examples=cfg.max_eval_examples, bf16=cfg.bf16,
                                   repair_answer_starts=cfg.repair_answer_starts, name=cfg.model)
+        max_answer_len, n_best = postprocess_settings(cfg.max_answer_len, cfg.n_best, windows.config)
         predictions, _ = postprocess_predictions(windows.eval_set, windows.features, windows.start_logits,
-                                                 windows.end_logits, n_best=cfg.n_best, max_answer_len=cfg.max_answer_len)
+                                                 windows.end_logits, n_best=n_best, max_answer_len=max_answer_len)
         scores = squad_scores(predictions, windows.eval_set)
         metrics = {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"]),
                    "eval_examples": len(windows.eval_set), "eval_features": len(windows.features),
                    "max_seq_len": windows.max_seq_len, "doc_stride": windows.doc_stride,
+                   "max_answer_len": max_answer_len, "n_best": n_best,
                    "eval_seconds": round(time.perf_counter() - t0, 3), "answer_starts_repaired": windows.answer_starts_repaired,
                    "questions_truncated": windows.questions_truncated, "bf16": int(windows.bf16)}
         write_json(out / "metrics.json", metrics)
@@ -1001,6 +1037,7 @@ class WindowLogits:
     answer_starts_repaired: int
     questions_truncated: int
     bf16: bool
+    config: Any = None  # the model's config: what it was fine-tuned with (postprocess_settings)
 
 
 def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: int = 0, doc_stride: int = 0,
@@ -1017,7 +1054,7 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches, qa_model_class, resolve_attention
 
     name = name or str(model_dir)
-    tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder", name)
+    tokenizer, config = _load_tokenizer_and_config(model_dir, "QA model folder", name, "qa-finetune")
     check_model_kind(Path(model_dir), config, "question-answering",
                      f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and score the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, str(model_dir))
@@ -1036,7 +1073,7 @@ def predict_windows(model_dir: str | os.PathLike, squad: str, *, max_seq_len: in
         trainer = Trainer(model=model, args=args, processing_class=tokenizer,
                           data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on else None))
         start_logits, end_logits = _window_logits(trainer, features)
-    return WindowLogits(eval_set, features, start_logits, end_logits, max_seq_len, doc_stride, repaired, cut, on)
+    return WindowLogits(eval_set, features, start_logits, end_logits, max_seq_len, doc_stride, repaired, cut, on, config)
 
 
 def _window_logits(trainer, features) -> tuple[np.ndarray, np.ndarray]:
@@ -1058,7 +1095,7 @@ def _cached_qa_model(path: str, _stamp: float, name: str):
 
     from scratchbert.modeling import check_model_kind, check_tokenizer_matches
 
-    tokenizer, config = _load_tokenizer_and_config(path, "QA model folder", name)
+    tokenizer, config = _load_tokenizer_and_config(path, "QA model folder", name, "qa-finetune")
     check_model_kind(path, config, "question-answering",
                      f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and ask the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, path)
@@ -1068,8 +1105,11 @@ def _cached_qa_model(path: str, _stamp: float, name: str):
     return tokenizer, model
 
 
+ANSWER_BATCH = 32  # windows that answer() puts through the model at once
+
+
 def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int = 1, *, max_seq_len: int = 0,
-           doc_stride: int = 0, max_answer_len: int = MAX_ANSWER_LEN, n_best: int = N_BEST) -> list[dict]:
+           doc_stride: int = 0, max_answer_len: int = 0, n_best: int = 0) -> list[dict]:
     """Answer ``question`` from ``context`` with a fine-tuned QA model: a folder (e.g.
     ``finetune_qa``'s out), or ``s3://`` / ``hf://`` as ``qa-score`` takes it, fetched only once
     the question, context and ``top_k`` are known to be good.
@@ -1078,7 +1118,8 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     among the candidates), ``start`` and ``end`` (character offsets: ``context[start:end] ==
     text``), best first. Each answer comes once, at its best-scored place: spans that the SQuAD
     metric would count as the same answer (a name that occurs twice, "the Nile" and "Nile") are
-    not listed again. Long contexts are cut into overlapping windows as in training.
+    not listed again. Long contexts are cut into overlapping windows as in training, and the
+    windows and post-processing left at 0 are those the model was fine-tuned with.
     """
     import torch
 
@@ -1091,21 +1132,29 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     where = str(model_dir)
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
         path = _model_folder(where, tmp)
+        if not path.is_dir():
+            raise ScratchBertError(f"QA model folder {where} does not exist; pass the folder written by qa-finetune")
         if not (path / "config.json").is_file():
-            raise ScratchBertError(f"QA model folder {where} has no config.json; pass the out folder of qa-finetune")
+            raise ScratchBertError(f"QA model folder {where} has no config.json; pass the folder written by qa-finetune")
         tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime, where)
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
                                               _trained_window(model.config))
     _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, where)
     questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
     examples = {"id": ["q"], "question": questions, "context": [context]}
+    max_answer_len, n_best = postprocess_settings(max_answer_len, n_best, model.config)
     features = prepare_eval_features(examples, tokenizer, max_seq_len, doc_stride)
-    batch = tokenizer.pad({k: features[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in features},
-                          return_tensors="pt")
-    with torch.inference_mode():
-        out = model(**{k: v.to(model.device) for k, v in batch.items()})
-    _, nbest = postprocess_predictions(examples, features, out.start_logits.float().cpu().numpy(),
-                                       out.end_logits.float().cpu().numpy(), n_best=max(n_best, top_k),
+    names = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in features]
+    width = max(len(ids) for ids in features["input_ids"])
+    logits: list[tuple[np.ndarray, np.ndarray]] = []
+    with torch.inference_mode():  # a few windows at a time: a book-long context must not need its memory at once
+        for i in range(0, len(features["input_ids"]), ANSWER_BATCH):
+            batch = tokenizer.pad({k: features[k][i:i + ANSWER_BATCH] for k in names}, padding="max_length",
+                                  max_length=width, return_tensors="pt")
+            out = model(**{k: v.to(model.device) for k, v in batch.items()})
+            logits.append((out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()))
+    _, nbest = postprocess_predictions(examples, features, np.concatenate([s for s, _ in logits]),
+                                       np.concatenate([e for _, e in logits]), n_best=max(n_best, top_k),
                                        max_answer_len=max_answer_len)
     return _distinct_answers(nbest["q"], top_k)
 
@@ -1126,6 +1175,6 @@ def _distinct_answers(candidates: list[dict], top_k: int) -> list[dict]:
 
 __all__ = [
     "QAConfig", "QAScoreConfig", "answer", "score_qa", "build_features", "check_answers", "finetune_qa", "fit_questions", "load_squad",
-    "postprocess_predictions", "prepare_eval_features", "prepare_train_features", "question_token_limit",
+    "postprocess_predictions", "postprocess_settings", "prepare_eval_features", "prepare_train_features", "question_token_limit",
     "squad_metric", "squad_scores",
 ]

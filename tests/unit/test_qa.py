@@ -163,6 +163,42 @@ def test_answer_absent_from_context_is_an_error_even_with_repair(tmp_path):
         load_squad(path, repair_answer_starts=True)
 
 
+def test_a_squad_file_saved_with_a_byte_order_mark_or_in_utf16_loads(tmp_path):
+    """Notepad and PowerShell write UTF-8 with a byte-order mark, or UTF-16: the same questions."""
+    data = json.dumps(_one_question("Über die Brücke.", "Brücke", 9))
+    for encoding in ("utf-8-sig", "utf-16"):
+        path = tmp_path / f"{encoding}.json"
+        path.write_bytes(data.encode(encoding))
+        ds, repaired = load_squad(path)
+        assert (ds[0]["answers"]["text"], repaired) == (["Brücke"], 0)
+
+
+def test_whitespace_around_an_answer_is_dropped_so_its_label_is_the_answer(tokenizer, tmp_path):
+    """' Paris' at the space before it labelled 'is paris' (the token before the space), 'Paris. '
+    'paris. it': the text is trimmed and its start moved past the space, so the label is the answer."""
+    context = "The capital of France is Paris. It is big."
+    for text, start in ((" Paris", 24), ("Paris. ", 25), ("\tParis\n", 24)):
+        path = _write(tmp_path / "space.json", _one_question(context.replace(" Paris", "\tParis\n") if "\t" in text
+                                                             else context, text, start))
+        ds, repaired = load_squad(path)
+        trimmed, at = ds[0]["answers"]["text"][0], ds[0]["answers"]["answer_start"][0]
+        assert (trimmed, at, repaired) == (text.strip(), 25, 0)
+        feats = prepare_train_features(ds[:1], tokenizer, max_seq_len=64, doc_stride=16)
+        s, e = feats["start_positions"][0], feats["end_positions"][0]
+        assert tokenizer.decode(feats["input_ids"][0][s:e + 1]).replace(" ", "") == trimmed.lower().replace(" ", "")
+    with pytest.raises(ScratchBertError, match="has an empty answer text"):
+        load_squad(_write(tmp_path / "blank.json", _one_question(context, "  ", 3)))
+
+
+def test_repairs_are_counted_among_the_questions_kept(tmp_path):
+    """--max-eval-examples 1 of a file whose second question's start is wrong: nothing repaired."""
+    data = _one_question("The cat sat on the mat by the cat.", "cat", 4)
+    data["data"][0]["paragraphs"][0]["qas"].append({"id": "q2", "question": "Which?",
+                                                    "answers": [{"text": "mat", "answer_start": 2}]})
+    path = _write(tmp_path / "two.json", data)
+    assert load_squad(path)[1] == 1 and load_squad(path, max_examples=1)[1] == 0
+
+
 def test_duplicate_ids_are_refused():
     rec = {"id": "same", "title": "", "context": "a b", "question": "q?", "answers": {"text": ["a"], "answer_start": [0]}}
     with pytest.raises(ScratchBertError, match="id same appears twice"):
@@ -395,6 +431,13 @@ def test_config_validation(model_dir, squad_files, tmp_path):
         finetune_qa(QAConfig(**base, bf16="maybe"))
     with pytest.raises(ScratchBertError, match="max_seq_len 1024 is longer than the 512 positions"):
         finetune_qa(QAConfig(**base, max_seq_len=1024))
+    # too short for any overlap: the length to give; for a third of it only: no advice to use 0 (a third)
+    with pytest.raises(ScratchBertError, match=r"a 18-token window has no room .* use max_seq_len 20 or more"):
+        finetune_qa(QAConfig(**base, max_seq_len=18))
+    with pytest.raises(ScratchBertError, match=r"in a 24-token window; use doc_stride at most 5 \(a third of it is too much\)"):
+        finetune_qa(QAConfig(**base, max_seq_len=24))
+    with pytest.raises(ScratchBertError, match=r"in a 64-token window; use doc_stride at most 45, or 0 for a third"):
+        finetune_qa(QAConfig(**base, max_seq_len=64, doc_stride=50))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ScratchBertError, match="has no config.json"):
@@ -404,6 +447,15 @@ def test_config_validation(model_dir, squad_files, tmp_path):
         finetune_qa(QAConfig(**dict(base, model=str(empty))))
     with pytest.raises(ScratchBertError, match="does not exist"):
         finetune_qa(QAConfig(**dict(base, model=str(tmp_path / "nope"))))
+    # a broken config.json or tokenizer.json: one line that says so, not an internal error
+    broken = _copy_model(model_dir, tmp_path / "broken")
+    (broken / "config.json").write_text("{}")  # no model_type
+    with pytest.raises(ScratchBertError, match=r"broken has an unreadable config.json \(ValueError: .*save_pretrained"):
+        finetune_qa(QAConfig(**dict(base, model=str(broken))))
+    (broken / "config.json").write_text((model_dir / "config.json").read_text())
+    (broken / "tokenizer.json").write_text("{")
+    with pytest.raises(ScratchBertError, match=r"broken has an unreadable tokenizer \(.*save_pretrained"):
+        finetune_qa(QAConfig(**dict(base, model=str(broken))))
     assert not (tmp_path / "o").exists()
 
 
@@ -544,10 +596,11 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
     out = tmp_path / "qa"
     tuned = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
                                  out=str(out), max_seq_len=96, doc_stride=40, max_steps=3, batch_size=8,
-                                 max_train_examples=16, max_eval_examples=24, learning_rate=3e-3))
+                                 max_train_examples=16, max_eval_examples=24, learning_rate=3e-3, max_answer_len=2,
+                                 n_best=4))
     scored = score_qa(QAScoreConfig(model=str(out), squad_dev=str(squad_files[1]), out=str(tmp_path / "score"),
                                     max_eval_examples=24))
-    assert (scored["max_seq_len"], scored["doc_stride"]) == (96, 40)
+    assert (scored["max_seq_len"], scored["doc_stride"], scored["max_answer_len"], scored["n_best"]) == (96, 40, 2, 4)
     assert (scored["exact_match"], scored["f1"]) == pytest.approx((tuned["exact_match"], tuned["f1"]))
     assert json.loads((tmp_path / "score" / "predictions.json").read_text()) == \
         json.loads((tmp_path / "qa-logs" / "predictions.json").read_text())
@@ -557,6 +610,17 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
     with pytest.raises(ScratchBertError, match="question-answering"):
         score_qa(QAScoreConfig(model=str(model_dir), squad_dev=str(squad_files[1]), out=str(tmp_path / "score3")))
     assert not (tmp_path / "score3").exists()
+    # answer() too: the model's answers of at most 2 tokens from 4 candidates, unless asked otherwise
+    row = load_squad(squad_files[1])[0][0]
+    assert answer(out, row["question"], row["context"], top_k=5) == \
+        answer(out, row["question"], row["context"], top_k=5, max_answer_len=2, n_best=4)
+    assert json.loads((out / "config.json").read_text())["qa_postprocess"] == [2, 4]
+    assert qa.postprocess_settings(0, 0, object()) == (qa.MAX_ANSWER_LEN, qa.N_BEST)  # a model that does not say
+    assert qa.postprocess_settings(30, 0, type("Config", (), {"qa_postprocess": [2, 4]})()) == (30, 4)
+    with pytest.raises(ScratchBertError, match="does not exist; pass the folder written by qa-finetune"):
+        score_qa(QAScoreConfig(model=str(tmp_path / "nope"), squad_dev=str(squad_files[1]), out=str(tmp_path / "score4")))
+    with pytest.raises(ScratchBertError, match="does not exist; pass the folder written by qa-finetune"):
+        answer(tmp_path / "nope", "Who?", "Nobody.")
 
 
 def test_answer_asks_a_published_model_by_its_s3_address(model_dir, squad_files, tmp_path, s3_env, s3_bucket):
@@ -797,6 +861,11 @@ def test_finetuning_learns_the_synthetic_set_and_answers(model_dir, squad_files,
     long_context = " ".join(r["context"] for r in ds.select(range(1, 6))) + " " + row["context"]
     got = answer(out, row["question"], long_context, top_k=2, max_seq_len=64, doc_stride=32)
     assert got and all(long_context[c["start"]:c["end"]] == c["text"] for c in got)
+    monkeypatch.setattr(qa, "ANSWER_BATCH", 3)  # its windows put through the model three at a time: the same answers
+    again = answer(out, row["question"], long_context, top_k=2, max_seq_len=64, doc_stride=32)
+    assert [(c["text"], c["start"]) for c in again] == [(c["text"], c["start"]) for c in got]
+    assert [c["score"] for c in again] == pytest.approx([c["score"] for c in got], abs=1e-5)
+    monkeypatch.undo()
     # a passage that says it twice: each answer is listed once, at its best place
     twice = f"{row['context']} {row['context']}"
     got = answer(out, row["question"], twice, top_k=5)
