@@ -28,6 +28,7 @@ import codecs
 import gzip
 import io
 import json
+import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -45,6 +46,10 @@ MAX_DOCUMENT_BYTES = 4 << 20
 MAX_LINE_BYTES = 64 << 20
 _BINARY_PROBE = 1 << 20  # NUL bytes in the first MiB of a file mean it is not text
 GZIP_TRAILERS_READ = 64  # .gz sizes read from their trailers; the rest are estimated from these
+# Text packs about 3 times smaller with gzip and rarely 10 times: a .gz file too small to unpack
+# to 4 GiB whose trailer says less than it holds is several members, not one past 4 GiB.
+GZIP_TEXT_RATIO = 3
+GZIP_MAX_RATIO = 10
 
 
 @dataclass(frozen=True)
@@ -129,10 +134,15 @@ def sources(uri: str) -> list[Source]:
 
         client = storage.client_from_env()
         objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES)  # one object named on its own: any name
+        below = uri.rstrip("/") + "/"  # a prefix's objects leave out hidden names, as a folder's files do
+        objects = [(name, size) for name, size in objects
+                   if not name.startswith(below) or not any(part.startswith(".") for part in name[len(below):].split("/"))]
+        if not objects:
+            raise ScratchBertError(f"corpus {uri} holds only hidden objects (names starting with a dot); put the text in others")
         return [Source(name, size, lambda name=name: storage.open_object(name, client=client)) for name, size in objects]
     path = Path(uri)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
+        files = sorted(_corpus_files(path))
         if not files:
             raise ScratchBertError(f"corpus folder {path} has no {', '.join(SUFFIXES)} files; put the text in such files or point --corpus at a file")
     elif path.is_file():
@@ -140,6 +150,22 @@ def sources(uri: str) -> list[Source]:
     else:
         raise ScratchBertError(f"corpus {path} does not exist; give a text file or folder, s3://bucket/prefix or hf://dataset")
     return [Source(str(f), f.stat().st_size, lambda f=f: open(f, "rb")) for f in files]
+
+
+def _corpus_files(folder: Path) -> Iterator[Path]:
+    """The corpus files in ``folder`` and its subfolders, linked ones too (each real folder once),
+    leaving out hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``."""
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to a folder already read
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and name.endswith(SUFFIXES) and (Path(root) / name).is_file():
+                yield Path(root) / name
 
 
 def corpus_bytes(uri: str) -> int | None:
@@ -164,7 +190,9 @@ def corpus_bytes(uri: str) -> int | None:
 
 def _gzip_size(source: Source) -> int:
     """The uncompressed size of a gzip file from its trailer. The trailer holds the size modulo
-    4 GiB; compressed text is smaller than the text, so a size well below the stored one has wrapped."""
+    4 GiB of its last member; compressed text is smaller than the text, so a size well below the
+    stored one has wrapped, or, in a file too small to unpack to 4 GiB, belongs to the last of
+    several members (``cat a.gz b.gz``, bgzip's blocks), whose sum is taken at text's usual ratio."""
     if source.name.startswith("s3://"):
         from scratchbert import storage
 
@@ -175,6 +203,8 @@ def _gzip_size(source: Source) -> int:
             f.seek(max(0, source.size - 4))
             tail = f.read(4)
     size = int.from_bytes(tail, "little") if len(tail) == 4 else source.size
+    if size < source.size - 65536 and source.size * GZIP_MAX_RATIO < 1 << 32:
+        return source.size * GZIP_TEXT_RATIO
     while size < source.size - 65536:
         size += 1 << 32
     return size
@@ -288,7 +318,16 @@ def _jsonl_documents(lines: Iterable[tuple[int, str]], name: str) -> Iterator[st
         text = row.get("text") if isinstance(row, dict) else None
         if text is None or not isinstance(text, str):
             raise ScratchBertError(f"line {number} of {name} has no string field 'text'; each JSON line needs the document in 'text'")
-        yield from _pieces(p for p in (s.strip() for s in text.split("\n")) if p)
+        yield from _pieces(p for p in (s.strip() for s in _without_surrogates(text).split("\n")) if p)
+
+
+def _without_surrogates(text: str) -> str:
+    """``text`` with any lone surrogate (a JSON escape such as an emoji cut in half, valid JSON but
+    not text) replaced by U+FFFD, as a UTF-8 decoder does with a bad byte, rather than failing later."""
+    return _SURROGATE.sub("\ufffd", text)  # json.loads joins the halves of a pair: what is left is lone
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
@@ -416,10 +455,14 @@ def _wikitext_documents(lines: Iterable[str]) -> Iterator[str]:
 
 
 # --- sentence splitting -------------------------------------------------------------------
-# A rule-based splitter: no NLTK/spaCy models to download. A boundary is [.!?] (with closing
-# quotes/brackets) followed by space and an upper-case letter, digit or opening quote, unless
-# the word before the period is a known abbreviation or a single initial ("J. R. Smith").
-# Decimals ("3.14") and "e.g." inside a sentence never match because no space follows.
+# A rule-based splitter: no NLTK/spaCy models to download. A boundary is [.!?] (or the Arabic,
+# Urdu and Devanagari stops; with closing quotes/brackets) followed by space and a letter or digit
+# that is not lower-case (a capital of any script, or a letter of a script without case, such as
+# Arabic), after an optional opening quote, unless the word before the period is a known
+# abbreviation or a single initial ("J. R. Smith"); in a paragraph without any capital (a
+# lower-cased corpus) a lower-case letter starts a sentence too. The CJK stops 。！？ end a
+# sentence with no space after them. Decimals ("3.14") and "e.g." inside a sentence never match
+# because no space follows.
 
 _ABBREVIATIONS = frozenset(
     """mr mrs ms dr prof sr jr st mt ft no nos vol vols pp pg fig figs ed eds rev gen col lt
@@ -428,7 +471,8 @@ _ABBREVIATIONS = frozenset(
     ph.d b.a m.a b.sc m.sc d.c n.y l.a op no. ave blvd rd mrs. messrs""".split()
 )
 _NUMERO = frozenset({"no", "nos"})
-_BOUNDARY = re.compile(r"([.!?])([\"'”’)\]]*)\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+_BOUNDARY = re.compile(r"(?P<stop>[.!?\u061f\u06d4\u0964\u0965])(?P<close>[\"'”’»)\]]*)\s+(?=[\"'“‘«¿¡(\[]?(?P<next>\w))"
+                       r"|(?P<wide>[。！？])(?P<wide_close>[」』”’）]*)\s*(?=\S)")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -436,8 +480,11 @@ def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
     for paragraph in text.split("\n"):
         start = 0
+        cased = any(c.isupper() for c in paragraph)
         for m in _BOUNDARY.finditer(paragraph):
-            if m.group(1) == ".":
+            if m.group("stop") and cased and m.group("next").islower():
+                continue  # "it. then": one sentence, where the text has capitals to start them
+            if m.group("stop") == ".":
                 word = paragraph[start:m.start()].rsplit(None, 1)[-1] if paragraph[start:m.start()].strip() else ""
                 word = word.lstrip("\"'“‘([").lower()
                 if word in _NUMERO and not paragraph[m.end():m.end() + 1].isdigit():
@@ -446,7 +493,7 @@ def split_sentences(text: str) -> list[str]:
                     continue
                 if "." in word and len(word) <= 6 and all(len(p) <= 2 for p in word.split(".")):
                     continue  # dotted abbreviations we do not list: "u.s.a", "e.v"
-            end = m.end(2)
+            end = m.end("close") if m.group("stop") else m.end("wide_close")
             sentence = paragraph[start:end].strip()
             if sentence:
                 sentences.append(sentence)

@@ -161,6 +161,45 @@ def test_gzip_and_json_lines_give_the_same_documents_as_plain_text(tmp_path):
     assert corpus_bytes(str(plain)) == plain.stat().st_size
 
 
+def test_a_gzip_file_of_several_members_is_sized_at_texts_ratio_not_past_4_gib(tmp_path):
+    """`cat a.gz b.gz` and bgzip write several members; the trailer holds the last one's size only."""
+    import random
+
+    rng = random.Random(0)
+    words = [f"word{i}" for i in range(3000)]
+    text = "\n\n".join(" ".join(rng.choices(words, k=60)) + "." for _ in range(3000)) + "\n\n"  # about 1.3 MB
+    f = tmp_path / "multi.txt.gz"
+    f.write_bytes(gzip.compress(text.encode()) + gzip.compress(b"Last document.\n"))
+    assert f.stat().st_size > 70_000  # well above the last member's 15 bytes: it used to read as 4 GiB
+    size = corpus_bytes(str(f))
+    assert size == 3 * f.stat().st_size and len(text) / 2 < size < 2 * len(text)
+    assert load_documents(str(f))[-1] == "Last document."  # every member is read
+
+
+def test_a_corpus_folder_leaves_out_hidden_files_and_reads_linked_folders(tmp_path):
+    """macOS's ._ copies (binary) and notebook checkpoints are not text of the corpus; a linked
+    subfolder is, once, even where a link points back up the tree."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "b.txt").write_text("Linked text.\n")
+    corpus = tmp_path / "corpus"
+    (corpus / ".ipynb_checkpoints").mkdir(parents=True)
+    (corpus / "a.txt").write_text("Own text.\n")
+    (corpus / "._a.txt").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (corpus / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("Own text.\n")
+    (corpus / "linked").symlink_to(elsewhere)
+    (elsewhere / "up").symlink_to(corpus)  # a loop
+    assert load_documents(str(corpus)) == ["Own text.", "Linked text."]
+
+
+def test_a_lone_surrogate_in_json_lines_becomes_a_replacement_character(tmp_path):
+    """An emoji cut in half ("\\ud83d") is valid JSON but not text: the tokenizer and dataset
+    stages used to fail on it with an internal error."""
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"text": "Fine text \ud83d here."}) + "\n" + json.dumps({"text": "A smile \ud83d\ude00."}) + "\n")
+    assert load_documents(str(f)) == ["Fine text \ufffd here.", "A smile \U0001f600."]
+
+
 @pytest.mark.parametrize("line, words", [
     ("not json", "line 2 of .* is not JSON"),
     ('{"body": "x"}', "line 2 of .* has no string field 'text'"),
@@ -225,6 +264,16 @@ def test_missing_path_and_folder_without_txt(tmp_path):
     ("first line. Second.\nThird line? Fourth!", ["first line.", "Second.", "Third line?", "Fourth!"]),
     ("no final punctuation", ["no final punctuation"]),
     ("", []),
+    # capitals of other scripts, scripts without case, CJK stops without a space, Spanish and French openers
+    ("Он ушёл. Она пришла.", ["Он ушёл.", "Она пришла."]),
+    ("Il est parti. Élodie est venue.", ["Il est parti.", "Élodie est venue."]),
+    ("ذهب الولد. جاء الرجل.", ["ذهب الولد.", "جاء الرجل."]),
+    ("वह गया। वह आया।", ["वह गया।", "वह आया।"]),
+    ("猫が座った。犬が走った。", ["猫が座った。", "犬が走った。"]),
+    ("¿Qué? ¡Sí! «Bien». Hola.", ["¿Qué?", "¡Sí!", "«Bien».", "Hola."]),
+    ("Он сказал это. потом ушёл.", ["Он сказал это. потом ушёл."]),  # a cased text: lower-case goes on
+    # a lower-cased text (no capital in the paragraph): lower-case starts a sentence, abbreviations still do not
+    ("the cat sat, e.g. on a mat. the dog ran.", ["the cat sat, e.g. on a mat.", "the dog ran."]),
 ])
 def test_split_sentences(text, expected):
     assert split_sentences(text) == expected
@@ -327,6 +376,8 @@ def test_s3_object_and_prefix_give_the_same_documents_as_the_local_files(tmp_pat
     client = s3_server.client()
     client.fput_object(s3_bucket, "corpora/wiki/part-1.txt", str(part1))
     client.fput_object(s3_bucket, "corpora/wiki/part-2.txt", str(part2))
+    client.fput_object(s3_bucket, "corpora/wiki/._part-1.txt", str(part2))  # hidden: left out, as in a folder
+    client.fput_object(s3_bucket, "corpora/wiki/.cache/part-3.txt", str(part2))
 
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki/part-1.txt") == load_documents(str(part1))
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki") == load_documents(str(tmp_path))
