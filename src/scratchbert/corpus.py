@@ -265,6 +265,9 @@ def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
+            if name.endswith(".gz"):  # its checksum is only read at its end: damage shows up as bad text first
+                raise ScratchBertError(f"corpus file {name} unpacks to text that is not UTF-8 (bad byte at offset "
+                                       f"{offset + e.start}), or is damaged; check it with `gzip -t`, or convert the text to UTF-8") from None
             raise ScratchBertError(f"corpus file {name} is not UTF-8 text (bad byte at offset {offset + e.start}); convert it to UTF-8") from None
         if offset == 0:
             text = text.removeprefix("\ufeff")

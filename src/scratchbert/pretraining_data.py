@@ -99,6 +99,8 @@ class DatasetConfig:
               (self.dupe_factor >= 1, f"--dupe-factor {self.dupe_factor} must be 1 or more (times each document is turned into examples)"),
               (finite(self.validation_fraction) and 0 <= self.validation_fraction < 1,
                f"--validation-fraction {self.validation_fraction} must lie in [0, 1) (the fraction of documents held out)"),
+              (self.valid_corpus or not self.validation_fraction == 0,
+               "--validation-fraction 0 holds no documents out for validation; give a fraction above 0, or --valid-corpus"),
               (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
               (self.max_valid_corpus_bytes >= 0,
                f"--max-valid-corpus-bytes {self.max_valid_corpus_bytes} must not be negative (0 uses all of it)"),
@@ -189,7 +191,9 @@ def _init_worker(settings: _Settings) -> None:
     from tokenizers import Tokenizer
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _WORKER.update(settings=settings, tokenizer=Tokenizer.from_str(settings.tokenizer_json))
+    tokenizer = Tokenizer.from_str(settings.tokenizer_json)
+    tokenizer.encode_special_tokens = True  # "[SEP]" or "[MASK]" written in the text is text, not a special token
+    _WORKER.update(settings=settings, tokenizer=tokenizer)
 
 
 def _group_examples(task: tuple[str, int, list[str], int]) -> dict:
@@ -336,6 +340,9 @@ def build_parameters(cfg: DatasetConfig) -> dict:
     values = asdict(cfg)
     for name in ("out", "tokenizer", "num_proc", "corpus_part", "overwrite"):
         values.pop(name)
+    for name in ("corpus", "valid_corpus"):  # ./text.txt and text.txt are one corpus, for parts built in other folders
+        if values[name] and "://" not in values[name]:
+            values[name] = os.path.abspath(values[name])
     return values
 
 
@@ -429,15 +436,22 @@ class DatasetMergeConfig:
 
     parts: str = param(help="The part folders (from `scratchbert dataset --corpus-parts N --corpus-part k`), separated by commas.")
     out: str = param(help="Output folder of the whole dataset.")
+    overwrite: bool = param(False, help="Replace an existing --out that another stage or a person wrote (a dataset folder is always replaced).")
+
+
+def _build_differences(build: dict, other: dict) -> list[str]:
+    """The names of the settings (:func:`build_parameters`) that differ between two parts' builds."""
+    return sorted(k for k in set(build) | set(other) if build.get(k) != other.get(k))
 
 
 def merge_datasets(cfg: DatasetMergeConfig | None = None, *, parts: list[str | os.PathLike] | None = None,
-                   out: str | os.PathLike | None = None) -> dict:
+                   out: str | os.PathLike | None = None, overwrite: bool | None = None) -> dict:
     """Gather the shards of every part into one dataset (hard links where the filesystem allows,
     copies elsewhere) with one index; return its statistics (also ``metrics.json``)."""
     t0 = time.perf_counter()
     folders = [Path(p) for p in (parts if parts is not None else [p.strip() for p in cfg.parts.split(",") if p.strip()])]
     out = Path(out if out is not None else cfg.out)
+    overwrite = overwrite if overwrite is not None else bool(cfg and cfg.overwrite)
     if not folders:
         raise ScratchBertError("no dataset parts to merge; give the part folders separated by commas")
     indexes = [shards.read_index(f, complete=False) for f in folders]
@@ -448,12 +462,14 @@ def merge_datasets(cfg: DatasetMergeConfig | None = None, *, parts: list[str | o
         raise ScratchBertError(f"the parts given are {found} of {count}; give each of the {count} parts exactly once")
     for folder, ix in zip(folders, indexes):
         for key in ("build", "tokenizer_fingerprint", "max_seq_len"):
-            if ix[key] != first[key]:
-                raise ScratchBertError(f"dataset part {folder} was built with other settings ({key}) than {folders[0]}; build every part with the same settings")
+            differ = _build_differences(ix["build"], first["build"]) if key == "build" else [key] * (ix[key] != first[key])
+            if differ:
+                raise ScratchBertError(f"dataset part {folder} was built with other settings ({', '.join(differ)}) than "
+                                       f"{folders[0]}; build every part with the same settings")
     order = sorted(range(len(folders)), key=lambda i: indexes[i].get("part", {}).get("index", 0))
     splits = {split: {"documents": 0, "examples": 0, "tokens": 0, "random_next": 0, "shards": []} for split in shards.SPLITS}
     counts = None
-    with atomic_output_dir(out, stage=STAGE, inputs=folders) as tmp:
+    with atomic_output_dir(out, stage=STAGE, inputs=folders, overwrite=overwrite) as tmp:
         for i in order:
             folder, ix = folders[i], indexes[i]
             for split in shards.SPLITS:

@@ -270,9 +270,23 @@ def test_parts_built_apart_and_merged_equal_the_whole(marker_corpus, tmp_path, m
     other = tmp_path / "other-part"
     build_dataset(DatasetConfig(corpus=str(marker_corpus / "train.txt"), tokenizer=str(marker_corpus / "tok"),
                                 out=str(other), num_proc=1, dupe_factor=1, corpus_parts=3, corpus_part=1))
-    with pytest.raises(ScratchBertError, match="built with other settings"):
+    with pytest.raises(ScratchBertError, match=r"built with other settings \(dupe_factor\)"):
         merge_datasets(parts=[parts[0], other, parts[2]], out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+    # a part given its corpus as ./train.txt is built the same; a folder of the user's is replaced only when asked
+    same = tmp_path / "same-part"
+    with monkeypatch.context() as m:
+        m.chdir(marker_corpus)
+        build_dataset(DatasetConfig(corpus="./train.txt", tokenizer=str(marker_corpus / "tok"), out=str(same), num_proc=1,
+                                    dupe_factor=2, corpus_parts=3, corpus_part=1))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a person's file")
+    with pytest.raises(ScratchBertError, match="--overwrite"):
+        merge_datasets(parts=[parts[0], same, parts[2]], out=mine)
+    assert merge_datasets(parts=[parts[0], same, parts[2]], out=mine, overwrite=True)["train_examples"] == \
+        whole_stats["train_examples"]
+    assert not (mine / "notes.txt").exists()
 
 
 def test_an_s3_corpus_gives_the_same_dataset_as_the_local_file(marker_corpus, tmp_path, s3_env, s3_server, s3_bucket):
@@ -301,6 +315,7 @@ def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, 
     ({"random_next_prob": 1.5}, "must lie in"),
     ({"dupe_factor": 0}, "must be 1 or more"),
     ({"validation_fraction": 1.5}, r"--validation-fraction 1.5 must lie in \[0, 1\)"),
+    ({"validation_fraction": 0.0}, "--validation-fraction 0 holds no documents out .* or --valid-corpus"),  # before any work
     ({"num_proc": -1}, "--num-proc -1 must not be negative"),
     ({"max_corpus_bytes": -1}, "--max-corpus-bytes -1 must not be negative"),
     ({"corpus": "ftp://host/corpus.txt"}, "scheme scratchbert does not read"),
@@ -311,6 +326,19 @@ def test_bad_settings_are_errors(marker_corpus, tmp_path, kw, words):
     with pytest.raises(ScratchBertError, match=words):
         _build(marker_corpus, tmp_path / "ds", **kw)
     assert not (tmp_path / "ds").exists()
+
+
+def test_special_tokens_written_in_the_text_are_text(marker_corpus, tmp_path):
+    """A corpus about BERT writes "[SEP]" and "[MASK]": they must not become the structural tokens."""
+    docs = [d + " See [SEP] and [MASK] and [CLS] here." for d in marker_documents(200)]
+    corpus = tmp_path / "bert.txt"
+    corpus.write_text("\n\n".join(docs) + "\n")
+    _, ds, _ = _build(marker_corpus, tmp_path / "ds", corpus=str(corpus))
+    tok = load_tokenizer(marker_corpus / "tok")
+    rows = ds["train"]["input_ids"]
+    assert rows and all(list(ids).count(tok.sep_token_id) == 2 and list(ids).count(tok.cls_token_id) == 1 and
+                        tok.mask_token_id not in ids for ids in rows)
+    assert any("sep" in tok.decode(ids[1:]) for ids in rows)  # as the word it is
 
 
 def test_loading_a_folder_that_is_not_a_dataset_is_an_error(tmp_path):
