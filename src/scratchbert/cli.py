@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
               f"the traceback is in {write_crash_log(args.command, e)} (please report it)", file=sys.stderr)
         return 1
     if result is not None and is_main_process():  # under torchrun, rank 0 prints the job's result
-        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+        # answers and paths as written (Привет, 東京), unless the terminal cannot show them
+        ascii_only = "utf" not in (getattr(sys.stdout, "encoding", None) or "").lower()
+        print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=ascii_only))
     return 0
 
 

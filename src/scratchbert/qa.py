@@ -182,7 +182,7 @@ def _flatten_squad_json(data: Any, where: str) -> list[dict]:
 
     records = []
     for a, article in enumerate(need(data, "data", list, "the top level")):
-        title = article.get("title", "") if isinstance(article, dict) else ""
+        title = (article.get("title") or "") if isinstance(article, dict) else ""
         for p, paragraph in enumerate(need(article, "paragraphs", list, f"data[{a}]")):
             ppath = f"data[{a}].paragraphs[{p}]"
             context = need(paragraph, "context", str, ppath)

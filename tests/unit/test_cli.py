@@ -263,6 +263,23 @@ def test_utf16_context_file_is_read(tmp_path, capsys, monkeypatch):
     assert seen["context"] == "Ada founded the town in 1820.\n"
 
 
+def test_answers_print_as_written_where_the_terminal_takes_utf8(tmp_path, capsys, monkeypatch):
+    """A CJK answer printed as \\u6771\\u4eac cannot be read; one that the terminal cannot show is escaped."""
+    import io
+
+    import scratchbert.qa
+
+    monkeypatch.setattr(scratchbert.qa, "answer", lambda model, q, context, k: [{"text": "東京", "score": 0.9}])
+    args = ["ask", "--model", str(tmp_path), "--question", "首都は？", "--context", "日本の首都は東京です。"]
+    assert cli.main(args) == 0
+    assert '"text": "東京"' in capsys.readouterr().out
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr("sys.stdout", ascii_out)
+    assert cli.main(args) == 0
+    ascii_out.seek(0)
+    assert '"text": "\\u6771\\u4eac"' in ascii_out.read()
+
+
 def test_stages_chained_through_main_write_the_documented_metrics(tmp_path, capsys):
     corpus = synthetic.write_corpus(tmp_path / "corpus.txt", 200, seed=5)
     tok, data, model, ev = (str(tmp_path / n) for n in ("tok", "data", "model", "eval"))
