@@ -235,8 +235,18 @@ def _has_checkpoints(folder: Path) -> bool:
     return any(p.is_dir() and p.name.startswith("checkpoint-") for p in folder.iterdir())
 
 
+def _run_made(child: Path) -> bool:
+    """Whether ``child`` of a checkpoint folder is what a pretraining run writes there: its
+    checkpoints, its record (and the record's temporary file), the Trainer's TensorBoard runs."""
+    name = child.name
+    return name.startswith(("checkpoint-", f".{RUN_RECORD}.tmp-")) or name in (RUN_RECORD, "runs")
+
+
 def _clear(folder: Path) -> None:
+    """Remove what pretraining runs wrote into ``folder``, and nothing else: a person's files stay."""
     for child in folder.iterdir():
+        if not _run_made(child):
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
@@ -281,6 +291,9 @@ class Checkpoints:
                 log.info("%s holds no checkpoint of its earlier run; this run takes it over", folder)
                 _clear(folder)
             elif not empty and not same_run(found, self.record):
+                if found is None and not _has_checkpoints(folder):  # no run's: a person's folder, never cleared
+                    raise ScratchBertError(f"--checkpoint-dir {folder} holds files that are not pretraining checkpoints; "
+                                           "give an empty or new folder")
                 what = ("belong to another pretraining run (" + ", ".join(differences(found, self.record)) + ")"
                         if found is not None else "were not written by a scratchbert pretraining run that recorded itself")
                 if not overwrite:
@@ -300,9 +313,14 @@ class Checkpoints:
         os.replace(tmp, folder / RUN_RECORD)
 
     def finish(self, keep: bool) -> None:
-        """After a successful run: remove the folder unless ``keep``, and release it."""
+        """After a successful run: remove its checkpoints unless ``keep`` (and the folder, if
+        nothing else is in it), and release it."""
         if not keep:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            _clear(self.folder)
+            try:
+                self.folder.rmdir()
+            except OSError:  # files of a person's in it (or gone already): the folder stays
+                pass
         _unlock(self.folder)
 
     # the S3 mirror

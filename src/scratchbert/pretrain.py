@@ -247,7 +247,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     cfg.validate()
     logs = Path(cfg.logs or sibling(cfg.out, "logs"))
     checkpoint_dir = Path(cfg.checkpoint_dir or sibling(cfg.out, "checkpoints"))
-    inputs = [cfg.dataset, cfg.tokenizer]
+    inputs = [cfg.dataset, cfg.tokenizer, cfg.init_model]  # an output there would overwrite what the run reads
     check_distinct({"--out": cfg.out, "--logs": logs, "--checkpoint-dir": checkpoint_dir})
     if distributed.is_main_process():  # under torchrun, rank 0 alone touches the output places
         check_output(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite)

@@ -227,10 +227,12 @@ def test_a_recorded_run_without_any_checkpoint_is_taken_over(kept_run, tmp_path)
     (folder / "runs").mkdir()
     new = json.loads(json.dumps(old))
     new["training"]["seed"] = 7
+    (folder / "notes.txt").write_text("a person's")
     claim = Checkpoints(folder, new)
     assert claim.resume is None and json.loads((folder / RUN_RECORD).read_text()) == new
-    assert sorted(p.name for p in folder.iterdir()) == [RUN_RECORD]
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", RUN_RECORD]
     claim.finish(keep=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
 def test_checkpoints_of_an_unrecorded_run_or_a_users_folder_are_not_touched(built_dataset, kept_run, tmp_path):
@@ -240,11 +242,17 @@ def test_checkpoints_of_an_unrecorded_run_or_a_users_folder_are_not_touched(buil
         pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, save_steps=10))
     assert (checkpoints / "checkpoint-20" / "model.safetensors").is_file()
     users = tmp_path / "mine"
-    users.mkdir()
+    (users / "photos").mkdir(parents=True)
     (users / "notes.txt").write_text("not checkpoints")
-    with pytest.raises(ScratchBertError, match="were not written by a scratchbert pretraining run"):
-        pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, checkpoint_dir=str(users)))
-    assert (users / "notes.txt").read_text() == "not checkpoints"
+    (users / "photos" / "a.jpg").write_text("a photo")
+    for overwrite in (False, True):  # --overwrite discards checkpoints, never a person's folder (it used to delete it)
+        with pytest.raises(ScratchBertError, match="holds files that are not pretraining checkpoints; give an empty"):
+            pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, checkpoint_dir=str(users), overwrite=overwrite))
+        assert (users / "notes.txt").read_text() == "not checkpoints" and (users / "photos" / "a.jpg").is_file()
+    # checkpoints discarded with --overwrite in a folder that also holds a person's file: the file stays
+    (checkpoints / "notes.txt").write_text("mine")
+    metrics = pretrain(_config(built_dataset, tmp_path / "model", max_steps=20, save_steps=10, overwrite=True))
+    assert not metrics["resumed"] and sorted(p.name for p in checkpoints.iterdir()) == ["notes.txt"]
 
 
 def test_a_checkpoint_folder_in_use_by_another_process_is_refused(kept_run, tmp_path):

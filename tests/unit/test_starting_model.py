@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,15 @@ def test_a_dataset_of_another_tokenizer_or_a_size_override_is_refused(start_mode
         pretrain(PretrainConfig(dataset=str(built_dataset), out=str(tmp_path / "m"), init_model=str(start_model),
                                 max_steps=1, num_hidden_layers=4))
     assert not (tmp_path / "m").exists()
+    # the starting model is an input: --out there (or a folder around it, or checkpoints in it) would overwrite it
+    base = tmp_path / "base"
+    shutil.copytree(start_model, base)
+    weights = (base / "model.safetensors").read_bytes()
+    for out, more in ((base, {}), (tmp_path, {}), (tmp_path / "m2", {"checkpoint_dir": str(base)})):
+        with pytest.raises(ScratchBertError, match="the input .*base; writing there would destroy the input"):
+            pretrain(PretrainConfig(dataset=str(built_dataset), out=str(out), init_model=str(base), max_steps=1,
+                                    overwrite=True, **more))
+    assert (base / "model.safetensors").read_bytes() == weights
 
 
 def test_qa_fine_tuning_starts_from_an_s3_model_and_keeps_its_tokenizer(start_model, s3_env, s3_bucket, tmp_path):
