@@ -9,7 +9,9 @@ the end of its minutes. The Trainer's ``lr_scheduler_type`` has no clock, hence 
 The clock is read once per step, at its end, by rank 0 alone under torchrun, and that reading
 is sent to every process (:func:`scratchbert.distributed.broadcast_float`): every rank stops on
 the same step and applies the same learning rate (DDP needs both; each process's own clock
-starts and runs a little apart).
+starts and runs a little apart). Each checkpoint keeps the clock's reading (in its
+``trainer_state.json``), so a run resumed from it goes on from those seconds: its schedule
+continues and it trains only the minutes left, as a retried pipeline task must.
 """
 
 from __future__ import annotations
@@ -91,13 +93,19 @@ class Budget:
         reading, on every rank) and, when only the clock ends the run, a progress bar in seconds
         in place of the step bar."""
         from transformers import TrainerCallback
+        from transformers.trainer_callback import ExportableState
 
         budget = self
 
-        class _Clock(TrainerCallback):
+        class _Clock(TrainerCallback, ExportableState):
+            def state(self) -> dict:  # saved into each checkpoint's trainer_state.json
+                return {"args": {}, "attributes": {"clock": budget.clock}}
+
             def on_train_begin(self, args, state, control, **kw):
-                budget.start = time.monotonic()
-                budget.clock = 0.0
+                saved = (state.stateful_callbacks or {}).get(type(self).__name__) if state.global_step else None
+                spent = float(((saved or {}).get("attributes") or {}).get("clock") or 0.0)  # 0: a fresh run
+                budget.start = time.monotonic() - spent
+                budget.clock = spent
 
             def on_step_end(self, args, state, control, **kw):
                 if not budget.seconds:

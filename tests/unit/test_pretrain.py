@@ -479,6 +479,41 @@ def test_time_budget_stops_training_on_the_clock(built_dataset, tmp_path):
     assert max(lrs) > lrs[-1]  # the schedule follows the clock and decays towards the end
 
 
+def test_a_time_budgeted_run_resumed_goes_on_from_its_clock(built_dataset, tmp_path, monkeypatch):
+    """A run that dies halfway through its 6 seconds and is run again trains the seconds left, its
+    learning rate going on down from where it was (it used to warm up again and spend 6 more)."""
+    from transformers import TrainerCallback
+
+    from scratchbert import schedule
+
+    callbacks = schedule.Budget.callbacks
+
+    def dying(budget):
+        class Kill(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if budget.clock > 3.0 and state.global_step % 10 == 1:  # just after a checkpoint
+                    raise RuntimeError("killed")
+        return callbacks(budget) + [Kill()]
+
+    checkpoints = tmp_path / "checkpoints"
+    settings = dict(time_budget_minutes=0.1, save_steps=10, logging_steps=2, checkpoint_dir=str(checkpoints))
+    monkeypatch.setattr(schedule.Budget, "callbacks", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        pretrain(_config(built_dataset, tmp_path / "model", **settings))
+    monkeypatch.undo()
+    latest = max(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((latest / "trainer_state.json").read_text())
+    saved, at = state["stateful_callbacks"]["_Clock"]["attributes"]["clock"], state["global_step"]
+    assert 3.0 < saved < 6.0
+    lr_then = [h["learning_rate"] for h in state["log_history"] if "learning_rate" in h][-1]
+
+    metrics = pretrain(_config(built_dataset, tmp_path / "model", **settings))
+    assert metrics["resumed"] and metrics["steps"] > at
+    history = json.loads((tmp_path / "model-logs" / "log_history.json").read_text())["log_history"]
+    after = [h["learning_rate"] for h in history if "learning_rate" in h and h["step"] > at]
+    assert after and max(after) <= lr_then * 1.001 and after == sorted(after, reverse=True)  # on down, no new warmup
+
+
 def test_unigram_bias_starts_training_below_the_uniform_loss(built_dataset, tmp_path):
     import math
 
