@@ -1027,8 +1027,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", action="store_true", help="generate the inputs not given; a nano model, a few minutes of CPU")
     p.add_argument("--endpoint", help="use this S3 endpoint (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) instead of an embedded server")
     p.add_argument("--workdir", default="runs/local", help="folder of the runs (default: %(default)s)")
-    p.add_argument("--keep-store", default="", help="data folder of the embedded S3 server, kept after the run (default: WORKDIR/s3-store)")
-    p.add_argument("--temporary-store", action="store_true", help="use a throw-away S3 store instead (the published model is gone after the run)")
+    store = p.add_mutually_exclusive_group()  # a kept store and a throw-away one: the user means one
+    store.add_argument("--keep-store", help="data folder of the embedded S3 server, kept after the run (default: WORKDIR/s3-store)")
+    store.add_argument("--temporary-store", action="store_true", help="use a throw-away S3 store instead (the published model is gone after the run)")
     group = p.add_argument_group("pipeline parameters", "The pipeline's parameters; local files and folders are accepted for the inputs.")
     for param in parameters.PARAMETERS:
         if param.name in CLUSTER_ONLY:
@@ -1054,6 +1055,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _run_from_args(args) -> None:
     """The command: the summary table is its output (and ``<run>/summary.json`` the same as JSON)."""
     params = {p.name: getattr(args, p.name) for p in parameters.PARAMETERS if hasattr(args, p.name)}
+    if args.endpoint and (args.keep_store is not None or args.temporary_store):
+        raise ScratchBertError("--keep-store and --temporary-store choose the embedded S3 server's store; with --endpoint "
+                               "the run's objects stay in that endpoint's store, so leave them out")
     run_local(synthetic=args.synthetic, endpoint=args.endpoint, workdir=args.workdir,
-              keep_store=None if args.temporary_store else args.keep_store,
+              keep_store=None if args.temporary_store else (args.keep_store or ""),
               verbose=getattr(args, "verbose", False), quiet=getattr(args, "quiet", False), **params)

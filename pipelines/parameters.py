@@ -368,7 +368,9 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
     epochs = _value(values, "qa_epochs")
     if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0:  # what QA fine-tuning cannot use, pretraining can
         qa = min(qa, epochs * epoch_minutes)
-    split = {"time_budget_minutes": round(training - qa, 2), "qa_time_budget_minutes": round(qa, 2)}
+    # to the hundredth of a minute, but never down to 0, which would mean no budget at all
+    split = {name: max(0.01, round(minutes, 2)) if minutes > 0 else 0.0
+             for name, minutes in (("time_budget_minutes", training - qa), ("qa_time_budget_minutes", qa))}
     return {name: given[name] or (0.0 if int(steps[name] or -1) > 0 else split[name]) for name in split}
 
 

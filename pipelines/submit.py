@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from scratchbert.errors import RunFailed, ScratchBertError
+from scratchbert.params import finite
 from scratchbert_pipelines import parameters, settings
 from scratchbert_pipelines.compile import DEFAULT_OUTPUT as DEFAULT_YAML
 
@@ -78,6 +79,8 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
     package = Path(package)
     if not package.is_file():
         raise ScratchBertError(f"{package} does not exist; compile it with `python pipelines/compile.py --output {package}`")
+    if wait and not (finite(timeout_minutes) and timeout_minutes > 0):
+        raise ScratchBertError(f"--timeout-minutes {timeout_minutes} must be a positive number of minutes to wait for the run")
     params = parameters.check(params)
     parameters.validate(params)  # as the pipeline's validate task will: fail here, not on the cluster
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT")
@@ -143,14 +146,14 @@ class _api_errors:
         import urllib3
         from kfp_server_api.exceptions import ApiException
 
+        if isinstance(exc, TimeoutError):  # kfp's wait ran out (an OSError too, so it comes first)
+            raise RunFailed(f"the run did not finish in time ({exc}); it may still be running") from None
         if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, OSError)):
             raise ScratchBertError(f"could not reach Kubeflow Pipelines at {self.host} ({type(exc).__name__}); "
                                    "check --host (e.g. http://localhost:8080) and that the API server is up") from None
         if isinstance(exc, ApiException):
             raise ScratchBertError(f"Kubeflow Pipelines at {self.host} refused the request ({exc.status} {exc.reason}); "
                                    "check --host and --existing-token") from None
-        if isinstance(exc, TimeoutError):
-            raise RunFailed(f"the run did not finish in time ({exc}); it may still be running") from None
         return False
 
 

@@ -89,6 +89,9 @@ def check(*checks: tuple[bool, str]) -> None:
             raise ScratchBertError(message)
 
 
+SEED_LIMIT = 1 << 32  # seeds lie in [0, 2**32): transformers' set_seed seeds NumPy, which takes no others
+
+
 def finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 

@@ -39,7 +39,7 @@ from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import ATTENTIONS, PRESETS, resolve_attention
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
-from scratchbert.params import check, check_choices, check_source, default, finite, param
+from scratchbert.params import SEED_LIMIT, check, check_choices, check_source, default, finite, param
 from scratchbert.schedule import Budget
 
 STAGE = "pretrain"
@@ -117,7 +117,9 @@ class PretrainConfig:
               (finite(budget) and budget >= 0,
                f"--time-budget-minutes {budget} must be a number of minutes, 0 or more (0: no budget)"),
               (self.max_steps > 0 or budget > 0 or (finite(self.epochs) and self.epochs > 0),
-               "nothing to train: give --max-steps, a positive --epochs or --time-budget-minutes"),
+               f"--epochs {self.epochs} gives nothing to train: give --max-steps, a positive finite --epochs or "
+               "--time-budget-minutes"),
+              (0 <= self.seed < SEED_LIMIT, f"--seed {self.seed} must lie in [0, 2**32), as NumPy's seeds do"),
               (self.batch_size >= 1, f"--batch-size {self.batch_size} must be at least 1"),
               (finite(self.learning_rate) and self.learning_rate >= 0,
                f"--learning-rate {self.learning_rate} must be positive, or 0 for the recipe's"),

@@ -36,7 +36,7 @@ from scratchbert.errors import ScratchBertError
 from scratchbert.metrics import squad_metric
 from scratchbert.modeling import ATTENTIONS
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
-from scratchbert.params import check, check_choices, check_source, finite, param
+from scratchbert.params import SEED_LIMIT, check, check_choices, check_source, finite, param
 from scratchbert.schedule import Budget
 from scratchbert.tokenizer import fingerprint
 
@@ -622,6 +622,7 @@ def _validate(cfg: QAConfig) -> None:
         (cfg.max_eval_examples >= 0, "--max-eval-examples must not be negative (0 uses all)"),
         (cfg.num_workers >= 0, f"--num-workers {cfg.num_workers} must not be negative"),
         (cfg.logging_steps >= 1, f"--logging-steps {cfg.logging_steps} must be at least 1"),
+        (0 <= cfg.seed < SEED_LIMIT, f"--seed {cfg.seed} must lie in [0, 2**32), as NumPy's seeds do"),
     ]
     for ok, message in checks:
         if not ok:

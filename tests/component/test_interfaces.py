@@ -455,6 +455,8 @@ def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monk
         assert parameters.split_budget(settings) == {"time_budget_minutes": 5.0, "qa_time_budget_minutes": 7.5}
     tiny = parameters.split_budget({**main, "budget_minutes": 10.0, "max_corpus_bytes": 2_000_000_000, "budget_qa_epoch_minutes": 0})
     assert tiny == {"time_budget_minutes": 2.0, "qa_time_budget_minutes": 3.0}
+    # a budget of seconds still limits both stages: a share rounded to 0 minutes would mean no limit
+    assert parameters.split_budget({**main, "budget_minutes": 0.01}) == {"time_budget_minutes": 0.01, "qa_time_budget_minutes": 0.01}
 
 
 def test_a_budget_too_short_for_the_work_around_training_says_how_late_the_run_will_end():

@@ -232,6 +232,9 @@ def test_a_terminated_run_stops_its_task_processes_and_says_so(tmp_path):
     (["--workdir", "{tmp}/a-file/runs"], "a-file is a file, not a folder"),
     (["--keep-store", "{tmp}/a-file"], "--keep-store {tmp}/a-file is a file"),
     (["--keep-store", "/proc/scratchbert-store"], "cannot write --keep-store /proc/scratchbert-store"),
+    # a kept store the run would not keep (it was deleted, with the model the user asked to keep)
+    (["--keep-store", "{tmp}/store", "--temporary-store"], "argument --temporary-store: not allowed with argument --keep-store"),
+    (["--endpoint", "http://127.0.0.1:9", "--keep-store", "{tmp}/store"], "with --endpoint the run's objects stay"),
 ])
 def test_bad_parameters_fail_in_one_line_before_anything_starts(tmp_path, capsys, monkeypatch, flags, words):
     """run-local checks every parameter as the stages will before it makes a folder, starts a
@@ -240,7 +243,7 @@ def test_bad_parameters_fail_in_one_line_before_anything_starts(tmp_path, capsys
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     (tmp_path / "a-file").write_text("x")
     flags, words = [f.format(tmp=tmp_path) for f in flags], words.format(tmp=tmp_path)
-    with pytest.raises(SystemExit) if "choice" in words else contextlib.nullcontext():
+    with pytest.raises(SystemExit) if "choice" in words or "not allowed" in words else contextlib.nullcontext():
         assert cli.main(["run-local", "--synthetic", "--workdir", str(tmp_path / "runs"), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err and "AWS_ENDPOINT_URL" not in err

@@ -120,6 +120,23 @@ def test_wait_exits_nonzero_when_the_run_did_not_succeed(package, state, capsys,
     assert err.startswith("scratchbert submit: error: run r-1 ended") and err.count("\n") == 1
 
 
+def test_a_run_that_outlasts_the_wait_is_reported_so_and_a_bad_wait_is_refused_first(package):
+    """kfp's wait raises TimeoutError, an OSError: it is a run still going, not an unreachable host."""
+    client = FakeClient()
+
+    def too_long(run_id, timeout):
+        raise TimeoutError("Run timeout")
+
+    client.wait_for_run_completion = too_long
+    with pytest.raises(RunFailed, match="did not finish in time .* it may still be running"):
+        submit_mod.submit(None, "exp", {}, package, wait=True, timeout_minutes=1, client=client)
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        client = FakeClient()
+        with pytest.raises(ScratchBertError, match="--timeout-minutes .* must be a positive number"):
+            submit_mod.submit(None, "exp", {}, package, wait=True, timeout_minutes=bad, client=client)
+        assert client.calls == []  # nothing started
+
+
 def test_shipped_package_is_the_default(monkeypatch):
     assert submit_mod.DEFAULT_YAML.is_file() and submit_mod.DEFAULT_YAML.name == "bert_pipeline.yaml"
 

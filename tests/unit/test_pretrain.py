@@ -418,6 +418,9 @@ def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_to
 
 @pytest.mark.parametrize("kw, words", [
     ({"max_steps": -1, "epochs": 0}, "nothing to train"),
+    ({"max_steps": -1, "epochs": float("inf")}, "--epochs inf gives nothing to train: .* a positive finite --epochs"),
+    ({"max_steps": 5, "seed": -1}, r"--seed -1 must lie in \[0, 2\*\*32\)"),
+    ({"max_steps": 5, "seed": 2 ** 32}, r"--seed 4294967296 must lie in"),
     ({"max_steps": 0}, "--max-steps 0 trains nothing"),
     ({"max_steps": -5}, "--max-steps -5 trains nothing"),
     ({"time_budget_minutes": -5.0}, "--time-budget-minutes -5.0 must be"),

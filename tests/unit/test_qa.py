@@ -427,6 +427,8 @@ def test_config_validation(model_dir, squad_files, tmp_path):
         finetune_qa(QAConfig(**base, max_seq_len=128, doc_stride=128))
     with pytest.raises(ScratchBertError, match="--max-steps 0 must be positive, or -1"):
         finetune_qa(QAConfig(**base, max_steps=0))
+    with pytest.raises(ScratchBertError, match=r"--seed -1 must lie in \[0, 2\*\*32\)"):
+        finetune_qa(QAConfig(**base, seed=-1))
     with pytest.raises(ScratchBertError, match="--bf16 'maybe' is not one of auto, true, false"):
         finetune_qa(QAConfig(**base, bf16="maybe"))
     with pytest.raises(ScratchBertError, match="max_seq_len 1024 is longer than the 512 positions"):
