@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -179,6 +180,19 @@ def _open_permissions(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~_umask())
 
 
+def _readable(folder: Path) -> None:
+    """Let whoever the umask lets read ``folder``'s files and folders read them: some writers make
+    their files private (safetensors saves weights 0600), and a serving container of another user
+    must read the model."""
+    readable = 0o444 & ~_umask()
+    for root, dirs, files in os.walk(folder):
+        for name, bits in [(d, readable | readable >> 2) for d in dirs] + [(f, readable) for f in files]:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & bits != bits:
+                os.chmod(path, stat.S_IMODE(mode) | bits)
+
+
 def _lock(folder: Path) -> int:
     """Hold an exclusive lock on ``folder`` (its fd) for as long as this process writes it."""
     fd = os.open(folder, os.O_RDONLY)
@@ -303,6 +317,7 @@ def atomic_output_dir(out: str | os.PathLike, *, stage: str | None = None, overw
             yield tmp
             if stage is not None:
                 write_marker(tmp, stage, marker)
+            _readable(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -41,9 +41,18 @@ def test_output_folders_get_the_permissions_a_plain_mkdir_would(tmp_path, umask,
     try:
         with atomic_output_dir(tmp_path / "out", stage="pretrain") as tmp:
             (tmp / "w").write_text("weights")
+            (tmp / "private").write_text("weights")  # as safetensors saves them: 0600
+            (tmp / "private").chmod(0o600)
+            (tmp / "sub").mkdir(mode=0o700)
+            (tmp / "sub" / "run").write_text("x")
+            (tmp / "run.sh").write_text("#!/bin/sh\n")
+            (tmp / "run.sh").chmod(0o700)
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == mode
+    out = tmp_path / "out"
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE((out / "sub").stat().st_mode) == mode
+    assert {stat.S_IMODE((out / f).stat().st_mode) for f in ("w", "private", "sub/run")} == {mode & 0o666}
+    assert stat.S_IMODE((out / "run.sh").stat().st_mode) == 0o700 | (mode & 0o444)  # readable, its own x kept
 
 
 def test_an_error_leaves_nothing_and_keeps_an_existing_folder(tmp_path):
