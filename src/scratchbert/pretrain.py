@@ -406,10 +406,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
     tokens_total = distributed.all_reduce_sum(tokens["count"])
     train_seconds = distributed.all_reduce_max(train_seconds)
     train_loss = distributed.all_reduce_sum(float(result.training_loss)) / world_size
+    if not tokens_total:  # resumed from its last checkpoint, nothing left to train: the run's loss as last logged
+        logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        train_loss = logged[-1] if logged else math.nan
     metrics = {
         "train_loss": train_loss, "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 2), "train_tokens": tokens_total,
-        "tokens_per_second": tokens_total / max(train_seconds, 1e-9), "world_size": world_size,
+        "tokens_per_second": tokens_total / train_seconds if tokens_total else math.nan,  # nan: left out below
+        "world_size": world_size,
         "parameters": count_parameters(model), "precision": precision, "attention": attention,
         "resumed": bool(resume), "learning_rate": learning_rate, "warmup_fraction": warmup_fraction,
         "init_model": cfg.init_model,

@@ -149,6 +149,11 @@ def test_a_second_run_resumes_from_the_checkpoint(built_dataset, kept_run, tmp_p
     assert 0 < second["train_tokens"] < kept_run["metrics"]["train_tokens"]  # only steps 11..20 were trained again
     assert [s for s, _ in _losses(tmp_path / "second")] == [5, 10, 15, 20]  # history carried over
     assert not checkpoints.exists()  # removed after success unless keep_checkpoints
+    # killed after its last checkpoint: the rerun trains nothing and reports the run's last loss, no speed
+    done = pretrain(_config(built_dataset, tmp_path / "third", max_steps=20, save_steps=10,
+                            checkpoint_dir=str(_copy_checkpoints(kept_run, tmp_path / "done"))))
+    assert done["resumed"] and done["steps"] == 20 and done["train_tokens"] == 0 and "tokens_per_second" not in done
+    assert done["train_loss"] == _losses(tmp_path / "third")[-1][1] > 0
 
 
 @pytest.mark.parametrize("damage, words", [
