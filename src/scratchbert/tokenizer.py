@@ -13,8 +13,9 @@ process, breaks ties between equally frequent pairs by those numbers, and cuts t
 ``limit_alphabet`` among equally frequent characters in the same order (three runs on the same
 11 MB gave three vocabularies; two of them were 16 of 30,522 tokens apart, half of the ids moved). So the
 sample is first written to a temporary file while its characters are counted; the alphabet
-(the ``limit_alphabet`` most frequent characters, ties by code point) and its ``##``
-continuations are fixed before the trainer starts, and the trainer is given both. Every
+(the ``limit_alphabet`` most frequent characters, ties by code point, fewer where they and
+their ``##`` forms would not fit in ``vocab_size``) and its ``##`` continuations are fixed
+before the trainer starts, and the trainer is given both. Every
 alphabet character that can continue a word gets its ``##`` form, as in Google's BERT
 vocabulary, so a word with a character seen only at word starts in training is not one
 ``[UNK]``. The seed fixes the sample and the held-out split.
@@ -23,6 +24,7 @@ vocabulary, so a word with a character seen only at word starts in training is n
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
@@ -41,8 +43,10 @@ STAGE = "tokenizer"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 HELDOUT_MAX_BYTES = 4_000_000  # held-out documents stay in memory: a few MB score a vocabulary well
 SAMPLE_SLACK = 1.1  # the sample stops at this multiple of sample_bytes (it is drawn from an estimated size)
-# Below this a WordPiece vocabulary cannot hold the special tokens plus a basic alphabet.
-MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 64
+# The smallest vocabulary holds the special tokens and 32 characters with their ## forms (a
+# basic Latin alphabet and a few more): below that too much of any text would be [UNK].
+MIN_ALPHABET = 32
+MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 2 * MIN_ALPHABET
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +56,8 @@ class TokenizerConfig:
 
     corpus: str = param(help="The corpus: a text file or folder, s3://bucket/prefix, or hf://owner/name (see scratchbert.corpus).")
     out: str = param(help="Output folder of the tokenizer (AutoTokenizer.from_pretrained loads it).")
-    vocab_size: int = param(30522, help="WordPiece vocabulary size, special tokens included (BERT's is 30522).")
+    vocab_size: int = param(30522, help="WordPiece vocabulary size, special tokens included (BERT's is 30522); where the "
+                                        "alphabet and its ## forms would not fit in it, the rarest characters are left out.")
     lowercase: bool = param(True, help="Lower-case the text and strip accents (an uncased model).")
     strip_accents: bool | None = param(None, help="Strip accents; unset follows --lowercase.")
     min_frequency: int = param(2, help="Minimum pair frequency for a merge.")
@@ -71,8 +76,8 @@ class TokenizerConfig:
         check_source(self.corpus, "--corpus")
         check_source(self.init_model, "--init-model", required=False)
         check((self.vocab_size >= MIN_VOCAB_SIZE,
-               f"--vocab-size {self.vocab_size} is too small for the {len(SPECIAL_TOKENS)} special tokens and a basic alphabet; "
-               f"use {MIN_VOCAB_SIZE} or more"),
+               f"--vocab-size {self.vocab_size} is too small to hold the {len(SPECIAL_TOKENS)} special tokens and "
+               f"{MIN_ALPHABET} characters with their ## forms; use {MIN_VOCAB_SIZE} or more"),
               (self.min_frequency >= 0, f"--min-frequency {self.min_frequency} must not be negative"),
               (self.limit_alphabet >= 1, f"--limit-alphabet {self.limit_alphabet} must be at least 1"),
               (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
@@ -119,7 +124,11 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
         counts = _write_sample(sample.training_documents(), sample_file)
         if sample.documents == 0:
             raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes")
-        alphabet = _alphabet(tok, counts, cfg.limit_alphabet)
+        alphabet = _alphabet(tok, counts, cfg.limit_alphabet, cfg.vocab_size)
+        if not alphabet:
+            raise ScratchBertError(f"corpus {cfg.corpus} holds no text the tokenizer keeps: after its normalisation (which "
+                                   "drops control characters, zero-width and other format characters) nothing but "
+                                   "whitespace is left; give a corpus of text")
         trainer = trainers.WordPieceTrainer(
             vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
             limit_alphabet=len(alphabet), initial_alphabet=alphabet,  # the trainer keeps exactly these characters
@@ -180,8 +189,10 @@ def _write_sample(documents: Iterable[str], path: Path) -> dict[str, int]:
     return {chr(c): int(total[c]) for c in np.flatnonzero(total)}
 
 
-def _alphabet(tok, counts: dict[str, int], limit: int) -> list[str]:
-    """The ``limit`` most frequent characters after normalisation (ties by code point), in code-point order.
+def _alphabet(tok, counts: dict[str, int], limit: int, vocab_size: int) -> list[str]:
+    """The ``limit`` most frequent characters after normalisation (ties by code point), in code-point order,
+    less the rarest of them where they and their ``##`` continuations would not fit in ``vocab_size``
+    with the special tokens: the trainer keeps every character it is given, whatever the vocabulary size.
 
     The normaliser (clean-up, accents, lower case) works character by character, so the raw
     counts are carried over to the characters each one becomes.
@@ -191,8 +202,16 @@ def _alphabet(tok, counts: dict[str, int], limit: int) -> list[str]:
         for c in tok.normalizer.normalize_str(char):
             if not c.isspace():
                 normalized[c] = normalized.get(c, 0) + n
-    ranked = sorted(normalized, key=lambda c: (-normalized[c], c))
-    return sorted(ranked[:limit])
+    ranked = sorted(normalized, key=lambda c: (-normalized[c], c))[:limit]
+    continuing = set(_continuations(tok, ranked))
+    # tokens taken by the first 1, 2, ... characters: each one, and its ## form if it has one
+    sizes = itertools.accumulate(1 + ("##" + c in continuing) for c in ranked)
+    kept = sum(size <= vocab_size - len(SPECIAL_TOKENS) for size in sizes)
+    if kept < len(ranked):
+        log.warning("a vocabulary of %d tokens has room for the %d most frequent of the %d characters with their ## forms; "
+                    "words holding any of the other %d become [UNK]: use a larger --vocab-size to keep them",
+                    vocab_size, kept, len(ranked), len(ranked) - kept)
+    return sorted(ranked[:kept])
 
 
 def _continuations(tok, alphabet: list[str]) -> list[str]:

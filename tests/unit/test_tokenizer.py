@@ -86,6 +86,35 @@ def test_too_small_vocabulary_is_an_error_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_large_alphabet_is_cut_to_the_vocabulary_size_keeping_the_most_frequent_characters(tmp_path, caplog):
+    # 26 letters (each with its ## form) and 100 CJK ideographs (none: always words of their own),
+    # letters and ideographs alternating down the ranks; the trainer keeps every character it is
+    # given, so all 126 made 5 + 126 + 26 = 157 tokens of a 100-token vocabulary
+    import random
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    ideographs = [chr(0x4E00 + i) for i in range(100)]
+    ranking = [c for pair in zip(ideographs, letters) for c in pair] + ideographs[26:]
+    words = [c for rank, c in enumerate(ranking) for _ in range(3 * (len(ranking) - rank))]
+    random.Random(0).shuffle(words)
+    docs = [" ".join(words[i:i + 200]) for i in range(0, len(words), 200)]
+    out, report = _train(tmp_path, docs, vocab_size=100, heldout_fraction=0)
+
+    vocab = load_tokenizer(out).get_vocab()
+    assert len(vocab) == report["vocab_size"] <= 100
+    kept = [c for c in ranking if c in vocab]
+    assert kept == ranking[:len(kept)] and len(kept) >= 60  # the most frequent, the rarest left out
+    assert all("##" + c in vocab for c in kept if c in letters)
+    assert "words holding any of the other" in caplog.text and "--vocab-size" in caplog.text
+
+
+@pytest.mark.parametrize("text", ["\x01\x02\x03", "\u200b\u200b"], ids=["control", "zero-width"])
+def test_a_corpus_without_text_the_tokenizer_keeps_is_an_error(tmp_path, text):
+    with pytest.raises(ScratchBertError, match="holds no text the tokenizer keeps"):
+        _train(tmp_path, [text] * 20, vocab_size=100)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_training_leaves_no_output_and_keeps_an_old_one(tmp_path, synthetic_corpus):
     out = tmp_path / "tok"
     out.mkdir()
