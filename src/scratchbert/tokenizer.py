@@ -333,13 +333,22 @@ def fingerprint(tokenizer) -> str:
 
 
 def load_tokenizer(path: str | Path):
-    """Load a tokenizer folder written by :func:`train_tokenizer`, with a clear error if it is not one."""
-    from transformers import AutoTokenizer
+    """Load a tokenizer folder written by :func:`train_tokenizer`, or a BERT folder with only a
+    ``vocab.txt`` (Google's originals), with a clear error if it is neither."""
+    from transformers import AutoTokenizer, BertTokenizerFast
 
     path = Path(path)
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
         raise ScratchBertError(f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); run `scratchbert tokenizer --out {path}` first")
-    tok = AutoTokenizer.from_pretrained(str(path))
+    # AutoTokenizer cannot tell which tokenizer a bare vocab.txt is for (no tokenizer.json, often no
+    # config); BertTokenizerFast builds its fast tokenizer from it (and tokenizer_config.json, if any).
+    load = AutoTokenizer if (path / "tokenizer.json").is_file() else BertTokenizerFast
+    try:
+        tok = load.from_pretrained(str(path))
+    except Exception as e:  # a broken JSON file, a vocabulary that is not text; the tokenizers library raises a bare Exception
+        detail = " ".join(str(e).split())[:200] or "no detail"
+        raise ScratchBertError(f"the tokenizer in {path} cannot be read ({type(e).__name__}: {detail}); train it again "
+                               "with `scratchbert tokenizer`, or give a folder saved with save_pretrained") from None
     missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != "[UNK]"]
     if missing:
         raise ScratchBertError(f"tokenizer {path} lacks the BERT special tokens {missing}; train it with `scratchbert tokenizer`")

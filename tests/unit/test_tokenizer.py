@@ -130,6 +130,28 @@ def test_load_tokenizer_rejects_a_folder_that_is_not_a_tokenizer(tmp_path):
         load_tokenizer(tmp_path)
 
 
+def test_load_tokenizer_reads_a_folder_with_only_a_vocab_txt(trained_tokenizer, tmp_path):
+    # Google's original BERT folders hold a vocab.txt and no tokenizer.json (AutoTokenizer failed on them)
+    from scratchbert.tokenizer import fingerprint
+
+    original = load_tokenizer(trained_tokenizer)
+    (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t, _ in sorted(original.get_vocab().items(), key=lambda kv: kv[1])),
+                                        encoding="utf-8")
+    tok = load_tokenizer(tmp_path)
+    assert tok.is_fast and fingerprint(tok) == fingerprint(original)
+    text = "The town is known for its wool, Caf\u00e9 M\u00fcller said."
+    assert tok(text, "A second sentence.")["input_ids"] == original(text, "A second sentence.")["input_ids"]
+
+
+@pytest.mark.parametrize("name, content", [("tokenizer.json", '{"x"'), ("vocab.txt", b"\xff\xfe\x00abc\n")],
+                         ids=["broken-json", "binary-vocab"])
+def test_load_tokenizer_says_in_one_line_that_a_broken_tokenizer_cannot_be_read(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    with pytest.raises(ScratchBertError, match=f"the tokenizer in {tmp_path} cannot be read .*; train it again"):
+        load_tokenizer(tmp_path)
+
+
 def test_load_tokenizer_rejects_a_tokenizer_without_the_bert_special_tokens(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
