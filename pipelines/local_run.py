@@ -1046,7 +1046,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if param.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs.update(type=param.type, metavar=param.name.upper())
+            kwargs.update(type=params.int64 if param.type is int else param.type, metavar=param.name.upper())
         if param.choices:
             kwargs.update(choices=param.choices, metavar="{" + ",".join(param.choices) + "}")
         group.add_argument(flag, dest=param.name, default=None, **kwargs)

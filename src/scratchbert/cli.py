@@ -61,7 +61,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
             continue
-        kwargs = {"type": tp if tp in (int, float, str) else str, "help": help_text, "metavar": name.upper()}
+        kwargs = {"type": params.int64 if tp is int else tp if tp in (float, str) else str, "help": help_text,
+                  "metavar": name.upper()}
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
             kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
@@ -136,7 +137,7 @@ def _add_ask(sub) -> None:
                                                 "or a Hub model (hf://owner/name)")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--context", required=True, help="the passage that holds the answer, or @FILE to read it from a file")
-    p.add_argument("--top-k", type=int, default=1, help="how many different answers to return, best first (default: 1)")
+    p.add_argument("--top-k", type=params.int64, default=1, help="how many different answers to return, best first (default: 1)")
     add_verbosity_arguments(p)
     p.set_defaults(_run=_run_ask)
 

@@ -82,6 +82,23 @@ def check_choices(config) -> None:
             raise ScratchBertError(f"{flag} {value!r} is not one of {', '.join(map(str, allowed))}")
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
+def int64(text: str) -> int:
+    """An integer option as argparse's ``type``: ``int``, refused outside the signed 64-bit range, which
+    numpy, torch and the tokenizers library take (beyond it a stage ended in an internal OverflowError)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None  # argparse's own words for int
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give an integer from {INT64_MIN} to {INT64_MAX}")
+    return value
+
+
 def check(*checks: tuple[bool, str]) -> None:
     """Raise a one-line error with the message of the first ``(ok, message)`` that is not ok."""
     for ok, message in checks:

@@ -148,6 +148,8 @@ BAD_INPUT = [
     ("tokenizer", ["--corpus", "{corpus}", "--out", "/proc/scratchbert-tok"], "no folder can be created in /proc"),
     ("tokenizer", ["--corpus", "{corpus}", "--out", "{notes}/mine.txt/tok"], "is a file, not a folder"),
     ("tokenizer", ["--corpus", "{corpus}", "--out", "{tmp}/out", "--vocab-size", "10"], "--vocab-size 10 is too small"),
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "{tmp}/out", "--vocab-size", "99999999999999999999"],
+     "argument --vocab-size: 99999999999999999999 is out of range"),
     ("tokenizer", ["--corpus", "{binary}", "--out", "{tmp}/out"], "looks binary"),
     ("tokenizer", ["--corpus", "{latin1}", "--out", "{tmp}/out"], "is not UTF-8 text"),
     ("tokenizer", ["--corpus", "ftp://host/corpus.txt", "--out", "{tmp}/out"], "scheme scratchbert does not read"),
@@ -224,6 +226,34 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(command, args, words, 
     assert lines[0].startswith(prefix) and words in lines[0], lines[0]
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert _tree(tmp_path) == before  # no output, no temporary folder, every input as it was
+
+
+def test_every_integer_option_refuses_a_value_beyond_64_bits(capsys):
+    """Beyond the signed 64-bit range an integer ended in an internal OverflowError inside a stage
+    (numpy, torch, the tokenizers library); every command refuses it as it parses, in one line."""
+    import argparse
+
+    from scratchbert import params
+
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    checked = []
+    for command, command_parser in sub.choices.items():
+        for action in command_parser._actions:
+            if action.type not in (int, params.int64):
+                continue
+            flag = action.option_strings[-1]
+            assert action.type(str(2**63 - 1)) == 2**63 - 1 and action.type(str(-2**63)) == -2**63
+            for value in (str(2**63), str(-2**63 - 1)):
+                with pytest.raises(SystemExit) as e:
+                    parser.parse_args([command, flag, value])
+                err = capsys.readouterr().err
+                assert e.value.code == 2 and err.count("\n") == 1, err
+                assert err.startswith(f"scratchbert {command}: error: argument {flag}: {value} is out of range"), err
+            checked.append((command, flag))
+    assert {("tokenizer", "--vocab-size"), ("tokenizer", "--min-frequency"), ("pretrain", "--max-steps"),
+            ("ask", "--top-k")} <= set(checked)
+    assert {command for command, _ in checked} >= {*cli.STAGES, "ask", "run-local"} - {"dataset-merge"}  # it has none
 
 
 def test_an_internal_error_is_one_line_naming_a_log_with_the_traceback(monkeypatch, tmp_path, capsys):
