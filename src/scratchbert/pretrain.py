@@ -435,6 +435,8 @@ def _write_outputs(cfg: PretrainConfig, trainer, tokenizer, info: dict, inputs: 
           atomic_output_dir(logs, stage=f"{STAGE}-logs", inputs=inputs, overwrite=cfg.overwrite, what="--logs") as tmp_logs):
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
         unwrapped.save_pretrained(tmp)
+        # as in Hugging Face's own BERT folders: pipelines then cut a long text to the model's positions
+        tokenizer.model_max_length = unwrapped.config.max_position_embeddings
         tokenizer.save_pretrained(tmp)
         write_model_card(tmp, task="fill-mask", datasets=info.get("corpora", []), metrics=metrics,
                          base_model=cfg.init_model or None)

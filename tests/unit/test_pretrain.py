@@ -129,7 +129,17 @@ def kept_run(built_dataset, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCRATCHBERT_TENSORBOARD", "0")
         metrics = pretrain(_config(built_dataset, root / "model", max_steps=20, save_steps=10, keep_checkpoints=True))
-    return {"checkpoints": root / "model-checkpoints", "metrics": metrics}
+    return {"checkpoints": root / "model-checkpoints", "metrics": metrics, "model": root / "model"}
+
+
+def test_the_model_folders_tokenizer_cuts_texts_to_the_models_positions(kept_run):
+    # saved without it, model_max_length read as 1e30 and Hugging Face pipelines cut nothing
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(kept_run["model"]))
+    positions = json.loads((kept_run["model"] / "config.json").read_text())["max_position_embeddings"]
+    assert tok.model_max_length == positions
+    assert len(tok("the town " * positions, truncation=True)["input_ids"]) == positions
 
 
 def _copy_checkpoints(kept_run, dest: Path) -> Path:
