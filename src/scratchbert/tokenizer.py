@@ -47,6 +47,10 @@ SAMPLE_SLACK = 1.1  # the sample stops at this multiple of sample_bytes (it is d
 # basic Latin alphabet and a few more): below that too much of any text would be [UNK].
 MIN_ALPHABET = 32
 MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 2 * MIN_ALPHABET
+# The WordPiece trainer sets aside room for the whole vocabulary up front: 2**30 aborts the process;
+# 16 million is far beyond any BERT vocabulary (30,522; multilingual 119,547) and still trains.
+MAX_VOCAB_SIZE = 1 << 24
+
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +82,8 @@ class TokenizerConfig:
         check((self.vocab_size >= MIN_VOCAB_SIZE,
                f"--vocab-size {self.vocab_size} is too small to hold the {len(SPECIAL_TOKENS)} special tokens and "
                f"{MIN_ALPHABET} characters with their ## forms; use {MIN_VOCAB_SIZE} or more"),
+              (self.vocab_size <= MAX_VOCAB_SIZE,
+               f"--vocab-size {self.vocab_size} is more than the trainer can hold; use {MAX_VOCAB_SIZE:,} or fewer"),
               (self.min_frequency >= 0, f"--min-frequency {self.min_frequency} must not be negative"),
               (self.limit_alphabet >= 1, f"--limit-alphabet {self.limit_alphabet} must be at least 1"),
               (self.max_corpus_bytes >= 0, f"--max-corpus-bytes {self.max_corpus_bytes} must not be negative (0 uses the whole corpus)"),
@@ -108,7 +114,7 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
     ``documents`` stands in for ``cfg.corpus`` (a list or any iterable: tests, notebooks).
     """
     cfg.validate()
-    check_output(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite)
+    check_output(cfg.out, stage=STAGE, inputs=[cfg.corpus, cfg.init_model], overwrite=cfg.overwrite)
     if cfg.init_model:
         return _starting_model_tokenizer(cfg, documents)
     from tokenizers import processors, trainers
@@ -123,7 +129,8 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
         sample_file = Path(tmp) / "sample.txt"
         counts = _write_sample(sample.training_documents(), sample_file)
         if sample.documents == 0:
-            raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes")
+            raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes"
+                                   + (f", or a smaller --heldout-fraction than {cfg.heldout_fraction:g}" if cfg.heldout_fraction > 0.5 else ""))
         alphabet = _alphabet(tok, counts, cfg.limit_alphabet, cfg.vocab_size)
         if not alphabet:
             raise ScratchBertError(f"corpus {cfg.corpus} holds no text the tokenizer keeps: after its normalisation (which "
@@ -153,7 +160,7 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
               "train_seconds": round(train_seconds, 3), **tokenizer_quality(hf_tok, held)}
     if sample.corpus_bytes is not None:
         report["corpus_bytes"] = sample.corpus_bytes
-    with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite,
+    with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus, cfg.init_model], overwrite=cfg.overwrite,
                            marker={"tokenizer_fingerprint": fingerprint(hf_tok)}) as tmp:
         hf_tok.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", report)
@@ -248,7 +255,7 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
         documents = list(documents)
         report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents),
                   "train_seconds": round(time.perf_counter() - t0, 3), **tokenizer_quality(tok, documents)}
-        with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus], overwrite=cfg.overwrite,
+        with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus, cfg.init_model], overwrite=cfg.overwrite,
                                marker={"tokenizer_fingerprint": fingerprint(tok)}) as out:
             tok.save_pretrained(out)
             write_json(Path(out) / "metrics.json", report)

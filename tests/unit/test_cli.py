@@ -179,7 +179,7 @@ BAD_INPUT = [
     ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{tmp}/missing.txt"], "context file"),
     ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{latin1}"], "is not UTF-8 text"),
     ("ask", ["--model", "{tmp}/m", "--question", "Who?", "--context", "@{tmp}"], "is a folder"),
-    ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did."], "has no config.json"),
+    ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did."], "does not exist; pass the folder written by qa-finetune"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "  ", "--context", "Ada did."], "the question (--question) is empty"),
     # checked before the model is fetched: here a fetch would fail first (the tests set no S3 endpoint)
     ("ask", ["--model", "s3://models/scratchbert-qa", "--question", "  ", "--context", "Ada did."],

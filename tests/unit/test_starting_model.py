@@ -128,6 +128,9 @@ def _corpus_and_dataset(tmp_path: Path, init_model: str) -> tuple[Path, Path]:
     corpus = synthetic.write_corpus(tmp_path / "new-text.txt", 400, seed=7)
     report = train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(tmp_path / "tok"), init_model=init_model))
     assert report["init_model"] == init_model and report["unk_rate"] < 0.05
+    if "://" not in init_model:  # a starting model's folder is an input: its tokenizer is not written over it
+        with pytest.raises(ScratchBertError, match="is the input .* would destroy the input"):
+            train_tokenizer(TokenizerConfig(corpus=str(corpus), out=init_model, init_model=init_model, overwrite=True))
     build_dataset(DatasetConfig(corpus=str(corpus), tokenizer=str(tmp_path / "tok"), out=str(tmp_path / "data"),
                                 max_seq_len=MAX_SEQ_LEN, validation_fraction=0.1, num_proc=1))
     return corpus, tmp_path / "data"

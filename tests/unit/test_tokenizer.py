@@ -83,6 +83,9 @@ def test_too_small_vocabulary_is_an_error_and_writes_nothing(tmp_path):
     with pytest.raises(ScratchBertError, match="--vocab-size 20 is too small.*69 or more"):
         train_tokenizer(TokenizerConfig(corpus="(given)", out=str(out), vocab_size=20),
                         documents=synthetic.make_corpus(20))
+    with pytest.raises(ScratchBertError, match="--vocab-size 1073741824 is more than the trainer can hold; use 16,777,216"):
+        train_tokenizer(TokenizerConfig(corpus="(given)", out=str(out), vocab_size=1 << 30),  # it aborted the process
+                        documents=synthetic.make_corpus(20))
     assert list(tmp_path.iterdir()) == []
 
 
