@@ -41,7 +41,7 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
           "QA fine-tuning", full["qa_time_budget_minutes"], "" if not budget_minutes else
           f"(of {budget_minutes:g}: {fixed_minutes(full, text_bytes):.2f} kept for the rest of the run"
           + ("" if text_bytes is None else f", whose corpus holds {text_bytes:,} bytes") + ")")
-    overrun = budget_overrun(full, text_bytes)
+    overrun = budget_overrun(values, text_bytes)  # as given: full holds the split, a time budget for each stage
     if overrun:
         print(f"warning: {overrun}")
     return namedtuple("Plan", ["time_budget_minutes", "qa_time_budget_minutes"])(
