@@ -311,9 +311,9 @@ def budget_overrun(values: dict[str, Any], text_bytes: int | None = None,
     names a parameter as the caller's user knows it (``--budget-minutes`` for a CLI)."""
     budget = float(values.get("budget_minutes") or 0)
     fixed = fixed_minutes(values, text_bytes)
-    split = {name for name, count in STAGE_BUDGETS.items() if not float(values.get(name) or 0) > 0
-             and not int(values.get(count) or -1) > 0}  # the stages whose time the budget sets
-    if budget <= 0 or not split or fixed - budget / 2 < 0.05:
+    budgeted = [name for name, count in STAGE_BUDGETS.items() if not float(values.get(name) or 0) > 0
+                and not int(values.get(count) or -1) > 0]  # the stages whose time the budget sets
+    if budget <= 0 or not budgeted or fixed - budget / 2 < 0.05:
         return None
     read = _text_read(values, text_bytes)
     questions = _value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS
