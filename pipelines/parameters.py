@@ -213,6 +213,8 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
               isinstance(value, int) and not isinstance(value, bool) if p.type is int else isinstance(value, str))
         if not ok:
             raise ScratchBertError(f"pipeline parameter {name} takes a {p.type.__name__}, not {value!r}")
+        if p.type is int and not params.INT64_MIN <= value <= params.INT64_MAX:  # KFP's ints are 64-bit
+            raise ScratchBertError(f"pipeline parameter {name} is {value}, beyond the 64-bit integers a pipeline takes")
         if p.choices and value not in p.choices:
             raise ScratchBertError(f"pipeline parameter {name} is {value!r}, not one of {', '.join(map(str, p.choices))}")
         out[name] = float(value) if p.type is float else value

@@ -346,7 +346,8 @@ def load_tokenizer(path: str | Path):
 
     path = Path(path)
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
-        raise ScratchBertError(f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); run `scratchbert tokenizer --out {path}` first")
+        raise ScratchBertError(f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); give the folder written by "
+                               "`scratchbert tokenizer`, or a model folder saved with its tokenizer")
     # AutoTokenizer cannot tell which tokenizer a bare vocab.txt is for (no tokenizer.json, often no
     # config); BertTokenizerFast builds its fast tokenizer from it (and tokenizer_config.json, if any).
     load = AutoTokenizer if (path / "tokenizer.json").is_file() else BertTokenizerFast

@@ -136,6 +136,9 @@ def test_parameter_values_are_checked_in_one_line():
         parameters.check({"pretrain_max_steps": 5})
     with pytest.raises(ScratchBertError, match="takes a int"):
         parameters.check({"max_steps": "many"})
+    with pytest.raises(ScratchBertError, match="max_steps is 9223372036854775808, beyond the 64-bit integers"):
+        parameters.check({"max_steps": 2 ** 63})  # submit -p max_steps=...: the API server would refuse it
+    assert parameters.check({"max_steps": 2 ** 63 - 1}) == {"max_steps": 2 ** 63 - 1}
     with pytest.raises(ScratchBertError, match="not one of nano, tiny"):
         parameters.check({"preset": "huge"})
 
