@@ -297,11 +297,16 @@ def fixed_minutes(values: dict[str, Any], text_bytes: int | None = None) -> floa
     max_corpus_bytes or the corpus's size ``text_bytes`` (:func:`corpus_size`), the smaller where
     both are known; sizes and times not known add nothing (max_corpus_bytes 0 without a size, an
     epoch time of 0)."""
-    read = _text_read(values, text_bytes)
-    text = max(0.0, read - BUDGET_FIXED_TEXT_BYTES)
+    return BUDGET_FIXED_MINUTES + sum(_beyond_the_main_job(values, text_bytes).values())
+
+
+def _beyond_the_main_job(values: dict[str, Any], text_bytes: int | None) -> dict[str, float]:
+    """The minutes :func:`fixed_minutes` adds to the main job's, for the text read beyond its 11 MB
+    and the dev questions scored beyond its 1,000."""
+    text = max(0.0, _text_read(values, text_bytes) - BUDGET_FIXED_TEXT_BYTES)
     questions = max(0.0, (_value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS) - BUDGET_FIXED_QUESTIONS)
-    return BUDGET_FIXED_MINUTES + text / 1e9 * TEXT_MINUTES_PER_GB + \
-        _value(values, "budget_qa_epoch_minutes") * questions / QA_EPOCH_QUESTIONS
+    return {"text": text / 1e9 * TEXT_MINUTES_PER_GB,
+            "questions": _value(values, "budget_qa_epoch_minutes") * questions / QA_EPOCH_QUESTIONS}
 
 
 def budget_overrun(values: dict[str, Any], text_bytes: int | None = None,
@@ -313,19 +318,22 @@ def budget_overrun(values: dict[str, Any], text_bytes: int | None = None,
     names a parameter as the caller's user knows it (``--budget-minutes`` for a CLI)."""
     budget = float(values.get("budget_minutes") or 0)
     fixed = fixed_minutes(values, text_bytes)
-    budgeted = [name for name, count in STAGE_BUDGETS.items() if not float(values.get(name) or 0) > 0
-                and not int(values.get(count) or -1) > 0]  # the stages whose time the budget sets
-    if budget <= 0 or not budgeted or fixed - budget / 2 < 0.05:
+    if budget <= 0 or not any(_timed_by_budget(values, name) for name in STAGE_BUDGETS) or fixed - budget / 2 < 0.05:
         return None
-    read = _text_read(values, text_bytes)
-    questions = _value(values, "qa_max_eval_examples") or SQUAD_DEV_QUESTIONS
-    what = ", ".join(part for part in (f"{read / 1e6:,.0f} MB of text" if read > BUDGET_FIXED_TEXT_BYTES else "",
-                                       f"{questions:,.0f} dev questions" if questions > BUDGET_FIXED_QUESTIONS
-                                       and _value(values, "budget_qa_epoch_minutes") > 0 else "") if part)
+    more = _beyond_the_main_job(values, text_bytes)
+    what = ", ".join(([f"{_text_read(values, text_bytes) / 1e6:,.0f} MB of text"] if more["text"] > 0 else []) +
+                     ([f"{_value(values, 'qa_max_eval_examples') or SQUAD_DEV_QUESTIONS:,.0f} dev questions"]
+                      if more["questions"] > 0 else []))
     return (f"{flag('budget_minutes')} {budget:g} is short for this run: the work around training"
             + (f" ({what})" if what else "") + f" should take about {fixed:.1f} of its minutes, more than the half that "
             f"training keeps, so the run should end about {fixed - budget / 2:.1f} minutes late; {flag('budget_minutes')} "
-            f"{math.ceil(2 * fixed)} ends in time" + (f", as does a smaller {flag('max_corpus_bytes')}" if read > BUDGET_FIXED_TEXT_BYTES else ""))
+            f"{math.ceil(2 * fixed)} ends in time" + (f", as does a smaller {flag('max_corpus_bytes')}" if more["text"] > 0 else ""))
+
+
+def _timed_by_budget(values: dict[str, Any], name: str) -> bool:
+    """Whether ``budget_minutes`` sets the stage's time budget ``name``: the stage has no time
+    budget of its own (non-zero) and no step count (positive)."""
+    return not float(values.get(name) or 0) > 0 and not int(values.get(STAGE_BUDGETS[name]) or -1) > 0
 
 
 def corpus_size(values: dict[str, Any]) -> int | None:
@@ -360,7 +368,6 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
     from the split; ``text_bytes``: the corpus's size, :func:`fixed_minutes`); without a budget, as given."""
     budget = float(values.get("budget_minutes") or 0)
     given = {name: float(values.get(name) or 0) for name in STAGE_BUDGETS}
-    steps = {name: values.get(count) for name, count in STAGE_BUDGETS.items()}
     if budget <= 0:
         return given
     training = max(budget - fixed_minutes(values, text_bytes), budget / 2)  # the fixed work never takes more than half
@@ -373,7 +380,7 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
     # to the hundredth of a minute, but never down to 0, which would mean no budget at all
     split = {name: max(0.01, round(minutes, 2)) if minutes > 0 else 0.0
              for name, minutes in (("time_budget_minutes", training - qa), ("qa_time_budget_minutes", qa))}
-    return {name: given[name] or (0.0 if int(steps[name] or -1) > 0 else split[name]) for name in split}
+    return {name: split[name] if _timed_by_budget(values, name) else given[name] for name in split}
 
 
 def signature(names: tuple[str, ...] = NAMES, *, artifacts: dict[str, Any] | None = None,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from scratchbert.errors import ScratchBertError
+from scratchbert.errors import ScratchBertError, cause
 
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
 # A document is cut into pieces of at most this size (at paragraph boundaries) while it is
@@ -403,7 +403,7 @@ def _hf_load(uri: str):
         ds = datasets.load_dataset(address.repo, address.config, split=address.split or "train",
                                    revision=address.revision, streaming=True)
     except Exception as e:  # the hub, the network or a bad name: one sentence for the user
-        raise ScratchBertError(f"could not load {uri} from the Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}); check the name and your network, or use a local path") from None
+        raise ScratchBertError(f"could not load {uri} from the Hugging Face Hub ({cause(e)}); check the name and your network, or use a local path") from None
     return address, ds
 
 
@@ -482,11 +482,13 @@ def split_sentences(text: str) -> list[str]:
     """Split a paragraph (or several, one per line) into sentences."""
     sentences: list[str] = []
     for paragraph in text.split("\n"):
-        start = 0
-        cased = any(c.isupper() for c in paragraph)
+        start, cased = 0, None  # whether the paragraph has capitals: looked at only where a lower-case word follows a stop
         for m in _BOUNDARY.finditer(paragraph):
-            if m.group("stop") and cased and m.group("next").islower():
-                continue  # "it. then": one sentence, where the text has capitals to start them
+            if m.group("stop") and m.group("next").islower():
+                if cased is None:
+                    cased = any(c.isupper() for c in paragraph)
+                if cased:
+                    continue  # "it. then": one sentence, where the text has capitals to start them
             if m.group("stop") == ".":
                 word = paragraph[start:m.start()].rsplit(None, 1)[-1] if paragraph[start:m.start()].strip() else ""
                 word = word.lstrip("\"'“‘([").lower()

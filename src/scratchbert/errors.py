@@ -13,6 +13,13 @@ class ScratchBertError(ValueError):
     exit_code = 2
 
 
+def cause(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of its message`` of a library's exception, for the ScratchBertError that
+    replaces it to say why (some libraries raise with an empty message: the type alone then)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:limit]}" if lines else type(e).__name__
+
+
 class RunFailed(ScratchBertError):
     """Work that was started and did not succeed (a pipeline run, a training job)."""
 

@@ -54,7 +54,7 @@ MARKER = "scratchbert_output.json"
 # --------------------------------------------------------------------------------------------
 
 
-def _local(path) -> Path | None:
+def local_path(path) -> Path | None:
     """A local input path, resolved; None for empty values and s3:// or hf:// addresses."""
     text = str(path or "")
     if not text or text.startswith(("s3://", "hf://")):
@@ -92,7 +92,7 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
         raise ScratchBertError(f"{what} is empty; give the folder to write")
     out = Path(out).expanduser().resolve()
     for given in inputs:
-        inp = _local(given)
+        inp = local_path(given)
         if inp is None:
             continue
         if out == inp:

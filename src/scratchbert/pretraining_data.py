@@ -45,7 +45,7 @@ import numpy as np
 from scratchbert import progress, shards
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import masked_positions
-from scratchbert.outputs import atomic_output_dir, check_output, write_json
+from scratchbert.outputs import atomic_output_dir, check_output, local_path, write_json
 from scratchbert.params import check, check_source, finite, param
 
 DATASET_INFO = shards.INDEX
@@ -341,8 +341,7 @@ def build_parameters(cfg: DatasetConfig) -> dict:
     for name in ("out", "tokenizer", "num_proc", "corpus_part", "overwrite"):
         values.pop(name)
     for name in ("corpus", "valid_corpus"):  # ./text.txt and text.txt are one corpus, for parts built in other folders
-        if values[name] and "://" not in values[name]:
-            values[name] = os.path.abspath(values[name])
+        values[name] = str(local_path(values[name]) or values[name])
     return values
 
 
@@ -461,11 +460,11 @@ def merge_datasets(cfg: DatasetMergeConfig | None = None, *, parts: list[str | o
     if found != list(range(count)):
         raise ScratchBertError(f"the parts given are {found} of {count}; give each of the {count} parts exactly once")
     for folder, ix in zip(folders, indexes):
-        for key in ("build", "tokenizer_fingerprint", "max_seq_len"):
-            differ = _build_differences(ix["build"], first["build"]) if key == "build" else [key] * (ix[key] != first[key])
-            if differ:
-                raise ScratchBertError(f"dataset part {folder} was built with other settings ({', '.join(differ)}) than "
-                                       f"{folders[0]}; build every part with the same settings")
+        differ = _build_differences(ix["build"], first["build"]) + \
+            [key for key in ("tokenizer_fingerprint", "max_seq_len") if ix[key] != first[key]]
+        if differ:
+            raise ScratchBertError(f"dataset part {folder} was built with other settings ({', '.join(differ)}) than "
+                                   f"{folders[0]}; build every part with the same settings")
     order = sorted(range(len(folders)), key=lambda i: indexes[i].get("part", {}).get("index", 0))
     splits = {split: {"documents": 0, "examples": 0, "tokens": 0, "random_next": 0, "shards": []} for split in shards.SPLITS}
     counts = None

@@ -32,7 +32,7 @@ import numpy as np
 
 from scratchbert import distributed, progress, starting_model
 from scratchbert.allocator import keep_freed_memory
-from scratchbert.errors import ScratchBertError
+from scratchbert.errors import ScratchBertError, cause
 from scratchbert.metrics import squad_metric
 from scratchbert.modeling import ATTENTIONS
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
@@ -283,7 +283,7 @@ def _load_hub_records(source: str, split: str) -> list[dict]:
         ds = datasets.load_dataset(address.repo, address.config, split=split, revision=address.revision)
     except Exception as e:  # network, unknown repo, unknown split: one sentence, not a traceback
         raise ScratchBertError(f"could not load {address.repo} split {split} from the Hugging Face Hub "
-                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                               f"({cause(e)}); "
                                "check the name and the network, or pass a local SQuAD JSON file") from None
     missing = set(SQUAD_COLUMNS) - set(ds.column_names) - {"title"}
     if missing:
@@ -582,15 +582,13 @@ def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder"
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:  # not JSON, or no model_type: transformers' own words, first line
-        raise ScratchBertError(f"{what} {name} has an unreadable config.json ({type(e).__name__}: "
-                               f"{str(e).strip().splitlines()[0][:200]}); save the model again with save_pretrained, "
-                               f"or pass the folder written by {writer}") from None
+        raise ScratchBertError(f"{what} {name} has an unreadable config.json ({cause(e)}); save the model again with "
+                               f"save_pretrained, or pass the folder written by {writer}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:  # the tokenizers library raises a bare Exception for a broken tokenizer.json
-        raise ScratchBertError(f"{what} {name} has an unreadable tokenizer ({type(e).__name__}: "
-                               f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'}); save the "
-                               f"tokenizer again with save_pretrained, or pass the folder written by {writer}") from None
+        raise ScratchBertError(f"{what} {name} has an unreadable tokenizer ({cause(e)}); save the tokenizer again with "
+                               f"save_pretrained, or pass the folder written by {writer}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ScratchBertError(
             f"the tokenizer in {name} is not a fast tokenizer, which SQuAD windows need for character offsets; "
@@ -1133,11 +1131,8 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     where = str(model_dir)
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
         path = _model_folder(where, tmp)
-        if not path.is_dir():
-            raise ScratchBertError(f"QA model folder {where} does not exist; pass the folder written by qa-finetune")
-        if not (path / "config.json").is_file():
-            raise ScratchBertError(f"QA model folder {where} has no config.json; pass the folder written by qa-finetune")
-        tokenizer, model = _cached_qa_model(str(path.resolve()), (path / "config.json").stat().st_mtime, where)
+        config = path / "config.json"  # its time keys the cache; a folder without it is refused by the loading
+        tokenizer, model = _cached_qa_model(str(path.resolve()), config.stat().st_mtime if config.is_file() else 0.0, where)
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
                                               _trained_window(model.config))
     _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, where)

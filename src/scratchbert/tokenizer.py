@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchbert.errors import ScratchBertError
+from scratchbert.errors import ScratchBertError, cause
 from scratchbert.outputs import atomic_output_dir, check_output, write_json
 from scratchbert.params import check, check_source, finite, param
 
@@ -96,6 +96,11 @@ class TokenizerConfig:
 STARTING_MODEL_SAMPLE_BYTES = 5_000_000
 
 
+def _inputs(cfg: TokenizerConfig) -> list[str]:
+    """What the stage reads, which its output must not overwrite: the corpus, and a starting model's folder."""
+    return [cfg.corpus, cfg.init_model]
+
+
 def _bert_wordpiece(lowercase: bool, strip_accents: bool | None):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -114,7 +119,7 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
     ``documents`` stands in for ``cfg.corpus`` (a list or any iterable: tests, notebooks).
     """
     cfg.validate()
-    check_output(cfg.out, stage=STAGE, inputs=[cfg.corpus, cfg.init_model], overwrite=cfg.overwrite)
+    check_output(cfg.out, stage=STAGE, inputs=_inputs(cfg), overwrite=cfg.overwrite)
     if cfg.init_model:
         return _starting_model_tokenizer(cfg, documents)
     from tokenizers import processors, trainers
@@ -160,7 +165,7 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
               "train_seconds": round(train_seconds, 3), **tokenizer_quality(hf_tok, held)}
     if sample.corpus_bytes is not None:
         report["corpus_bytes"] = sample.corpus_bytes
-    with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus, cfg.init_model], overwrite=cfg.overwrite,
+    with atomic_output_dir(cfg.out, stage=STAGE, inputs=_inputs(cfg), overwrite=cfg.overwrite,
                            marker={"tokenizer_fingerprint": fingerprint(hf_tok)}) as tmp:
         hf_tok.save_pretrained(tmp)
         write_json(Path(tmp) / "metrics.json", report)
@@ -255,7 +260,7 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
         documents = list(documents)
         report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents),
                   "train_seconds": round(time.perf_counter() - t0, 3), **tokenizer_quality(tok, documents)}
-        with atomic_output_dir(cfg.out, stage=STAGE, inputs=[cfg.corpus, cfg.init_model], overwrite=cfg.overwrite,
+        with atomic_output_dir(cfg.out, stage=STAGE, inputs=_inputs(cfg), overwrite=cfg.overwrite,
                                marker={"tokenizer_fingerprint": fingerprint(tok)}) as out:
             tok.save_pretrained(out)
             write_json(Path(out) / "metrics.json", report)
@@ -354,8 +359,7 @@ def load_tokenizer(path: str | Path):
     try:
         tok = load.from_pretrained(str(path))
     except Exception as e:  # a broken JSON file, a vocabulary that is not text; the tokenizers library raises a bare Exception
-        detail = " ".join(str(e).split())[:200] or "no detail"
-        raise ScratchBertError(f"the tokenizer in {path} cannot be read ({type(e).__name__}: {detail}); train it again "
+        raise ScratchBertError(f"the tokenizer in {path} cannot be read ({cause(e)}); train it again "
                                "with `scratchbert tokenizer`, or give a folder saved with save_pretrained") from None
     missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != "[UNK]"]
     if missing:
