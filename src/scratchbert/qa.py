@@ -1136,10 +1136,15 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
                                               _trained_window(model.config))
     _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, where)
+    if not tokenizer(question, add_special_tokens=False)["input_ids"]:  # only control or zero-width characters
+        raise ScratchBertError(f"--question {question!r} holds nothing the model's tokenizer reads; ask in words")
     questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
     examples = {"id": ["q"], "question": questions, "context": [context]}
     max_answer_len, n_best = postprocess_settings(max_answer_len, n_best, model.config)
     features = prepare_eval_features(examples, tokenizer, max_seq_len, doc_stride)
+    if not any(o is not None for offsets in features["offset_mapping"] for o in offsets):
+        raise ScratchBertError(f"--context {context[:40]!r} holds nothing the model's tokenizer reads "
+                               "(only control or zero-width characters); pass the passage that holds the answer")
     names = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in features]
     width = max(len(ids) for ids in features["input_ids"])
     logits: list[tuple[np.ndarray, np.ndarray]] = []

@@ -617,6 +617,10 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
     assert answer(out, row["question"], row["context"], top_k=5) == \
         answer(out, row["question"], row["context"], top_k=5, max_answer_len=2, n_best=4)
     assert json.loads((out / "config.json").read_text())["qa_postprocess"] == [2, 4]
+    # a context or question the tokenizer reads nothing of is one line, not the empty answer at certainty 1.0
+    for question, context, flag in (("Who?", "\u200b\x01 \u200b", "--context"), ("\u200b", row["context"], "--question")):
+        with pytest.raises(ScratchBertError, match=f"{flag} .* holds nothing the model's tokenizer reads"):
+            answer(out, question, context)
     assert qa.postprocess_settings(0, 0, object()) == (qa.MAX_ANSWER_LEN, qa.N_BEST)  # a model that does not say
     assert qa.postprocess_settings(30, 0, type("Config", (), {"qa_postprocess": [2, 4]})()) == (30, 4)
     with pytest.raises(ScratchBertError, match="does not exist; pass the folder written by qa-finetune"):
