@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert.outputs import check_writable, read_json, write_json
+from scratchbert.outputs import check_writable, is_remote, read_json, write_json
 from scratchbert_pipelines import parameters
 
 COMMAND = "run-local"
@@ -379,7 +379,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     workdir = Path(workdir).resolve()
     sources = {name: given.pop(name, None) for name in SOURCES}
     for name, value in sources.items():
-        if value is not None and not _is_remote(str(value)) and not Path(value).exists():
+        if value is not None and not is_remote(value) and not Path(value).exists():
             raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")
     endpoint_env = _endpoint_env(endpoint) if endpoint is not None else None
     _check_runner()
@@ -878,7 +878,7 @@ def _say_corpus_cut(corpus: str, max_bytes: int, budget: float, size: int | None
     has looked it up already (:func:`scratchbert_pipelines.parameters.corpus_size`)."""
     from scratchbert.corpus import corpus_bytes
 
-    if _is_remote(corpus):
+    if is_remote(corpus):
         size = None
     elif size is None:
         size = corpus_bytes(corpus)
@@ -888,10 +888,6 @@ def _say_corpus_cut(corpus: str, max_bytes: int, budget: float, size: int | None
               + (f" (of {size / 1e6:,.0f} MB)" if size else "") + ", what its pretraining can use; --max-corpus-bytes 0 "
               "reads all of it" + (f", keeping {more:.1f} more minutes of the budget for the text" if more >= 0.1 else ""),
               file=sys.stderr, flush=True)
-
-
-def _is_remote(uri: str) -> bool:
-    return uri.startswith(("s3://", "hf://"))
 
 
 def _task_key(task_dir: str) -> str:
@@ -953,7 +949,7 @@ def _stage_input(value: str, name: str, run_id: str, max_bytes: int = 0) -> str:
     from scratchbert import storage
     from scratchbert.corpus import corpus_bytes, iter_documents, write_documents
 
-    if _is_remote(value):
+    if is_remote(value):
         return value
     path = Path(value)
     prefix = f"s3://{INPUT_BUCKET}/{run_id}/{name}"

@@ -136,7 +136,7 @@ def sources(uri: str) -> list[Source]:
         objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES)  # one object named on its own: any name
         below = uri.rstrip("/") + "/"  # a prefix's objects leave out hidden names, as a folder's files do
         objects = [(name, size) for name, size in objects
-                   if not name.startswith(below) or not any(part.startswith(".") for part in name[len(below):].split("/"))]
+                   if not name.startswith(below) or not _hidden(name[len(below):])]
         if not objects:
             raise ScratchBertError(f"corpus {uri} holds only hidden objects (names starting with a dot); put the text in others")
         return [Source(name, size, lambda name=name: storage.open_object(name, client=client)) for name, size in objects]
@@ -162,10 +162,15 @@ def _corpus_files(folder: Path) -> Iterator[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not _hidden(d)]
         for name in names:
-            if not name.startswith(".") and name.endswith(SUFFIXES) and (Path(root) / name).is_file():
+            if not _hidden(name) and name.endswith(SUFFIXES) and (Path(root) / name).is_file():
                 yield Path(root) / name
+
+
+def _hidden(relative: str) -> bool:
+    """Whether a file or object name below a corpus folder or prefix is hidden (a part starts with a dot)."""
+    return any(part.startswith(".") for part in relative.split("/"))
 
 
 def corpus_bytes(uri: str) -> int | None:

@@ -54,10 +54,15 @@ MARKER = "scratchbert_output.json"
 # --------------------------------------------------------------------------------------------
 
 
+def is_remote(uri) -> bool:
+    """Whether an input is an ``s3://`` or ``hf://`` address rather than a local path."""
+    return str(uri).startswith(("s3://", "hf://"))
+
+
 def local_path(path) -> Path | None:
     """A local input path, resolved; None for empty values and s3:// or hf:// addresses."""
     text = str(path or "")
-    if not text or text.startswith(("s3://", "hf://")):
+    if not text or is_remote(text):
         return None
     return Path(text).expanduser().resolve()
 

@@ -35,7 +35,7 @@ from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError, cause
 from scratchbert.metrics import squad_metric
 from scratchbert.modeling import ATTENTIONS
-from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, sibling, write_json
+from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, is_remote, sibling, write_json
 from scratchbert.params import SEED_LIMIT, check, check_choices, check_source, finite, param
 from scratchbert.schedule import Budget
 from scratchbert.tokenizer import fingerprint
@@ -742,7 +742,7 @@ def _probe_step(model, optimizer, batch: dict, device, bf16: bool) -> None:
 def _model_folder(model: str, workdir: str) -> Path:
     """A local folder holding ``model``: ``s3://`` and ``hf://`` fetched under ``workdir``, a path
     as it is (its own checks then say what is missing from it)."""
-    return starting_model.fetch(model, workdir) if starting_model.is_remote(model) else Path(model)
+    return starting_model.fetch(model, workdir) if is_remote(model) else Path(model)
 
 
 def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:

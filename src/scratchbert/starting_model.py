@@ -52,10 +52,6 @@ class StartingModelConfig:
         check((self.max_seq_len >= 0, f"--max-seq-len {self.max_seq_len} must not be negative (0 checks nothing)"))
 
 
-def is_remote(uri: str) -> bool:
-    return str(uri).startswith(("hf://", "s3://"))
-
-
 def fetch(uri: str, workdir: str | os.PathLike, *, weights: bool = True) -> Path:
     """A local folder holding the model at ``uri`` (with ``weights=False`` only its config and
     tokenizer). Local folders are used where they are; remote ones land under ``workdir``
