@@ -131,7 +131,7 @@ PARAMETERS: tuple[Parameter, ...] = (
                                             "training (longer for more text or dev questions); a stage's own time "
                                             "budget or step count, where given, wins. 0: no budget."),
     Parameter("budget_pretrain_share", float, 0.4, "The share of budget_minutes' training time that goes to pretraining "
-                                                   "(QA fine-tuning gets the rest): 0.75 on a GPU, where QA fine-tuning "
+                                                   "(QA fine-tuning gets the rest): 0.9 on a GPU, where QA fine-tuning "
                                                    "ends in minutes; 0.4 on CPUs, where QA steps buy more F1 than "
                                                    "pretraining steps (docs/performance.md)."),
     Parameter("budget_qa_epoch_minutes", float, 0.0, "Minutes one epoch of QA fine-tuning takes where it runs, if known "
@@ -196,6 +196,11 @@ def stage_arguments(stage: str, values: dict[str, Any]) -> dict[str, Any]:
     return {field: values[p.name] for p in PARAMETERS for target_stage, field in p.targets if target_stage == stage}
 
 
+# KFP carries run parameters as protobuf Values, whose numbers are doubles: integers beyond 2**53
+# would reach the tasks rounded
+KFP_INT_MAX = 2**53 - 1
+
+
 def check(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with every name known and every value of the parameter's type (ints pass as
     floats) and among its choices; raises a one-line ``ScratchBertError`` otherwise."""
@@ -213,8 +218,9 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
               isinstance(value, int) and not isinstance(value, bool) if p.type is int else isinstance(value, str))
         if not ok:
             raise ScratchBertError(f"pipeline parameter {name} takes a {p.type.__name__}, not {value!r}")
-        if p.type is int and not params.INT64_MIN <= value <= params.INT64_MAX:  # KFP's ints are 64-bit
-            raise ScratchBertError(f"pipeline parameter {name} is {value}, beyond the 64-bit integers a pipeline takes")
+        if p.type is int and abs(value) > KFP_INT_MAX:
+            raise ScratchBertError(f"pipeline parameter {name} is {value}, beyond the integers a pipeline carries "
+                                   f"exactly (up to {KFP_INT_MAX:,} either way)")
         if p.choices and value not in p.choices:
             raise ScratchBertError(f"pipeline parameter {name} is {value!r}, not one of {', '.join(map(str, p.choices))}")
         out[name] = float(value) if p.type is float else value

@@ -29,18 +29,18 @@ SUCCEEDED = "SUCCEEDED"
 
 
 def _parse_params(items: list[str]) -> dict:
-    """``NAME=VALUE`` strings -> checked pipeline parameters (JSON values keep their type)."""
+    """``NAME=VALUE`` strings -> checked pipeline parameters: a text parameter takes VALUE as it is
+    (``publish_version=2`` is the text "2"), the others read it as JSON (``true``, ``3``, ``1e-4``)."""
     params = {}
     for item in items:
         if "=" not in item:
             raise ScratchBertError(f"--param {item!r} must look like NAME=VALUE, e.g. -p preset=tiny")
         key, value = item.split("=", 1)
-        try:
-            params[key] = json.loads(value)  # numbers and booleans keep their type
-        except json.JSONDecodeError:
-            params[key] = value
-        if isinstance(params[key], (dict, list)) or params[key] is None:
-            params[key] = value
+        params[key] = value
+        known = parameters.BY_NAME.get(key)
+        if known is not None and known.type is not str:
+            with contextlib.suppress(json.JSONDecodeError):
+                params[key] = json.loads(value)  # a value that is not JSON stays text, which check() refuses by name
     return parameters.check(params)
 
 

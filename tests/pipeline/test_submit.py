@@ -67,6 +67,9 @@ def test_first_submit_uploads_and_runs_with_typed_params(package, monkeypatch):
     client = FakeClient()
     params = submit_mod._parse_params(["preset=tiny", "max_steps=200", "qa_on_gpu=true", "learning_rate=0.001"])
     assert params == {"preset": "tiny", "max_steps": 200, "qa_on_gpu": True, "learning_rate": 0.001}
+    # a text parameter takes the value as written, even where it reads as a JSON number or boolean
+    assert submit_mod._parse_params(["publish_version=2", "corpus=123", "publish_version=1.0", "init_model=true"]) == \
+        {"publish_version": "1.0", "corpus": "123", "init_model": "true"}
     out = submit_mod.submit(None, "exp", params, package, wait=True, timeout_minutes=1, client=client)
     assert [c[0] for c in client.calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "wait"]
     run = client.calls[2]
