@@ -26,10 +26,12 @@ Decisions that live here (and nowhere else):
   kfp.local cannot yet pass a ``dsl.OneOf`` of *artifacts* to a downstream task, hence one
   publish task per branch).
 * **Object-store credentials**: the Secret ``S3_SECRET_NAME`` becomes the ``AWS_*``
-  variables of every task that may touch object storage itself: required for publish;
-  ``optional`` for tokenizer, dataset, qa_finetune (they need it only for ``s3://`` inputs)
-  and pretrain (only with ``checkpoint_uri`` or a TrainJob), so a pipeline that reads only
-  from the Hub runs without the Secret. Values never enter the YAML, only the Secret's name and keys.
+  variables of every task that may touch object storage itself (publish; the others only for
+  ``s3://`` inputs, a ``checkpoint_uri`` or a TrainJob). Each key is ``optional``: a pipeline
+  that reads only from the Hub runs without the Secret, a Secret without keys leaves the pods
+  their own identity (IRSA, docs/cluster.md), and a publish without an endpoint fails in one
+  line where a required key would hold its pod in CreateContainerConfigError. Values never
+  enter the YAML, only the Secret's name and keys.
 * **Dataset fan-out**: ``corpus_parts`` dataset tasks run side by side (``dsl.ParallelFor``
   over the part numbers, which a small task lists: a loop cannot range over an int), each
   turning every ``corpus_parts``-th group of documents into examples, and one task merges
@@ -127,11 +129,10 @@ def _resources(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
             .set_memory_request(r.memory_request).set_memory_limit(r.memory_limit))
 
 
-def _s3_credentials(task: dsl.PipelineTask, optional: bool) -> dsl.PipelineTask:
-    """Expose the object-store Secret's keys as same-named environment variables."""
+def _s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Expose the object-store Secret's keys, each where the Secret has it, as same-named environment variables."""
     return kubernetes.use_secret_as_env(task, secret_name=settings.S3_SECRET_NAME,
-                                        secret_key_to_env={key: key for key in settings.S3_SECRET_KEYS},
-                                        optional=optional)
+                                        secret_key_to_env={key: key for key in settings.S3_SECRET_KEYS}, optional=True)
 
 
 def _on_gpu(task: dsl.PipelineTask, node_selector: bool, gpus=1) -> dsl.PipelineTask:
@@ -182,14 +183,14 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         def branch(qa_op, where: str, gpu: bool):
             qa = qa_op(model=model, **parameters.stage_arguments("qa_finetune", p))
             qa.set_display_name(f"qa_finetune: SQuAD ({where})").set_caching_options(False)
-            _s3_credentials(_resources(qa, "qa_finetune"), optional=True)
+            _s3_credentials(_resources(qa, "qa_finetune"))
             if gpu:
                 _on_gpu(qa, node_selector)
             pub = publish_op(model=qa.outputs["qa_model"], **parameters.stage_arguments("publish", p))
             pub.set_display_name("publish QA model").set_caching_options(False)
             if retries:
                 pub.set_retry(PUBLISH_RETRIES, backoff_duration="30s")
-            _s3_credentials(_resources(pub, "publish"), optional=False)
+            _s3_credentials(_resources(pub, "publish"))
             return pub
 
         with dsl.If(p["qa_on_gpu"] == True, name="qa-on-gpu"):  # noqa: E712 (a pipeline condition, not a Python test)
@@ -210,7 +211,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
 
         tok = tokenizer_op(**args("tokenizer"))
         tok.set_display_name("tokenizer: train WordPiece, or take the starting model's").set_caching_options(True)
-        _s3_credentials(_resources(tok, "tokenizer"), optional=True)
+        _s3_credentials(_resources(tok, "tokenizer"))
 
         part_numbers = part_numbers_op(corpus_parts=p["corpus_parts"])
         part_numbers.set_display_name("dataset: corpus parts").set_caching_options(True)
@@ -219,7 +220,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
             part_data = dataset_op(tokenizer=tok.outputs["tokenizer"], num_proc=DATASET_NUM_PROC, corpus_part=part,
                                    **args("dataset"))
             part_data.set_display_name("dataset: MLM+NSP examples of one part").set_caching_options(True)
-            _s3_credentials(_resources(part_data, "dataset"), optional=True)
+            _s3_credentials(_resources(part_data, "dataset"))
         data = dataset_merge_op(parts=dsl.Collected(part_data.outputs["dataset"]))
         data.set_display_name("dataset: merge the parts").set_caching_options(True)
         _resources(data, "dataset_merge")
@@ -235,7 +236,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         pre.set_display_name("pretrain BERT (GPU)").set_caching_options(False)
         if retries:
             pre.set_retry(PRETRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
-        _on_gpu(_s3_credentials(_resources(pre, "pretrain"), optional=True), node_selector, gpus=gpus.output)
+        _on_gpu(_s3_credentials(_resources(pre, "pretrain")), node_selector, gpus=gpus.output)
 
         ev = evaluate_op(model=pre.outputs["model"], logs=pre.outputs["logs"], dataset=data.outputs["dataset"],
                          **args("evaluate"))
@@ -255,7 +256,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
 
         check = validate_op(**p)
         check.set_display_name("validate the parameters, plan the time budget").set_caching_options(False)
-        _s3_credentials(_resources(check, "validate"), optional=True)  # to size an s3:// corpus for the budget
+        _s3_credentials(_resources(check, "validate"))  # to size an s3:// corpus for the budget
         # the stages' time budgets as the validate task planned them (budget_minutes split)
         planned = {name: check.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
 
@@ -270,7 +271,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         with dsl.Else(name="fine-tune-the-starting-model"):
             start = starting_model_op(**parameters.stage_arguments("starting_model", p)).after(check)
             start.set_display_name("starting model: fetch and check").set_caching_options(True)
-            _s3_credentials(_resources(start, "starting_model"), optional=True)
+            _s3_credentials(_resources(start, "starting_model"))
             direct = fine_tune(model=start.outputs["model"], **given(FINE_TUNE_NAMES))
             direct.set_display_name("fine-tune and publish").set_caching_options(False)
         return dsl.OneOf(trained.output, direct.output)
