@@ -47,6 +47,11 @@ RUN_AS_GROUP = 0
 # Namespace of a standalone KFP install, where pipeline pods run.
 NAMESPACE = "kubeflow"
 
+# The in-cluster object store of a standalone KFP 2.16+ install: SeaweedFS's S3 gateway, the
+# Service `seaweedfs` on port 9000 (KFP 2.16 removed the old `minio-service`).
+S3_SERVICE = "seaweedfs"
+S3_PORT = 9000
+
 # GPU scheduling: the GPU node is labelled and tainted so that only GPU tasks land there.
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL_KEY = "nvidia.com/gpu.present"

@@ -48,9 +48,10 @@ done
 export DRY_RUN
 
 { read -r KFP_VERSION; read -r NS; read -r SECRET; read -r GPU_LABEL_KEY; read -r GPU_LABEL_VALUE
-  read -r GPU_RESOURCE; read -r REGISTRY; read -r CPU_IMAGE; read -r GPU_IMAGE; read -r VERSION; } \
+  read -r GPU_RESOURCE; read -r REGISTRY; read -r CPU_IMAGE; read -r GPU_IMAGE; read -r VERSION
+  read -r S3_SERVICE; read -r S3_PORT; } \
     < <(settings KFP_VERSION NAMESPACE S3_SECRET_NAME GPU_NODE_LABEL_KEY GPU_NODE_LABEL_VALUE \
-                 GPU_RESOURCE IMAGE_REGISTRY CPU_IMAGE_NAME GPU_IMAGE_NAME project_version)
+                 GPU_RESOURCE IMAGE_REGISTRY CPU_IMAGE_NAME GPU_IMAGE_NAME project_version S3_SERVICE S3_PORT)
 
 KFP_MANIFESTS="github.com/kubeflow/pipelines/manifests/kustomize"
 CONTEXT="kind-${name}"
@@ -144,8 +145,8 @@ else
     secret="$(query kubectl --context "$CONTEXT" -n "$NS" get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d 2>/dev/null || true)"
     [[ "$DRY_RUN" == 1 || ( -n "$access" && -n "$secret" ) ]] || die "could not read $NS/mlpipeline-minio-artifact."
     envfile="$(mktemp)"; chmod 600 "$envfile"; trap 'rm -f "$envfile"' EXIT
-    printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_ENDPOINT_URL=http://minio-service.%s:9000\n' \
-        "$access" "$secret" "$NS" > "$envfile"
+    printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_ENDPOINT_URL=http://%s.%s:%s\n' \
+        "$access" "$secret" "$S3_SERVICE" "$NS" "$S3_PORT" > "$envfile"
     if [[ "$DRY_RUN" == 1 ]]; then
         printf '+ kubectl create secret generic %s --from-env-file=... --dry-run=client -o yaml | kubectl apply -f -\n' "$SECRET"
     else

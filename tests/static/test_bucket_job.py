@@ -47,7 +47,7 @@ def test_bucket_job_creates_the_bucket_once(embedded_s3, render_kustomization, c
 def test_bucket_job_rejects_a_bad_endpoint(render_kustomization, containers_of, settings):
     pytest.importorskip("scratchbert.storage")
     cmd, env = job_command(render_kustomization, containers_of)
-    env |= secret_env(settings, "minio-service:9000", "a", "b")
+    env |= secret_env(settings, "seaweedfs:9000", "a", "b")
     proc = run_job(cmd, env)
     assert proc.returncode != 0
     assert "Secret scratchbert-s3" in proc.stderr and "AWS_ENDPOINT_URL" in proc.stderr

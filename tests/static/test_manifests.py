@@ -115,7 +115,8 @@ def test_kfp_launcher_config(render_kustomization, settings):
         assert set(creds) <= CREDENTIAL_KEYS
         if not creds.get("fromEnv"):
             assert set(creds["secretRef"]) == SECRET_REF_KEYS
-        assert default["endpoint"].startswith("minio-service." + settings.NAMESPACE + ":")
+        # the Service a standalone KFP 2.17 install has (kubeflow/pipelines manifests/kustomize/third-party/seaweedfs)
+        assert default["endpoint"] == f"{settings.S3_SERVICE}.{settings.NAMESPACE}:{settings.S3_PORT}"
 
 
 def test_bucket_job(render_kustomization, containers_of, settings):
