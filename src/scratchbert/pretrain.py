@@ -473,14 +473,41 @@ def _evaluate_alone(trainer, evaluate, eval_dataset, ignore_keys, metric_key_pre
     """``evaluate`` (the Trainer's) on rank 0 with the ranks' exchanges turned off: the evaluation
     DataLoader is not split (``get_eval_dataloader``), and nothing is padded or gathered across
     processes; the model it runs is the unwrapped one (the Trainer evaluates under ``no_grad``
-    without DDP)."""
+    without DDP).
+
+    What the single process's ``gather_for_metrics`` does besides gathering is kept: the loop
+    repeats each batch's loss ``eval_batch_size`` times, which it cuts back to the batch's own
+    size, so that a short last batch weighs by its examples (else ``val_loss`` differed from one
+    process's whenever the set was not a whole number of batches). And the steps per second count
+    every batch, which rank 0 ran alone, not a share of ``world_size`` processes.
+    """
+    from transformers.trainer_pt_utils import find_batch_size
+
     accelerator = trainer.accelerator
-    accelerator.pad_across_processes = lambda tensor, *a, **kw: tensor  # an instance attribute, removed below
-    trainer.gather_function = lambda tensor: tensor
+    size = {"batch": 0}
+    step = trainer.prediction_step
+
+    def prediction_step(model, inputs, *args, **kwargs):
+        size["batch"] = find_batch_size(inputs)
+        return step(model, inputs, *args, **kwargs)
+
+    log = trainer.log
+    examples = len(eval_dataset if eval_dataset is not None else trainer.eval_dataset)
+    speed, runtime = f"{metric_key_prefix}_steps_per_second", f"{metric_key_prefix}_runtime"
+
+    def log_steps_per_second(logs, *args, **kwargs):
+        if speed in logs and logs.get(runtime):  # evaluate() returns this very dict
+            logs[speed] = round(math.ceil(examples / trainer.args.eval_batch_size) / logs[runtime], 3)
+        return log(logs, *args, **kwargs)
+
+    # instance attributes, removed below
+    accelerator.pad_across_processes = lambda tensor, *a, **kw: tensor
+    trainer.prediction_step, trainer.log = prediction_step, log_steps_per_second
+    trainer.gather_function = lambda tensor: tensor[:size["batch"]]
     try:
         return evaluate(eval_dataset, ignore_keys, metric_key_prefix)
     finally:
-        del accelerator.pad_across_processes
+        del accelerator.pad_across_processes, trainer.prediction_step, trainer.log
         trainer.gather_function = accelerator.gather_for_metrics
 
 

@@ -295,3 +295,19 @@ def test_runs_in_a_row_all_leave_complete_output_folders(built_dataset, tmp_path
         assert result["steps"] == 20 and result["world_size"] == 2
         assert "find_unused_parameters" not in done.stderr  # DDP does not search for unused parameters
         _assert_complete(out)
+
+
+@pytest.mark.slow
+def test_evaluation_under_torchrun_gives_the_numbers_of_one_process(built_dataset, tmp_path):
+    """Rank 0 evaluates the whole validation set alone, with the masks one process draws: the
+    same numbers. 300 examples are four batches of 64 and one of 44; the short batch's loss
+    counted 64 times under torchrun (val_loss 7.127 against one process's 7.133). One step at a
+    learning rate of 1e-30 leaves both runs the same seeded starting weights."""
+    settings = dict(preset="nano", max_steps=1, learning_rate=1e-30, batch_size=8, eval_steps=0, eval_examples=300,
+                    logging_steps=1, num_workers=0, precision="fp32")
+    two = _result(_run(_torchrun(built_dataset, tmp_path / "two" / "model", **settings)))
+    one = _result(_run([sys.executable, "-m", "scratchbert.cli", "pretrain", "--dataset", str(built_dataset),
+                        "--out", str(tmp_path / "one" / "model"), *_flags(settings)]))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    for name in ("val_loss", "val_mlm_accuracy", "val_nsp_accuracy"):
+        assert two[name] == pytest.approx(one[name], rel=1e-6, abs=1e-9), name
