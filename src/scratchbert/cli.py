@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from scratchbert import params
-from scratchbert.distributed import is_main_process
+from scratchbert.distributed import check_launch, is_main_process
 from scratchbert.errors import ScratchBertError
 
 log = logging.getLogger("scratchbert")
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
     try:
+        check_launch(args.command, processes=args.command == "pretrain")
         if getattr(args, "_stage", None):
             module, cls_name, fn_name, _ = STAGES[args._stage]
             mod = importlib.import_module(module)

@@ -48,12 +48,36 @@ def _dist():
 
 
 def world() -> tuple[int, int, int]:
-    """(rank, local rank, world size) of this process: (0, 0, 1) outside torchrun."""
+    """(rank, local rank, world size) of this process: (0, 0, 1) outside torchrun, and in a job of
+    one process whatever ``RANK`` says (the Trainer runs it alone too)."""
     dist = _dist()
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
     if dist is not None:
         return dist.get_rank(), local, dist.get_world_size()
-    return int(os.environ.get("RANK", "0") or 0), local, int(os.environ.get("WORLD_SIZE", "1") or 1)
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return 0, 0, 1
+    return int(os.environ.get("RANK", "0") or 0), local, size
+
+
+LAUNCH_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets
+
+
+def check_launch(command: str, *, processes: bool) -> None:
+    """One line, before any work, for a launch ``command`` cannot run as: torchrun's variables half
+    set (a stray ``LOCAL_RANK`` in a shell, which the Trainer takes for a process group to join and
+    fails deep inside), or several processes for a command that runs in one (``processes``
+    False: each would write the same output folder)."""
+    if "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        given = [v for v in LAUNCH_VARIABLES if os.environ.get(v)]
+        missing = [v for v in LAUNCH_VARIABLES if not os.environ.get(v)]
+        if missing:
+            raise ScratchBertError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but "
+                                   f"{', '.join(missing)} not: run under torchrun, which sets them all, or unset "
+                                   f"{' and '.join(given)}")
+    if world()[2] > 1 and not processes:
+        raise ScratchBertError(f"{command} runs in one process, not under torchrun ({world()[2]} processes): run it "
+                               "on its own; pretrain is the stage that runs one process per device")
 
 
 def is_main_process() -> bool:

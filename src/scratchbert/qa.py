@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scratchbert import distributed, progress, starting_model
+from scratchbert import progress, starting_model
 from scratchbert.allocator import keep_freed_memory
 from scratchbert.errors import ScratchBertError, cause
 from scratchbert.metrics import squad_metric
@@ -948,8 +948,7 @@ def _step_limit(cfg: QAConfig, train_windows: int) -> int:
     """
     if cfg.max_steps > 0 or not cfg.time_budget_minutes:
         return cfg.max_steps
-    processes = distributed.world()[2]  # under torchrun each process takes its own batch per step
-    return max(1, math.ceil(cfg.epochs * math.ceil(train_windows / (cfg.batch_size * processes))))
+    return max(1, math.ceil(cfg.epochs * math.ceil(train_windows / cfg.batch_size)))  # one process (cli.check_launch)
 
 
 def _predict_and_score(trainer, eval_set, eval_features, n_best: int, max_answer_len: int) -> tuple[dict, dict]:

@@ -345,3 +345,33 @@ def test_stages_chained_through_main_write_the_documented_metrics(tmp_path, caps
 
     card = ModelCard.load(Path(model) / "README.md")
     assert card.data.pipeline_tag == "fill-mask" and str(corpus) in card.text
+
+
+def test_a_launch_a_command_cannot_run_as_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """A stray LOCAL_RANK (the Trainer took it for a process group and failed with an internal
+    error), and a one-process command under torchrun (each rank wrote the same output folder)."""
+    from scratchbert import distributed
+
+    for name in distributed.LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    out = tmp_path / "model"
+    assert cli.main(["pretrain", "--dataset", str(tmp_path), "--out", str(out)]) == 2
+    assert "LOCAL_RANK is set but RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not: run under torchrun" in capsys.readouterr().err
+    # a job of one process is rank 0 whatever RANK says: it checks and writes its output as one
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.world() == (0, 0, 1) and distributed.is_main_process()
+    # all of torchrun's variables, two processes: pretrain goes on (to its own check of the
+    # dataset), the one-process commands stop
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    distributed.check_launch("pretrain", processes=True)
+    for command in (["qa-finetune", "--model", "m", "--squad-train", "t", "--squad-dev", "d", "--out", str(out)],
+                    ["evaluate", "--model", "m", "--dataset", "d", "--out", str(out)]):
+        assert cli.main(command) == 2
+        assert f"{command[0]} runs in one process, not under torchrun (2 processes)" in capsys.readouterr().err
+    assert not out.exists()

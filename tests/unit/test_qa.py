@@ -764,13 +764,11 @@ def test_length_buckets_batch_similar_lengths_in_random_order():
     assert 0.3 < longer < 0.7
 
 
-def test_the_epoch_limit_counts_every_process_batches(monkeypatch):
+def test_the_epoch_limit_counts_batches():
     from scratchbert.qa import _step_limit
 
     cfg = QAConfig(model="m", squad_train="t.json", squad_dev="d.json", out="o", batch_size=8, epochs=2, time_budget_minutes=1)
-    assert _step_limit(cfg, 100) == 2 * 13  # one process: 13 batches of 8 an epoch
-    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun with two processes, each with its own batch of 8
-    assert _step_limit(cfg, 100) == 2 * 7
+    assert _step_limit(cfg, 100) == 2 * 13  # 13 batches of 8 an epoch
 
 
 def test_window_rule_is_one_function():
