@@ -446,11 +446,11 @@ def set_mlm_bias_to_unigram(model, counts) -> None:
 
 def load_pretrained_config(model_dir):
     """Read a model folder's config with a clear error when it is not a model folder."""
-    from pathlib import Path
-
     from transformers import BertConfig
 
-    if not (Path(model_dir) / "config.json").is_file():
+    from scratchbert.outputs import local_folder
+
+    if not (local_folder(model_dir, "--model") / "config.json").is_file():
         raise ScratchBertError(f"{model_dir} is not a model folder (no config.json); point --model at the output of `scratchbert pretrain`")
     return BertConfig.from_pretrained(str(model_dir))
 

@@ -59,6 +59,16 @@ def is_remote(uri) -> bool:
     return str(uri).startswith(("s3://", "hf://"))
 
 
+def local_folder(path, what: str) -> Path:
+    """``path`` as a local folder, or one line where it is an address (``s3://...``): the stages
+    read their datasets, tokenizers and pretrained models and write every output on this
+    machine's disk, and ``Path`` would take ``s3://b/x`` for the local folder ``s3:/b/x``."""
+    if "://" in str(path):
+        raise ScratchBertError(f"{what} {path} is an address, but {what} takes a folder on this machine; give a path "
+                               "(a trained model reaches object storage by publishing it, checkpoints by --checkpoint-uri)")
+    return Path(path)
+
+
 def local_path(path) -> Path | None:
     """A local input path, resolved; None for empty values and s3:// or hf:// addresses."""
     text = str(path or "")
@@ -95,7 +105,7 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
     """
     if not str(out or "").strip():
         raise ScratchBertError(f"{what} is empty; give the folder to write")
-    out = Path(out).expanduser().resolve()
+    out = local_folder(out, what).expanduser().resolve()
     for given in inputs:
         inp = local_path(given)
         if inp is None:
@@ -131,7 +141,7 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
 
 def check_distinct(paths: dict[str, str | os.PathLike]) -> None:
     """Outputs of one stage (``{"--out": ..., "--logs": ...}``) must not be, or hold, one another."""
-    resolved = {name: Path(p).expanduser().resolve() for name, p in paths.items() if str(p or "")}
+    resolved = {name: local_folder(p, name).expanduser().resolve() for name, p in paths.items() if str(p or "")}
     names = list(resolved)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -303,7 +313,7 @@ def atomic_output_dir(out: str | os.PathLike, *, stage: str | None = None, overw
     if stage is not None:
         out = check_output(out, stage=stage, inputs=inputs, overwrite=overwrite, what=what)
     else:
-        out = Path(out).expanduser().resolve()
+        out = local_folder(out, what).expanduser().resolve()
         if not overwrite and (out.is_file() or out.is_dir() and _non_empty(out)):
             raise ScratchBertError(f"output folder {out} already exists; remove it or choose another {what}")
     try:

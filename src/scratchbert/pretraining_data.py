@@ -45,7 +45,7 @@ import numpy as np
 from scratchbert import progress, shards
 from scratchbert.errors import ScratchBertError
 from scratchbert.modeling import masked_positions
-from scratchbert.outputs import atomic_output_dir, check_output, local_path, write_json
+from scratchbert.outputs import atomic_output_dir, check_output, local_folder, local_path, write_json
 from scratchbert.params import check, check_source, finite, param
 
 DATASET_INFO = shards.INDEX
@@ -355,7 +355,7 @@ def build_dataset(cfg: DatasetConfig) -> dict:
     from scratchbert.corpus import corpus_bytes
 
     t0 = time.perf_counter()
-    tok = _cached_tokenizer(str(Path(cfg.tokenizer).resolve()))
+    tok = _cached_tokenizer(str(local_folder(cfg.tokenizer, "--tokenizer").resolve()))
     num_proc = cfg.num_proc or os.cpu_count() or 1
     settings = _Settings(tokenizer_json=tok.backend_tokenizer.to_str(), cls_id=tok.cls_token_id, sep_id=tok.sep_token_id,
                          vocab_size=len(tok), max_seq_len=cfg.max_seq_len, short_seq_prob=cfg.short_seq_prob,

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchbert.errors import ScratchBertError
-from scratchbert.outputs import read_json, write_json
+from scratchbert.outputs import local_folder, read_json, write_json
 
 INDEX = "scratchbert_dataset.json"
 FORMAT = "scratchbert-dataset/2"
@@ -181,7 +181,7 @@ def write_index(folder: str | os.PathLike, index: dict) -> dict:
 
 def read_index(folder: str | os.PathLike, *, complete: bool = True) -> dict:
     """The index of a dataset folder, checked; ``complete`` refuses one part of a fan-out."""
-    folder = Path(folder)
+    folder = local_folder(folder, "--dataset")
     if not (folder / INDEX).is_file():
         raise ScratchBertError(f"{folder} is not a scratchbert dataset (no {INDEX}); build it with `scratchbert dataset --out {folder}`")
     index = read_json(folder / INDEX)

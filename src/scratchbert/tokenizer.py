@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert.errors import ScratchBertError, cause
-from scratchbert.outputs import atomic_output_dir, check_output, write_json
+from scratchbert.outputs import atomic_output_dir, check_output, local_folder, write_json
 from scratchbert.params import check, check_source, finite, param
 
 STAGE = "tokenizer"
@@ -349,7 +349,7 @@ def load_tokenizer(path: str | Path):
     ``vocab.txt`` (Google's originals), with a clear error if it is neither."""
     from transformers import AutoTokenizer, BertTokenizerFast
 
-    path = Path(path)
+    path = local_folder(path, "--tokenizer")
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
         raise ScratchBertError(f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); give the folder written by "
                                "`scratchbert tokenizer`, or a model folder saved with its tokenizer")

@@ -187,6 +187,14 @@ BAD_INPUT = [
     ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "@{empty}"], "the context (--context) is empty"),
     ("ask", ["--model", "{tmp}/no-model", "--question", "Who?", "--context", "Ada did.", "--top-k", "0"],
      "--top-k 0 must be at least 1"),
+    # the stages read and write folders on this machine: an address was a local folder "s3:/..."
+    ("tokenizer", ["--corpus", "{corpus}", "--out", "s3://corp/tok", "--vocab-size", "100"],
+     "--out s3://corp/tok is an address, but --out takes a folder on this machine"),
+    ("dataset", ["--corpus", "{corpus}", "--tokenizer", "s3://corp/tok", "--out", "{tmp}/out"],
+     "--tokenizer s3://corp/tok is an address"),
+    ("pretrain", ["--dataset", "s3://corp/ds", "--out", "{tmp}/out"], "--dataset s3://corp/ds is an address"),
+    ("evaluate", ["--model", "hf://google/bert", "--dataset", "{tmp}/d", "--out", "{tmp}/out"], "--model hf://google/bert is an address"),
+    ("qa-score", ["--model", "{tmp}/m", "--squad-dev", "{tmp}/d.json", "--out", "s3://corp/score"], "--out s3://corp/score is an address"),
     ("nonsense", [], "invalid choice: 'nonsense'"),
 ]
 

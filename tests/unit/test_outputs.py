@@ -272,3 +272,18 @@ def test_a_stage_removes_orphans_when_it_starts(tmp_path):
     assert len(list(tmp_path.glob(".out.tmp-*"))) == 1
     check_output(out, stage="pretrain")
     assert _names(tmp_path) == []
+
+
+def test_an_address_is_not_taken_for_a_local_folder(tmp_path, monkeypatch):
+    """Path("s3://b/x") is the local folder s3:/b/x: every output and its overlap check refuse it."""
+    from scratchbert.outputs import atomic_output_dir, check_distinct, check_output
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScratchBertError, match="--logs s3://b/logs is an address"):
+        check_distinct({"--out": "out", "--logs": "s3://b/logs"})
+    with pytest.raises(ScratchBertError, match="--out hf://owner/name is an address"):
+        check_output("hf://owner/name", stage="tokenizer")
+    with pytest.raises(ScratchBertError, match="--checkpoint-dir s3://b/c is an address"), \
+            atomic_output_dir("s3://b/c", what="--checkpoint-dir"):
+        pass
+    assert list(tmp_path.iterdir()) == []
