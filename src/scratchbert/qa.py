@@ -310,8 +310,8 @@ def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool 
     elif source.startswith(S3_PREFIX):
         from scratchbert.storage import download  # imported here: only S3 sources need minio
 
-        with tempfile.TemporaryDirectory(prefix="scratchbert-squad-") as tmp:
-            local = Path(download(source, Path(tmp) / "squad"))
+        with tempfile.TemporaryDirectory(prefix="scratchbert-squad-") as tmp:  # of a prefix, its own .json files
+            local = Path(download(source, Path(tmp) / "squad", keep=lambda name: "/" not in name and name.endswith(".json")))
             records = _flatten_squad_json(_read_json_file(local, source), source)
     else:
         records = _flatten_squad_json(_read_json_file(Path(source), source), source)

@@ -16,6 +16,7 @@ the sequence length asked for. Each problem is one sentence.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shutil
@@ -101,14 +102,17 @@ def _from_hub(uri: str, weights: bool) -> Path:
 
 
 def _from_s3(uri: str, dest: Path, weights: bool) -> Path:
-    """A published scratchbert model (verified against its manifest), else the plain folder."""
+    """A published scratchbert model (verified against its manifest), else, where the prefix holds
+    neither a manifest nor ``LATEST``, the plain folder; a damaged publish is an error, never
+    read unverified. Without ``weights``, only the config and tokenizer files are fetched."""
     from scratchbert import storage
 
+    patterns = CONFIG_FILES + TOKENIZER_FILES
+    keep = None if weights else (lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns))
     try:
-        storage.read_manifest(uri)
-    except ScratchBertError:  # no manifest there: a plain folder of model files
-        return storage.download(uri.rstrip("/") + "/", dest)
-    return storage.fetch_published(uri, dest)
+        return storage.fetch_published(uri, dest, keep=keep)
+    except storage.NotPublished:  # a plain folder of model files
+        return storage.download(uri.rstrip("/") + "/", dest, keep=keep)
 
 
 def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | None = None):

@@ -44,7 +44,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -111,6 +111,10 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 class NotFound(ScratchBertError):
     """Nothing is stored at an address (no object, no manifest, no bucket)."""
+
+
+class NotPublished(NotFound):
+    """A prefix holds neither a manifest nor ``LATEST``: whatever is there was never published."""
 
 
 def parse_endpoint(endpoint: str, name: str = ENV_ENDPOINT) -> tuple[str, bool]:
@@ -232,38 +236,52 @@ def _http_client():
 
 
 def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = None,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, keep: Callable[[str], bool] | None = None) -> Path:
     """Download one object, or every object under a prefix, into ``local_dir``.
 
     ``s3://bucket/path/file.txt`` (an existing object) lands as ``local_dir/file.txt`` and
     that file's path is returned; otherwise every object under ``s3://bucket/path/`` lands
     at its path relative to the prefix and ``local_dir`` is returned. ``local_dir`` appears
     complete or not at all (see :func:`scratchbert.outputs.atomic_output_dir`); an existing
-    non-empty ``local_dir`` is replaced only with ``overwrite=True``.
+    non-empty ``local_dir`` is replaced only with ``overwrite=True``. ``keep`` (a prefix's
+    relative names -> bool) fetches only the objects it keeps, e.g. a model's config without its weights.
 
     Raises:
-        ScratchBertError: nothing exists at ``uri``, the bucket is missing, the endpoint
-            refuses the request, or ``local_dir`` is not empty.
+        ScratchBertError: nothing exists at ``uri`` (or nothing ``keep`` keeps), the bucket is
+            missing, the endpoint refuses the request, a transfer ends short, or ``local_dir``
+            is not empty.
     """
     bucket, key = parse_s3_uri(uri)
     client = client or client_from_env()
     out = _check_out_dir(local_dir, overwrite)
     with _s3_errors(uri):
-        if key and not key.endswith("/") and _exists(client, bucket, key):
+        stat = _stat(client, bucket, key) if key and not key.endswith("/") else None
+        if stat is not None:
             name = PurePosixPath(key).name
             with atomic_output_dir(out, overwrite=True, what="download folder") as tmp:
-                client.fget_object(bucket, key, str(tmp / name))
+                _fetch(client, bucket, key, tmp / name, stat.size or 0)
             return out / name
         prefix = _as_dir(key)
         objects = [(o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=prefix, recursive=True)
-                   if not o.object_name.endswith("/")]
+                   if not o.object_name.endswith("/") and (keep is None or keep(o.object_name[len(prefix):]))]
         if not objects:
-            raise NotFound(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
+            raise NotFound(f"nothing is stored at {uri}" + (" that this reads" if keep else "")
+                           + "; check the bucket and prefix (an object or a folder of objects)")
         with atomic_output_dir(out, overwrite=True, what="download folder") as tmp, _progress(objects, f"download {uri}") as bar:
             for name, size in objects:
-                client.fget_object(bucket, name, str(tmp / _safe_relative(name[len(prefix):], uri)))
+                _fetch(client, bucket, name, tmp / _safe_relative(name[len(prefix):], uri), size)
                 bar.update(size)
     return out
+
+
+def _fetch(client: Minio, bucket: str, name: str, target: Path, size: int) -> None:
+    """Download one object to ``target`` and check it arrived whole: minio's ``fget_object``
+    keeps what a connection cut inside the reply's headers delivered (an empty file) as the object."""
+    client.fget_object(bucket, name, str(target))
+    got = target.stat().st_size
+    if got != size:
+        raise ScratchBertError(f"the download of s3://{bucket}/{name} ended after {got:,} of its {size:,} bytes; the "
+                               "connection broke, try again")
 
 
 def upload_dir(local_dir: str | os.PathLike, uri: str, *, client: Minio | None = None,
@@ -364,14 +382,15 @@ def publish_model(cfg: PublishConfig) -> str:
 
 
 def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = None,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, keep: Callable[[str], bool] | None = None) -> Path:
     """Download a published model into ``local_dir`` and verify every file; return ``local_dir``.
 
     ``uri`` is either a version (``s3://models/bert/20261125T140501Z``) or the prefix it was
     published under (``s3://models/bert``), in which case ``LATEST`` picks the version.
     Every file listed in ``manifest.json`` is downloaded and its size and SHA-256 checked;
     ``local_dir`` appears only when all of them match (and replaces an existing non-empty
-    folder only with ``overwrite=True``).
+    folder only with ``overwrite=True``). ``keep`` (a file's path -> bool) fetches only the
+    files it keeps, as :func:`download`.
 
     Raises:
         ScratchBertError: no manifest (not published, or the publish did not finish), a
@@ -385,13 +404,13 @@ def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: Minio | N
     with _s3_errors(uri):
         version_prefix, manifest = _resolve_manifest(client, bucket, _as_dir(key), uri)
         version_uri = f"s3://{bucket}/{version_prefix}"
-        files = manifest["files"]
+        files = [f for f in manifest["files"] if keep is None or keep(f["path"])]
         with atomic_output_dir(out, overwrite=True, what="download folder") as tmp, _progress([(f["path"], f["size"]) for f in files], f"fetch {version_uri}") as bar:
             for entry in files:
                 rel = entry["path"]
                 target = tmp / _safe_relative(rel, version_uri)
                 try:
-                    client.fget_object(bucket, version_prefix + rel, str(target))
+                    client.fget_object(bucket, version_prefix + rel, str(target))  # checked against the manifest below
                 except S3Error as exc:
                     if exc.code not in _MISSING:
                         raise
@@ -526,16 +545,18 @@ def _resolve_manifest(client: Minio, bucket: str, prefix: str, uri: str) -> tupl
     version_prefix = prefix
     if raw is None:
         latest = _get_bytes(client, bucket, prefix + LATEST)
-        if latest is not None:
-            version = latest.decode("utf-8", "replace").strip()
-            if not _VERSION_RE.fullmatch(version):
-                raise ScratchBertError(f"s3://{bucket}/{prefix}{LATEST} holds {version!r}, not a version name; publish the model again")
-            version_prefix = f"{prefix}{version}/"
-            raw = _get_bytes(client, bucket, version_prefix + MANIFEST)
-    if raw is None:
-        raise NotFound(
-            f"no {MANIFEST} at s3://{bucket}/{version_prefix}: the model is not published or the publish did not finish; "
-            f"publish it again or point at a complete version")
+        if latest is None:
+            raise NotPublished(
+                f"no {MANIFEST} at s3://{bucket}/{prefix}: the model is not published or the publish did not finish; "
+                f"publish it again or point at a complete version")
+        version = latest.decode("utf-8", "replace").strip()
+        if not _VERSION_RE.fullmatch(version):
+            raise ScratchBertError(f"s3://{bucket}/{prefix}{LATEST} holds {version!r}, not a version name; publish the model again")
+        version_prefix = f"{prefix}{version}/"
+        raw = _get_bytes(client, bucket, version_prefix + MANIFEST)
+        if raw is None:
+            raise NotFound(f"s3://{bucket}/{prefix}{LATEST} names version {version}, which has no {MANIFEST} (removed, "
+                           "or its publish did not finish); publish the model again or point at a complete version")
     try:
         manifest = json.loads(raw)
         files = manifest["files"]
@@ -573,14 +594,18 @@ def _s3_errors(uri: str) -> Iterator[None]:
 
 
 def _exists(client: Minio, bucket: str, name: str) -> bool:
+    return _stat(client, bucket, name) is not None
+
+
+def _stat(client: Minio, bucket: str, name: str):
+    """The object's stat (its ``size``), or None where there is no such object."""
     from minio.error import S3Error
 
     try:
-        client.stat_object(bucket, name)
-        return True
+        return client.stat_object(bucket, name)
     except S3Error as exc:
         if exc.code in _MISSING:
-            return False
+            return None
         raise
 
 

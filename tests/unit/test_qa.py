@@ -229,8 +229,10 @@ def test_hub_and_s3_sources_go_through_their_loaders(squad_files, tmp_path, monk
     with pytest.raises(ScratchBertError, match="a config or split goes in the query"):
         load_squad("hf://rajpurkar/squad/train")
 
-    def fake_download(uri, local_dir):
+    def fake_download(uri, local_dir, keep):
         assert uri == "s3://data/squad/eval.json"
+        # of a prefix only its own .json files: not the 30 MB checkpoint beside them
+        assert [keep(n) for n in ("dev.json", "checkpoints/x.json", "big.bin")] == [True, False, False]
         Path(local_dir).mkdir(parents=True)
         return Path(shutil.copy(squad_files[1], Path(local_dir) / "eval.json"))
 

@@ -5,6 +5,7 @@ tokenizer. The models are small BERTs the tests build and save themselves (no do
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -74,9 +75,29 @@ def test_s3_folder_and_published_version_are_fetched_and_verified(start_model, s
     assert tokenizer_fingerprint(load_tokenizer(published)) == tokenizer_fingerprint(load_tokenizer(start_model))
     # a published object changed after publishing is caught
     s3 = storage.client_from_env()
-    s3.put_object(s3_bucket, "published/v1/config.json", __import__("io").BytesIO(b"{}"), 2)
+    s3.put_object(s3_bucket, "published/v1/config.json", io.BytesIO(b"{}"), 2)
     with pytest.raises(ScratchBertError, match="does not match manifest.json"):
         starting_model.fetch(f"s3://{s3_bucket}/published", tmp_path / "c")
+    # a damaged publish is an error, never a copy read unverified: a manifest that is not JSON, a
+    # LATEST naming a version that is not there
+    s3.put_object(s3_bucket, "published/v1/manifest.json", io.BytesIO(b"{not json"), 9)
+    with pytest.raises(ScratchBertError, match="is not a valid scratchbert manifest"):
+        starting_model.fetch(f"s3://{s3_bucket}/published/v1", tmp_path / "d")
+    s3.put_object(s3_bucket, "published/LATEST", io.BytesIO(b"v9"), 2)
+    with pytest.raises(ScratchBertError, match="LATEST names version v9, which has no manifest.json"):
+        starting_model.fetch(f"s3://{s3_bucket}/published", tmp_path / "e")
+    assert not {"d", "e"} & {p.name for p in tmp_path.iterdir()}
+
+
+def test_without_weights_only_the_config_and_tokenizer_are_fetched(start_model, s3_env, s3_bucket, tmp_path):
+    """The tokenizer stage reads a starting model's tokenizer: BERT-base's 440 MB of weights stay
+    in the store, published or not."""
+    storage.upload_dir(start_model, f"s3://{s3_bucket}/plain")
+    storage.publish(start_model, f"s3://{s3_bucket}/published", version="v1")
+    for name in ("plain", "published"):
+        folder = starting_model.fetch(f"s3://{s3_bucket}/{name}", tmp_path / name, weights=False)
+        assert (folder / "config.json").is_file() and load_tokenizer(folder).vocab_size > 0
+        assert not list(folder.glob("*.safetensors")), name
 
 
 def test_hub_models_go_through_snapshot_download(start_model, monkeypatch):

@@ -236,6 +236,23 @@ def test_upload_download_round_trip(s3_env, s3_bucket, tmp_path):
         storage.download(f"s3://{s3_bucket}/runs/r1", tmp_path / "all")
     storage.download(f"s3://{s3_bucket}/runs/r1/config.json", tmp_path / "all", overwrite=True)
     assert tree(tmp_path / "all") == {"config.json": files["config.json"]}
+    # only what keep keeps
+    some = storage.download(f"s3://{s3_bucket}/runs/r1", tmp_path / "some", keep=lambda name: name.startswith("tokenizer/"))
+    assert tree(some) == {k: v for k, v in files.items() if k.startswith("tokenizer/")}
+
+
+def test_a_download_cut_short_is_an_error_not_a_file(s3_env, s3_bucket, tmp_path, monkeypatch):
+    """minio keeps what a connection cut inside the reply's headers delivered, an empty file, as
+    the object: the size is checked, and nothing lands."""
+    make_model_dir(tmp_path / "src")
+    storage.upload_dir(tmp_path / "src", f"s3://{s3_bucket}/m")
+    from minio import Minio
+
+    monkeypatch.setattr(Minio, "fget_object", lambda self, bucket, name, path, **kw: Path(path).write_bytes(b""))
+    for uri in (f"s3://{s3_bucket}/m", f"s3://{s3_bucket}/m/config.json"):
+        with pytest.raises(ScratchBertError, match=r"ended after 0 of its .* bytes; the connection broke"):
+            storage.download(uri, tmp_path / "got")
+        assert not (tmp_path / "got").exists()
 
 
 def test_upload_dir_creates_bucket_and_download_reports_missing_bucket(s3_env, tmp_path):
