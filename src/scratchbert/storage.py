@@ -497,7 +497,11 @@ class _ObjectReader(io.RawIOBase):
                 if self._response is None:
                     with _s3_errors(self._uri):
                         self._response = self._client.get_object(self._bucket, self._key, offset=self._pos)
-                n = self._response.readinto(buffer)
+                # the stored bytes, which the offsets count: urllib3 would undo a Content-Encoding: gzip
+                # (gsutil cp -z), giving more bytes than the object's size, cut off at that size
+                data = self._response.read(len(buffer), decode_content=False)
+                n = len(data)
+                buffer[:n] = data
                 if n == 0:  # the server closed the body before the object's end
                     raise ConnectionError(f"the body ended at byte {self._pos} of {self._size}")
                 self._pos += n
