@@ -218,16 +218,25 @@ def client_from_env(env: Mapping[str, str] | None = None) -> Minio:
                  http_client=_http_client())
 
 
+# An endpoint that takes the connection and never answers (a port-forward to the wrong service)
+# is given READ_TIMEOUT_S seconds per try and READ_RETRIES more tries: about 4 minutes, where
+# minio's own settings (300 s, five retries) waited half an hour per request.
+READ_TIMEOUT_S = 120
+READ_RETRIES = 1
+
+
 def _http_client():
-    """minio's own HTTP client settings, but a refused or silent endpoint fails in seconds: minio
-    retries a refused connection five times with back-off (6 s) and waits 5 minutes to connect."""
+    """minio's own HTTP client settings, but a refused endpoint fails in seconds (minio retries a
+    refused connection five times with back-off, 6 s, and waits 5 minutes to connect) and a
+    silent one in minutes (READ_TIMEOUT_S)."""
     import certifi
     import urllib3
 
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=15, read=300), maxsize=10, cert_reqs="CERT_REQUIRED",
+        timeout=urllib3.Timeout(connect=15, read=READ_TIMEOUT_S), maxsize=10, cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=5, connect=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
+        retries=urllib3.Retry(total=5, connect=2, read=READ_RETRIES, backoff_factor=0.2,
+                              status_forcelist=[500, 502, 503, 504]))
 
 
 # --------------------------------------------------------------------------------------------

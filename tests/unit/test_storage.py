@@ -524,3 +524,34 @@ def test_an_unreachable_endpoint_is_one_short_line(tmp_path):
     msg = str(e.value)
     assert "could not reach S3 for s3://bucket/x (Failed to establish a new connection" in msg
     assert "HTTPConnectionPool" not in msg and "\n" not in msg
+
+
+def test_a_silent_endpoint_is_given_up_after_one_more_try(tmp_path, monkeypatch):
+    """An endpoint that takes the connection and never answers: minio's settings waited 300 s a
+    try, six tries a request; ours READ_TIMEOUT_S a try (1 s here) and READ_RETRIES more."""
+    import socket
+    import threading
+
+    monkeypatch.setattr(storage, "READ_TIMEOUT_S", 1)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])  # kept open, never answered
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    client = storage.client_from_env({**FULL_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}"})
+    try:
+        with pytest.raises(ScratchBertError, match="could not reach S3 for s3://bucket/x .*timed out"):
+            storage.download("s3://bucket/x", tmp_path / "d", client=client)
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert len(accepted) == 1 + storage.READ_RETRIES
