@@ -28,7 +28,6 @@ import codecs
 import gzip
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from scratchbert.errors import ScratchBertError, cause
+from scratchbert.outputs import walk_files
 
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
 # A document is cut into pieces of at most this size (at paragraph boundaries) while it is
@@ -134,7 +134,9 @@ def sources(uri: str) -> list[Source]:
 
         client = storage.client_from_env()
         objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES)  # one object named on its own: any name
-        below = uri.rstrip("/") + "/"  # a prefix's objects leave out hidden names, as a folder's files do
+        bucket, prefix = storage.parse_s3_uri(uri)  # the names as listed: s3://b//x lists s3://b/x/...
+        below = f"s3://{bucket}/{prefix.rstrip('/')}/" if prefix.strip("/") else f"s3://{bucket}/"
+        # a prefix's objects leave out hidden names, as a folder's files do
         objects = [(name, size) for name, size in objects
                    if not name.startswith(below) or not _hidden(name[len(below):])]
         if not objects:
@@ -142,7 +144,7 @@ def sources(uri: str) -> list[Source]:
         return [Source(name, size, lambda name=name: storage.open_object(name, client=client)) for name, size in objects]
     path = Path(uri)
     if path.is_dir():
-        files = sorted(_corpus_files(path))
+        files = _corpus_files(path)
         if not files:
             raise ScratchBertError(f"corpus folder {path} has no {', '.join(SUFFIXES)} files; put the text in such files or point --corpus at a file")
     elif path.is_file():
@@ -152,20 +154,10 @@ def sources(uri: str) -> list[Source]:
     return [Source(str(f), f.stat().st_size, lambda f=f: open(f, "rb")) for f in files]
 
 
-def _corpus_files(folder: Path) -> Iterator[Path]:
-    """The corpus files in ``folder`` and its subfolders, linked ones too (each real folder once),
-    leaving out hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``."""
-    seen: set[str] = set()
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a link back up the tree, or a second link to a folder already read
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not _hidden(d)]
-        for name in names:
-            if not _hidden(name) and name.endswith(SUFFIXES) and (Path(root) / name).is_file():
-                yield Path(root) / name
+def _corpus_files(folder: Path) -> list[Path]:
+    """The corpus files in ``folder`` and its subfolders, linked ones too, sorted, leaving out
+    hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``."""
+    return [f for f in walk_files(folder, skip=_hidden) if f.name.endswith(SUFFIXES)]
 
 
 def _hidden(relative: str) -> bool:

@@ -38,7 +38,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,6 +67,23 @@ def local_folder(path, what: str) -> Path:
         raise ScratchBertError(f"{what} {path} is an address, but {what} takes a folder on this machine; give a path "
                                "(a trained model reaches object storage by publishing it, checkpoints by --checkpoint-uri)")
     return Path(path)
+
+
+def walk_files(folder: str | os.PathLike, skip: Callable[[str], bool] = lambda name: False) -> list[Path]:
+    """The files under ``folder``, in linked subfolders too (each real folder once: a link back up
+    the tree ends there), sorted by their parts, leaving out the files and folders whose names
+    ``skip`` says. ``Path.rglob`` does not follow links to folders."""
+    seen: set[str] = set()
+    found = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to a folder already read
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not skip(d)]
+        found += [Path(root) / n for n in names if not skip(n) and (Path(root) / n).is_file()]
+    return sorted(found)
 
 
 def local_path(path) -> Path | None:

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import MARKER as OUTPUT_MARKER
-from scratchbert.outputs import atomic_output_dir
+from scratchbert.outputs import atomic_output_dir, walk_files
 from scratchbert.params import param
 
 if TYPE_CHECKING:  # minio is imported lazily: importing this module must stay cheap
@@ -459,8 +459,9 @@ def list_objects(uri: str, *, client: Minio | None = None,
     with _s3_errors(uri):
         if key and not key.endswith("/") and _exists(client, bucket, key):
             return [(f"s3://{bucket}/{key}", client.stat_object(bucket, key).size or 0)]
-        found = sorted((o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=_as_dir(key), recursive=True)
-                       if not o.object_name.endswith("/"))
+        # sorted by the names' parts, as a local folder's files are: "wiki/a.txt" before "wiki-2.txt"
+        found = sorted(((o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=_as_dir(key), recursive=True)
+                        if not o.object_name.endswith("/")), key=lambda item: item[0].split("/"))
     if not found:
         raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
     chosen = [(f"s3://{bucket}/{name}", size) for name, size in found if not suffixes or name.endswith(suffixes)]
@@ -669,7 +670,7 @@ def _local_files(local_dir: str | os.PathLike) -> dict[str, Path]:
     root = Path(local_dir)
     if not root.is_dir():
         raise ScratchBertError(f"{root} is not a folder; give the folder to upload")
-    files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+    files = {p.relative_to(root).as_posix(): p for p in walk_files(root)}  # linked folders too, as a corpus is read
     if not files:
         raise ScratchBertError(f"folder {root} holds no files; give a folder with the files to upload")
     return files

@@ -384,6 +384,27 @@ def test_s3_object_and_prefix_give_the_same_documents_as_the_local_files(tmp_pat
     assert load_documents(f"s3://{s3_bucket}/corpora/wiki") == load_documents(str(tmp_path))
     assert len(load_documents(f"s3://{s3_bucket}/corpora/wiki/", max_bytes=1)) == 1
     assert corpus_bytes(f"s3://{s3_bucket}/corpora/wiki") == part1.stat().st_size + part2.stat().st_size
+    # a doubled slash names the same prefix, hidden objects left out alike
+    assert load_documents(f"s3://{s3_bucket}//corpora/wiki") == load_documents(str(tmp_path))
+
+
+def test_a_folder_uploaded_reads_as_it_does_here(tmp_path, s3_env, s3_bucket):
+    """run-local uploads a local corpus folder and its tasks read it from S3: the same documents
+    in the same order. Object names sorted as strings put "wiki-2.txt" before "wiki/a.txt" (a
+    folder's files sort by their parts), and the upload did not follow a linked folder."""
+    from scratchbert import storage
+
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    (corpus / "wiki").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name, text in {"wiki/a.txt": "Alpha.", "wiki-2.txt": "Beta.", "wiki.txt": "Gamma.", "z.txt": "Zeta."}.items():
+        (corpus / name).write_text(text + "\n")
+    (elsewhere / "linked.txt").write_text("Linked.\n")
+    (corpus / "more").symlink_to(elsewhere, target_is_directory=True)
+    storage.upload_dir(corpus, f"s3://{s3_bucket}/up")
+    here = load_documents(str(corpus))
+    assert here == ["Linked.", "Alpha.", "Beta.", "Gamma.", "Zeta."]  # more/, wiki/, wiki-2.txt, wiki.txt, z.txt
+    assert load_documents(f"s3://{s3_bucket}/up") == here
 
 
 def test_s3_objects_are_streamed_not_downloaded(tmp_path, s3_env, s3_server, s3_bucket, monkeypatch):
