@@ -508,8 +508,10 @@ class _ObjectReader(io.RawIOBase):
                     with _s3_errors(self._uri):
                         self._response = self._client.get_object(self._bucket, self._key, offset=self._pos)
                 # the stored bytes, which the offsets count: urllib3 would undo a Content-Encoding: gzip
-                # (gsutil cp -z), giving more bytes than the object's size, cut off at that size
-                data = self._response.read(len(buffer), decode_content=False)
+                # (gsutil cp -z), giving more bytes than the object's size, cut off at that size. And
+                # what has arrived (read1), not a full buffer: a dropped connection loses no bytes
+                # read before it, so a link that drops every few KB still gets on
+                data = self._response.read1(len(buffer), decode_content=False)
                 n = len(data)
                 buffer[:n] = data
                 if n == 0:  # the server closed the body before the object's end

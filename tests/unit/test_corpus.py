@@ -449,7 +449,7 @@ class _FlakyBody:
     def __init__(self, data: bytes, fail_after: int | None):
         self.data, self.pos, self.fail_after = data, 0, fail_after
 
-    def read(self, amt: int, decode_content: bool = True) -> bytes:
+    def read1(self, amt: int, decode_content: bool = True) -> bytes:
         from urllib3.exceptions import ProtocolError
 
         assert decode_content is False  # the stored bytes, which the offsets count
