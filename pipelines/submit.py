@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,12 @@ from scratchbert_pipelines.compile import DEFAULT_OUTPUT as DEFAULT_YAML
 
 PIPELINE_NAME = "scratchbert"
 SUCCEEDED = "SUCCEEDED"
+# Every state of kfp_server_api.V2beta1RuntimeState a run does not leave: kfp's own
+# wait_for_run_completion knows only succeeded, failed and skipped, and waits out its whole
+# timeout on a CANCELED run.
+FINAL_STATES = (SUCCEEDED, "SKIPPED", "FAILED", "CANCELED")
+# Seconds between two looks at a waited-for run.
+POLL_SECONDS = 10.0
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -99,13 +106,27 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
                    "run_id": run.run_id, "params": params}
         if not wait:
             return summary
-        done = client.wait_for_run_completion(run.run_id, timeout=int(timeout_minutes * 60))
-    state = str(getattr(done, "state", "UNKNOWN")).rsplit(".", 1)[-1]
+        state = wait_for_run(client, run.run_id, timeout_minutes)
     summary["state"] = state
     if state != SUCCEEDED:
         raise RunFailed(f"run {run.run_id} ended {state}; its tasks' logs are in the Kubeflow UI (experiment {experiment})")
     summary.update(_published_metrics(params))
     return summary
+
+
+def wait_for_run(client, run_id: str, timeout_minutes: float) -> str:
+    """The state a run ends in (one of :data:`FINAL_STATES`), looking every :data:`POLL_SECONDS`;
+    raises :class:`RunFailed` when it has not ended after ``timeout_minutes``."""
+    deadline = time.monotonic() + timeout_minutes * 60
+    while True:
+        state = str(getattr(client.get_run(run_id), "state", None)).rsplit(".", 1)[-1]  # "RuntimeStateEnum.FAILED" too
+        if state in FINAL_STATES:
+            return state
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RunFailed(f"the run did not finish in time ({timeout_minutes:g} minutes, last seen {state}); "
+                            "it may still be running")
+        time.sleep(min(POLL_SECONDS, left))
 
 
 def _check_host(host: str) -> None:
@@ -146,8 +167,6 @@ class _api_errors:
         import urllib3
         from kfp_server_api.exceptions import ApiException
 
-        if isinstance(exc, TimeoutError):  # kfp's wait ran out (an OSError too, so it comes first)
-            raise RunFailed(f"the run did not finish in time ({exc}); it may still be running") from None
         if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, OSError)):
             raise ScratchBertError(f"could not reach Kubeflow Pipelines at {self.host} ({type(exc).__name__}); "
                                    "check --host (e.g. http://localhost:8080) and that the API server is up") from None

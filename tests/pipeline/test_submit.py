@@ -7,6 +7,7 @@ parameters, and waiting when asked.
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -16,10 +17,11 @@ from scratchbert_pipelines import submit as submit_mod
 
 
 class FakeClient:
-    def __init__(self):
+    def __init__(self, states=("RUNNING", "SUCCEEDED")):
         self.pipelines: dict[str, str] = {}
         self.versions: dict[str, list] = {}
         self.calls: list[tuple] = []
+        self.states = list(states)  # what get_run reports, one a call; the last one stays
 
     def get_pipeline_id(self, name):
         return self.pipelines.get(name)
@@ -50,9 +52,14 @@ class FakeClient:
         self.calls.append(("run_pipeline", experiment_id, pipeline_id, version_id, params))
         return SimpleNamespace(run_id="r-1")
 
-    def wait_for_run_completion(self, run_id, timeout):
-        self.calls.append(("wait", run_id, timeout))
-        return SimpleNamespace(state="SUCCEEDED")
+    def get_run(self, run_id):
+        self.calls.append(("get_run", run_id))
+        return SimpleNamespace(state=self.states.pop(0) if len(self.states) > 1 else self.states[0])
+
+
+@pytest.fixture(autouse=True)
+def quick_polls(monkeypatch):
+    monkeypatch.setattr(submit_mod, "POLL_SECONDS", 0.01)
 
 
 @pytest.fixture
@@ -71,11 +78,11 @@ def test_first_submit_uploads_and_runs_with_typed_params(package, monkeypatch):
     assert submit_mod._parse_params(["publish_version=2", "corpus=123", "publish_version=1.0", "init_model=true"]) == \
         {"publish_version": "1.0", "corpus": "123", "init_model": "true"}
     out = submit_mod.submit(None, "exp", params, package, wait=True, timeout_minutes=1, client=client)
-    assert [c[0] for c in client.calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "wait"]
+    assert [c[0] for c in client.calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "get_run", "get_run"]
     run = client.calls[2]
     assert run[1] == "e-exp" and run[2] == "p-0" and run[3] == "p-0-v0" and run[4] == params
     assert out["state"] == "SUCCEEDED" and out["run_id"] == "r-1"
-    assert client.calls[3][2] == 60
+    assert client.calls[3][1] == "r-1"
 
 
 def test_resubmit_uploads_one_version_per_distinct_yaml(package):
@@ -105,14 +112,13 @@ def test_missing_package_and_bad_param_are_one_line_errors(tmp_path):
         submit_mod._parse_params(["pretrain_max_steps=5"])
 
 
-@pytest.mark.parametrize("state", ["FAILED", "CANCELED", "RuntimeStateEnum.FAILED"])
+@pytest.mark.parametrize("state", ["FAILED", "CANCELED", "SKIPPED", "RuntimeStateEnum.FAILED"])
 def test_wait_exits_nonzero_when_the_run_did_not_succeed(package, state, capsys, monkeypatch):
     import kfp
 
     from scratchbert import cli
 
-    client = FakeClient()
-    client.wait_for_run_completion = lambda run_id, timeout: SimpleNamespace(state=state)
+    client = FakeClient(states=("PENDING", "RUNNING", state))
     with pytest.raises(RunFailed, match=f"ended {state.rsplit('.', 1)[-1]}"):
         submit_mod.submit(None, "exp", {}, package, wait=True, client=client)
     # through the command line: exit status 1 and one line
@@ -123,16 +129,28 @@ def test_wait_exits_nonzero_when_the_run_did_not_succeed(package, state, capsys,
     assert err.startswith("scratchbert submit: error: run r-1 ended") and err.count("\n") == 1
 
 
+def test_a_canceled_run_ends_the_wait_at_once(package):
+    """kfp's wait_for_run_completion knows no CANCELED and waited out its whole timeout (24 hours
+    by default) before calling the run one that may still be running."""
+    client = FakeClient(states=("RUNNING", "CANCELING", "CANCELED"))
+    started = time.monotonic()
+    with pytest.raises(RunFailed, match="run r-1 ended CANCELED"):
+        submit_mod.submit(None, "exp", {}, package, wait=True, client=client)
+    assert time.monotonic() - started < 5 and [c[0] for c in client.calls].count("get_run") == 3
+
+
+def test_the_wait_ends_in_every_final_state_of_the_api():
+    from kfp_server_api import V2beta1RuntimeState as S
+
+    assert set(submit_mod.FINAL_STATES) == {S.SUCCEEDED, S.SKIPPED, S.FAILED, S.CANCELED}
+    assert set(submit_mod.FINAL_STATES) < set(S.allowable_values)
+
+
 def test_a_run_that_outlasts_the_wait_is_reported_so_and_a_bad_wait_is_refused_first(package):
-    """kfp's wait raises TimeoutError, an OSError: it is a run still going, not an unreachable host."""
-    client = FakeClient()
-
-    def too_long(run_id, timeout):
-        raise TimeoutError("Run timeout")
-
-    client.wait_for_run_completion = too_long
-    with pytest.raises(RunFailed, match="did not finish in time .* it may still be running"):
-        submit_mod.submit(None, "exp", {}, package, wait=True, timeout_minutes=1, client=client)
+    """A run still going when the wait ends is reported so (exit 1), not as an unreachable host."""
+    client = FakeClient(states=("RUNNING",))
+    with pytest.raises(RunFailed, match="did not finish in time .*last seen RUNNING.* it may still be running"):
+        submit_mod.submit(None, "exp", {}, package, wait=True, timeout_minutes=0.001, client=client)
     for bad in (float("nan"), float("inf"), 0.0, -5.0):
         client = FakeClient()
         with pytest.raises(ScratchBertError, match="--timeout-minutes .* must be a positive number"):
