@@ -1,8 +1,8 @@
 """`scratchbert submit`: upload the compiled pipeline to Kubeflow Pipelines and start a run.
 
 Uploads the compiled pipeline (by default the ``bert_pipeline.yaml`` shipped with the package) as the pipeline ``scratchbert`` (or, if that pipeline
-exists, as a new version of it named after the project version and the YAML's hash, so the
-same YAML is never uploaded twice), starts a run in an experiment with the given parameters,
+exists, as a new version of it named after the project version and the YAML's hash; a YAML
+that a version already holds is never uploaded again), starts a run in an experiment with the given parameters,
 and with ``--wait`` waits for it and prints the final state and, where the object store is
 reachable from here, the published model's EM/F1; a run that did not succeed exits 1.
 
@@ -31,6 +31,9 @@ SUCCEEDED = "SUCCEEDED"
 # wait_for_run_completion knows only succeeded, failed and skipped, and waits out its whole
 # timeout on a CANCELED run.
 FINAL_STATES = (SUCCEEDED, "SKIPPED", "FAILED", "CANCELED")
+DESCRIPTION = "Train BERT from scratch: tokenizer, MLM+NSP data, pretraining, evaluation, SQuAD, publish"
+# Versions a listing asks for at a time (kfp's default is 10).
+VERSIONS_PAGE = 200
 # Seconds between two looks at a waited-for run.
 POLL_SECONDS = 10.0
 
@@ -57,22 +60,43 @@ def version_name(package: Path) -> str:
 
 
 def ensure_pipeline(client, package: Path, name: str = PIPELINE_NAME) -> tuple[str, str]:
-    """Upload ``package`` as pipeline ``name`` or as a new version of it; return (pipeline_id, version_id)."""
+    """Upload ``package`` as pipeline ``name`` or as a new version of it, unless a version of it
+    holds this very YAML already; return (pipeline_id, version_id).
+
+    A version holds it when it is named :func:`version_name` or when its description has
+    :func:`_marker`: KFP names a pipeline's first version after the pipeline, not as asked, and
+    gives it the pipeline's description, so the marker is what finds the first upload again.
+    """
     version = version_name(package)
+    description = f"{DESCRIPTION} {_marker(version)}"
     pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is None:
-        pipeline = client.upload_pipeline(str(package), pipeline_name=name,
-                                          description="Train BERT from scratch: tokenizer, MLM+NSP data, pretraining, evaluation, SQuAD, publish")
-        first = client.list_pipeline_versions(pipeline.pipeline_id, page_size=200).pipeline_versions or []
-        if first:  # the upload made the pipeline's first version from this very package
-            return pipeline.pipeline_id, first[0].pipeline_version_id
-        pipeline_id = pipeline.pipeline_id
-    versions = client.list_pipeline_versions(pipeline_id, page_size=200).pipeline_versions or []
-    for v in versions:
-        if v.display_name == version:
-            return pipeline_id, v.pipeline_version_id
-    v = client.upload_pipeline_version(str(package), pipeline_version_name=version, pipeline_id=pipeline_id)
+        pipeline_id = client.upload_pipeline(str(package), pipeline_name=name, description=description).pipeline_id
+    for key, operation, value in (("display_name", "EQUALS", version), ("description", "IS_SUBSTRING", _marker(version))):
+        found = next(_versions(client, pipeline_id, {"key": key, "operation": operation, "stringValue": value}), None)
+        if found is not None:
+            return pipeline_id, found.pipeline_version_id
+    v = client.upload_pipeline_version(str(package), pipeline_version_name=version, pipeline_id=pipeline_id,
+                                       description=description)
     return pipeline_id, v.pipeline_version_id
+
+
+def _marker(version: str) -> str:
+    """What the description of every version ``submit`` uploads says of the package it holds."""
+    return f"(package {version})"
+
+
+def _versions(client, pipeline_id: str, predicate: dict | None = None):
+    """The versions of the pipeline (those that ``predicate``, a KFP filter predicate, picks on the
+    server), page after page: a pipeline may have more than a page of them."""
+    query = json.dumps({"predicates": [predicate]}) if predicate else None
+    token = ""
+    while True:
+        page = client.list_pipeline_versions(pipeline_id, page_token=token, page_size=VERSIONS_PAGE, filter=query)
+        yield from page.pipeline_versions or []
+        token = page.next_page_token
+        if not token:
+            return
 
 
 def submit(host: str | None, experiment: str, params: dict, package: Path = DEFAULT_YAML, run_name: str | None = None,

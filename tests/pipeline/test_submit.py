@@ -7,6 +7,7 @@ parameters, and waiting when asked.
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ class FakeClient:
         self.versions: dict[str, list] = {}
         self.calls: list[tuple] = []
         self.states = list(states)  # what get_run reports, one a call; the last one stays
+        self.max_page = 200  # the most versions the server lists at a time, whatever page_size asks
 
     def get_pipeline_id(self, name):
         return self.pipelines.get(name)
@@ -29,16 +31,28 @@ class FakeClient:
     def upload_pipeline(self, path, pipeline_name=None, description=None):
         pid = f"p-{len(self.pipelines)}"
         self.pipelines[pipeline_name] = pid
-        # KFP creates a first version named after the pipeline
-        self.versions[pid] = [SimpleNamespace(display_name=pipeline_name, pipeline_version_id=f"{pid}-v0")]
+        # KFP 2.17's upload server names the first version after the pipeline, with its description
+        self.versions[pid] = [SimpleNamespace(display_name=pipeline_name, description=description,
+                                              pipeline_version_id=f"{pid}-v0")]
         self.calls.append(("upload_pipeline", pipeline_name))
         return SimpleNamespace(pipeline_id=pid)
 
-    def list_pipeline_versions(self, pipeline_id, page_size=200):
-        return SimpleNamespace(pipeline_versions=list(self.versions[pipeline_id]))
+    def list_pipeline_versions(self, pipeline_id, page_token="", page_size=10, filter=None):
+        """As the server lists them: the filter's predicates applied to all, then one page."""
+        versions = self.versions[pipeline_id]
+        for pred in json.loads(filter)["predicates"] if filter else []:
+            field, value = pred["key"], pred["stringValue"]
+            versions = [v for v in versions if (getattr(v, field) or "") == value or
+                        pred["operation"] == "IS_SUBSTRING" and value in (getattr(v, field) or "")]
+        start = int(page_token or 0)
+        size = min(page_size, self.max_page)
+        more = start + size < len(versions)
+        self.calls.append(("list_pipeline_versions", start))
+        return SimpleNamespace(pipeline_versions=versions[start:start + size], next_page_token=str(start + size) if more else "")
 
-    def upload_pipeline_version(self, path, pipeline_version_name, pipeline_id=None):
-        v = SimpleNamespace(display_name=pipeline_version_name,
+    def upload_pipeline_version(self, path, pipeline_version_name, pipeline_id=None, description=None):
+        assert pipeline_version_name not in [v.display_name for v in self.versions[pipeline_id]], "KFP: name taken"
+        v = SimpleNamespace(display_name=pipeline_version_name, description=description,
                             pipeline_version_id=f"{pipeline_id}-v{len(self.versions[pipeline_id])}")
         self.versions[pipeline_id].append(v)
         self.calls.append(("upload_pipeline_version", pipeline_version_name))
@@ -78,29 +92,47 @@ def test_first_submit_uploads_and_runs_with_typed_params(package, monkeypatch):
     assert submit_mod._parse_params(["publish_version=2", "corpus=123", "publish_version=1.0", "init_model=true"]) == \
         {"publish_version": "1.0", "corpus": "123", "init_model": "true"}
     out = submit_mod.submit(None, "exp", params, package, wait=True, timeout_minutes=1, client=client)
-    assert [c[0] for c in client.calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "get_run", "get_run"]
-    run = client.calls[2]
+    calls = [c for c in client.calls if c[0] != "list_pipeline_versions"]
+    assert [c[0] for c in calls] == ["upload_pipeline", "create_experiment", "run_pipeline", "get_run", "get_run"]
+    run = calls[2]
     assert run[1] == "e-exp" and run[2] == "p-0" and run[3] == "p-0-v0" and run[4] == params
     assert out["state"] == "SUCCEEDED" and out["run_id"] == "r-1"
-    assert client.calls[3][1] == "r-1"
+    assert calls[3][1] == "r-1"
+
+
+def uploads(client) -> list[tuple]:
+    return [c for c in client.calls if c[0] in ("upload_pipeline", "upload_pipeline_version")]
 
 
 def test_resubmit_uploads_one_version_per_distinct_yaml(package):
+    """KFP names the first upload's version after the pipeline: the second submit of the same
+    YAML uploaded it again as a hash-named version; the marker in its description finds it."""
     client = FakeClient()
-    submit_mod.submit(None, "exp", {}, package, client=client)
-    # the first upload's version carries KFP's default name, so the next submit adds the
-    # hash-named version once; after that the same YAML never uploads again
-    submit_mod.submit(None, "exp", {}, package, client=client)
-    submit_mod.submit(None, "exp", {}, package, client=client)
-    assert [c[0] for c in client.calls].count("upload_pipeline") == 1
-    uploads = [c for c in client.calls if c[0] == "upload_pipeline_version"]
-    assert [u[1] for u in uploads] == [submit_mod.version_name(package)]
+    for _ in range(3):
+        submit_mod.submit(None, "exp", {}, package, client=client)
+    assert uploads(client) == [("upload_pipeline", "scratchbert")]
+    assert {c[3] for c in client.calls if c[0] == "run_pipeline"} == {"p-0-v0"}
     package.write_text("pipelineInfo: {name: scratchbert}\n# changed\n")
+    for _ in range(2):
+        submit_mod.submit(None, "exp", {}, package, client=client)
+    assert uploads(client)[1:] == [("upload_pipeline_version", submit_mod.version_name(package))]
+    assert client.calls[-1][3] == "p-0-v1"
+
+
+def test_a_version_past_the_first_page_is_found(package):
+    """A pipeline with more versions than one listing returns (only the first 200 were looked at)."""
+    client = FakeClient()
+    client.pipelines["scratchbert"] = "p-0"
+    client.versions["p-0"] = [SimpleNamespace(display_name=f"0.0.{i}-0123456789", description="",
+                                              pipeline_version_id=f"p-0-v{i}") for i in range(250)]
+    client.versions["p-0"].append(SimpleNamespace(display_name=submit_mod.version_name(package), description="",
+                                                  pipeline_version_id="p-0-v250"))
     submit_mod.submit(None, "exp", {}, package, client=client)
-    submit_mod.submit(None, "exp", {}, package, client=client)
-    uploads = [c for c in client.calls if c[0] == "upload_pipeline_version"]
-    assert len(uploads) == 2 and uploads[1][1] == submit_mod.version_name(package)
-    assert client.calls[-1][3] == "p-0-v2"
+    assert uploads(client) == [] and client.calls[-1][3] == "p-0-v250"
+    # and the listing follows the server's pages
+    client.max_page = 3
+    assert [v.pipeline_version_id for v in submit_mod._versions(client, "p-0")][-2:] == ["p-0-v249", "p-0-v250"]
+    assert [c[1] for c in client.calls if c[0] == "list_pipeline_versions"][-3:] == [243, 246, 249]
 
 
 def test_missing_package_and_bad_param_are_one_line_errors(tmp_path):
