@@ -29,8 +29,9 @@ test-fast: $(BIN)/scratchbert
 lint: $(BIN)/scratchbert            ## ruff over the library, components, pipeline, tests and benchmarks
 	$(BIN)/ruff check src components pipelines tests benchmarks
 
-compile: $(BIN)/scratchbert         ## write pipelines/bert_pipeline.yaml
+compile: $(BIN)/scratchbert         ## write pipelines/bert_pipeline.yaml and bert_pipeline_cpu.yaml
 	$(BIN)/python pipelines/compile.py $(ARGS)
+	$(BIN)/python pipelines/compile.py --cpu
 
 lint-cluster: $(BIN)/scratchbert    ## hadolint, kustomize + schema validation, kind configs
 	$(BIN)/python -m pytest tests/static

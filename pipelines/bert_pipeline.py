@@ -25,6 +25,11 @@ Decisions that live here (and nowhere else):
   (``dsl.OneOf`` of the two branches, a parameter, which kfp.local also supports;
   kfp.local cannot yet pass a ``dsl.OneOf`` of *artifacts* to a downstream task, hence one
   publish task per branch).
+* **No GPU**: built with ``gpu=False`` (``compile.py --cpu``, for a cluster without GPUs such
+  as ``scripts/kind-up.sh --cpu``) every task runs on the CPU image with none of the above: no
+  ``pretrain_gpus`` task and no GPU branch of QA, the parameters of ``parameters.GPU_ONLY``
+  left out and fixed at one pod on CPUs, and the CPU recipe's defaults
+  (``local_run.cpu_pipeline_defaults``, run-local's) in place of the GPU recipe's.
 * **Object-store credentials**: the Secret ``S3_SECRET_NAME`` becomes the ``AWS_*``
   variables of every task that may touch object storage itself (publish; the others only for
   ``s3://`` inputs, a ``checkpoint_uri`` or a TrainJob). Each key is ``optional``: a pipeline
@@ -80,7 +85,7 @@ PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n not in ("skip_pretrainin
                                                                 "budget_qa_epoch_minutes"))
 
 PIPELINE_NAME = "scratchbert"
-PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on a GPU, "
+PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on {where}, "
                         "evaluation, SQuAD v1.1 fine-tuning, and publishing the QA model to S3.")
 
 
@@ -148,13 +153,17 @@ def _on_gpu(task: dsl.PipelineTask, node_selector: bool, gpus=1) -> dsl.Pipeline
     return task
 
 
-def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, node_selector: bool = True,
-                   pipeline_root: str | None = None, retries: bool = True):
+def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, gpu: bool = True,
+                   node_selector: bool = True, pipeline_root: str | None = None, retries: bool = True):
     """Return the ``@dsl.pipeline`` function with its components built for the given images.
 
     Args:
         image: Image of the CPU tasks; default ``settings.default_image(gpu=False)``.
         gpu_image: Image of pretrain and of QA on the GPU branch; default ``settings.default_image(gpu=True)``.
+        gpu: Pretrain (and QA where ``qa_on_gpu``) on a GPU node. ``False`` builds the pipeline for
+            a cluster without GPUs: every task on ``image`` with no GPU settings, no parameter of
+            :data:`parameters.GPU_ONLY <scratchbert_pipelines.parameters.GPU_ONLY>`, and the CPU
+            recipe's defaults (``local_run.cpu_pipeline_defaults``) in place of the GPU recipe's.
         node_selector: Pin GPU tasks to nodes labelled ``GPU_NODE_LABEL_KEY=GPU_NODE_LABEL_VALUE``.
             Turn off for clusters whose GPU nodes are not labelled that way (the
             toleration and the GPU request still apply).
@@ -163,7 +172,19 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
             no node is preempted and every failure is deterministic.
     """
     image = image or settings.default_image(gpu=False)
-    gpu_image = gpu_image or settings.default_image(gpu=True)
+    if gpu:
+        gpu_image = gpu_image or settings.default_image(gpu=True)
+        names, fixed, defaults = parameters.NAMES, {}, None
+    else:
+        from scratchbert_pipelines.local_run import cpu_pipeline_defaults
+
+        if gpu_image is not None:
+            raise ValueError("a pipeline without GPUs has no GPU image")
+        gpu_image = image
+        names = tuple(n for n in parameters.NAMES if n not in parameters.GPU_ONLY)
+        fixed, defaults = parameters.GPU_ONLY, cpu_pipeline_defaults()
+    fine_tune_names = tuple(n for n in FINE_TUNE_NAMES if n in names)
+    pretrain_names = tuple(n for n in PRETRAIN_NAMES if n in names)
     validate_op = validate_component.build(image)
     starting_model_op = starting_model_component.build(image)
     tokenizer_op = tokenizer_component.build(image)
@@ -178,7 +199,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
     publish_op = publish_component.build(image)
 
     def fine_tune_and_publish(model, *values) -> str:
-        p = dict(zip(FINE_TUNE_NAMES, values))
+        p = {**dict(zip(fine_tune_names, values)), **fixed}
 
         def branch(qa_op, where: str, gpu: bool):
             qa = qa_op(model=model, **parameters.stage_arguments("qa_finetune", p))
@@ -193,18 +214,21 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
             _s3_credentials(_resources(pub, "publish"))
             return pub
 
+        if not gpu:
+            return branch(qa_cpu_op, "CPU", gpu=False).output
         with dsl.If(p["qa_on_gpu"] == True, name="qa-on-gpu"):  # noqa: E712 (a pipeline condition, not a Python test)
             published_gpu = branch(qa_gpu_op, "GPU", gpu=True)
         with dsl.Else(name="qa-on-cpu"):
             published_cpu = branch(qa_cpu_op, "CPU", gpu=False)
         return dsl.OneOf(published_gpu.output, published_cpu.output)
 
-    fine_tune = _sub_pipeline(fine_tune_and_publish, "fine-tune-and-publish", FINE_TUNE_NAMES,
+    fine_tune = _sub_pipeline(fine_tune_and_publish, "fine-tune-and-publish", fine_tune_names,
                               "Fine-tune a model for SQuAD question answering and publish it.",
-                              artifacts={"model": (Input[Model], "The model to fine-tune (with its tokenizer).")})
+                              artifacts={"model": (Input[Model], "The model to fine-tune (with its tokenizer).")},
+                              defaults=defaults)
 
     def pretrain_and_fine_tune(*values) -> str:
-        p = dict(zip(PRETRAIN_NAMES, values))
+        p = {**dict(zip(pretrain_names, values)), **fixed}
 
         def args(stage: str) -> dict:
             return parameters.stage_arguments(stage, p)
@@ -225,34 +249,40 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         data.set_display_name("dataset: merge the parts").set_caching_options(True)
         _resources(data, "dataset_merge")
 
-        # After the dataset, so that the stages run one after the other (as run-local reports them).
-        gpus = pretrain_gpus_op(num_nodes=p["num_nodes"], gpus_per_node=p["gpus_per_node"]).after(data)
-        gpus.set_display_name("pretrain: its pod's GPUs (0 with a TrainJob)").set_caching_options(True)
-        _resources(gpus, "pretrain_gpus")
+        if gpu:
+            # After the dataset, so that the stages run one after the other (as run-local reports them).
+            gpus = pretrain_gpus_op(num_nodes=p["num_nodes"], gpus_per_node=p["gpus_per_node"]).after(data)
+            gpus.set_display_name("pretrain: its pod's GPUs (0 with a TrainJob)").set_caching_options(True)
+            _resources(gpus, "pretrain_gpus")
 
-        # .after(gpus): a task output used as a GPU count is no dependency to kfp (none in the
-        # compiled YAML, no ordering in kfp.local), so say it.
-        pre = pretrain_op(dataset=data.outputs["dataset"], image=gpu_image, **args("pretrain")).after(gpus)
-        pre.set_display_name("pretrain BERT (GPU)").set_caching_options(False)
+        pre = pretrain_op(dataset=data.outputs["dataset"], image=gpu_image, **args("pretrain"))
+        if gpu:
+            # a task output used as a GPU count is no dependency to kfp (none in the compiled
+            # YAML, no ordering in kfp.local), so say it.
+            pre.after(gpus)
+        pre.set_display_name(f"pretrain BERT ({'GPU' if gpu else 'CPU'})").set_caching_options(False)
         if retries:
             pre.set_retry(PRETRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
-        _on_gpu(_s3_credentials(_resources(pre, "pretrain")), node_selector, gpus=gpus.output)
+        _s3_credentials(_resources(pre, "pretrain"))
+        if gpu:
+            _on_gpu(pre, node_selector, gpus=gpus.output)
 
         ev = evaluate_op(model=pre.outputs["model"], logs=pre.outputs["logs"], dataset=data.outputs["dataset"],
                          **args("evaluate"))
         ev.set_display_name("evaluate: MLM/NSP, perplexity, fill-mask").set_caching_options(False)
         _resources(ev, "evaluate")
 
-        published = fine_tune(model=pre.outputs["model"], **{name: p[name] for name in FINE_TUNE_NAMES})
+        published = fine_tune(model=pre.outputs["model"], **{name: p[name] for name in fine_tune_names})
         published.set_display_name("fine-tune and publish").set_caching_options(False)
         return published.output
 
     pretrain_then_fine_tune = _sub_pipeline(
-        pretrain_and_fine_tune, "pretrain-and-fine-tune", PRETRAIN_NAMES,
-        "Pretrain BERT (from scratch, or continuing a starting model) on the corpus, evaluate it, fine-tune and publish.")
+        pretrain_and_fine_tune, "pretrain-and-fine-tune", pretrain_names,
+        "Pretrain BERT (from scratch, or continuing a starting model) on the corpus, evaluate it, fine-tune and publish.",
+        defaults=defaults)
 
     def bert_pipeline(*values) -> str:
-        p = dict(zip(parameters.NAMES, values))  # kfp passes the parameters in signature order
+        p = {**dict(zip(names, values)), **fixed}  # kfp passes the parameters in signature order
 
         check = validate_op(**p)
         check.set_display_name("validate the parameters, plan the time budget").set_caching_options(False)
@@ -266,31 +296,33 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, no
         # Two paths, and the graph shows which one ran: pretrain (from scratch, or continuing
         # init_model), or fine-tune the starting model as it is.
         with dsl.If(p["skip_pretraining"] == False, name="pretrain-then-fine-tune"):  # noqa: E712
-            trained = pretrain_then_fine_tune(**given(PRETRAIN_NAMES))
+            trained = pretrain_then_fine_tune(**given(pretrain_names))
             trained.set_display_name("pretrain, evaluate, fine-tune and publish").set_caching_options(False)
         with dsl.Else(name="fine-tune-the-starting-model"):
             start = starting_model_op(**parameters.stage_arguments("starting_model", p)).after(check)
             start.set_display_name("starting model: fetch and check").set_caching_options(True)
             _s3_credentials(_resources(start, "starting_model"))
-            direct = fine_tune(model=start.outputs["model"], **given(FINE_TUNE_NAMES))
+            direct = fine_tune(model=start.outputs["model"], **given(fine_tune_names))
             direct.set_display_name("fine-tune and publish").set_caching_options(False)
         return dsl.OneOf(trained.output, direct.output)
 
     # The signature and the docstring (the UI's parameter descriptions) come from the parameter table.
-    bert_pipeline.__signature__ = parameters.signature(return_annotation=str)
+    bert_pipeline.__signature__ = parameters.signature(names, return_annotation=str, defaults=defaults)
     bert_pipeline.__doc__ = parameters.docstring(
         "Train BERT (from scratch or from a starting model) and publish a SQuAD question-answering model.",
-        "The URI of the published model version.")
-    return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION, pipeline_root=pipeline_root)(bert_pipeline)
+        "The URI of the published model version.", names)
+    description = PIPELINE_DESCRIPTION.format(where="a GPU" if gpu else "CPU nodes")
+    return dsl.pipeline(name=PIPELINE_NAME, description=description, pipeline_root=pipeline_root)(bert_pipeline)
 
 
-def _sub_pipeline(func, name: str, names: tuple[str, ...], summary: str, artifacts: dict | None = None):
+def _sub_pipeline(func, name: str, names: tuple[str, ...], summary: str, artifacts: dict | None = None,
+                  defaults: dict | None = None):
     """``func(*artifacts, *parameters)`` as a nested ``@dsl.pipeline`` taking the parameters ``names``
-    (signature and descriptions from the parameter table) after the input ``artifacts``
-    (name -> (annotation, description))."""
+    (signature and descriptions from the parameter table, defaults from ``defaults`` where it has
+    them) after the input ``artifacts`` (name -> (annotation, description))."""
     artifacts = artifacts or {}
     func.__signature__ = parameters.signature(names, artifacts={k: a for k, (a, _) in artifacts.items()},
-                                              return_annotation=str)
+                                              return_annotation=str, defaults=defaults)
     func.__doc__ = parameters.docstring(summary, "The URI of the published model version.", names,
                                         artifacts={k: d for k, (_, d) in artifacts.items()})
     return dsl.pipeline(name=name)(func)

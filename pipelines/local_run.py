@@ -170,7 +170,7 @@ STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 # The qa_finetune task's model artifact: the summary says how to ask it.
 QA_MODEL_OUTPUT = "qa_model"
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
-CLUSTER_ONLY = ("qa_on_gpu", "num_nodes", "gpus_per_node")
+CLUSTER_ONLY = tuple(parameters.GPU_ONLY)
 # The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
 # dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
 # The pretrain stage's first task counts its GPUs (one pod, or a TrainJob).
@@ -209,6 +209,15 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
         else:
             del settings["budget_qa_epoch_minutes"]
     return settings
+
+
+def cpu_pipeline_defaults() -> dict[str, Any]:
+    """The CPU recipe as the defaults of the pipeline compiled for CPU nodes (``compile.py --cpu``):
+    :data:`REAL_DEFAULTS` and the text a run without a corpus of its own reads. Fixed when
+    compiling, as a run on a machine that trains in bf16 gets them: the cluster's nodes are not
+    known then, and no task times them (:func:`fit_to_machine`) or picks the model by budget."""
+    corpus_bytes = by_budget(CORPUS_BYTES_FROM_BUDGET, REAL_DEFAULTS["budget_minutes"], "bf16")
+    return {**REAL_DEFAULTS, "corpus": hub_corpus(corpus_bytes), "max_corpus_bytes": corpus_bytes}
 
 
 def pretrains_by_steps(given: dict[str, Any]) -> bool:

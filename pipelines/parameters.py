@@ -185,6 +185,10 @@ PARAMETERS = tuple(dataclasses.replace(p, help=pipeline_names(p.targets[0][0], p
                    for p in PARAMETERS)
 BY_NAME = {p.name: p for p in PARAMETERS}
 NAMES = tuple(BY_NAME)
+# The parameters that put work on GPUs (QA on a GPU node, pretraining as a TrainJob of several
+# GPUs), with the values a pipeline without GPUs runs with instead: the pipeline compiled for CPU
+# nodes (compile.py --cpu) has no such parameters, and run-local takes none.
+GPU_ONLY: dict[str, Any] = {"qa_on_gpu": False, "num_nodes": 1, "gpus_per_node": 1}
 
 
 def defaults() -> dict[str, Any]:
@@ -390,12 +394,15 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
 
 
 def signature(names: tuple[str, ...] = NAMES, *, artifacts: dict[str, Any] | None = None,
-              return_annotation: Any = inspect.Signature.empty) -> inspect.Signature:
+              return_annotation: Any = inspect.Signature.empty, defaults: dict[str, Any] | None = None) -> inspect.Signature:
     """A pipeline function's signature: its input ``artifacts`` (name -> annotation), then the
-    parameters ``names`` (default: all), typed, with their defaults."""
+    parameters ``names`` (default: all), typed, with their defaults (``defaults`` where it has
+    them: the CPU pipeline's recipe; else the table's)."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    defaults = defaults or {}
     inputs = [inspect.Parameter(name, kind, annotation=annotation) for name, annotation in (artifacts or {}).items()]
-    return inspect.Signature(inputs + [inspect.Parameter(n, kind, default=BY_NAME[n].default, annotation=BY_NAME[n].type)
+    return inspect.Signature(inputs + [inspect.Parameter(n, kind, default=defaults.get(n, BY_NAME[n].default),
+                                                         annotation=BY_NAME[n].type)
                                        for n in names], return_annotation=return_annotation)
 
 

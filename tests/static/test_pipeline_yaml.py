@@ -1,5 +1,6 @@
 """The compiled pipeline (pipelines/bert_pipeline.yaml): stages, GPU, platform config, secrets,
-images, caching, and that the committed file is exactly what pipelines/compile.py writes.
+images, caching, and that the committed file is exactly what pipelines/compile.py writes; and
+the pipeline for a cluster without GPUs (pipelines/bert_pipeline_cpu.yaml, compile.py --cpu).
 
 Expected names and values come from pipelines/settings.py (the `settings` fixture), never
 spelled out here.
@@ -18,6 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "pipelines" / "bert_pipeline.yaml"
+COMMITTED_CPU = ROOT / "pipelines" / "bert_pipeline_cpu.yaml"
 STAGE_FUNCTIONS = {"validate", "tokenizer", "dataset", "pretrain", "evaluate", "qa_finetune", "publish", "starting_model"}
 # The tiny task that tells pretrain's pod how many GPUs to ask for (0 when it launches a TrainJob).
 GPU_COUNT_FUNCTION = "pretrain_gpus"
@@ -76,6 +78,48 @@ def test_committed_yaml_is_what_compile_writes(tmp_path):
     out = _compile_module().compile_pipeline(tmp_path / "p.yaml")
     assert out.read_bytes() == COMMITTED.read_bytes(), \
         "pipelines/bert_pipeline.yaml is stale; run `python pipelines/compile.py` and commit the result"
+
+
+def test_committed_cpu_yaml_is_what_compile_writes(tmp_path):
+    """The CPU pipeline's YAML cannot drift from the code either (kind-up.sh --cpu points at it)."""
+    assert COMMITTED_CPU.is_file(), "pipelines/bert_pipeline_cpu.yaml is missing; run python pipelines/compile.py --cpu"
+    out = _compile_module().compile_pipeline(tmp_path / "p.yaml", gpu=False)
+    assert out.read_bytes() == COMMITTED_CPU.read_bytes(), \
+        "pipelines/bert_pipeline_cpu.yaml is stale; run `python pipelines/compile.py --cpu` and commit the result"
+
+
+def test_the_cpu_pipeline_asks_for_no_gpu(settings):
+    """A cluster without GPUs (scripts/kind-up.sh --cpu) can run every task of the CPU pipeline:
+    no GPU request, toleration, node selector or CUDA image (pretrain had all of them there and
+    stayed Pending), pretraining in its own pod, and the CPU recipe's defaults, as run-local's."""
+    from scratchbert_pipelines import parameters
+    from scratchbert_pipelines.local_run import REAL_DEFAULTS, cpu_pipeline_defaults
+
+    assert settings.GPU_RESOURCE not in COMMITTED_CPU.read_text()
+    spec, platform = load(COMMITTED_CPU)
+    for name, ex in executors(spec).items():
+        assert "accelerator" not in ex["container"].get("resources", {}), name
+        assert ex["container"]["image"] == settings.default_image(gpu=False), name
+        assert not {"tolerations", "nodeSelector", "emptyDirMounts"} & set(platform.get(name, {})), name
+    assert {function_of(ex) for ex in executors(spec).values()} == STAGE_FUNCTIONS | FAN_OUT_FUNCTIONS
+    assert len(executors_of(spec, "qa_finetune")) == 2  # one per path, on the CPU image
+    pretrain = all_tasks(spec)["pretrain"]["inputs"]["parameters"]
+    assert pretrain["image"]["runtimeValue"]["constant"] == settings.default_image(gpu=False)
+    assert {pretrain[n]["runtimeValue"]["constant"] for n in ("num_nodes", "gpus_per_node")} == {1}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(parameters.NAMES) - set(parameters.GPU_ONLY)
+    recipe = cpu_pipeline_defaults()
+    assert recipe.items() >= REAL_DEFAULTS.items() and set(parameters.GPU_RECIPE) <= set(recipe)
+    for name, value in recipe.items():
+        assert params[name]["defaultValue"] == value, name
+    assert params["vocab_size"]["defaultValue"] == parameters.BY_NAME["vocab_size"].default
+
+
+def test_compile_cpu_refuses_gpu_options(capsys):
+    for gpu_option in (["--gpu-image", "registry.test/sb-gpu:dev"], ["--no-node-selector"]):
+        with pytest.raises(SystemExit):
+            _compile_module().main(["--cpu", *gpu_option, "--output", os.devnull])
+        assert "which --cpu has none of" in capsys.readouterr().err
 
 
 def test_five_stages_and_publish(compiled):
