@@ -15,7 +15,8 @@ Usage: scripts/kind-up.sh --gpu|--cpu [--name NAME] [--no-build] [--no-port-forw
 
   --gpu              cluster from manifests/kind/kind-gpu.yaml (one GPU worker; needs an NVIDIA
                      driver and the NVIDIA container toolkit as docker's default runtime)
-  --cpu              cluster from manifests/kind/kind-cpu.yaml (no GPU)
+  --cpu              cluster from manifests/kind/kind-cpu.yaml (no GPU): run the CPU pipeline,
+                     pipelines/bert_pipeline_cpu.yaml (python pipelines/compile.py --cpu)
   --name NAME        kind cluster name (default: scratchbert); kubectl context kind-NAME
   --no-build         do not build the images: load the already built ones instead
   --no-port-forward  finish without port-forwarding the KFP UI
@@ -173,6 +174,11 @@ if [[ "$mode" == gpu ]]; then
 fi
 
 log "ready: cluster $name (kubectl context $CONTEXT), KFP ${KFP_VERSION} in namespace $NS"
+if [[ "$mode" == cpu ]]; then
+    # the default pipeline pretrains on a GPU node, which this cluster has none of
+    log "no GPUs here: run pipelines/bert_pipeline_cpu.yaml (python pipelines/compile.py --cpu), e.g." \
+        "scratchbert submit --host http://localhost:8080 --package pipelines/bert_pipeline_cpu.yaml --wait"
+fi
 if [[ "$forward" == 1 ]]; then
     log "KFP UI on http://localhost:8080 (Ctrl-C stops the port-forward, not the cluster)"
     kc -n "$NS" port-forward svc/ml-pipeline-ui 8080:80

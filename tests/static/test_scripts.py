@@ -107,6 +107,9 @@ def test_kind_up_cpu_dry_run(settings):
     assert "nvidia" not in out
     assert f"kind load docker-image --name scratchbert {settings.default_image()}" in text
     assert re.search(r"apply -k \S+/manifests/overlays/kind-cpu$", text, re.M)
+    # the default pipeline pretrains on a GPU node: the script points at the CPU pipeline
+    assert "--package pipelines/bert_pipeline_cpu.yaml" in out and (ROOT / "pipelines" / "bert_pipeline_cpu.yaml").is_file()
+    assert "bert_pipeline_cpu" not in kind_up("--gpu", "--no-build")[1]
     proc = sh("scripts/kind-up.sh", "--dry-run")
     assert proc.returncode != 0 and "choose --gpu or --cpu" in proc.stderr
 
