@@ -112,7 +112,8 @@ class QAConfig:
     doc_stride: int = param(0, help="Tokens of overlap between consecutive windows of a long context; 0 uses a third of the window.")
     max_answer_len: int = _max_answer_len_param()
     n_best: int = _n_best_param()
-    learning_rate: float = param(5e-4, help="Peak AdamW learning rate; 5e-4 suits small models pretrained from scratch (BERT-base: 5e-5).")
+    learning_rate: float = param(5e-4, help="Peak AdamW learning rate (BERT-base: 5e-5; the CPU recipe's tiny model: 2e-3, "
+                                            "measured best in docs/performance.md).")
     batch_size: int = param(32, help="Windows per training and prediction batch.")
     group_by_length: bool = param(True, help="Batch windows of similar length together (padded per batch) when there are 20,000 "
                                              "or more: on SQuAD about half the tokens of random batches, so about twice the "

@@ -69,7 +69,8 @@ class TokenizerConfig:
     max_corpus_bytes: int = param(0, help="Use only the first N bytes of the corpus, cut at a paragraph boundary; 0 uses all of it.")
     sample_bytes: int = param(1_000_000_000, help="Train on an even sample of about N bytes of whole documents drawn from the whole corpus, "
                                                   "so memory does not grow with the corpus (it passes through a local temporary file); 0 trains on all of it.")
-    heldout_fraction: float = param(0.02, help="Fraction of the sampled documents held out (up to 4 MB) to report the unknown-token rate.")
+    heldout_fraction: float = param(0.02, help="Fraction of the sampled documents held out (up to 4 MB) to report the unknown-token "
+                                                "rate; where none is drawn, it is measured on the first training documents (scored_on).")
     seed: int = param(0, help="Random seed of the sample and the held-out split.")
     init_model: str = param("", help="Take the tokenizer of this starting model (hf://owner/name, s3://... or a folder) "
                                      "instead of training one; the corpus then only measures how well it fits.")
@@ -159,9 +160,10 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
     hf_tok = BertTokenizerFast(tokenizer_object=tok, do_lower_case=cfg.lowercase, strip_accents=strip,
                                unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                                cls_token="[CLS]", mask_token="[MASK]")
-    held = sample.heldout or sample.fallback
+    held = sample.heldout or sample.fallback  # scored_on says which: a small corpus may hold none out
     report = {"vocab_size": hf_tok.vocab_size, "train_documents": sample.documents, "train_bytes": sample.bytes,
-              "sample_rate": round(sample.rate, 6), "heldout_documents": len(held),
+              "sample_rate": round(sample.rate, 6), "heldout_documents": len(sample.heldout),
+              "scored_on": "heldout" if sample.heldout else "training",
               "train_seconds": round(train_seconds, 3), **tokenizer_quality(hf_tok, held)}
     if sample.corpus_bytes is not None:
         report["corpus_bytes"] = sample.corpus_bytes
@@ -258,7 +260,7 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
             limit = min(cfg.max_corpus_bytes or STARTING_MODEL_SAMPLE_BYTES, STARTING_MODEL_SAMPLE_BYTES)
             documents = load_documents(cfg.corpus, limit)
         documents = list(documents)
-        report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents),
+        report = {"vocab_size": len(tok), "init_model": cfg.init_model, "heldout_documents": len(documents), "scored_on": "heldout",
                   "train_seconds": round(time.perf_counter() - t0, 3), **tokenizer_quality(tok, documents)}
         with atomic_output_dir(cfg.out, stage=STAGE, inputs=_inputs(cfg), overwrite=cfg.overwrite,
                                marker={"tokenizer_fingerprint": fingerprint(tok)}) as out:

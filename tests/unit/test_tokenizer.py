@@ -59,7 +59,14 @@ def test_metrics_json_reports_size_unknown_rate_and_tokens_per_word(trained_toke
     assert 0 <= metrics["unk_rate"] < 0.01
     assert 1.0 <= metrics["tokens_per_word"] < 2.0
     assert metrics["heldout_documents"] >= 1 and metrics["heldout_tokens"] > 100
-    assert metrics["train_documents"] + metrics["heldout_documents"] == 1500
+    assert metrics["train_documents"] + metrics["heldout_documents"] == 1500 and metrics["scored_on"] == "heldout"
+
+
+def test_a_corpus_with_nothing_held_out_says_it_is_scored_on_training_documents(tmp_path, accent_docs):
+    """With no document drawn for holding out, the rates come from the first training documents:
+    the report says so, rather than counting them as held out."""
+    _, report = _train(tmp_path, accent_docs, vocab_size=600, heldout_fraction=0)
+    assert report["heldout_documents"] == 0 and report["scored_on"] == "training" and report["heldout_tokens"] > 0
 
 
 def test_lowercase_and_accent_stripping(tmp_path, accent_docs):
