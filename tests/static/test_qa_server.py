@@ -69,10 +69,8 @@ def serve(server):
 
 
 def test_http_protocol(qa_server, model_dir):
-    from http.server import ThreadingHTTPServer
-
     answerer = qa_server.make_answerer(model_dir)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), qa_server.make_handler("scratchbert-qa", answerer))
+    server = qa_server.Server(("127.0.0.1", 0), qa_server.make_handler("scratchbert-qa", answerer))
     _, call = serve(server)
     try:
         assert call("/v1/models/scratchbert-qa") == (200, {"name": "scratchbert-qa", "ready": True})
@@ -85,10 +83,10 @@ def test_http_protocol(qa_server, model_dir):
             assert set(pred) == {"text", "score", "start", "end"}
             assert ctx[pred["start"]:pred["end"]] == pred["text"] and whole_words(ctx, pred)
         status, body = call("/v1/models/scratchbert-qa:predict", {"instances": [{"question": "x"}]})
-        assert status == 400 and "instances" in body["error"]
+        assert status == 400 and "instance 0 is not" in body["error"]
         status, body = call("/v1/models/scratchbert-qa:predict",
                             {"instances": [{"question": " ", "context": CONTEXT}]})
-        assert status == 400 and "ScratchBertError" in body["error"]
+        assert status == 400 and "the question (--question) is empty" in body["error"]
         status, body = call("/v1/models/other:predict", {"instances": []})
         assert status == 404 and "/v1/models/scratchbert-qa:predict" in body["error"]
     finally:
@@ -132,3 +130,66 @@ def test_a_missing_model_ends_with_one_line(qa_server, embedded_s3, monkeypatch,
                         f"--model_dir={tmp_path / 'm'}", "--http_port=0", "--host=127.0.0.1"])
     message = str(exit_info.value.code)
     assert message.startswith("qa_server: ") and "\n" not in message
+
+
+def test_a_request_out_of_shape_or_size_is_refused_with_its_status(qa_server):
+    """Each answer before these: a question of null, a context of a list (answered as the text
+    "None" and "['...']", 200), a body nested 100,000 deep or of a petabyte announced (no reply at
+    all), a body shorter than announced (the thread waited forever), a fault of the answerer
+    (no reply). A stand-in answerer: the HTTP layer is what is tested."""
+    import http.client
+
+    def answerer(question, context):
+        if question == "crash":
+            raise RuntimeError("a bug")
+        return {"text": context[:3], "score": 1.0, "start": 0, "end": 3}
+
+    handler = qa_server.make_handler("m", answerer)
+    handler.timeout = 2
+    server = qa_server.Server(("127.0.0.1", 0), handler)
+    base, call = serve(server)
+    port = server.server_address[1]
+
+    def raw(body: bytes, headers: dict) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.putrequest("POST", "/v1/models/m:predict", skip_accept_encoding=True)
+        for k, v in headers.items():
+            conn.putheader(k, v)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read() or b"{}")
+        conn.close()
+        return out
+
+    try:
+        path = "/v1/models/m:predict"
+        assert call(path, {"instances": [{"question": "q", "context": "abcdef"}]})[0] == 200
+        for bad in ({"question": None, "context": "abc"}, {"question": "q", "context": ["abc"]}, "q", None):
+            status, body = call(path, {"instances": [bad]})
+            assert status == 400 and "instance 0 is not" in body["error"], bad
+        status, body = call(path, {"instances": [{"question": "q", "context": "c"}] * (qa_server.MAX_INSTANCES + 1)})
+        assert status == 413 and f"at most {qa_server.MAX_INSTANCES}" in body["error"]
+        deep = b"[" * 100_000 + b"]" * 100_000
+        assert raw(deep, {"Content-Length": str(len(deep))})[0] == 400
+        assert raw(b"{}", {"Content-Length": str(10 ** 15)})[0] == 413
+        assert raw(b"{}", {"Content-Length": "-1"})[0] == 400
+        assert raw(b"{}", {})[0] == 411
+        status, body = raw(b"{}", {"Content-Length": "100"})  # 98 bytes never come: dropped after the timeout
+        assert status == 408 and "did not come" in body["error"]
+        status, body = call(path, {"instances": [{"question": "crash", "context": "abc"}]})
+        assert status == 500 and body == {"error": "internal error (RuntimeError)"}
+        assert call(path + "?x=1", {"instances": []}) == (200, {"predictions": []})
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_port_in_use_ends_with_one_line(qa_server, model_dir):
+    taken = qa_server.Server(("127.0.0.1", 0), qa_server.make_handler("m", lambda q, c: {}))
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            qa_server.main([f"--model_dir={model_dir}", "--host=127.0.0.1", f"--http_port={taken.server_address[1]}"])
+        message = str(exit_info.value.code)
+        assert message.startswith("qa_server: cannot listen on 127.0.0.1:") and "\n" not in message
+    finally:
+        taken.server_close()
