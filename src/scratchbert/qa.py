@@ -1154,10 +1154,29 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
                                   max_length=width, return_tensors="pt")
             out = model(**{k: v.to(model.device) for k, v in batch.items()})
             logits.append((out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()))
-    _, nbest = postprocess_predictions(examples, features, np.concatenate([s for s, _ in logits]),
-                                       np.concatenate([e for _, e in logits]), n_best=max(n_best, top_k),
-                                       max_answer_len=max_answer_len)
-    return _distinct_answers(nbest["q"], top_k)
+    start_logits, end_logits = np.concatenate([s for s, _ in logits]), np.concatenate([e for _, e in logits])
+
+    def candidates(pool: int) -> list[dict]:
+        return postprocess_predictions(examples, features, start_logits, end_logits, n_best=pool,
+                                       max_answer_len=max_answer_len)[1]["q"]
+
+    # The model's n_best candidates come first, as fine-tuning scored them: the best answer and
+    # every score (a probability among them) are the same however many answers are asked for.
+    # Beyond them, wider searches add spans until top_k different answers (repeats of one answer
+    # took places: 13 answers of 20 asked for), or until there are no more spans.
+    ranked = candidates(n_best)
+    kept = np.array([c["logit"] for c in ranked])
+    top, total = kept.max(), np.exp(kept - kept.max()).sum()
+    answers, found, pool = _distinct_answers(ranked, top_k), ranked, n_best
+    # a search found every span there is once it took each window's every start and end (pool >=
+    # width) and kept all it found (fewer than pool)
+    while len(answers) < top_k and (pool < width or len(found) == pool):
+        pool = max(2 * pool, top_k)
+        found = candidates(pool)
+        seen = {(c["start"], c["end"]) for c in ranked}
+        answers = _distinct_answers(ranked + [c for c in found if (c["start"], c["end"]) not in seen], top_k)
+    return [{"text": a["text"], "score": float(np.exp(a["logit"] - top) / total), "start": a["start"], "end": a["end"]}
+            for a in answers]
 
 
 def _distinct_answers(candidates: list[dict], top_k: int) -> list[dict]:
@@ -1170,7 +1189,7 @@ def _distinct_answers(candidates: list[dict], top_k: int) -> list[dict]:
         same = normalize_answer(c["text"]) or c["text"]  # punctuation alone normalises to nothing
         if same not in seen:
             seen.add(same)
-            answers.append({k: c[k] for k in ("text", "score", "start", "end")})
+            answers.append({k: c[k] for k in ("text", "logit", "start", "end")})
     return answers[:top_k]
 
 

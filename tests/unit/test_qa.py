@@ -619,6 +619,13 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
     assert answer(out, row["question"], row["context"], top_k=5) == \
         answer(out, row["question"], row["context"], top_k=5, max_answer_len=2, n_best=4)
     assert json.loads((out / "config.json").read_text())["qa_postprocess"] == [2, 4]
+    # top_k different answers where the context holds them (repeats of one answer took places
+    # among the candidates: 13 of 20), and each answer's score whatever top_k asks for
+    many = answer(out, row["question"], row["context"], top_k=20)
+    from scratchbert.metrics.squad_v1.squad_v1 import normalize_answer
+
+    assert len(many) == 20 and len({normalize_answer(a["text"]) or a["text"] for a in many}) == 20
+    assert list(many[0]) == ["text", "score", "start", "end"] and answer(out, row["question"], row["context"])[0] == many[0]
     # a context or question the tokenizer reads nothing of is one line, not the empty answer at certainty 1.0
     for question, context, flag in (("Who?", "\u200b\x01 \u200b", "--context"), ("\u200b", row["context"], "--question")):
         with pytest.raises(ScratchBertError, match=f"{flag} .* holds nothing the model's tokenizer reads"):
