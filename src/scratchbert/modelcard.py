@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from scratchbert import hub
+from scratchbert.outputs import is_remote
 
 LICENSE = "apache-2.0"  # the project's licence; the training data keeps its own (see the card's text)
 CARD_FILE = "README.md"
@@ -20,18 +21,20 @@ _TASKS = {
     "fill-mask": ("fill-mask", "BertForPreTraining", "AutoModelForMaskedLM",
                   "a BERT model pretrained from scratch with masked-language-model and next-sentence-prediction heads"),
     "question-answering": ("question-answering", "BertForQuestionAnswering", "AutoModelForQuestionAnswering",
-                           "a BERT model fine-tuned for extractive question answering on SQuAD v1.1"),
+                           "a BERT model fine-tuned for extractive question answering (SQuAD v1.1's format)"),
 }
 
 
 def write_model_card(folder: str | os.PathLike, *, task: str, datasets: list[str], metrics: dict,
-                     base_model: str | None = None) -> Path:
+                     base_model: str | None = None, eval_data: str | None = None) -> Path:
     """Write ``folder/README.md`` for a model saved there and return its path.
 
     ``task``: ``fill-mask`` (a pretrained model) or ``question-answering``; ``datasets``: the
     data it was trained and scored on (``hf://`` addresses become Hub dataset ids, other
     sources are named in the text only); ``metrics``: the stage's metrics (a QA card lists
-    ``exact_match`` and ``f1`` as evaluation results).
+    ``exact_match`` and ``f1`` as evaluation results, on ``eval_data`` as it is named and with
+    the number of questions scored: a claim no larger than the scoring). A ``base_model`` is
+    named where it is an address; a local folder's path says nothing to the card's readers.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -41,16 +44,23 @@ def write_model_card(folder: str | os.PathLike, *, task: str, datasets: list[str
     hub_ids = sorted({i for i in map(hub.dataset_id, datasets) if i})
     eval_results = None
     if task == "question-answering" and "f1" in metrics:
-        squad = next((i for i in hub_ids if "squad" in i.lower()), "rajpurkar/squad")
-        eval_results = [EvalResult(task_type="question-answering", dataset_type=squad, dataset_name="SQuAD v1.1",
-                                   dataset_split="validation", metric_type=name, metric_value=round(float(metrics[key]), 2))
-                        for name, key in (("exact_match", "exact_match"), ("f1", "f1"))]
+        address = hub.parse(eval_data) if eval_data and hub.is_hub(eval_data) else None
+        name = address.repo if address else Path(str(eval_data or "SQuAD-format file")).name
+        questions = metrics.get("eval_examples")
+        eval_results = [EvalResult(task_type="question-answering", dataset_type=address.repo if address else "json",
+                                   dataset_name=f"{name}, {questions:,} questions" if questions else name,
+                                   dataset_split=(address.split or "validation") if address else None,
+                                   metric_type=key, metric_value=round(float(metrics[key]), 2))
+                        for key in ("exact_match", "f1")]
     data = ModelCardData(language="en", license=LICENSE, library_name="transformers", pipeline_tag=pipeline_tag,
                          tags=["bert", "scratchbert", task], datasets=hub_ids or None,
                          model_name=f"scratchbert-{task}" if eval_results else None, eval_results=eval_results)
     sources = "\n".join(f"- `{d}`" for d in datasets if d)
     numbers = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
-    base = f"\nIt starts from `{base_model}`.\n" if base_model else ""
+    base = ""
+    if base_model:
+        base = (f"\nIt starts from `{base_model}`.\n" if is_remote(base_model) else
+                f"\nIt starts from the model folder `{Path(str(base_model)).name}`.\n")
     content = f"""---
 {data.to_yaml()}
 ---
@@ -78,10 +88,25 @@ The data keeps its own licence (Wikipedia text and SQuAD are CC BY-SA).
 | metric | value |
 |---|---|
 {numbers}
-"""
+{_answers(metrics) if task == "question-answering" else ""}"""
     path = Path(folder) / CARD_FILE
     ModelCard(content).save(path)
     return path
+
+
+def _answers(metrics: dict) -> str:
+    """How the scores' answers were chosen: other tools choose others from the same model."""
+    windows = (f"windows of {metrics['max_seq_len']} tokens overlapping by {metrics['doc_stride']}, "
+               if "max_seq_len" in metrics and "doc_stride" in metrics else "")
+    return f"""
+## Answers
+
+The scores above come from scratchbert's answers: {windows}the best-scored span of whole words
+among each question's best candidates, of at most the model's `qa_postprocess` tokens (its
+config). `scratchbert ask` and the serving image answer the same way. transformers 4's
+question-answering pipeline adds up the scores of spans with the same text and may choose
+another answer.
+"""
 
 
 def _fmt(value) -> str:

@@ -867,7 +867,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
         trainer.model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_model_card(tmp, task="question-answering", base_model=cfg.model,
-                         datasets=[cfg.squad_train, cfg.squad_dev], metrics=metrics)
+                         datasets=[cfg.squad_train, cfg.squad_dev], metrics=metrics, eval_data=cfg.squad_dev)
         write_json(tmp_logs / "metrics.json", metrics)
         write_json(tmp_logs / "predictions.json", predictions)
         (tmp_logs / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")

@@ -528,6 +528,22 @@ def test_the_fine_tuned_folder_is_a_hugging_face_model_with_a_card(model_dir, sq
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results == {"exact_match": round(metrics["exact_match"], 2), "f1": round(metrics["f1"], 2)}
     assert str(squad_files[1]) in card.text
+    # the scores are claimed for the data scored, no more: a local file by its name and the
+    # questions counted (it said "SQuAD v1.1, validation" whatever was scored); the starting
+    # model's local path stays out, and the card says how its answers were chosen
+    (result,) = {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results}
+    assert result == ("json", f"{squad_files[1].name}, 4 questions", None)
+    assert str(model_dir) not in card.text and f"model folder `{model_dir.name}`" in card.text
+    assert "## Answers" in card.text and "windows of 64 tokens" in card.text
+    from scratchbert.modelcard import write_model_card
+
+    write_model_card(tmp_path, task="question-answering", datasets=[], base_model="hf://google-bert/bert-base-uncased",
+                     metrics={"exact_match": 80.0, "f1": 88.0, "eval_examples": 10570},
+                     eval_data="hf://rajpurkar/squad?split=validation")
+    card = ModelCard.load(tmp_path / "README.md")
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results} == \
+        {("rajpurkar/squad", "rajpurkar/squad, 10,570 questions", "validation")}
+    assert "starts from `hf://google-bert/bert-base-uncased`" in card.text
 
 
 def test_fine_tuning_says_whether_it_starts_from_a_pretrained_or_a_qa_model(model_dir, squad_files, tmp_path, caplog):
