@@ -113,7 +113,14 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
     if wait and not (finite(timeout_minutes) and timeout_minutes > 0):
         raise ScratchBertError(f"--timeout-minutes {timeout_minutes} must be a positive number of minutes to wait for the run")
     params = parameters.check(params)
-    parameters.validate(params)  # as the pipeline's validate task will: fail here, not on the cluster
+    given = _package_defaults(package)
+    if given is not None:
+        unknown = sorted(set(params) - set(given))
+        if unknown:
+            raise ScratchBertError(f"the pipeline in {package} has no parameter {', '.join(unknown)} (the CPU pipeline has "
+                                   f"none of {', '.join(parameters.GPU_ONLY)}); leave it out, or submit the pipeline that has it")
+    # as the pipeline's validate task will, with the package's own defaults: fail here, not on the cluster
+    parameters.validate({**{k: v for k, v in (given or {}).items() if v is not None}, **params})
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT")
     if host:
         _check_host(host)
@@ -151,6 +158,20 @@ def wait_for_run(client, run_id: str, timeout_minutes: float) -> str:
             raise RunFailed(f"the run did not finish in time ({timeout_minutes:g} minutes, last seen {state}); "
                             "it may still be running")
         time.sleep(min(POLL_SECONDS, left))
+
+
+def _package_defaults(package: Path) -> dict | None:
+    """The run parameters a compiled pipeline takes, each with its default in its Python type (the
+    YAML's numbers are all floats; None without one); None where the file does not say (no ``root``)."""
+    import yaml
+
+    try:
+        spec = next(yaml.safe_load_all(package.read_text()))
+        declared = spec["root"]["inputDefinitions"]["parameters"]
+    except (yaml.YAMLError, StopIteration, KeyError, TypeError):
+        return None
+    return {name: parameters.BY_NAME[name].type(d["defaultValue"]) if name in parameters.BY_NAME and "defaultValue" in d
+            else None for name, d in declared.items()}
 
 
 def _check_host(host: str) -> None:

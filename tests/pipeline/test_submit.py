@@ -213,3 +213,18 @@ def test_submit_errors_are_one_line_on_the_command_line(args, words, capsys):
     assert cli.main(["submit", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and err.startswith("scratchbert submit: error: ")
+
+
+def test_parameters_are_checked_against_the_package_submitted(monkeypatch):
+    """The CPU pipeline has no GPU parameters: -p qa_on_gpu=false was accepted and sent to the
+    server. The package's own defaults are what the values are validated with."""
+    from scratchbert_pipelines.compile import DEFAULT_CPU_OUTPUT
+
+    client = FakeClient()
+    with pytest.raises(ScratchBertError, match="the pipeline in .*bert_pipeline_cpu.yaml has no parameter qa_on_gpu"):
+        submit_mod.submit(None, "exp", {"qa_on_gpu": False}, DEFAULT_CPU_OUTPUT, client=client)
+    assert client.calls == []
+    defaults = submit_mod._package_defaults(DEFAULT_CPU_OUTPUT)
+    assert defaults["batch_size"] == 64 and isinstance(defaults["batch_size"], int) and "num_nodes" not in defaults
+    out = submit_mod.submit(None, "exp", {"max_steps": 5}, DEFAULT_CPU_OUTPUT, client=client)
+    assert out["params"] == {"max_steps": 5}
