@@ -899,6 +899,15 @@ def _say_corpus_cut(corpus: str, max_bytes: int, budget: float, size: int | None
               file=sys.stderr, flush=True)
 
 
+def _as_flags(text: str) -> str:
+    """A parameter's help in run-local's words: the parameters it names (``qa_max_steps``) as the
+    flags that set them here (``--qa-max-steps``); names without an underscore (``corpus``) are
+    also plain words, and stay."""
+    for name in sorted((n for n in parameters.NAMES if "_" in n and n not in CLUSTER_ONLY), key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){name}(?!\w)", "--" + name.replace("_", "-"), text)
+    return text
+
+
 def _task_key(task_dir: str) -> str:
     """kfp.local task name or folder (``qa-finetune-2-2``) -> the component's name (``qa_finetune``)."""
     return re.sub(r"(-\d+)+$", "", task_dir).replace("-", "_")
@@ -1047,7 +1056,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             help_text = param.help
         else:
             help_text = f"{param.help} Default: {_flag_default(param.name)}."
-        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
+        kwargs: dict[str, Any] = {"help": _as_flags(help_text).replace("%", "%%")}
         if param.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

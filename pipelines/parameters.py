@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -78,9 +79,11 @@ class Parameter:
     choices: tuple = ()
 
 
-def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, prefix: bool = True) -> Parameter:
-    """A parameter feeding ``(stage, field)`` targets, described by the first target's field;
-    ``prefix=False`` keeps the field's name where it says what it is on its own (``squad_train``)."""
+def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, prefix: bool = True,
+                    help: str | None = None) -> Parameter:
+    """A parameter feeding ``(stage, field)`` targets, described by the first target's field (or
+    ``help``, where it does more in the pipeline than there); ``prefix=False`` keeps the field's
+    name where it says what it is on its own (``squad_train``)."""
     stage, name = targets[0]
     cls = config_class(stage, name)
     tp, optional = params.field_type(cls, name)
@@ -90,17 +93,23 @@ def stage_parameter(*targets: tuple[str, str], default: Any = _FROM_LIBRARY, pre
     if value is params.REQUIRED:
         raise TypeError(f"{cls.__name__}.{name} has no default: give the pipeline's")
     return Parameter((PREFIXES.get(stage, "") if prefix else "") + name, tp, value,
-                     params.help_text(cls, name, with_default=False, with_choices=False),
+                     help or params.help_text(cls, name, with_default=False, with_choices=False),
                      tuple(targets), params.fields(cls)[name].metadata.get("choices", ()))
 
 
 def pipeline_names(stage: str, message: str, parameters: tuple[Parameter, ...] | None = None) -> str:
     """A stage's message with its ``--flags`` renamed to the pipeline parameters (default:
-    :data:`PARAMETERS`) that feed them."""
+    :data:`PARAMETERS`) that feed them; a flag of the stage that no parameter feeds becomes its
+    fixed value in the pipeline (``the dataset stage's validation_fraction (0.02)``)."""
     parameters = PARAMETERS if parameters is None else parameters
     names = {"--" + field.replace("_", "-"): p.name for p in parameters for s, field in p.targets if s == stage}
+    for cls in stage_configs(stage):
+        for field in params.fields(cls):
+            flag = "--" + field.replace("_", "-")
+            if flag not in names and params.default(cls, field) is not params.REQUIRED:
+                names[flag] = f"the {stage} stage's {field} ({params.show(params.default(cls, field))})"
     for flag in sorted(names, key=len, reverse=True):
-        message = message.replace(flag, names[flag])
+        message = re.sub(re.escape(flag) + r"(?![\w-])", names[flag], message)
     return message
 
 
@@ -112,7 +121,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("qa_finetune", "squad_dev"), default=DEFAULT_SQUAD_DEV, prefix=False),
     stage_parameter(("tokenizer", "max_corpus_bytes"), ("dataset", "max_corpus_bytes")),
     # a starting model instead of random weights
-    stage_parameter(("tokenizer", "init_model"), ("pretrain", "init_model"), ("starting_model", "init_model")),
+    stage_parameter(("tokenizer", "init_model"), ("pretrain", "init_model"), ("starting_model", "init_model"),
+                    help="A starting model instead of random weights (hf://owner/name, s3://... or a folder): its "
+                         "tokenizer is used, pretraining continues from its weights, or with skip_pretraining it is "
+                         "fine-tuned as it is. Empty: BERT from scratch."),
     Parameter("skip_pretraining", bool, False, "Fine-tune QA on the starting model (init_model) directly, without "
                                               "pretraining it on the corpus first."),
     # tokenizer and dataset

@@ -567,3 +567,21 @@ def test_one_budget_is_split_between_the_training_stages():
         parameters.validate({"budget_minutes": -1.0})
     with pytest.raises(ScratchBertError, match=r"budget_pretrain_share 1.5 must lie in \[0, 1\]"):
         parameters.validate({"budget_minutes": 15.0, "budget_pretrain_share": 1.5})
+
+
+def test_run_local_help_names_only_flags_it_has():
+    """The parameters' help comes from the stages' options: a stage's flag no parameter feeds
+    (`--epochs`, `--validation-fraction`) and a parameter's name (`qa_max_steps`) named flags
+    and words that run-local does not have."""
+    import argparse
+    import re
+
+    from scratchbert import cli
+
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    actions = sub.choices["run-local"]._actions
+    flags = {s for a in actions for s in a.option_strings}
+    text = " ".join(a.help or "" for a in actions)
+    assert set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) <= flags
+    assert not [n for n in parameters.NAMES if "_" in n and re.search(rf"(?<![\w-]){n}(?!\w)", text)]
