@@ -133,14 +133,8 @@ def sources(uri: str) -> list[Source]:
         from scratchbert import storage
 
         client = storage.client_from_env()
-        objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES)  # one object named on its own: any name
-        bucket, prefix = storage.parse_s3_uri(uri)  # the names as listed: s3://b//x lists s3://b/x/...
-        below = f"s3://{bucket}/{prefix.rstrip('/')}/" if prefix.strip("/") else f"s3://{bucket}/"
-        # a prefix's objects leave out hidden names, as a folder's files do
-        objects = [(name, size) for name, size in objects
-                   if not name.startswith(below) or not _hidden(name[len(below):])]
-        if not objects:
-            raise ScratchBertError(f"corpus {uri} holds only hidden objects (names starting with a dot); put the text in others")
+        # one object named on its own: any name; a prefix's objects leave out hidden names, as a folder's files do
+        objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES, skip=_hidden)
         return [Source(name, size, lambda name=name: storage.open_object(name, client=client)) for name, size in objects]
     path = Path(uri)
     if path.is_dir():

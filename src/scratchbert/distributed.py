@@ -68,15 +68,16 @@ def check_launch(command: str, *, processes: bool) -> None:
     set (a stray ``LOCAL_RANK`` in a shell, which the Trainer takes for a process group to join and
     fails deep inside), or several processes for a command that runs in one (``processes``
     False: each would write the same output folder)."""
-    if "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    processes_here = world()[2]
+    if "LOCAL_RANK" in os.environ or processes_here > 1:
         given = [v for v in LAUNCH_VARIABLES if os.environ.get(v)]
         missing = [v for v in LAUNCH_VARIABLES if not os.environ.get(v)]
         if missing:
             raise ScratchBertError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set but "
                                    f"{', '.join(missing)} not: run under torchrun, which sets them all, or unset "
                                    f"{' and '.join(given)}")
-    if world()[2] > 1 and not processes:
-        raise ScratchBertError(f"{command} runs in one process, not under torchrun ({world()[2]} processes): run it "
+    if processes_here > 1 and not processes:
+        raise ScratchBertError(f"{command} runs in one process, not under torchrun ({processes_here} processes): run it "
                                "on its own; pretrain is the stage that runs one process per device")
 
 

@@ -1168,12 +1168,12 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     kept = np.array([c["logit"] for c in ranked])
     top, total = kept.max(), np.exp(kept - kept.max()).sum()
     answers, found, pool = _distinct_answers(ranked, top_k), ranked, n_best
+    seen = {(c["start"], c["end"]) for c in ranked}
     # a search found every span there is once it took each window's every start and end (pool >=
     # width) and kept all it found (fewer than pool)
     while len(answers) < top_k and (pool < width or len(found) == pool):
         pool = max(2 * pool, top_k)
         found = candidates(pool)
-        seen = {(c["start"], c["end"]) for c in ranked}
         answers = _distinct_answers(ranked + [c for c in found if (c["start"], c["end"]) not in seen], top_k)
     return [{"text": a["text"], "score": float(np.exp(a["logit"] - top) / total), "start": a["start"], "end": a["end"]}
             for a in answers]

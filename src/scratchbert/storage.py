@@ -445,11 +445,12 @@ def read_object(uri: str, *, client: Minio | None = None) -> bytes:
     return data
 
 
-def list_objects(uri: str, *, client: Minio | None = None,
-                 suffixes: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+def list_objects(uri: str, *, client: Minio | None = None, suffixes: tuple[str, ...] = (),
+                 skip: Callable[[str], bool] | None = None) -> list[tuple[str, int]]:
     """``(s3://bucket/key, size)`` of the object ``uri`` names, or of every object under the
-    prefix ``uri`` whose name ends with one of ``suffixes`` (all of them when empty), sorted
-    by name. Nothing is downloaded.
+    prefix ``uri`` whose name ends with one of ``suffixes`` (all of them when empty) and whose
+    name below the prefix ``skip`` does not leave out (hidden ones, as a folder's walk does),
+    sorted by name. Nothing is downloaded.
 
     Raises:
         ScratchBertError: nothing (suitable) is stored there, the bucket is missing, or S3 refuses.
@@ -457,16 +458,20 @@ def list_objects(uri: str, *, client: Minio | None = None,
     bucket, key = parse_s3_uri(uri)
     client = client or client_from_env()
     with _s3_errors(uri):
-        if key and not key.endswith("/") and _exists(client, bucket, key):
-            return [(f"s3://{bucket}/{key}", client.stat_object(bucket, key).size or 0)]
+        stat = _stat(client, bucket, key) if key and not key.endswith("/") else None
+        if stat is not None:  # one object named on its own: any name
+            return [(f"s3://{bucket}/{key}", stat.size or 0)]
+        prefix = _as_dir(key)
         # sorted by the names' parts, as a local folder's files are: "wiki/a.txt" before "wiki-2.txt"
-        found = sorted(((o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=_as_dir(key), recursive=True)
+        found = sorted(((o.object_name, o.size or 0) for o in client.list_objects(bucket, prefix=prefix, recursive=True)
                         if not o.object_name.endswith("/")), key=lambda item: item[0].split("/"))
     if not found:
         raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
-    chosen = [(f"s3://{bucket}/{name}", size) for name, size in found if not suffixes or name.endswith(suffixes)]
+    chosen = [(f"s3://{bucket}/{name}", size) for name, size in found
+              if (not suffixes or name.endswith(suffixes)) and not (skip and skip(name[len(prefix):]))]
     if not chosen:
-        raise ScratchBertError(f"no object under {uri} ends with {', '.join(suffixes)}; point at such objects or at one object")
+        raise ScratchBertError(f"no object under {uri} ends with {', '.join(suffixes)}"
+                               + (" (hidden names left out)" if skip else "") + "; point at such objects or at one object")
     return chosen
 
 
