@@ -102,6 +102,14 @@ TRAINJOB_STAGING_URI = "s3://scratchbert-staging/trainjobs"
 TRAINJOB_WORKDIR = "/home/scratchbert/work"
 # Seconds between two looks at a running TrainJob.
 TRAINJOB_POLL_SECONDS = 10
+# A TrainJob whose pretraining has a time budget gets a deadline (the Trainer's
+# activeDeadlineSeconds, counted while it is not suspended): the budget times this factor, and
+# at least this many minutes more than the budget, for what surrounds training in its pods
+# (pulling the image, fetching the dataset, evaluating, uploading the model). Past it the
+# Trainer stops the pods and fails the job, so a hung or never-scheduled job ends the task
+# instead of holding it, and its GPUs, forever. Without a time budget the job has no deadline.
+TRAINJOB_DEADLINE_FACTOR = 1.5
+TRAINJOB_DEADLINE_MIN_MARGIN_MINUTES = 30
 # The ServiceAccount that runs the pipeline's pods in NAMESPACE (standalone KFP); the Role of
 # manifests/trainer lets it create, watch and delete TrainJobs.
 PIPELINE_SERVICE_ACCOUNT = "pipeline-runner"

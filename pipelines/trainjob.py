@@ -12,7 +12,7 @@ pod; it calls :func:`run_trainjob`, which
    ``PET_*`` variables the runtime sets: nodes, processes per node, node rank, master
    address), and on node 0, which holds rank 0, uploads the model and records;
 3. streams node 0's log into the task's log and waits for the job's ``Complete`` or
-   ``Failed`` condition;
+   ``Failed`` condition (a job with a time budget fails at its deadline, :func:`deadline_seconds`);
 4. downloads the model and records into the task's ``model`` and ``logs`` artifacts, and
    returns the metrics ``scratchbert pretrain`` wrote;
 5. always (success, failure, an error here, or SIGTERM when the run is cancelled) deletes the
@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -60,6 +61,7 @@ from scratchbert_pipelines import settings
 RESERVED_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT")
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 COMPLETE, FAILED, SUSPENDED = "Complete", "Failed", "Suspended"
+DEADLINE_EXCEEDED = "DeadlineExceeded"  # the reason of a Failed TrainJob past its activeDeadlineSeconds
 LOG_TAIL_LINES = 200  # of a node-0 pod that ended before its log could be followed
 
 
@@ -191,6 +193,17 @@ def placement(job: TrainJobConfig, task_config=None) -> dict[str, Any]:
     return {"resources": per_node, "env": env, "tolerations": tolerations, "node_selector": node_selector}
 
 
+def deadline_seconds(config) -> int | None:
+    """The TrainJob's ``activeDeadlineSeconds`` for ``config`` (a ``PretrainConfig``): its
+    time budget with room for the work around training (``settings.TRAINJOB_DEADLINE_*``), or
+    None (no deadline) when pretraining has no time budget."""
+    budget = config.time_budget_minutes
+    if not budget > 0:
+        return None
+    minutes = max(budget * settings.TRAINJOB_DEADLINE_FACTOR, budget + settings.TRAINJOB_DEADLINE_MIN_MARGIN_MINUTES)
+    return math.ceil(minutes * 60)
+
+
 def manifest(name: str, namespace: str, config, job: TrainJobConfig, task_config=None, stage_uri: str = "",
              owner: dict | None = None) -> dict[str, Any]:
     """The TrainJob that pretrains ``config`` on ``job.num_nodes`` × ``job.gpus_per_node`` GPUs,
@@ -216,31 +229,31 @@ def manifest(name: str, namespace: str, config, job: TrainJobConfig, task_config
         }],
         "securityContext": {"runAsNonRoot": True},
     }
-    return {
-        "apiVersion": f"{settings.TRAINER_GROUP}/{settings.TRAINER_API_VERSION}",
-        "kind": "TrainJob",
-        "metadata": metadata,
-        "spec": {
-            "runtimeRef": {"apiGroup": settings.TRAINER_GROUP, "kind": settings.TRAINER_RUNTIME_KIND,
-                           "name": settings.TRAINER_RUNTIME},
-            "trainer": {
-                "image": job.image or settings.default_image(gpu=True),
-                "command": command,
-                "args": args,
-                "numNodes": job.num_nodes,
-                "numProcPerNode": job.gpus_per_node,
-                "resourcesPerNode": where["resources"],
-                "env": where["env"],
-            },
-            "runtimePatches": [{
-                "manager": settings.TRAINJOB_PATCH_MANAGER,
-                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
-                    "name": settings.TRAINER_NODE,
-                    "template": {"spec": {"template": {"metadata": {"labels": labels}, "spec": pod}}},
-                }]}}},
-            }],
+    spec: dict[str, Any] = {
+        "runtimeRef": {"apiGroup": settings.TRAINER_GROUP, "kind": settings.TRAINER_RUNTIME_KIND,
+                       "name": settings.TRAINER_RUNTIME},
+        "trainer": {
+            "image": job.image or settings.default_image(gpu=True),
+            "command": command,
+            "args": args,
+            "numNodes": job.num_nodes,
+            "numProcPerNode": job.gpus_per_node,
+            "resourcesPerNode": where["resources"],
+            "env": where["env"],
         },
+        "runtimePatches": [{
+            "manager": settings.TRAINJOB_PATCH_MANAGER,
+            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
+                "name": settings.TRAINER_NODE,
+                "template": {"spec": {"template": {"metadata": {"labels": labels}, "spec": pod}}},
+            }]}}},
+        }],
     }
+    deadline = deadline_seconds(config)
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
+    return {"apiVersion": f"{settings.TRAINER_GROUP}/{settings.TRAINER_API_VERSION}", "kind": "TrainJob",
+            "metadata": metadata, "spec": spec}
 
 
 # ------------------------------------------------------------------------------------------
@@ -493,7 +506,11 @@ def run_trainjob(config, job: TrainJobConfig, task_config=None, *, api_client=No
                 f"{job.gpus_per_node} GPU(s), runtime {settings.TRAINER_RUNTIME}")
             state, detail = _watch(cluster, name, poll, say, sleep)
             if state == FAILED:
-                raise RunFailed(f"TrainJob {name} failed ({detail or 'no reason given'}); node 0's log is above")
+                deadline = body["spec"].get("activeDeadlineSeconds")
+                why = (f"; it ran past its deadline of {deadline / 60:g} minutes (pretraining's time budget of "
+                       f"{config.time_budget_minutes:g} and room for the work around it), pending or training"
+                       if detail.startswith(DEADLINE_EXCEEDED) and deadline else "")
+                raise RunFailed(f"TrainJob {name} failed ({detail or 'no reason given'}){why}; node 0's log is above")
             say(f"TrainJob {name}: complete; fetching the model from {stage}model/")
             try:
                 storage.download(stage + "model/", config.out, overwrite=True)

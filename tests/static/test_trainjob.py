@@ -411,6 +411,9 @@ class FakeCluster:
             self.pod = self._pod_json(name, "Failed")
             job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs",
                                              "message": "jobset failed: backoff limit exceeded"}]}
+        elif step == "deadline":  # the Trainer's reason and message at v2.3.0
+            job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                             "message": "TrainJob exceeded its active deadline"}]}
         elif step == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
         return _Response(200, json.dumps(job))
@@ -542,6 +545,27 @@ def test_a_failed_job_fails_the_task_and_is_deleted(built_dataset, tmp_path, sta
     assert ("trainer.kubeflow.org", "trainjobs", "delete") in fake.calls
     assert not (tmp_path / "m").exists()
     assert staged_objects(s3_server, s3_bucket) == []
+
+
+@pytest.mark.parametrize(("budget", "deadline"), [(0.0, None), (10.0, 40 * 60), (60.0, 90 * 60), (600.0, 900 * 60)])
+def test_a_budgeted_job_has_a_deadline(budget, deadline, validator, crd):
+    """A job with a time budget is failed by the Trainer once it has run 1.5 times its budget (at
+    least 30 minutes more than it), so a hung job, or one never scheduled, does not hold the task forever."""
+    body = trainjob.manifest("scratchbert-pretrain-0a1b2c3d", "kubeflow", pretrain_config(time_budget_minutes=budget),
+                             TrainJobConfig(num_nodes=2, gpus_per_node=8), kfp_task_config())
+    assert body["spec"].get("activeDeadlineSeconds") == deadline
+    assert errors_of(validator, crd, body) == []
+
+
+def test_a_job_past_its_deadline_fails_the_task_and_says_why(built_dataset, tmp_path, staging, s3_server, s3_bucket):
+    fake = FakeCluster(["pending", "pending", "deadline"])
+    config = pretrain_config(dataset=str(built_dataset), out=str(tmp_path / "m"), logs=str(tmp_path / "l"),
+                             time_budget_minutes=60.0)
+    with pytest.raises(RunFailed, match=r"failed \(DeadlineExceeded: TrainJob exceeded its active deadline\); it ran "
+                                        r"past its deadline of 90 minutes \(pretraining's time budget of 60 "):
+        launch(fake, config, staging=staging, said=[])
+    assert fake.created[0]["spec"]["activeDeadlineSeconds"] == 5400
+    assert fake.jobs == {} and staged_objects(s3_server, s3_bucket) == []
 
 
 def test_cancelling_the_task_deletes_the_job(built_dataset, tmp_path, staging, s3_server, s3_bucket):
