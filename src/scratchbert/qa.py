@@ -191,11 +191,8 @@ def _flatten_squad_json(data: Any, where: str) -> list[dict]:
                 qpath = f"{ppath}.qas[{q}]"
                 qid = str(need(qa, "id", (str, int), qpath))
                 question = need(qa, "question", str, qpath)
-                answers = need(qa, "answers", list, qpath)
-                if not answers or qa.get("is_impossible"):
-                    raise ScratchBertError(
-                        f"{where}: question {qid} has no answer (a SQuAD v2.0 question?); scratchbert "
-                        "fine-tunes on SQuAD v1.1 only, so remove unanswerable questions from the file")
+                # SQuAD v2.0's unanswerable questions have no answers (check_answers refuses them)
+                answers = [] if qa.get("is_impossible") else need(qa, "answers", list, qpath)
                 texts, starts = [], []
                 for n, ans in enumerate(answers):
                     texts.append(need(ans, "text", str, f"{qpath}.answers[{n}]"))
@@ -210,7 +207,8 @@ def check_answers(records: list[dict], where: str, *, repair: bool = True) -> in
 
     With ``repair`` an answer whose text is elsewhere in the context is moved (in place) to the
     occurrence nearest to the given ``answer_start``; an answer whose text does not occur in
-    the context at all is always an error, as is a duplicate question id. Whitespace at either
+    the context at all is always an error, as are a question without answers (SQuAD v2.0's
+    unanswerable ones) and a duplicate question id. Whitespace at either
     end of an answer text is dropped first (its start moved past it), as it would otherwise
     label the token before or after the answer; the metric ignores it anyway.
     """
@@ -224,6 +222,10 @@ def check_answers(records: list[dict], where: str, *, repair: bool = True) -> in
         if not rec["question"].strip():
             raise ScratchBertError(f"{where}: question {qid} is empty; remove it or write the question")
         starts, texts = rec["answers"]["answer_start"], rec["answers"]["text"]
+        if not texts:  # from a JSON file or a Hub dataset alike (rajpurkar/squad_v2)
+            raise ScratchBertError(
+                f"{where}: question {qid} has no answer (a SQuAD v2.0 question?); scratchbert "
+                "fine-tunes and scores on SQuAD v1.1 only, so remove unanswerable questions from the data")
         for n, (text, start) in enumerate(zip(texts, starts)):
             if text != text.strip():
                 start += len(text) - len(text.lstrip())

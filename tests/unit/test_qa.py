@@ -142,6 +142,19 @@ def test_squad_v2_unanswerable_question_is_refused(tmp_path):
         load_squad(_write(tmp_path / "v2.json", data))
 
 
+def test_squad_v2_from_the_hub_is_refused_before_any_work(monkeypatch):
+    """hf://rajpurkar/squad_v2 gives unanswerable questions as empty answer lists (no is_impossible):
+    they were taken, and scoring ended in an internal error (max() of no answers), training in an IndexError."""
+    import datasets
+
+    rows = {"id": ["a", "b"], "title": ["T", "T"], "context": ["Paris is in France."] * 2,
+            "question": ["Where is Paris?", "Where is Madrid?"],
+            "answers": [{"text": ["France"], "answer_start": [12]}, {"text": [], "answer_start": []}]}
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict(rows))
+    with pytest.raises(ScratchBertError, match="question b has no answer .*SQuAD v1.1 only"):
+        load_squad("hf://rajpurkar/squad_v2", split="validation")
+
+
 def test_answer_not_at_answer_start_is_an_error_without_repair(tmp_path):
     path = _write(tmp_path / "off.json", _one_question("The cat sat on the mat by the cat.", "cat", 7, qid="abc-42"))
     with pytest.raises(ScratchBertError, match=r"question abc-42 is not at answer_start 7.*repair_answer_starts"):
