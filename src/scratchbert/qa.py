@@ -1117,10 +1117,11 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
 
     Returns up to ``top_k`` dicts ``text`` (a span of ``context``), ``score`` (probability
     among the candidates), ``start`` and ``end`` (character offsets: ``context[start:end] ==
-    text``), best first. Each answer comes once, at its best-scored place: spans that the SQuAD
-    metric would count as the same answer (a name that occurs twice, "the Nile" and "Nile") are
-    not listed again. Long contexts are cut into overlapping windows as in training, and the
-    windows and post-processing left at 0 are those the model was fine-tuned with.
+    text``), best first (the first is the model's answer, as ``qa-score`` scores it). Each
+    answer comes once, at its best-scored place: spans that the SQuAD metric would count as the
+    same answer (a name that occurs twice, "the Nile" and "Nile") are not listed again. Long
+    contexts are cut into overlapping windows as in training, and the windows and
+    post-processing left at 0 are those the model was fine-tuned with.
     """
     import torch
 
@@ -1162,10 +1163,12 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
         return postprocess_predictions(examples, features, start_logits, end_logits, n_best=pool,
                                        max_answer_len=max_answer_len)[1]["q"]
 
-    # The model's n_best candidates come first, as fine-tuning scored them: the best answer and
+    # The model's n_best candidates are scored as fine-tuning scored them: the best answer and
     # every score (a probability among them) are the same however many answers are asked for.
     # Beyond them, wider searches add spans until top_k different answers (repeats of one answer
-    # took places: 13 answers of 20 asked for), or until there are no more spans.
+    # took places: 13 answers of 20 asked for), or until there are no more spans; the spans they
+    # find rank among the candidates by score (a start outside the n_best starts can still make a
+    # span that beats some of them), after the best answer, which stays the one qa-score scores.
     ranked = candidates(n_best)
     kept = np.array([c["logit"] for c in ranked])
     top, total = kept.max(), np.exp(kept - kept.max()).sum()
@@ -1176,7 +1179,8 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     while len(answers) < top_k and (pool < width or len(found) == pool):
         pool = max(2 * pool, top_k)
         found = candidates(pool)
-        answers = _distinct_answers(ranked + [c for c in found if (c["start"], c["end"]) not in seen], top_k)
+        more = sorted(ranked[1:] + [c for c in found if (c["start"], c["end"]) not in seen], key=lambda c: -c["logit"])
+        answers = _distinct_answers(ranked[:1] + more, top_k)
     return [{"text": a["text"], "score": float(np.exp(a["logit"] - top) / total), "start": a["start"], "end": a["end"]}
             for a in answers]
 

@@ -655,6 +655,10 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
 
     assert len(many) == 20 and len({normalize_answer(a["text"]) or a["text"] for a in many}) == 20
     assert list(many[0]) == ["text", "score", "start", "end"] and answer(out, row["question"], row["context"])[0] == many[0]
+    # best first after the model's answer: the answers past its 4 candidates rank among them by
+    # score (they came after them, so that a 5th answer scored above the 4th)
+    scores = [a["score"] for a in many]
+    assert scores[1:] == sorted(scores[1:], reverse=True)
     # a context or question the tokenizer reads nothing of is one line, not the empty answer at certainty 1.0
     for question, context, flag in (("Who?", "\u200b\x01 \u200b", "--context"), ("\u200b", row["context"], "--question")):
         with pytest.raises(ScratchBertError, match=f"{flag} .* holds nothing the model's tokenizer reads"):
