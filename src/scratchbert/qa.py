@@ -24,6 +24,7 @@ import math
 import os
 import tempfile
 import time
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -356,21 +357,32 @@ def prepare_train_features(examples: dict, tokenizer: PreTrainedTokenizerFast, m
     """Batched ``datasets.map`` function: SQuAD rows -> training windows with start/end token labels.
 
     A window that does not contain the whole (first) answer is labelled with the [CLS] index
-    for both start and end, as in the BERT paper and ``run_qa.py``.
+    for both start and end, as in the BERT paper and ``run_qa.py``. The answer is the context
+    tokens it overlaps: characters the tokenizer drops at either end of it (an accent it strips,
+    written as a combining mark; a zero-width or direction mark) neither add the token before or
+    after it nor keep it out of the last window.
     """
     tokenized = _tokenize_windows(tokenizer, examples, max_seq_len, doc_stride)
     sample_mapping = tokenized.pop("overflow_to_sample_mapping")
     offset_mapping = tokenized.pop("offset_mapping")
-    starts, ends = [], []
+    windows, spans = [], {}  # spans: question -> the characters of the context tokens its answer overlaps
     for i, offsets in enumerate(offset_mapping):
-        input_ids = tokenized["input_ids"][i]
-        cls_index = input_ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in input_ids else 0
         answers = examples["answers"][sample_mapping[i]]
         ctx = np.flatnonzero(_context_mask(tokenized, i))
         offs = np.asarray(offsets, dtype=np.int64)
         start_char = answers["answer_start"][0]
         end_char = start_char + len(answers["text"][0])
-        if len(ctx) == 0 or not (offs[ctx[0], 0] <= start_char and offs[ctx[-1], 1] >= end_char):
+        inside = ctx[(offs[ctx, 1] > start_char) & (offs[ctx, 0] < end_char)] if len(ctx) else ctx
+        if len(inside):
+            first, last = spans.get(sample_mapping[i], (math.inf, -1))
+            spans[sample_mapping[i]] = (min(first, int(offs[inside[0], 0])), max(last, int(offs[inside[-1], 1])))
+        windows.append((ctx, offs))
+    starts, ends = [], []
+    for i, (ctx, offs) in enumerate(windows):
+        input_ids = tokenized["input_ids"][i]
+        cls_index = input_ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in input_ids else 0
+        start_char, end_char = spans.get(sample_mapping[i], (-1, -1))
+        if len(ctx) == 0 or start_char < 0 or not (offs[ctx[0], 0] <= start_char and offs[ctx[-1], 1] >= end_char):
             starts.append(cls_index)
             ends.append(cls_index)
             continue
@@ -511,7 +523,8 @@ def postprocess_predictions(examples: datasets.Dataset | dict, features: dataset
     ends of each window, is scored by start + end logit; spans found in several overlapping
     windows keep their best score. With ``align_to_words`` (as in transformers'
     question-answering pipeline) a span covers the whole words of its first and last tokens,
-    so that an answer never ends inside a word ("Gustave Eiff").
+    so that an answer never ends inside a word ("Gustave Eiff"); an answer never ends before the
+    combining marks of its last letter either (an accent written as a character of its own).
 
     Returns ``(predictions, nbest)``: ``predictions`` maps each id to its best answer text
     (empty when no valid span exists); ``nbest`` maps each id to up to ``n_best`` dicts
@@ -545,10 +558,20 @@ def postprocess_predictions(examples: datasets.Dataset | dict, features: dataset
         logits = np.array([sc for _, sc in ranked])
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
+        spans = [(s, _past_combining_marks(context, e)) for (s, e), _ in ranked]
         nbest[eid] = [{"text": context[s:e], "score": float(p), "logit": float(sc), "start": int(s), "end": int(e)}
-                      for ((s, e), sc), p in zip(ranked, probs)]
+                      for (s, e), (_, sc), p in zip(spans, ranked, probs)]
         predictions[eid] = nbest[eid][0]["text"]
     return predictions, nbest
+
+
+def _past_combining_marks(context: str, end: int) -> int:
+    """``end`` moved past the combining marks that follow it (an accent written as a character of
+    its own, Arabic vowel marks): they belong to the letter before them, and a tokenizer that
+    strips accents leaves them out of its tokens' characters, so that an answer lost them."""
+    while end < len(context) and unicodedata.category(context[end])[0] == "M":
+        end += 1
+    return end
 
 
 def squad_scores(predictions: dict[str, str], references: datasets.Dataset | list[dict]) -> dict[str, float]:

@@ -203,6 +203,29 @@ def test_whitespace_around_an_answer_is_dropped_so_its_label_is_the_answer(token
         load_squad(_write(tmp_path / "blank.json", _one_question(context, "  ", 3)))
 
 
+@pytest.mark.parametrize("context, text", [
+    ("He sat in the cafe\u0301 all day.", "cafe\u0301"),  # an accent as a combining mark, which the tokenizer strips
+    ("He sat in the cafe\u0301", "cafe\u0301"),  # ... at the end of the context (the window was missed)
+    ("ذهب الطالب إلى المدرسةِ صباحا", "المدرسةِ"),  # an Arabic vowel mark after the answer's last letter
+    ("The city of \u200bParis is big.", "\u200bParis"),  # a zero-width space before the answer
+    ("The city of \u200fParis\u200f is big.", "Paris\u200f"),  # a right-to-left mark after it
+])
+def test_characters_the_tokenizer_drops_at_an_answers_ends_stay_out_of_its_label(tokenizer, context, text):
+    """The label was the token after the answer too ('cafe\u0301 all', 'المدرسةِ صباحا'), or before it
+    ('of Paris'), or [CLS] where the answer ended the context; and a predicted answer lost its last
+    letter's combining marks ('cafe' for 'café'), so that even the right span did not match."""
+    examples = {"id": ["q"], "question": ["Where?"], "context": [context],
+                "answers": [{"text": [text], "answer_start": [context.index(text)]}]}
+    feats = prepare_train_features(examples, tokenizer, max_seq_len=64, doc_stride=16)
+    s, e = feats["start_positions"][0], feats["end_positions"][0]
+    windows = prepare_eval_features(examples, tokenizer, 64, 16)
+    offsets = windows["offset_mapping"][0]
+    assert s > 0 and context[offsets[s][0]:offsets[e][1]] == text.strip("\u200b\u200f\u0301\u0650")
+    start, end = np.zeros((1, len(offsets))), np.zeros((1, len(offsets)))
+    start[0, s], end[0, e] = 10.0, 10.0
+    assert postprocess_predictions(examples, windows, start, end, n_best=1)[0]["q"] == text.strip("\u200b\u200f")
+
+
 def test_repairs_are_counted_among_the_questions_kept(tmp_path):
     """--max-eval-examples 1 of a file whose second question's start is wrong: nothing repaired."""
     data = _one_question("The cat sat on the mat by the cat.", "cat", 4)
