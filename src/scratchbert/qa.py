@@ -345,6 +345,7 @@ def _tokenize_windows(tokenizer: PreTrainedTokenizerFast, examples: dict, max_se
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
         padding=False,  # padded per batch by the collator: far less waste than padding to max_seq_len
+        split_special_tokens=True,  # "[SEP]" written in a question or context is text, as in pretraining
     )
 
 
@@ -450,7 +451,7 @@ def _truncate_questions(tokenizer, questions: list[str], limit: int) -> tuple[li
         raise ScratchBertError("the windows leave no room for the question (max_seq_len minus special tokens minus "
                                "doc_stride is below 2); lower doc_stride or raise max_seq_len")
     questions = [q.lstrip() for q in questions]
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     cut = 0
     for i, offsets in enumerate(enc["offset_mapping"]):
         if len(offsets) > limit:
@@ -1162,7 +1163,7 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
     max_seq_len, doc_stride = window_settings(max_seq_len, doc_stride, model.config.max_position_embeddings,
                                               _trained_window(model.config))
     _check_windows(tokenizer, max_seq_len, doc_stride, model.config.max_position_embeddings, where)
-    if not tokenizer(question, add_special_tokens=False)["input_ids"]:  # only control or zero-width characters
+    if not tokenizer(question, add_special_tokens=False, split_special_tokens=True)["input_ids"]:  # only control or zero-width characters
         raise ScratchBertError(f"--question {question!r} holds nothing the model's tokenizer reads; ask in words")
     questions, _ = _truncate_questions(tokenizer, [question], question_token_limit(tokenizer, max_seq_len, doc_stride))
     examples = {"id": ["q"], "question": questions, "context": [context]}

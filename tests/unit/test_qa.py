@@ -311,6 +311,20 @@ def test_train_labels_map_back_to_the_answer_text(tokenizer, squad_files):
     assert found == set(range(60)), "every answer must be labelled in at least one window"
 
 
+def test_special_tokens_written_in_a_question_or_context_are_text(tokenizer):
+    """A question or context about BERT writes "[SEP]", "[CLS]" or "[MASK]": they became the structural
+    tokens in QA windows (a [SEP] inside the context), where pretraining reads them as text (61e)."""
+    context = "BERT puts [SEP] between the two segments and [CLS] before them; [MASK] hides a word."
+    batch = _batch(context, "[SEP]", question="What does BERT put between [SEP] segments?")
+    for feats in (prepare_train_features(batch, tokenizer, 64, 16), prepare_eval_features(batch, tokenizer, 64, 16)):
+        ids = feats["input_ids"][0]
+        assert ids.count(tokenizer.sep_token_id) == 2 and ids.count(tokenizer.cls_token_id) == 1
+        assert tokenizer.mask_token_id not in ids
+    feats, offsets = prepare_train_features(batch, tokenizer, 64, 16), prepare_eval_features(batch, tokenizer, 64, 16)
+    s, e = feats["start_positions"][0], feats["end_positions"][0]
+    assert context[offsets["offset_mapping"][0][s][0]:offsets["offset_mapping"][0][e][1]] == "[SEP]"
+
+
 def test_answer_outside_a_window_is_labelled_cls(tokenizer):
     context = " ".join(["The harbour is old."] * 12) + " It was founded by Bram Toller."
     feats = prepare_train_features(_batch(context, "Bram Toller"), tokenizer, max_seq_len=32, doc_stride=8)
