@@ -203,6 +203,38 @@ def _flatten_squad_json(data: Any, where: str) -> list[dict]:
     return records
 
 
+def _flat_records(rows, where: str) -> list[dict]:
+    """Records of rows laid out as the Hub's rajpurkar/squad is (id, title, context, question,
+    answers{text, answer_start}): a Hub dataset's, or a file's in that layout; one line for the
+    first row that is not."""
+    records = []
+    for n, row in enumerate(rows):
+        answers = row.get("answers") if isinstance(row, dict) else None
+        texts, starts = (answers.get("text"), answers.get("answer_start")) if isinstance(answers, dict) else (None, None)
+        if not (isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and isinstance(row.get("context"), str)
+                and isinstance(row.get("question"), str) and isinstance(texts, list) and isinstance(starts, list)
+                and len(texts) == len(starts) and all(isinstance(t, str) for t in texts)
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in starts)):
+            raise ScratchBertError(
+                f"{where}: row {n} is not a question laid out like rajpurkar/squad ({{\"id\", \"context\", \"question\", "
+                "\"answers\": {\"text\": [...], \"answer_start\": [...]}}, one answer_start per text); fix it")
+        records.append({"id": str(row["id"]), "title": str(row.get("title") or ""), "context": row["context"],
+                        "question": row["question"], "answers": {"text": list(texts), "answer_start": list(starts)}})
+    return records
+
+
+def _squad_records(data: Any, where: str) -> list[dict]:
+    """Flat records of a SQuAD file's JSON: SQuAD v1.1 (data -> paragraphs -> qas -> answers), or
+    the flat rows of a Hugging Face dataset (``Dataset.to_json``'s JSON lines, a list of them, or
+    the list under "data")."""
+    if isinstance(data, dict) and "question" in data:  # JSON lines of one question
+        data = [data]
+    rows = data.get("data") if isinstance(data, dict) else data
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict) and "question" in rows[0] and "paragraphs" not in rows[0]:
+        return _flat_records(rows, where)
+    return _flatten_squad_json(data, where)
+
+
 def check_answers(records: list[dict], where: str, *, repair: bool = True) -> int:
     """Check that every answer text sits at its ``answer_start`` in the context; return the repair count.
 
@@ -269,10 +301,22 @@ def _read_json_file(path: Path, where: str) -> Any:
         raise ScratchBertError(f"SQuAD file {where} does not exist; check the path or give an s3:// or hf:// source")
     from scratchbert.corpus import read_text  # UTF-8 with or without a byte-order mark (as Notepad saves), or UTF-16
 
+    text = read_text(path, what="SQuAD file")
     try:
-        return json.loads(read_text(path, what="SQuAD file"))
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ScratchBertError(f"{where} is not valid JSON ({e}); give a SQuAD v1.1 JSON file") from None
+        if e.msg != "Extra data":
+            raise ScratchBertError(f"{where} is not valid JSON ({e}); give a SQuAD v1.1 JSON file") from None
+    rows = []  # JSON lines: a question a line, as datasets' Dataset.to_json writes them
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ScratchBertError(f"{where} is neither JSON nor JSON lines: line {n} is not valid JSON ({e}); "
+                                   "give a SQuAD v1.1 JSON file, or JSON lines laid out like rajpurkar/squad") from None
+    return rows
 
 
 def _load_hub_records(source: str, split: str) -> list[dict]:
@@ -292,16 +336,15 @@ def _load_hub_records(source: str, split: str) -> list[dict]:
     missing = set(SQUAD_COLUMNS) - set(ds.column_names) - {"title"}
     if missing:
         raise ScratchBertError(f"{source} has no {sorted(missing)} columns; give a dataset laid out like rajpurkar/squad")
-    return [{"id": str(r["id"]), "title": r.get("title") or "", "context": r["context"], "question": r["question"],
-             "answers": {"text": list(r["answers"]["text"]), "answer_start": list(r["answers"]["answer_start"])}}
-            for r in ds]
+    return _flat_records(ds, source)
 
 
 def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool = True,
                max_examples: int | None = None) -> tuple[datasets.Dataset, int]:
     """Load SQuAD v1.1 as a flat ``datasets.Dataset`` and return it with the number of repaired answers.
 
-    ``source`` is a local SQuAD v1.1 JSON file (or a folder holding exactly one), an
+    ``source`` is a local SQuAD v1.1 JSON file (or a folder holding exactly one; or the rows of a
+    Hub dataset as ``Dataset.to_json`` saves them, JSON lines laid out like rajpurkar/squad), an
     ``s3://bucket/key`` URI, or ``hf://owner/name[?split=NAME]`` (``split`` is used when the
     address names none). ``max_examples`` keeps the first N questions; every answer kept is
     checked with :func:`check_answers` (the repairs counted are theirs).
@@ -316,9 +359,9 @@ def load_squad(source: str, *, split: str = "train", repair_answer_starts: bool 
 
         with tempfile.TemporaryDirectory(prefix="scratchbert-squad-") as tmp:  # of a prefix, its own .json files
             local = Path(download(source, Path(tmp) / "squad", keep=lambda name: "/" not in name and name.endswith(".json")))
-            records = _flatten_squad_json(_read_json_file(local, source), source)
+            records = _squad_records(_read_json_file(local, source), source)
     else:
-        records = _flatten_squad_json(_read_json_file(Path(source), source), source)
+        records = _squad_records(_read_json_file(Path(source), source), source)
     if not records:
         raise ScratchBertError(f"{source} holds no questions; give a SQuAD v1.1 file with at least one question")
     if max_examples is not None:

@@ -241,6 +241,24 @@ def test_duplicate_ids_are_refused():
         check_answers([dict(rec), dict(rec, answers={"text": ["b"], "answer_start": [2]})], "x.json")
 
 
+def test_a_file_in_the_hub_layout_loads_as_its_squad_file(squad_files, tmp_path):
+    """A dataset saved with datasets' Dataset.to_json (JSON lines of rajpurkar/squad's rows) was 'not
+    valid JSON (Extra data: line 2 column 1 ...)'; it, a list of the rows and the rows under "data"
+    now load as the SQuAD file they came from, and a row of another shape is one line."""
+    local, _ = load_squad(squad_files[1])
+    local.to_json(tmp_path / "dev.jsonl")
+    rows = local.to_list()
+    for path in (tmp_path / "dev.jsonl", _write(tmp_path / "list.json", rows), _write(tmp_path / "data.json", {"data": rows}),
+                 _write(tmp_path / "one.jsonl", json.dumps(rows[0]) + "\n")):
+        ds, repaired = load_squad(path)
+        assert ds.to_list() == rows[:len(ds)] and len(ds) in (1, len(rows)) and repaired == 0
+    bad = dict(rows[0], answers={"text": ["a", "b"], "answer_start": [0]})
+    with pytest.raises(ScratchBertError, match="row 1 is not a question laid out like rajpurkar/squad"):
+        load_squad(_write(tmp_path / "bad.jsonl", json.dumps(rows[0]) + "\n" + json.dumps(bad) + "\n"))
+    with pytest.raises(ScratchBertError, match="neither JSON nor JSON lines: line 2 is not valid JSON"):
+        load_squad(_write(tmp_path / "broken.jsonl", json.dumps(rows[0]) + "\n{oops\n"))
+
+
 def test_hub_and_s3_sources_go_through_their_loaders(squad_files, tmp_path, monkeypatch):
     """hf:// calls datasets.load_dataset(repo, split=...) and s3:// calls storage.download;
     both are replaced here by local stand-ins (no network in tests)."""
