@@ -1226,19 +1226,18 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
             logits.append((out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()))
     start_logits, end_logits = np.concatenate([s for s, _ in logits]), np.concatenate([e for _, e in logits])
 
-    def candidates(pool: int) -> list[dict]:
-        return postprocess_predictions(examples, features, start_logits, end_logits, n_best=pool,
-                                       max_answer_len=max_answer_len)[1]["q"]
+    def candidates(pool: int) -> list[dict]:  # spans only, not the empty answer scoring gives where a pool has none
+        return [c for c in postprocess_predictions(examples, features, start_logits, end_logits, n_best=pool,
+                                                   max_answer_len=max_answer_len)[1]["q"] if c["end"] > c["start"]]
 
-    # The model's n_best candidates are scored as fine-tuning scored them: the best answer and
-    # every score (a probability among them) are the same however many answers are asked for.
-    # Beyond them, wider searches add spans until top_k different answers (repeats of one answer
-    # took places: 13 answers of 20 asked for), or until there are no more spans; the spans they
-    # find rank among the candidates by score (a start outside the n_best starts can still make a
-    # span that beats some of them), after the best answer, which stays the one qa-score scores.
+    # The model's n_best candidates come as fine-tuning scored them: the best answer is the same
+    # however many answers are asked for. Beyond them, wider searches add spans until top_k
+    # different answers (repeats of one answer took places: 13 answers of 20 asked for), or until
+    # there are no more spans; the spans they find rank among the candidates by score (a start
+    # outside the n_best starts can still make a span that beats some of them), after the best
+    # answer, which stays the one qa-score scores. Where the n_best candidates hold no span (a
+    # model fine-tuned with a tiny n_best), scoring's empty answer is no answer: the search widens.
     ranked = candidates(n_best)
-    kept = np.array([c["logit"] for c in ranked])
-    top, total = kept.max(), np.exp(kept - kept.max()).sum()
     answers, found, pool = _distinct_answers(ranked, top_k), ranked, n_best
     seen = {(c["start"], c["end"]) for c in ranked}
     # a search found every span there is once it took each window's every start and end (pool >=
@@ -1248,6 +1247,12 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
         found = candidates(pool)
         more = sorted(ranked[1:] + [c for c in found if (c["start"], c["end"]) not in seen], key=lambda c: -c["logit"])
         answers = _distinct_answers(ranked[:1] + more, top_k)
+    if not answers:
+        return []
+    # each score is a probability among every candidate considered: the n_best, and all a wider
+    # search found (scored against the n_best alone, a span that beat them had 'scores' above 1000)
+    kept = np.array([c["logit"] for c in {(c["start"], c["end"]): c for c in ranked + found}.values()])
+    top, total = kept.max(), np.exp(kept - kept.max()).sum()
     return [{"text": a["text"], "score": float(np.exp(a["logit"] - top) / total), "start": a["start"], "end": a["end"]}
             for a in answers]
 

@@ -704,16 +704,24 @@ def test_scoring_without_training_gives_the_scores_of_fine_tuning(model_dir, squ
         answer(out, row["question"], row["context"], top_k=5, max_answer_len=2, n_best=4)
     assert json.loads((out / "config.json").read_text())["qa_postprocess"] == [2, 4]
     # top_k different answers where the context holds them (repeats of one answer took places
-    # among the candidates: 13 of 20), and each answer's score whatever top_k asks for
+    # among the candidates: 13 of 20), the first the model's answer whatever top_k asks for
     many = answer(out, row["question"], row["context"], top_k=20)
     from scratchbert.metrics.squad_v1.squad_v1 import normalize_answer
 
     assert len(many) == 20 and len({normalize_answer(a["text"]) or a["text"] for a in many}) == 20
-    assert list(many[0]) == ["text", "score", "start", "end"] and answer(out, row["question"], row["context"])[0] == many[0]
+    best = answer(out, row["question"], row["context"])[0]
+    assert list(many[0]) == ["text", "score", "start", "end"] and dict(many[0], score=0) == dict(best, score=0)
     # best first after the model's answer: the answers past its 4 candidates rank among them by
     # score (they came after them, so that a 5th answer scored above the 4th)
     scores = [a["score"] for a in many]
     assert scores[1:] == sorted(scores[1:], reverse=True)
+    # scores are probabilities among every candidate considered (past the model's 4, the answers a
+    # wider search found scored up to 1000 and more), and the empty answer that scoring gives where
+    # the model's candidates hold no span (a single candidate start and end, the end first) is none
+    assert all(0 < x <= 1 for x in scores) and sum(scores) <= 1 + 1e-9
+    for n_best, top_k in ((1, 1), (1, 6), (2, 6)):
+        got = answer(out, row["question"], row["context"], top_k=top_k, max_answer_len=1, n_best=n_best)
+        assert len(got) == top_k and all(a["text"] and 0 < a["score"] <= 1 for a in got)
     # a context or question the tokenizer reads nothing of is one line, not the empty answer at certainty 1.0
     for question, context, flag in (("Who?", "\u200b\x01 \u200b", "--context"), ("\u200b", row["context"], "--question")):
         with pytest.raises(ScratchBertError, match=f"{flag} .* holds nothing the model's tokenizer reads"):
