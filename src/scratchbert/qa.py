@@ -252,8 +252,9 @@ def check_answers(records: list[dict], where: str, *, repair: bool = True) -> in
         if qid in seen:
             raise ScratchBertError(f"{where}: question id {qid} appears twice; give every question a unique id")
         seen.add(qid)
-        if not rec["question"].strip():
-            raise ScratchBertError(f"{where}: question {qid} is empty; remove it or write the question")
+        if all(unicodedata.category(ch)[0] in "CMZ" for ch in rec["question"]):  # spaces, control or zero-width only
+            raise ScratchBertError(f"{where}: question {qid} is empty (or only zero-width or control characters); "
+                                   "remove it or write the question")
         starts, texts = rec["answers"]["answer_start"], rec["answers"]["text"]
         if not texts:  # from a JSON file or a Hub dataset alike (rajpurkar/squad_v2)
             raise ScratchBertError(

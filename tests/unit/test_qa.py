@@ -235,6 +235,15 @@ def test_repairs_are_counted_among_the_questions_kept(tmp_path):
     assert load_squad(path)[1] == 1 and load_squad(path, max_examples=1)[1] == 0
 
 
+@pytest.mark.parametrize("question", ["", "  ", "\u200b", "\u200f\u200b\t", "\x01"])
+def test_a_question_of_nothing_readable_is_refused(question):
+    """A question of only zero-width or control characters was scored (and trained) as an empty
+    question, where `ask` refuses it (reliability 55b)."""
+    rec = {"id": "q1", "title": "", "context": "a b", "question": question, "answers": {"text": ["a"], "answer_start": [0]}}
+    with pytest.raises(ScratchBertError, match="question q1 is empty"):
+        check_answers([rec], "x.json")
+
+
 def test_duplicate_ids_are_refused():
     rec = {"id": "same", "title": "", "context": "a b", "question": "q?", "answers": {"text": ["a"], "answer_start": [0]}}
     with pytest.raises(ScratchBertError, match="id same appears twice"):
