@@ -235,6 +235,18 @@ def _squad_records(data: Any, where: str) -> list[dict]:
     return _flatten_squad_json(data, where)
 
 
+def check_text(text: str, what: str) -> None:
+    """One line where ``text`` holds a character that is not text: half of a UTF-16 surrogate pair
+    (a JSON ``\\ud83d`` of a string cut inside an emoji) or a byte that was not UTF-8 (a command-line
+    argument from a Latin-1 terminal); the tokenizer and the metric fail on it with internal errors."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ScratchBertError(
+            f"{what} holds {text[e.start:e.end]!r} at character {e.start}, which is not text (half of a UTF-16 "
+            "surrogate pair, or a byte that is not UTF-8); give UTF-8 text") from None
+
+
 def check_answers(records: list[dict], where: str, *, repair: bool = True) -> int:
     """Check that every answer text sits at its ``answer_start`` in the context; return the repair count.
 
@@ -252,6 +264,8 @@ def check_answers(records: list[dict], where: str, *, repair: bool = True) -> in
         if qid in seen:
             raise ScratchBertError(f"{where}: question id {qid} appears twice; give every question a unique id")
         seen.add(qid)
+        for part, text in (("context", context), ("question", rec["question"]), *(("answer", t) for t in rec["answers"]["text"])):
+            check_text(text, f"{where}: the {part} of question {qid}")
         if all(unicodedata.category(ch)[0] in "CMZ" for ch in rec["question"]):  # spaces, control or zero-width only
             raise ScratchBertError(f"{where}: question {qid} is empty (or only zero-width or control characters); "
                                    "remove it or write the question")
@@ -1199,6 +1213,8 @@ def answer(model_dir: str | os.PathLike, question: str, context: str, top_k: int
         raise ScratchBertError("the context (--context) is empty; pass the passage that holds the answer")
     if top_k < 1:
         raise ScratchBertError(f"--top-k {top_k} must be at least 1")
+    check_text(question, "the question (--question)")
+    check_text(context, "the context (--context)")
     where = str(model_dir)
     with tempfile.TemporaryDirectory(prefix="scratchbert-qa-model-") as tmp:
         path = _model_folder(where, tmp)

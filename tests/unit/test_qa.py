@@ -244,6 +244,20 @@ def test_a_question_of_nothing_readable_is_refused(question):
         check_answers([rec], "x.json")
 
 
+def test_text_that_is_not_text_is_one_line(tmp_path):
+    """Half of a UTF-16 surrogate pair in a SQuAD file (JSON's \\ud83d, a string cut inside an emoji)
+    was an internal error from the metric's Arrow table after predicting; a byte that is not UTF-8 in
+    `ask --question`/`--context` (a Latin-1 terminal) an internal error from the tokenizer."""
+    path = tmp_path / "cut.json"
+    path.write_text(json.dumps(_one_question("Fun \ud83d text about Paris.", "Paris", 20)), encoding="utf-8")
+    assert "\\ud83d" in path.read_text()
+    with pytest.raises(ScratchBertError, match=r"the context of question q1 holds '\\ud83d' at character 4, which is not text"):
+        load_squad(path)
+    for question, context, flag in (("Wh\udce9re?", "Paris", "--question"), ("Where?", "Fun \udcff Paris", "--context")):
+        with pytest.raises(ScratchBertError, match=f"\\({flag}\\) holds .* which is not text"):
+            answer(tmp_path / "nope", question, context)
+
+
 def test_duplicate_ids_are_refused():
     rec = {"id": "same", "title": "", "context": "a b", "question": "q?", "answers": {"text": ["a"], "answer_start": [0]}}
     with pytest.raises(ScratchBertError, match="id same appears twice"):
