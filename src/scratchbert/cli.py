@@ -241,7 +241,7 @@ def write_crash_log(command: str, exc: BaseException) -> Path:
         path = folder / f"scratchbert-{command}-{stamp}-{os.getpid()}.log"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            path.write_text(text, errors="backslashreplace")  # a command line's bytes that were not UTF-8
             return path
         except OSError:
             continue

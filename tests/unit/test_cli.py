@@ -290,6 +290,26 @@ def test_an_internal_error_is_one_line_naming_a_log_with_the_traceback(monkeypat
     assert err.count("\n") == 1 and f"{tmp_path / 'o'} No space left on device" in err and "details in" in err
 
 
+def test_a_crash_log_keeps_a_command_line_that_is_not_utf8(monkeypatch, tmp_path, capsys):
+    """A byte that is not UTF-8 on the command line (Python keeps it as \\udce9: a Latin-1 terminal)
+    made the crash log's own writing fail: a second traceback instead of the one line and no log."""
+    import scratchbert.tokenizer
+
+    monkeypatch.setenv("SCRATCHBERT_LOG_DIR", str(tmp_path / "logs"))
+    argv = ["tokenizer", "--corpus", "caf\udce9.txt", "--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", ["scratchbert", *argv])
+
+    def bug(cfg):
+        raise RuntimeError("the sky fell")
+
+    monkeypatch.setattr(scratchbert.tokenizer, "train_tokenizer", bug)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RuntimeError: the sky fell" in err
+    (log,) = (tmp_path / "logs").glob("scratchbert-tokenizer-*.log")
+    assert "--corpus caf\\udce9.txt" in log.read_text() and "Traceback" in log.read_text()
+
+
 def test_utf16_context_file_is_read(tmp_path, capsys, monkeypatch):
     """`ask --context @file` reads the file as the corpus reader does (UTF-16 with a BOM included)."""
     import scratchbert.qa
