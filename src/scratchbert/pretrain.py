@@ -516,6 +516,8 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
     MLM and NSP heads (new ones, with a warning, where the checkpoint has none)."""
     import tempfile
 
+    import torch
+
     from scratchbert import starting_model
     from scratchbert.modeling import pretraining_model_class
     from scratchbert.pretraining_data import tokenizer_fingerprint
@@ -534,7 +536,9 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
             cls = pretraining_model_class()
         else:
             from transformers import BertForPreTraining as cls
-        model, loading = cls.from_pretrained(str(folder), config=config, output_loading_info=True)
+        # float32 weights whatever the checkpoint was saved in: a bf16 or fp16 one would otherwise be
+        # trained in that dtype (updates rounded away, Adam's epsilon lost); bf16 is the Trainer's autocast
+        model, loading = cls.from_pretrained(str(folder), config=config, output_loading_info=True, dtype=torch.float32)
     parts = {"cls.predictions": "MLM head", "cls.seq_relationship": "NSP head", "bert.pooler": "pooler"}
     new = sorted({next((name for prefix, name in parts.items() if key.startswith(prefix)), key)
                   for key in loading["missing_keys"]})

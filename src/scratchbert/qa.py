@@ -869,7 +869,9 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     budget = Budget(_step_limit(cfg, len(train_features)), cfg.time_budget_minutes, cfg.warmup_ratio, label="qa-finetune")
 
     set_seed(cfg.seed)  # before the model: the new QA head is initialised from the seed
-    model = qa_model_class().from_pretrained(model_dir, local_files_only=True,
+    # float32 weights whatever the checkpoint was saved in (a bf16 or fp16 one would be trained in
+    # that dtype, its updates rounded away); bf16 is autocast's, as in pretraining
+    model = qa_model_class().from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
                                              attn_implementation=resolve_attention(cfg.attention, "bf16" if bf16 else "fp32"))
 
     with (atomic_output_dir(cfg.out, stage=STAGE, inputs=inputs, overwrite=cfg.overwrite,

@@ -250,3 +250,42 @@ def test_prepare_starting_model_copies_a_checked_model(start_model, tmp_path):
         starting_model.prepare_starting_model(starting_model.StartingModelConfig(
             init_model=str(tmp_path / "no-weights"), out=str(tmp_path / "start2")))
     assert not (tmp_path / "start2").exists()
+
+
+def _saved_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_half_precision_checkpoint_is_trained_in_float32(trained_tokenizer, tmp_path):
+    """A BERT saved in bf16 or fp16 (Hub checkpoints often are) was trained in that dtype: bf16
+    rounded most updates away, fp16 lost Adam's epsilon and threw embedding rows far off."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    from scratchbert.pretrain import PretrainConfig, pretrain
+    from scratchbert.qa import QAConfig, finetune_qa
+
+    tok = load_tokenizer(trained_tokenizer)
+    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=128)
+    start = tmp_path / "half"
+    BertForPreTraining(config).to(torch.float16).save_pretrained(start)
+    tok.save_pretrained(start)
+    before = _saved_tensors(start)["bert.embeddings.word_embeddings.weight"].float()
+
+    _, data = _corpus_and_dataset(tmp_path, str(start))
+    pretrain(PretrainConfig(dataset=str(data), out=str(tmp_path / "model"), init_model=str(start), max_steps=2,
+                            batch_size=8, eval_steps=0, num_workers=0, logging_steps=1, learning_rate=1e-5))
+    train = synthetic.write_squad(tmp_path / "train.json", 20, seed=1)
+    dev = synthetic.write_squad(tmp_path / "dev.json", 5, seed=2)
+    finetune_qa(QAConfig(model=str(start), squad_train=str(train), squad_dev=str(dev), out=str(tmp_path / "qa"),
+                         max_seq_len=64, max_steps=2, batch_size=8, max_eval_examples=8, learning_rate=1e-5))
+    for out in ("model", "qa"):
+        tensors = _saved_tensors(tmp_path / out)
+        assert {t.dtype for t in tensors.values()} == {torch.float32}, out
+        assert json.loads((tmp_path / out / "config.json").read_text())["dtype"] == "float32", out
+        # two steps at 1e-5 move a weight by about 2e-5, never by whole units
+        after = tensors["bert.embeddings.word_embeddings.weight"]
+        assert (after - before).abs().max() < 1e-3, out
