@@ -112,7 +112,9 @@ def check_tokenizer_matches(config, tokenizer, where: str, model_dir=None) -> No
     """A model and a tokenizer must agree exactly: the same vocabulary size and, where the model
     folder records the fingerprint of the tokenizer it was trained with, that vocabulary."""
     if config.vocab_size != len(tokenizer):
-        raise ScratchBertError(f"the tokenizer has {len(tokenizer)} tokens but the model at {where} expects {config.vocab_size}; use the tokenizer the model was trained with")
+        raise ScratchBertError(f"the tokenizer has {len(tokenizer)} tokens but the model at {where} expects {config.vocab_size}; "
+                               "use the tokenizer the model was trained with, or fit the model to its tokenizer "
+                               "(model.resize_token_embeddings(len(tokenizer)), then save_pretrained)")
     if model_dir is not None:
         from scratchbert.outputs import read_marker
         from scratchbert.tokenizer import fingerprint

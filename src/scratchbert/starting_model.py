@@ -119,6 +119,7 @@ def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | N
     """The model's ``BertConfig`` after checking it can be continued here; one sentence otherwise."""
     from transformers import AutoConfig
 
+    from scratchbert.modeling import check_tokenizer_matches
     from scratchbert.tokenizer import load_tokenizer
 
     path = Path(path)
@@ -130,10 +131,9 @@ def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | N
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ScratchBertError(f"starting model {where} is a {config.model_type!r} model; scratchbert continues BERT "
                                f"encoders (model type bert), such as {EXAMPLE}")
-    tokenizer = load_tokenizer(path)
-    if len(tokenizer) > config.vocab_size:
-        raise ScratchBertError(f"the tokenizer of {where} has {len(tokenizer)} tokens but the model only "
-                               f"{config.vocab_size}; the folder mixes two models")
+    # the rule every later stage applies to the model written from this one (evaluate, qa-finetune,
+    # ask): refused here, not after pretraining
+    check_tokenizer_matches(config, load_tokenizer(path), where)
     if max_seq_len and config.max_position_embeddings < max_seq_len:
         raise ScratchBertError(f"starting model {where} has {config.max_position_embeddings} positions, fewer than the "
                                f"{max_seq_len} tokens per example asked for; use --max-seq-len "

@@ -289,3 +289,25 @@ def test_a_half_precision_checkpoint_is_trained_in_float32(trained_tokenizer, tm
         # two steps at 1e-5 move a weight by about 2e-5, never by whole units
         after = tensors["bert.embeddings.word_embeddings.weight"]
         assert (after - before).abs().max() < 1e-3, out
+
+
+def test_a_model_whose_vocabulary_is_not_its_tokenizers_is_refused_before_any_work(trained_tokenizer, tmp_path):
+    """A starting model with more embedding rows than its tokenizer has tokens passed the tokenizer
+    and pretrain stages; evaluate and qa-finetune then refused the model pretraining wrote."""
+    from transformers import BertConfig
+
+    from scratchbert.tokenizer import TokenizerConfig, train_tokenizer
+
+    tok = load_tokenizer(trained_tokenizer)
+    for extra in (8, -8):
+        folder = tmp_path / f"vocab{extra}"
+        BertConfig(vocab_size=len(tok) + extra, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=128).save_pretrained(folder)
+        tok.save_pretrained(folder)
+        message = f"the tokenizer has {len(tok)} tokens but the model at {folder} expects {len(tok) + extra}"
+        with pytest.raises(ScratchBertError, match=message):
+            starting_model.check_model(folder)
+        corpus = synthetic.write_corpus(tmp_path / "text.txt", 20, seed=7)
+        with pytest.raises(ScratchBertError, match=message):
+            train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(tmp_path / "tok"), init_model=str(folder)))
+        assert not (tmp_path / "tok").exists()
