@@ -110,7 +110,14 @@ def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size:
 
 def check_tokenizer_matches(config, tokenizer, where: str, model_dir=None) -> None:
     """A model and a tokenizer must agree exactly: the same vocabulary size and, where the model
-    folder records the fingerprint of the tokenizer it was trained with, that vocabulary."""
+    folder records the fingerprint of the tokenizer it was trained with, that vocabulary; and the model
+    must take the second segment's token type the tokenizer gives a pair (next-sentence examples,
+    QA's context)."""
+    types = getattr(config, "type_vocab_size", 2)
+    if types < 2:
+        raise ScratchBertError(f"the model at {where} has {types} token type (type_vocab_size), but BERT's sentence "
+                               "pairs (next-sentence examples, QA's question and context) need 2; give a BERT model "
+                               "with type_vocab_size 2")
     if config.vocab_size != len(tokenizer):
         raise ScratchBertError(f"the tokenizer has {len(tokenizer)} tokens but the model at {where} expects {config.vocab_size}; "
                                "use the tokenizer the model was trained with, or fit the model to its tokenizer "

@@ -311,3 +311,26 @@ def test_a_model_whose_vocabulary_is_not_its_tokenizers_is_refused_before_any_wo
         with pytest.raises(ScratchBertError, match=message):
             train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(tmp_path / "tok"), init_model=str(folder)))
         assert not (tmp_path / "tok").exists()
+
+
+def test_a_model_with_one_token_type_is_refused_in_one_line(trained_tokenizer, tmp_path):
+    """type_vocab_size 1 (no second segment): an internal IndexError in pretrain and qa-finetune."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from scratchbert.qa import QAConfig, answer, finetune_qa
+
+    tok = load_tokenizer(trained_tokenizer)
+    folder = tmp_path / "one-type"
+    BertForQuestionAnswering(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=128, type_vocab_size=1)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    message = "has 1 token type .*need 2; give a BERT model with type_vocab_size 2"
+    with pytest.raises(ScratchBertError, match=message):
+        starting_model.check_model(folder)
+    train = synthetic.write_squad(tmp_path / "train.json", 4, seed=1)
+    with pytest.raises(ScratchBertError, match=message):
+        finetune_qa(QAConfig(model=str(folder), squad_train=str(train), squad_dev=str(train), out=str(tmp_path / "qa"),
+                             max_seq_len=64, max_steps=1, batch_size=4))
+    with pytest.raises(ScratchBertError, match=message):
+        answer(folder, "Who founded the town?", "Marcus Loew founded the town.")
+    assert not (tmp_path / "qa").exists()
