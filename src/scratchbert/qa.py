@@ -39,7 +39,7 @@ from scratchbert.modeling import ATTENTIONS
 from scratchbert.outputs import atomic_output_dir, check_distinct, check_output, is_remote, sibling, write_json
 from scratchbert.params import SEED_LIMIT, check, check_choices, check_source, finite, param
 from scratchbert.schedule import Budget
-from scratchbert.tokenizer import fingerprint
+from scratchbert.tokenizer import casing_of, fingerprint
 
 if TYPE_CHECKING:
     import datasets
@@ -670,7 +670,7 @@ def _load_tokenizer_and_config(model_dir: str | Path, what: str = "model folder"
         raise ScratchBertError(f"{what} {name} has an unreadable config.json ({cause(e)}); save the model again with "
                                f"save_pretrained, or pass the folder written by {writer}") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **casing_of(path))
     except Exception as e:  # the tokenizers library raises a bare Exception for a broken tokenizer.json
         raise ScratchBertError(f"{what} {name} has an unreadable tokenizer ({cause(e)}); save the tokenizer again with "
                                f"save_pretrained, or pass the folder written by {writer}") from None

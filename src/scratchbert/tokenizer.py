@@ -346,6 +346,25 @@ def fingerprint(tokenizer) -> str:
     return hashlib.sha256("\n".join(t for t, _ in vocab).encode()).hexdigest()[:16]
 
 
+def casing_of(path: str | Path) -> dict:
+    """``do_lower_case`` and ``strip_accents`` as a folder's ``tokenizer.json`` has them, where its
+    ``tokenizer_config.json`` does not say (a folder with only a ``tokenizer.json``): transformers'
+    BERT tokenizer would otherwise rebuild the normaliser lower-casing, a cased model read uncased."""
+    path = Path(path)
+    config, data = path / "tokenizer_config.json", path / "tokenizer.json"
+    try:
+        if not data.is_file() or (config.is_file() and "do_lower_case" in json.loads(config.read_text(encoding="utf-8"))):
+            return {}
+        normalizer = json.loads(data.read_text(encoding="utf-8")).get("normalizer") or {}
+    except (OSError, ValueError, AttributeError):  # unreadable: the loader says so
+        return {}
+    found = [normalizer, *(normalizer.get("normalizers") or [])]  # a Sequence holds its parts
+    bert = next((n for n in found if isinstance(n, dict) and n.get("type") == "BertNormalizer"), None)
+    if bert is None:
+        return {}
+    return {"do_lower_case": bool(bert.get("lowercase", True)), "strip_accents": bert.get("strip_accents")}
+
+
 def load_tokenizer(path: str | Path):
     """Load a tokenizer folder written by :func:`train_tokenizer`, or a BERT folder with only a
     ``vocab.txt`` (Google's originals), with a clear error if it is neither."""
@@ -359,7 +378,7 @@ def load_tokenizer(path: str | Path):
     # config); BertTokenizerFast builds its fast tokenizer from it (and tokenizer_config.json, if any).
     load = AutoTokenizer if (path / "tokenizer.json").is_file() else BertTokenizerFast
     try:
-        tok = load.from_pretrained(str(path))
+        tok = load.from_pretrained(str(path), **casing_of(path))
     except Exception as e:  # a broken JSON file, a vocabulary that is not text; the tokenizers library raises a bare Exception
         raise ScratchBertError(f"the tokenizer in {path} cannot be read ({cause(e)}); train it again "
                                "with `scratchbert tokenizer`, or give a folder saved with save_pretrained") from None

@@ -85,6 +85,28 @@ def test_lowercase_and_accent_stripping(tmp_path, accent_docs):
         assert tok.unk_token_id not in tok(text)["input_ids"]
 
 
+
+def test_a_folder_with_only_a_tokenizer_json_keeps_its_casing(tmp_path, accent_docs):
+    """A cased or accent-keeping tokenizer.json without a tokenizer_config.json was read lower-casing
+    and stripping accents (transformers' default), so a cased starting model saw uncased text."""
+    import shutil
+
+    from scratchbert.qa import _load_tokenizer_and_config
+
+    cased, _ = _train(tmp_path / "cased", accent_docs, vocab_size=600, lowercase=False)
+    lower_accents, _ = _train(tmp_path / "lower-accents", accent_docs, vocab_size=600, strip_accents=False)
+    text = "Caf\u00e9 M\u00fcller"
+    for trained, expected in ((cased, text), (lower_accents, "caf\u00e9 m\u00fcller")):
+        bare = tmp_path / f"bare-{trained.parent.name}"
+        bare.mkdir()
+        shutil.copy(trained / "tokenizer.json", bare / "tokenizer.json")
+        tok = load_tokenizer(bare)
+        assert tok.tokenize(text) == load_tokenizer(trained).tokenize(text)
+        assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == expected
+        # a model folder (qa-finetune --model, ask) reads it the same way
+        (bare / "config.json").write_text('{"model_type": "bert"}')
+        assert _load_tokenizer_and_config(bare)[0].tokenize(text) == tok.tokenize(text)
+
 def test_too_small_vocabulary_is_an_error_and_writes_nothing(tmp_path):
     out = tmp_path / "tok"
     with pytest.raises(ScratchBertError, match="--vocab-size 20 is too small.*69 or more"):
