@@ -951,6 +951,8 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
         trainer.model.config.qa_window = [max_seq_len, doc_stride]  # scoring and answering use the same windows
         trainer.model.config.qa_postprocess = [cfg.max_answer_len, cfg.n_best]  # and the same answers
         trainer.model.save_pretrained(str(tmp))
+        # as pretrain's folders (a starting model's tokenizer may have none): pipelines cut to the positions
+        tokenizer.model_max_length = max_pos
         tokenizer.save_pretrained(str(tmp))
         write_model_card(tmp, task="question-answering", base_model=cfg.model,
                          datasets=[cfg.squad_train, cfg.squad_dev], metrics=metrics, eval_data=cfg.squad_dev)

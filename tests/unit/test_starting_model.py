@@ -334,3 +334,25 @@ def test_a_model_with_one_token_type_is_refused_in_one_line(trained_tokenizer, t
     with pytest.raises(ScratchBertError, match=message):
         answer(folder, "Who founded the town?", "Marcus Loew founded the town.")
     assert not (tmp_path / "qa").exists()
+
+
+def test_the_qa_model_of_a_starting_model_cuts_texts_to_its_positions(trained_tokenizer, tmp_path):
+    """A starting model's tokenizer without model_max_length (read as 1e30) went into the QA model
+    folder as it was: in plain transformers truncation=True cut nothing, and a long passage
+    overflowed the model's positions."""
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    from scratchbert.qa import QAConfig, finetune_qa
+
+    tok = load_tokenizer(trained_tokenizer)
+    assert tok.model_max_length > 10**6
+    start = tmp_path / "start"
+    BertForPreTraining(BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=128, max_position_embeddings=128)).save_pretrained(start)
+    tok.save_pretrained(start)
+    train = synthetic.write_squad(tmp_path / "train.json", 8, seed=1)
+    finetune_qa(QAConfig(model=str(start), squad_train=str(train), squad_dev=str(train), out=str(tmp_path / "qa"),
+                         max_seq_len=64, max_steps=1, batch_size=4, max_eval_examples=4))
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "qa"))
+    assert saved.model_max_length == 128
+    assert len(saved("Who?", "the town " * 200, truncation="only_second")["input_ids"]) == 128
