@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scratchbert import hub
-from scratchbert.errors import ScratchBertError
+from scratchbert.errors import ScratchBertError, cause
 from scratchbert.outputs import atomic_output_dir
 from scratchbert.params import check, check_source, param
 
@@ -127,7 +127,11 @@ def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | N
     if not (path / "config.json").is_file():
         raise ScratchBertError(f"starting model {where} has no config.json; give a folder saved with save_pretrained "
                                f"or a Hub model such as {EXAMPLE}")
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:  # not JSON, or no model_type (older BERT configs): transformers' words
+        raise ScratchBertError(f"starting model {where} has an unreadable config.json ({cause(e)}); save the model again "
+                               "with save_pretrained (a BERT config without one needs \"model_type\": \"bert\")") from None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ScratchBertError(f"starting model {where} is a {config.model_type!r} model; scratchbert continues BERT "
                                f"encoders (model type bert), such as {EXAMPLE}")

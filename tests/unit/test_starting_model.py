@@ -356,3 +356,13 @@ def test_the_qa_model_of_a_starting_model_cuts_texts_to_its_positions(trained_to
     saved = AutoTokenizer.from_pretrained(str(tmp_path / "qa"))
     assert saved.model_max_length == 128
     assert len(saved("Who?", "the town " * 200, truncation="only_second")["input_ids"]) == 128
+
+
+@pytest.mark.parametrize("config", ["{not json", '{"hidden_size": 64, "vocab_size": 2000}'], ids=["not-json", "no-model-type"])
+def test_an_unreadable_config_is_refused_in_one_line(start_model, tmp_path, config):
+    """A config.json without model_type (older BERT folders) was an internal ValueError, exit 1."""
+    folder = tmp_path / "model"
+    shutil.copytree(start_model, folder)
+    (folder / "config.json").write_text(config)
+    with pytest.raises(ScratchBertError, match=f"starting model {folder} has an unreadable config.json .*save_pretrained"):
+        starting_model.check_model(folder)
