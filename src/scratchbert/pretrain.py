@@ -529,8 +529,7 @@ def _starting_model(cfg: PretrainConfig, tokenizer, info: dict, attention: str):
         if tokenizer_fingerprint(load_tokenizer(folder)) != tokenizer_fingerprint(tokenizer):
             raise ScratchBertError(f"dataset {cfg.dataset} was not built with the tokenizer of {cfg.init_model}; build it "
                                    f"with `scratchbert tokenizer --init-model {cfg.init_model}` and then `scratchbert dataset`")
-        if not starting_model.has_weights(folder):
-            raise ScratchBertError(f"starting model {cfg.init_model} has no weights (model.safetensors or pytorch_model.bin)")
+        starting_model.require_weights(folder, cfg.init_model)
         config._attn_implementation = attention
         if cfg.sparse_head:
             cls = pretraining_model_class()

@@ -843,6 +843,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
         raise ScratchBertError(f"{cfg.model} holds a {getattr(config, 'model_type', 'unknown')} model; QA fine-tuning takes a BERT "
                                "model folder, e.g. from `scratchbert pretrain`")
     check_tokenizer_matches(config, tokenizer, cfg.model, str(model_dir))
+    starting_model.require_weights(model_dir, cfg.model)  # not after the SQuAD features are built
     max_pos = getattr(config, "max_position_embeddings", DEFAULT_WINDOW)
     max_seq_len, doc_stride = window_settings(cfg.max_seq_len, cfg.doc_stride, max_pos, _trained_window(config))
     _check_windows(tokenizer, max_seq_len, doc_stride, max_pos, cfg.model)

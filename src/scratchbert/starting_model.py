@@ -150,6 +150,13 @@ def has_weights(path: str | os.PathLike) -> bool:
     return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
 
 
+def require_weights(path: str | os.PathLike, where: str) -> None:
+    """One line, before any work, where the model folder ``path`` (``where`` as the user gave it) has no weights."""
+    if not has_weights(path):
+        raise ScratchBertError(f"model {where} has no weights (model.safetensors or pytorch_model.bin); "
+                               "give a complete model folder")
+
+
 def prepare_starting_model(cfg: StartingModelConfig) -> dict:
     """Fetch and check ``cfg.init_model`` and copy it into ``cfg.out`` (a model folder); return facts about it."""
     import tempfile
@@ -159,9 +166,7 @@ def prepare_starting_model(cfg: StartingModelConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
         folder = fetch(cfg.init_model, tmp)
         config = check_model(folder, max_seq_len=cfg.max_seq_len, where=cfg.init_model)
-        if not has_weights(folder):
-            raise ScratchBertError(f"starting model {cfg.init_model} has no weights (model.safetensors or "
-                                   "pytorch_model.bin); give a complete model folder")
+        require_weights(folder, cfg.init_model)
         with atomic_output_dir(cfg.out) as out:
             for item in folder.iterdir():
                 if item.is_file() and item.name != "README.md":

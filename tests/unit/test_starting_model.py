@@ -366,3 +366,19 @@ def test_an_unreadable_config_is_refused_in_one_line(start_model, tmp_path, conf
     (folder / "config.json").write_text(config)
     with pytest.raises(ScratchBertError, match=f"starting model {folder} has an unreadable config.json .*save_pretrained"):
         starting_model.check_model(folder)
+
+
+def test_qa_fine_tuning_refuses_a_model_without_weights_before_reading_squad(start_model, tmp_path, monkeypatch):
+    """A model folder without weights was refused only by transformers, after the SQuAD sets were
+    read and cut into windows (minutes for all of SQuAD), in its own words."""
+    from scratchbert import qa
+
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(start_model / name, folder / name)
+    monkeypatch.setattr(qa, "load_squad", lambda *a, **k: pytest.fail("SQuAD was read"))
+    with pytest.raises(ScratchBertError, match=f"model {folder} has no weights .*; give a complete model folder"):
+        qa.finetune_qa(qa.QAConfig(model=str(folder), squad_train="train.json", squad_dev="dev.json",
+                                   out=str(tmp_path / "qa"), max_steps=1))
+    assert not (tmp_path / "qa").exists()
