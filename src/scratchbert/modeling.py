@@ -495,8 +495,12 @@ def check_model_kind(model_dir, config, kind: str, fix: str, name: str = "") -> 
     wanted = {"pretraining": ("BertForPreTraining", PRETRAINING_HEAD),
               "question-answering": ("BertForQuestionAnswering", QA_HEAD)}[kind]
     architecture, head = wanted
+    model_type = getattr(config, "model_type", "bert")
+    if model_type != "bert":  # its head may well be trained: fine-tuning it here would not help
+        raise ScratchBertError(f"{name or model_dir} is a {model_type!r} model; scratchbert reads BERT models (model "
+                               "type bert), such as the ones its pretrain and qa-finetune stages write")
     names = saved_weight_names(model_dir)
     has_head = all(n in names for n in head) if names is not None else architecture in (config.architectures or [])
-    if getattr(config, "model_type", "bert") != "bert" or not has_head:
+    if not has_head:
         what = ", ".join(config.architectures or []) or getattr(config, "model_type", "unknown")
         raise ScratchBertError(f"{name or model_dir} is a {what} model without a trained {kind} head; {fix}")

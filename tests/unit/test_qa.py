@@ -688,6 +688,26 @@ def test_answer_refuses_a_model_without_a_trained_qa_head(model_dir):
         answer(model_dir, "Who founded the town?", "The town was founded by Ada.")
 
 
+
+@pytest.mark.parametrize("kind", ["roberta", "distilbert"])
+def test_a_qa_model_that_is_not_bert_is_refused_as_such(tokenizer, squad_files, tmp_path, kind):
+    """A fine-tuned RoBERTa or DistilBERT QA model was told it had no trained QA head and to
+    fine-tune it with qa-finetune, which refuses it as not BERT."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    from scratchbert.qa import QAScoreConfig, score_qa
+
+    config = AutoConfig.for_model(kind, vocab_size=len(tokenizer), hidden_size=64, dim=64, num_hidden_layers=2,
+                                  n_layers=2, num_attention_heads=2, n_heads=2, intermediate_size=128, hidden_dim=128)
+    folder = tmp_path / kind
+    AutoModelForQuestionAnswering.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    message = f"{folder} is a '{kind}' model; scratchbert reads BERT models"
+    with pytest.raises(ScratchBertError, match=message):
+        answer(folder, "Who founded the town?", "The town was founded by Ada.")
+    with pytest.raises(ScratchBertError, match=message):
+        score_qa(QAScoreConfig(model=str(folder), squad_dev=str(squad_files[1]), out=str(tmp_path / "score")))
+
 def test_tensorboard_runs_go_to_the_logs_folder(model_dir, squad_files, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     monkeypatch.setenv("SCRATCHBERT_TENSORBOARD", "1")
