@@ -112,7 +112,12 @@ def check_tokenizer_matches(config, tokenizer, where: str, model_dir=None) -> No
     """A model and a tokenizer must agree exactly: the same vocabulary size and, where the model
     folder records the fingerprint of the tokenizer it was trained with, that vocabulary; and the model
     must take the second segment's token type the tokenizer gives a pair (next-sentence examples,
-    QA's context)."""
+    QA's context); and its positions must be BERT's absolute ones (transformers 5 runs every BERT so)."""
+    positions = getattr(config, "position_embedding_type", "absolute")
+    if positions != "absolute":  # transformers 5 ignores the setting: its distance embeddings would be dropped
+        raise ScratchBertError(f"the model at {where} has {positions} position embeddings; transformers runs BERT "
+                               "models with absolute ones only, so it would not be the model it was trained as; "
+                               "give a BERT with position_embedding_type absolute")
     types = getattr(config, "type_vocab_size", 2)
     if types < 2:
         raise ScratchBertError(f"the model at {where} has {types} token type (type_vocab_size), but BERT's sentence "

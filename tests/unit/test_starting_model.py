@@ -382,3 +382,19 @@ def test_qa_fine_tuning_refuses_a_model_without_weights_before_reading_squad(sta
         qa.finetune_qa(qa.QAConfig(model=str(folder), squad_train="train.json", squad_dev="dev.json",
                                    out=str(tmp_path / "qa"), max_steps=1))
     assert not (tmp_path / "qa").exists()
+
+
+def test_a_model_with_relative_positions_is_refused(start_model, tmp_path):
+    """transformers 5 ignores position_embedding_type: a relative-position BERT was read with
+    absolute positions, its distance embeddings dropped, silently."""
+    folder = tmp_path / "relative"
+    shutil.copytree(start_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
+    with pytest.raises(ScratchBertError, match="has relative_key position embeddings; transformers runs BERT"):
+        starting_model.check_model(folder)
+    from scratchbert.qa import QAConfig, finetune_qa
+
+    with pytest.raises(ScratchBertError, match="has relative_key position embeddings"):
+        finetune_qa(QAConfig(model=str(folder), squad_train="train.json", squad_dev="dev.json",
+                             out=str(tmp_path / "qa"), max_steps=1))
