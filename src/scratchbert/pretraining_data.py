@@ -57,6 +57,7 @@ MAX_SEQ_LEN = 8192
 GROUP_BYTES = 1 << 20  # a group closes at about this much text ...
 GROUP_DOCUMENTS = 256  # ... or this many documents,
 MIN_GROUP_DOCUMENTS = 8  # but never with fewer than this (NSP draws its negatives within the group)
+ENCODE_BATCH = 10_000  # sentences encoded together in a worker
 IN_FLIGHT_PER_WORKER = 2  # groups queued per worker: enough to keep it busy, few enough to bound memory
 MAX_PARTS = 1000
 
@@ -152,9 +153,8 @@ def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, sh
                     other = rng.randrange(len(docs) - 1)
                     other += other >= doc_index  # any document but this one
                     rdoc = docs[other]
-                    start = rng.randrange(len(rdoc))
-                    for s in rdoc[start:]:
-                        b.extend(s)
+                    for j in range(rng.randrange(len(rdoc)), len(rdoc)):  # indexed: a slice would copy the rest of a long document
+                        b.extend(rdoc[j])
                         if len(b) >= b_target:
                             break
                     i -= len(chunk) - a_end  # the unused sentences go back into the stream
@@ -209,8 +209,10 @@ def _group_examples(task: tuple[str, int, list[str], int]) -> dict:
     sentences = [split_sentences(text) for text in texts]
     flat = [x for doc in sentences for x in doc]
     # The Rust tokenizer's ``encode_batch_fast`` skips the character offsets that the
-    # transformers wrapper computes and converts: a quarter of this stage's time.
-    encoded = [e.ids for e in tok.encode_batch_fast(flat, add_special_tokens=False)]
+    # transformers wrapper computes and converts: a quarter of this stage's time. Its encodings
+    # (about a KB each) are kept only for a batch: a group of many short lines holds millions.
+    encoded = [e.ids for i in range(0, len(flat), ENCODE_BATCH)
+               for e in tok.encode_batch_fast(flat[i:i + ENCODE_BATCH], add_special_tokens=False)]
     docs, k = [], 0
     for doc in sentences:
         ids = [e for e in encoded[k:k + len(doc)] if e]

@@ -178,6 +178,52 @@ def test_random_next_comes_from_another_document_of_the_same_group(marker_corpus
     assert negatives > 100
 
 
+class _CountingDocument(list):
+    """A document (a list of sentences) that counts the sentences read from it, one by one or as slices."""
+
+    read = 0
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        _CountingDocument.read += len(item) if isinstance(key, slice) else 1
+        return item
+
+
+def test_a_long_document_of_short_lines_is_cut_in_linear_time_and_bounded_memory(monkeypatch):
+    """A file without blank lines is one document cut into 4 MiB pieces: a million one-word lines
+    each. Each random next segment copied the rest of its document (275 s and 3.7 GB for 19 MB of
+    words), and the group's million tokenizer encodings were held at once."""
+    rng = random.Random(0)
+    docs = [_CountingDocument([[rng.randrange(5, 50)] for _ in range(20_000)]) for _ in range(2)]
+    examples = list(pretraining_data._instances(0, docs, 128, 0.0, 1.0, rng, 2, 3))
+    assert len(examples) > 100
+    tokens = sum(len(ids) for ids, _, _ in examples)
+    assert _CountingDocument.read <= 5 * tokens  # about the sentences used (3.5 million before: the rest of a document each time)
+
+    batches = []
+
+    class Recording:  # the worker's tokenizer, recording the size of each batch it is handed
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+        def encode_batch_fast(self, texts, **kw):
+            batches.append(len(texts))
+            return self.tokenizer.encode_batch_fast(texts, **kw)
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "red", "blue", "green"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    monkeypatch.setattr(pretraining_data, "ENCODE_BATCH", 100)
+    monkeypatch.setitem(pretraining_data._WORKER, "tokenizer", Recording(tokenizer))
+    monkeypatch.setitem(pretraining_data._WORKER, "settings", pretraining_data._Settings("", 2, 3, len(words), 16, 0.0, 0.5, 1))
+    texts = ["\n".join(rng.choice(["red blue", "green", "blue red green"]) for _ in range(1_000)) for _ in range(3)]
+    result = pretraining_data._group_examples(("train", 0, texts, 1))
+    assert sum(batches) == 3_000 and max(batches) <= 100
+    assert len(result["labels"]) > 100 and set(result["ids"].tolist()) <= set(range(2, 7))
+
+
 def test_random_next_probability_controls_the_labels(marker_corpus, tmp_path):
     fractions = [_build(marker_corpus, tmp_path / f"ds{p}", random_next_prob=p)[0]["train_random_next_fraction"]
                  for p in (0.0, 0.5, 1.0)]
