@@ -230,10 +230,15 @@ def _stream_encoding(stream) -> str:
 
 
 def _wide_lines(stream, encoding: str, name: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a UTF-16/32 stream (its byte-order mark dropped)."""
-    reader = codecs.getreader(encoding)(stream, errors="strict")
+    """(line number, text) of a UTF-16/32 stream (its byte-order mark dropped). Lines end as in
+    UTF-8 text (``\n``, ``\r\n`` or ``\r``), and each is read up to the limit only: a codecs reader
+    read a whole line, however long, re-splitting all it held at every step (quadratic)."""
+    reader = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline=None)
     try:
-        for number, line in enumerate(reader, start=1):
+        for number in range(1, 1 << 62):
+            line = reader.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
             if len(line) > MAX_LINE_BYTES:
                 raise ScratchBertError(f"line {number} of corpus file {name} is longer than {MAX_LINE_BYTES >> 20} MiB; a corpus holds one paragraph per line")
             yield number, line.removeprefix("\ufeff") if number == 1 else line

@@ -110,6 +110,28 @@ def test_utf16_utf32_and_a_utf8_bom_are_read_as_text(tmp_path, encoding, bom):
     assert load_documents(str(f)) == ["First doc, para one.\nFirst doc, para two.", "Séçond doc.", "Third doc."]
 
 
+def test_a_utf16_file_of_one_long_line_is_refused_after_the_limit_not_read_whole(tmp_path, monkeypatch):
+    """A codecs reader read a whole UTF-16 line before its length was checked, in quadratic time
+    (4 MB: 8.5 s; a 150 MB line never finished)."""
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 10_000)
+    f = tmp_path / "c.txt"
+    f.write_bytes(("word " * 400_000).encode("utf-16"))  # 4 MB, no newline
+    read = []
+
+    class Counting(io.FileIO):
+        def readinto(self, buffer):
+            n = super().readinto(buffer)
+            read.append(n or 0)
+            return n
+
+    monkeypatch.setattr(corpus, "open", lambda path, mode: io.BufferedReader(Counting(path, mode)), raising=False)
+    with pytest.raises(ScratchBertError, match="line 1 of corpus file .* is longer than"):
+        load_documents(str(f))
+    assert sum(read) < 200_000
+    f.write_bytes("One.\r\nTwo.\r\rThree.\rFour.\n".encode("utf-16"))  # the line ends of UTF-8 text
+    assert load_documents(str(f)) == ["One.\nTwo.", "Three.\nFour."]
+
+
 def test_max_bytes_cuts_a_huge_document_at_a_paragraph_boundary(tmp_path):
     paragraphs = [f"Paragraph {i} of the only document. " + "y" * 60 for i in range(1000)]
     f = tmp_path / "one-doc.txt"
