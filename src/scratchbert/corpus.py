@@ -250,10 +250,7 @@ def _wide_lines(stream, encoding: str, name: str) -> Iterator[tuple[int, str]]:
 def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line of a binary stream, decoded as UTF-8 (a leading BOM dropped)."""
     offset = 0
-    for number in range(1, 1 << 62):
-        raw = stream.readline(MAX_LINE_BYTES + 1)
-        if not raw:
-            return
+    for number, raw in enumerate(_raw_lines(stream), start=1):
         if len(raw) > MAX_LINE_BYTES:
             raise ScratchBertError(f"line {number} of corpus file {name} is longer than {MAX_LINE_BYTES >> 20} MiB; a corpus holds one paragraph per line")
         if offset < _BINARY_PROBE and b"\x00" in raw:
@@ -269,6 +266,29 @@ def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
             text = text.removeprefix("\ufeff")
         offset += len(raw)
         yield number, text
+
+
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+
+
+def _raw_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of a binary stream, each with its end: ``\n``, ``\r\n`` or a lone ``\r`` (classic
+    Mac OS text, where the whole file was one line), each read up to MAX_LINE_BYTES + 1 bytes, so
+    that a longer one shows as such."""
+    rest = b""  # the start of a line that a read at the limit cut after a lone \r
+    while True:
+        raw = rest + stream.readline(MAX_LINE_BYTES + 1 - len(rest))
+        rest = b""
+        if not raw:
+            return
+        cr = raw.find(b"\r")
+        if cr < 0 or cr == len(raw) - 2 and raw.endswith(b"\r\n"):
+            yield raw
+            continue
+        lines = _LONE_CR.split(raw)
+        if not raw.endswith((b"\n", b"\r")) and len(lines) > 1 and len(raw) > MAX_LINE_BYTES:
+            rest = lines.pop()  # cut by the limit, not at its end: read on
+        yield from (line for line in lines if line)
 
 
 def _pieces(paragraphs: Iterable[str]) -> Iterator[str]:

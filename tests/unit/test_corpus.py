@@ -132,6 +132,24 @@ def test_a_utf16_file_of_one_long_line_is_refused_after_the_limit_not_read_whole
     assert load_documents(str(f)) == ["One.\nTwo.", "Three.\nFour."]
 
 
+@pytest.mark.parametrize("limit", [1 << 20, 100])  # the line limit far away, and cutting the reads (lines are shorter)
+def test_classic_mac_line_ends_separate_paragraphs_and_documents(tmp_path, monkeypatch, limit):
+    """Text with lone CRs (classic Mac OS, some exports) was one line: one paragraph, one document
+    (`has 1 document; ... separate documents with a blank line`), or `line 1 ... longer than 64 MiB`."""
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", limit)
+    docs = [f"Document {d} paragraph one.\nDocument {d} paragraph two, a bit longer." for d in range(30)]
+    f = tmp_path / "c.txt"
+    for end in ("\r", "\r\n", "\n"):
+        f.write_bytes((end + end).join(d.replace("\n", end) for d in docs).encode() + end.encode())
+        assert load_documents(str(f)) == docs
+    f.write_bytes(b"One.\r\rTwo.\r\nThree.\n\nFour.\rFive.")  # mixed, and no end at the end
+    assert load_documents(str(f)) == ["One.", "Two.\nThree.", "Four.\nFive."]
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 20)
+    f.write_bytes(b"Short.\r" + b"x" * 30 + b"\r")
+    with pytest.raises(ScratchBertError, match="line 2 of corpus file .* is longer than"):
+        load_documents(str(f))
+
+
 def test_max_bytes_cuts_a_huge_document_at_a_paragraph_boundary(tmp_path):
     paragraphs = [f"Paragraph {i} of the only document. " + "y" * 60 for i in range(1000)]
     f = tmp_path / "one-doc.txt"
