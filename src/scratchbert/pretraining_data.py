@@ -407,7 +407,7 @@ def _check_complete(corpus: str, valid_corpus: str, seen: dict, splits: dict) ->
     """The checks that need the whole dataset: enough documents and some training examples."""
     n_train, n_valid = seen["train"], seen["validation"]
     if not valid_corpus and n_train + n_valid < 2 or valid_corpus and n_train < 2:
-        n = n_train + n_valid
+        n = n_train if valid_corpus else n_train + n_valid  # a --valid-corpus's documents are not the corpus's
         raise ScratchBertError(f"corpus {corpus} has {n} document{'s' if n != 1 else ''}; next-sentence prediction needs at least two (separate documents with a blank line)")
     if valid_corpus and n_valid < 2:
         raise ScratchBertError(f"validation corpus {valid_corpus} has fewer than two documents; NSP needs at least two")

@@ -348,6 +348,8 @@ def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, 
     one.write_text(marker_documents(1)[0] + "\n")
     with pytest.raises(ScratchBertError, match="1 document; next-sentence prediction needs at least two"):
         _build(marker_corpus, tmp_path / "ds", corpus=str(one))
+    with pytest.raises(ScratchBertError, match="one.txt has 1 document; next-sentence prediction needs at least two"):
+        _build(marker_corpus, tmp_path / "ds", corpus=str(one), valid_corpus=str(marker_corpus / "valid.txt"))  # not 41
     three = tmp_path / "three.txt"
     three.write_text("\n\n".join(marker_documents(3)) + "\n")
     with pytest.raises(ScratchBertError, match="too few to hold out"):
