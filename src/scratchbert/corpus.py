@@ -150,8 +150,15 @@ def sources(uri: str) -> list[Source]:
 
 def _corpus_files(folder: Path) -> list[Path]:
     """The corpus files in ``folder`` and its subfolders, linked ones too, sorted, leaving out
-    hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``."""
-    return [f for f in walk_files(folder, skip=_hidden) if f.name.endswith(SUFFIXES)]
+    hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``. Text
+    packed otherwise than with gzip (``a.txt.bz2``) is an error, not left out unread."""
+    files = walk_files(folder, skip=_hidden)
+    packed = [f for f in files if any(f.name.endswith(s + c) for s in (".txt", ".jsonl") for c in _UNREAD_COMPRESSIONS)]
+    if packed:
+        raise ScratchBertError(f"corpus folder {folder} holds {len(packed)} text file{'s' if len(packed) > 1 else ''} compressed otherwise "
+                               f"than with gzip ({packed[0].relative_to(folder)}{', …' if len(packed) > 1 else ''}), which scratchbert "
+                               f"does not read; unpack {'them' if len(packed) > 1 else 'it'}, or recompress {'them' if len(packed) > 1 else 'it'} with gzip (.txt.gz and .jsonl.gz are read as they stream)")
+    return [f for f in files if f.name.endswith(SUFFIXES)]
 
 
 def _hidden(relative: str) -> bool:
@@ -201,11 +208,28 @@ def _gzip_size(source: Source) -> int:
     return size
 
 
+# Compressed files scratchbert does not unpack (no gzip), by their names and their first bytes.
+_UNREAD_COMPRESSIONS = {".bz2": "bzip2", ".xz": "xz", ".zst": "zstd", ".lz4": "lz4", ".zip": "zip", ".7z": "7-Zip"}
+_MAGIC = ((b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"),
+          (b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7-Zip"))
+
+
+def _check_not_packed(stream, name: str) -> None:
+    """A file compressed otherwise than with gzip is one clear line (it looked binary, or not UTF-8)."""
+    head = stream.peek(10)[:10]
+    for magic, packer in _MAGIC:  # bzip2: "BZh", the block size and the first block's (or the end's) signature
+        if head.startswith(magic) and (packer != "bzip2" or head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
+            raise ScratchBertError(f"corpus file {name} is compressed with {packer}, which scratchbert does not read; unpack it, "
+                                   "or recompress it with gzip (.txt.gz and .jsonl.gz are read as they stream)")
+
+
 def _source_documents(srcs: list[Source]) -> Iterator[str]:
     for source in srcs:
         with source.open() as raw:
             stream = io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb")) if source.compressed else _buffered(raw)
             try:
+                if not source.compressed:
+                    _check_not_packed(stream, source.name)
                 encoding = _stream_encoding(stream)
                 lines = _lines(stream, source.name) if encoding == "utf-8" else _wide_lines(stream, encoding, source.name)
                 if source.jsonl:

@@ -277,6 +277,33 @@ def test_bad_local_files_raise_one_clear_sentence(tmp_path, content, words):
     assert words in msg and str(f) in msg and _one_sentence(msg)
 
 
+def test_text_compressed_otherwise_than_with_gzip_is_one_clear_line(tmp_path):
+    """A .bz2, .xz or .zst file named on its own 'looks binary (it contains NUL bytes); give plain
+    UTF-8 text' (or 'is not UTF-8 text'); in a folder it was left out, unread and unsaid."""
+    import bz2
+    import lzma
+
+    text = BERT_LAYOUT.encode() * 50
+    zstd = b"\x28\xb5\x2f\xfd\x04\x58" + b"packed bytes without a zero"  # a zstd frame's header
+    for name, data, packer in [("c.txt.bz2", bz2.compress(text), "bzip2"), ("c.txt.xz", lzma.compress(text), "xz"),
+                               ("c.txt.zst", zstd, "zstd"), ("c.txt", bz2.compress(text), "bzip2")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ScratchBertError, match=f"is compressed with {packer}, which scratchbert does not read; unpack it, "
+                                                   "or recompress it with gzip") as e:
+            load_documents(str(tmp_path / name))
+        assert _one_sentence(str(e.value))
+    (tmp_path / "c.txt").write_bytes(text)
+    (tmp_path / "c.txt.gz").write_bytes(gzip.compress(text))
+    with pytest.raises(ScratchBertError, match=r"holds 3 text files compressed otherwise than with gzip \(c.txt.bz2, …\)") as e:
+        corpus_bytes(str(tmp_path))
+    assert _one_sentence(str(e.value))
+    for name in ("c.txt.bz2", "c.txt.xz", "c.txt.zst"):
+        (tmp_path / name).unlink()
+    assert len(load_documents(str(tmp_path))) == 2 * 101  # .txt and .txt.gz
+    (tmp_path / "c.txt").write_text("BZh9 is how a bzip2 file starts.\n\nA second document.\n")  # text, not bzip2
+    assert load_documents(str(tmp_path / "c.txt"))[0] == "BZh9 is how a bzip2 file starts."
+
+
 def test_missing_path_and_folder_without_txt(tmp_path):
     with pytest.raises(ScratchBertError, match="does not exist") as e:
         load_documents(str(tmp_path / "nope.txt"))
