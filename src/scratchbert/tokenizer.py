@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchbert import progress
 from scratchbert.errors import ScratchBertError, cause
 from scratchbert.outputs import atomic_output_dir, check_output, local_folder, write_json
 from scratchbert.params import check, check_source, finite, param
@@ -133,7 +134,9 @@ def train_tokenizer(cfg: TokenizerConfig, documents: Iterable[str] | None = None
     tok = _bert_wordpiece(cfg.lowercase, strip)
     with tempfile.TemporaryDirectory(prefix="scratchbert-tokenizer-") as tmp:
         sample_file = Path(tmp) / "sample.txt"
-        counts = _write_sample(sample.training_documents(), sample_file)
+        # the pass over the whole corpus, a few minutes a GB, which the trainer's own bars do not cover
+        with progress.bar(total=sample.corpus_bytes, unit="B", unit_scale=True, desc="tokenizer sample") as bar:
+            counts = _write_sample(sample.training_documents(bar), sample_file)
         if sample.documents == 0:
             raise ScratchBertError(f"corpus {cfg.corpus} gave no training documents; give a larger corpus or a larger --sample-bytes"
                                    + (f", or a smaller --heldout-fraction than {cfg.heldout_fraction:g}" if cfg.heldout_fraction > 0.5 else ""))
@@ -301,12 +304,15 @@ class _Sample:
         self.fallback: list[str] = []  # the first training documents, scored when none is held out
         self._held_bytes = 0
 
-    def training_documents(self) -> Iterator[str]:
+    def training_documents(self, bar=None) -> Iterator[str]:
+        """The documents handed to the trainer; ``bar`` counts the bytes of every document read."""
         rng = random.Random(self._cfg.seed)
         for doc in self._docs:
+            size = self._size(doc)
+            if bar is not None:
+                bar.update(size)
             if self.rate < 1 and rng.random() >= self.rate:
                 continue
-            size = self._size(doc)
             if rng.random() < self._cfg.heldout_fraction and self._held_bytes + size <= HELDOUT_MAX_BYTES:
                 self.heldout.append(doc)
                 self._held_bytes += size

@@ -69,6 +69,17 @@ def test_a_corpus_with_nothing_held_out_says_it_is_scored_on_training_documents(
     assert report["heldout_documents"] == 0 and report["scored_on"] == "training" and report["heldout_tokens"] > 0
 
 
+def test_the_pass_over_the_corpus_shows_its_progress(tmp_path, accent_docs, capsys):
+    """Reading the corpus for the sample (minutes a GB, the whole corpus whatever the sample) showed
+    nothing: the trainer's bars start after it, and only on a terminal."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(accent_docs) + "\n\n")
+    train_tokenizer(TokenizerConfig(corpus=str(corpus), out=str(tmp_path / "tok"), vocab_size=600, sample_bytes=2000))
+    err = capsys.readouterr().err
+    size = corpus.stat().st_size
+    assert "tokenizer sample: 100%" in err and f"{size / 1000:.1f}k/{size / 1000:.1f}k" in err
+
+
 def test_lowercase_and_accent_stripping(tmp_path, accent_docs):
     uncased, _ = _train(tmp_path / "uncased", accent_docs, vocab_size=600)
     cased, _ = _train(tmp_path / "cased", accent_docs, vocab_size=600, lowercase=False)
