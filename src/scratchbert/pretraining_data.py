@@ -415,6 +415,10 @@ def _check_complete(corpus: str, valid_corpus: str, seen: dict, splits: dict) ->
         raise ScratchBertError(f"corpus {corpus} has only {n_train + n_valid} documents, too few to hold out {n_valid} (at least two) for validation and keep two for training; add documents, raise --validation-fraction or pass --valid-corpus")
     if splits["train"]["examples"] == 0:
         raise ScratchBertError(f"corpus {corpus} produced no training examples; it needs documents of several sentences")
+    if splits["validation"]["examples"] == 0:  # pretraining then reports no validation loss, and evaluate fails
+        where = f"validation corpus {valid_corpus}" if valid_corpus else f"the {n_valid} documents held out of corpus {corpus}"
+        raise ScratchBertError(f"{where} produced no validation examples: no text is left of them after the tokenizer's "
+                               "normalisation; give documents of text")
 
 
 def _statistics(index: dict, seconds: float) -> dict:

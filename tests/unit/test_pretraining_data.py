@@ -357,6 +357,17 @@ def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt", "three.txt"]
 
 
+def test_a_validation_corpus_that_gives_no_examples_is_an_error(marker_corpus, tmp_path):
+    """Documents of zero-width spaces and control characters count as documents, but give no
+    examples: the dataset was written with an empty validation split (pretraining reported no
+    validation loss, and evaluate failed on it at the end of a run)."""
+    empty = tmp_path / "valid.txt"
+    empty.write_text("\u200b\u200b\n\n\x01 \u200b\n\n\u200c\n")
+    with pytest.raises(ScratchBertError, match=r"validation corpus .*valid.txt produced no validation examples"):
+        _build(marker_corpus, tmp_path / "ds", valid_corpus=str(empty))
+    assert not (tmp_path / "ds").exists()
+
+
 @pytest.mark.parametrize("kw, words", [
     ({"max_seq_len": 4}, "--max-seq-len 4 must lie between 8"),
     ({"max_seq_len": 100_000}, "--max-seq-len 100000 must lie between 8 .* and 8192"),  # the int16 length column
