@@ -44,6 +44,9 @@ SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
 MAX_DOCUMENT_BYTES = 4 << 20
 # A longer line is an error rather than a memory hazard: a corpus holds a paragraph per line.
 MAX_LINE_BYTES = 64 << 20
+# A longer paragraph (no natural one is) is cut at sentence ends into paragraphs of at most this
+# many characters while it is read: the tokenizer's trainer held 2.2 GB for a 30 MB one.
+MAX_PARAGRAPH_CHARS = 1 << 20
 _BINARY_PROBE = 1 << 20  # NUL bytes in the first MiB of a file mean it is not text
 GZIP_TRAILERS_READ = 64  # .gz sizes read from their trailers; the rest are estimated from these
 # Text packs about 3 times smaller with gzip and rarely 10 times: a .gz file too small to unpack
@@ -315,11 +318,28 @@ def _raw_lines(stream: BinaryIO) -> Iterator[bytes]:
         yield from (line for line in lines if line)
 
 
+_SENTENCE_END = re.compile(r"[.!?。！？]\s")
+
+
+def _cut(paragraph: str) -> Iterator[str]:
+    """A paragraph as paragraphs of at most MAX_PARAGRAPH_CHARS, cut after the last sentence end
+    (else the last space) that leaves one within the limit: text without either is cut anywhere."""
+    limit, start = MAX_PARAGRAPH_CHARS, 0
+    while len(paragraph) - start > limit:
+        ends = [m.end() for m in _SENTENCE_END.finditer(paragraph, start + limit // 2, start + limit + 1)]
+        cut = ends[-1] if ends else paragraph.rfind(" ", start + limit // 2, start + limit + 1) + 1 or start + limit
+        if piece := paragraph[start:cut].strip():
+            yield piece
+        start = cut
+    if piece := paragraph[start:].strip():
+        yield piece
+
+
 def _pieces(paragraphs: Iterable[str]) -> Iterator[str]:
     """Join the paragraphs of one document, cut into pieces of at most MAX_DOCUMENT_BYTES."""
     lines: list[str] = []
     size = 0
-    for line in paragraphs:
+    for line in (p for paragraph in paragraphs for p in _cut(paragraph)):
         n = len(line) + 1  # characters: a cheap stand-in for bytes in this bound
         if lines and size + n > MAX_DOCUMENT_BYTES:
             yield "\n".join(lines)
@@ -334,18 +354,19 @@ def _text_documents(lines: Iterable[tuple[int, str]]) -> Iterator[str]:
     """The classic layout: paragraphs are lines, documents end at blank (or whitespace-only) lines."""
     paragraphs: list[str] = []
     size = 0
-    for _, line in lines:
-        line = line.strip()
-        if not line:
+    for _, text in lines:
+        text = text.strip()
+        if not text:
             if paragraphs:
                 yield "\n".join(paragraphs)
                 paragraphs, size = [], 0
             continue
-        if paragraphs and size + len(line) + 1 > MAX_DOCUMENT_BYTES:
-            yield "\n".join(paragraphs)
-            paragraphs, size = [], 0
-        paragraphs.append(line)
-        size += len(line) + 1
+        for line in _cut(text):
+            if paragraphs and size + len(line) + 1 > MAX_DOCUMENT_BYTES:
+                yield "\n".join(paragraphs)
+                paragraphs, size = [], 0
+            paragraphs.append(line)
+            size += len(line) + 1
     if paragraphs:
         yield "\n".join(paragraphs)
 

@@ -171,6 +171,25 @@ def test_a_document_longer_than_the_cap_is_cut_into_pieces_while_read(tmp_path, 
     assert len(docs) > 5 and all(len(d) <= 1000 for d in docs[:-1])
 
 
+def test_a_paragraph_longer_than_the_limit_is_cut_at_sentence_ends(tmp_path, monkeypatch):
+    """A paragraph of 30 MB (a file of one line, up to the 64 MiB line limit) was one paragraph:
+    the tokenizer's trainer held 2.2 GB for it (333 MB cut into 1 MB lines)."""
+    monkeypatch.setattr(corpus, "MAX_PARAGRAPH_CHARS", 100)
+    sentences = [f"Sentence {i} is here{'!' if i % 3 else '.'}" for i in range(60)]
+    long = " ".join(sentences)
+    f = tmp_path / "c.txt"
+    f.write_text(f"{long}\nA short one.\n\n{'x' * 250} {'word ' * 60}\n")
+    docs = load_documents(str(f))
+    first = docs[0].split("\n")
+    assert first[-1] == "A short one." and " ".join(first[:-1]) == long  # nothing lost
+    assert all(len(p) <= 100 and p.endswith((".", "!")) for p in first[:-1]) and len(first) > 10  # cut at sentence ends
+    second = docs[1].split("\n")
+    assert second[:2] == ["x" * 100] * 2 and all(len(p) <= 100 for p in second)  # no space: anywhere
+    assert " ".join(second[2:]) == "x" * 50 + " " + ("word " * 60).strip()  # else at spaces
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": long}) + "\n")
+    assert load_documents(str(tmp_path / "c.jsonl")) == ["\n".join(first[:-1])]
+
+
 def test_documents_are_streamed_one_at_a_time(tmp_path):
     f = tmp_path / "c.txt"
     f.write_bytes(b"First.\n\nSecond.\n\n\xff broken tail\n")  # the bad byte comes after two documents
