@@ -388,7 +388,7 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         if cfg.corpus_parts > 1:
             index["part"] = {"index": cfg.corpus_part, "count": cfg.corpus_parts}
         else:
-            _check_complete(cfg.corpus, cfg.valid_corpus, seen, splits)
+            _check_complete(cfg.corpus, cfg.valid_corpus, seen, splits, build_parameters(cfg))
         np.save(tmp / shards.TOKEN_COUNTS, counts)
         tok.save_pretrained(tmp / "tokenizer")
         shards.write_index(tmp, index)
@@ -403,16 +403,21 @@ def _progress(tasks: Iterable, bar) -> Iterator:
         yield task
 
 
-def _check_complete(corpus: str, valid_corpus: str, seen: dict, splits: dict) -> None:
+def _check_complete(corpus: str, valid_corpus: str, seen: dict, splits: dict, build: dict) -> None:
     """The checks that need the whole dataset: enough documents and some training examples."""
     n_train, n_valid = seen["train"], seen["validation"]
+    # where a byte limit cut the corpus, the documents counted are those of its first bytes
+    cut, valid_cut = (f" in its first {build[k]:,} bytes ({flag})" if build.get(k) else ""
+                      for k, flag in (("max_corpus_bytes", "--max-corpus-bytes"), ("max_valid_corpus_bytes", "--max-valid-corpus-bytes")))
+    raise_cut = ", or raise --max-corpus-bytes" if cut else ""
     if not valid_corpus and n_train + n_valid < 2 or valid_corpus and n_train < 2:
         n = n_train if valid_corpus else n_train + n_valid  # a --valid-corpus's documents are not the corpus's
-        raise ScratchBertError(f"corpus {corpus} has {n} document{'s' if n != 1 else ''}; next-sentence prediction needs at least two (separate documents with a blank line)")
+        raise ScratchBertError(f"corpus {corpus} has {n} document{'s' if n != 1 else ''}{cut}; next-sentence prediction needs at least two (separate documents with a blank line{raise_cut})")
     if valid_corpus and n_valid < 2:
-        raise ScratchBertError(f"validation corpus {valid_corpus} has fewer than two documents; NSP needs at least two")
+        raise ScratchBertError(f"validation corpus {valid_corpus} has fewer than two documents{valid_cut}; NSP needs at least two"
+                               + ("; raise --max-valid-corpus-bytes" if valid_cut else ""))
     if not valid_corpus and (n_valid < 2 or n_train < 2):
-        raise ScratchBertError(f"corpus {corpus} has only {n_train + n_valid} documents, too few to hold out {n_valid} (at least two) for validation and keep two for training; add documents, raise --validation-fraction or pass --valid-corpus")
+        raise ScratchBertError(f"corpus {corpus} has only {n_train + n_valid} documents{cut}, too few to hold out {n_valid} (at least two) for validation and keep two for training; add documents{raise_cut.replace(', or', ',')}, raise --validation-fraction or pass --valid-corpus")
     if splits["train"]["examples"] == 0:
         raise ScratchBertError(f"corpus {corpus} produced no training examples; it needs documents of several sentences")
     if splits["validation"]["examples"] == 0:  # pretraining then reports no validation loss, and evaluate fails
@@ -489,7 +494,7 @@ def merge_datasets(cfg: DatasetMergeConfig | None = None, *, parts: list[str | o
             counts = part_counts if counts is None else counts + part_counts
         seen = first["corpus_documents"]
         build = first["build"]
-        _check_complete(build["corpus"], build["valid_corpus"], seen, splits)
+        _check_complete(build["corpus"], build["valid_corpus"], seen, splits, build)
         np.save(tmp / shards.TOKEN_COUNTS, counts)
         shutil.copytree(folders[0] / "tokenizer", tmp / "tokenizer")
         index = {k: v for k, v in first.items() if k not in ("part", "splits", "id", "format")}

@@ -350,6 +350,14 @@ def test_a_corpus_of_one_document_is_an_error_and_writes_nothing(marker_corpus, 
         _build(marker_corpus, tmp_path / "ds", corpus=str(one))
     with pytest.raises(ScratchBertError, match="one.txt has 1 document; next-sentence prediction needs at least two"):
         _build(marker_corpus, tmp_path / "ds", corpus=str(one), valid_corpus=str(marker_corpus / "valid.txt"))  # not 41
+    many = str(marker_corpus / "train.txt")  # 300 documents, cut to the first one's bytes
+    with pytest.raises(ScratchBertError, match=r"train.txt has 1 document in its first 60 bytes \(--max-corpus-bytes\); .* "
+                                               r"\(separate documents with a blank line, or raise --max-corpus-bytes\)"):
+        _build(marker_corpus, tmp_path / "ds", corpus=many, max_corpus_bytes=60)
+    with pytest.raises(ScratchBertError, match=r"has only 2 documents in its first 400 bytes .*; add documents, raise --max-corpus-bytes, raise"):
+        _build(marker_corpus, tmp_path / "ds", corpus=many, max_corpus_bytes=400)
+    with pytest.raises(ScratchBertError, match=r"fewer than two documents in its first 60 bytes .*; raise --max-valid-corpus-bytes"):
+        _build(marker_corpus, tmp_path / "ds", valid_corpus=str(marker_corpus / "valid.txt"), max_valid_corpus_bytes=60)
     three = tmp_path / "three.txt"
     three.write_text("\n\n".join(marker_documents(3)) + "\n")
     with pytest.raises(ScratchBertError, match="too few to hold out"):
