@@ -301,7 +301,8 @@ class _Sample:
         self._docs, self._cfg = documents, cfg
         self.documents = self.bytes = 0
         self.heldout: list[str] = []
-        self.fallback: list[str] = []  # the first training documents, scored when none is held out
+        self.fallback: list[str] = []  # the first training documents (up to HELDOUT_MAX_BYTES), scored when none is held out
+        self._fallback_bytes = 0
         self._held_bytes = 0
 
     def training_documents(self, bar=None) -> Iterator[str]:
@@ -317,13 +318,29 @@ class _Sample:
                 self.heldout.append(doc)
                 self._held_bytes += size
                 continue
-            if len(self.fallback) < 50:
-                self.fallback.append(doc)
+            if len(self.fallback) < 50 and self._fallback_bytes < HELDOUT_MAX_BYTES:
+                # no more than is held out: 50 pieces of a file without blank lines were 200 MB, scored for minutes
+                room = HELDOUT_MAX_BYTES - self._fallback_bytes
+                kept = doc if size <= room else _head(doc, room)
+                if kept:
+                    self.fallback.append(kept)
+                self._fallback_bytes += min(size, room)
             self.documents += 1
             self.bytes += size
             yield doc
             if self.bytes >= self.cap:
                 return
+
+
+def _head(doc: str, room: int) -> str:
+    """The first paragraphs of ``doc`` that fit in ``room`` bytes."""
+    kept = []
+    for line in doc.split("\n"):
+        room -= len(line.encode("utf-8")) + 1
+        if room < 0:
+            break
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def tokenizer_quality(tokenizer, documents: list[str], batch_lines: int = 1000) -> dict:
