@@ -275,12 +275,13 @@ def _held_out(validation_fraction: float, seed: int):
     return lambda i: int((i + 1) * f + offset) > int(i * f + offset)
 
 
-def _tasks(cfg: DatasetConfig, seen: dict) -> Iterator[tuple[str, int, list[str], int]]:
+def _tasks(cfg: DatasetConfig, seen: dict, bar=None) -> Iterator[tuple[str, int, list[str], int]]:
     """The groups this part turns into examples, in order, as (split, group number, texts, dupe factor).
 
-    ``seen`` counts the documents of every split (owned by this part or not) as they pass.
+    ``seen`` counts the documents of every split (owned by this part or not) as they pass, and
+    ``bar`` their bytes.
     """
-    from scratchbert.corpus import iter_documents
+    from scratchbert.corpus import document_bytes, iter_documents
 
     groupers = {split: _Grouper() for split in shards.SPLITS}
     numbers = {split: 0 for split in shards.SPLITS}
@@ -296,11 +297,15 @@ def _tasks(cfg: DatasetConfig, seen: dict) -> Iterator[tuple[str, int, list[str]
     for i, doc in enumerate(iter_documents(cfg.corpus, cfg.max_corpus_bytes or None)):
         split = "validation" if held_out is not None and held_out(i) else "train"
         seen[split] += 1
+        if bar is not None:
+            progress.advance(bar, document_bytes(doc))
         yield from emit(split, groupers[split].add(doc))
     yield from emit("train", groupers["train"].finish())
     if cfg.valid_corpus:
         for doc in iter_documents(cfg.valid_corpus, cfg.max_valid_corpus_bytes or None):
             seen["validation"] += 1
+            if bar is not None:
+                progress.advance(bar, document_bytes(doc))
             yield from emit("validation", groupers["validation"].add(doc))
     yield from emit("validation", groupers["validation"].finish())
 
@@ -372,7 +377,7 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         if size is not None and cfg.max_corpus_bytes:
             size = min(size, cfg.max_corpus_bytes)
         with progress.bar(total=size, unit="B", unit_scale=True, desc="MLM+NSP examples") as bar:
-            for r in _results(_progress(_tasks(cfg, seen), bar), settings, num_proc):
+            for r in _results(_tasks(cfg, seen, bar), settings, num_proc):
                 writers[r["split"]].write(r["ids"], r["offsets"], r["types"], r["labels"])
                 t = totals[r["split"]]
                 t["documents"] += r["documents"]
@@ -395,12 +400,6 @@ def build_dataset(cfg: DatasetConfig) -> dict:
         stats = _statistics(index, time.perf_counter() - t0)
         write_json(tmp / "metrics.json", stats)
     return stats
-
-
-def _progress(tasks: Iterable, bar) -> Iterator:
-    for task in tasks:
-        bar.update(sum(len(t) + 2 for t in task[2]))  # characters: close enough to bytes for a progress bar
-        yield task
 
 
 def _check_complete(corpus: str, valid_corpus: str, seen: dict, splits: dict, build: dict) -> None:

@@ -25,6 +25,12 @@ def bar(iterable=None, **kw):
     return tqdm(iterable, **kw)
 
 
+def advance(bar, n: int) -> None:
+    """Move ``bar`` on by ``n``, but not past its total (bytes of documents counted from a file's
+    size: its last line end, counted as a blank line, would turn a full bar into a bare count)."""
+    bar.update(n if bar.total is None else max(0, min(n, bar.total - bar.n)))
+
+
 def keep_stdout_for_the_result(trainer) -> None:
     """With its bars hidden the Trainer prints every log record to stdout instead
     (``PrinterCallback``); stdout carries the command's JSON result, and the records are in the logs."""

@@ -311,7 +311,7 @@ class _Sample:
         for doc in self._docs:
             size = self._size(doc)
             if bar is not None:
-                bar.update(size)
+                progress.advance(bar, size)
             if self.rate < 1 and rng.random() >= self.rate:
                 continue
             if rng.random() < self._cfg.heldout_fraction and self._held_bytes + size <= HELDOUT_MAX_BYTES:

@@ -335,6 +335,19 @@ def test_parts_built_apart_and_merged_equal_the_whole(marker_corpus, tmp_path, m
     assert not (mine / "notes.txt").exists()
 
 
+def test_the_progress_bar_counts_every_byte_read_in_every_part(marker_corpus, tmp_path, capsys):
+    """The bar counted the characters of this part's groups only: part 1 of 2 ended at 36%, a
+    Russian and Chinese corpus at 54%."""
+    text = (marker_corpus / "train.txt").read_text()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text.replace("went home", "пошёл домой"))
+    size = corpus.stat().st_size
+    build_dataset(DatasetConfig(corpus=str(corpus), tokenizer=str(marker_corpus / "tok"), out=str(tmp_path / "ds"), num_proc=1,
+                                corpus_parts=2, corpus_part=1))
+    err = capsys.readouterr().err
+    assert "MLM+NSP examples: 100%" in err and f"{size / 1000:.1f}k/{size / 1000:.1f}k" in err
+
+
 def test_an_s3_corpus_gives_the_same_dataset_as_the_local_file(marker_corpus, tmp_path, s3_env, s3_server, s3_bucket):
     s3_server.client().fput_object(s3_bucket, "corpus/train.txt", str(marker_corpus / "train.txt"))
     _, local, _ = _build(marker_corpus, tmp_path / "local")
