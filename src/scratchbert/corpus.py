@@ -28,6 +28,7 @@ import codecs
 import gzip
 import io
 import json
+import logging
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +54,8 @@ GZIP_TRAILERS_READ = 64  # .gz sizes read from their trailers; the rest are esti
 # to 4 GiB whose trailer says less than it holds is several members, not one past 4 GiB.
 GZIP_TEXT_RATIO = 3
 GZIP_MAX_RATIO = 10
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,7 @@ def _source_documents(srcs: list[Source]) -> Iterator[str]:
                 if source.jsonl:
                     yield from _jsonl_documents(lines, source.name)
                 else:
-                    yield from _text_documents(lines)
+                    yield from _text_documents(lines, source.name)
             except (OSError, EOFError, zlib.error) as e:
                 raise ScratchBertError(f"corpus file {source.name} could not be read ({type(e).__name__}: {e}); check that it is not truncated or corrupt") from None
 
@@ -350,11 +353,12 @@ def _pieces(paragraphs: Iterable[str]) -> Iterator[str]:
         yield "\n".join(lines)
 
 
-def _text_documents(lines: Iterable[tuple[int, str]]) -> Iterator[str]:
+def _text_documents(lines: Iterable[tuple[int, str]], name: str = "") -> Iterator[str]:
     """The classic layout: paragraphs are lines, documents end at blank (or whitespace-only) lines."""
     paragraphs: list[str] = []
     size = 0
-    for _, text in lines:
+    said = False
+    for number, text in lines:
         text = text.strip()
         if not text:
             if paragraphs:
@@ -363,6 +367,12 @@ def _text_documents(lines: Iterable[tuple[int, str]]) -> Iterator[str]:
             continue
         for line in _cut(text):
             if paragraphs and size + len(line) + 1 > MAX_DOCUMENT_BYTES:
+                if not said and name:  # a file without blank lines: one document the size of the file
+                    said = True
+                    log.warning("corpus file %s has a document longer than %d MiB (it ends at line %d or later): it is cut "
+                                "into pieces, each taken as a document, so next-sentence pairs may join unrelated text and draw "
+                                "their random next segments from the same document; separate documents with a blank line",
+                                name, MAX_DOCUMENT_BYTES >> 20, number)
                 yield "\n".join(paragraphs)
                 paragraphs, size = [], 0
             paragraphs.append(line)

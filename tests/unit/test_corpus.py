@@ -190,6 +190,25 @@ def test_a_paragraph_longer_than_the_limit_is_cut_at_sentence_ends(tmp_path, mon
     assert load_documents(str(tmp_path / "c.jsonl")) == ["\n".join(first[:-1])]
 
 
+def test_a_file_without_blank_lines_is_said_to_be_one_document_cut_into_pieces(tmp_path, monkeypatch, caplog):
+    """A file of one article per line (no blank lines) is one document, cut into 4 MiB pieces taken
+    as documents: examples then join unrelated articles, and NSP draws its random next segments from
+    the same one. It passed the dataset's two-document check without a word."""
+    monkeypatch.setattr(corpus, "MAX_DOCUMENT_BYTES", 1000)
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(f"Article {i} is one line here." for i in range(200)) + "\n")
+    with caplog.at_level("WARNING", logger="scratchbert.corpus"):
+        assert len(load_documents(str(f))) > 5
+    (record,) = caplog.records
+    assert f"corpus file {f} has a document longer than" in record.getMessage()
+    assert "separate documents with a blank line" in record.getMessage()
+    caplog.clear()
+    f.write_text("\n\n".join(f"Article {i} is one line here." for i in range(200)) + "\n")
+    with caplog.at_level("WARNING", logger="scratchbert.corpus"):
+        assert len(load_documents(str(f))) == 200
+    assert not caplog.records
+
+
 def test_documents_are_streamed_one_at_a_time(tmp_path):
     f = tmp_path / "c.txt"
     f.write_bytes(b"First.\n\nSecond.\n\n\xff broken tail\n")  # the bad byte comes after two documents
