@@ -221,8 +221,12 @@ _MAGIC = ((b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst
 
 
 def _check_not_packed(stream, name: str) -> None:
-    """A file compressed otherwise than with gzip is one clear line (it looked binary, or not UTF-8)."""
+    """A file compressed otherwise than with gzip, or with gzip but not named .gz, is one clear line
+    (it looked binary, or not UTF-8)."""
     head = stream.peek(10)[:10]
+    if head.startswith(b"\x1f\x8b\x08"):
+        raise ScratchBertError(f"corpus file {name} is compressed with gzip, but its name does not end in .gz (files are read "
+                               "by their names); rename it to end in .txt.gz or .jsonl.gz")
     for magic, packer in _MAGIC:  # bzip2: "BZh", the block size and the first block's (or the end's) signature
         if head.startswith(magic) and (packer != "bzip2" or head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
             raise ScratchBertError(f"corpus file {name} is compressed with {packer}, which scratchbert does not read; unpack it, "

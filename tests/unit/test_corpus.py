@@ -338,6 +338,9 @@ def test_text_compressed_otherwise_than_with_gzip_is_one_clear_line(tmp_path):
     for name in ("c.txt.bz2", "c.txt.xz", "c.txt.zst"):
         (tmp_path / name).unlink()
     assert len(load_documents(str(tmp_path))) == 2 * 101  # .txt and .txt.gz
+    (tmp_path / "c.txt").write_bytes(gzip.compress(text))  # gzip, named as plain text: "looks binary"
+    with pytest.raises(ScratchBertError, match="is compressed with gzip, but its name does not end in .gz .*; rename it"):
+        load_documents(str(tmp_path / "c.txt"))
     (tmp_path / "c.txt").write_text("BZh9 is how a bzip2 file starts.\n\nA second document.\n")  # text, not bzip2
     assert load_documents(str(tmp_path / "c.txt"))[0] == "BZh9 is how a bzip2 file starts."
 
