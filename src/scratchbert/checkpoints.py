@@ -287,7 +287,9 @@ class Checkpoints:
             found = _read_record(folder / RUN_RECORD)
             empty = not any(folder.iterdir())
             if found is not None and not same_run(found, self.record) and not _has_checkpoints(folder):
-                # a recorded run that stopped before its first checkpoint: nothing to keep
+                # a recorded run that stopped before its first checkpoint: nothing to keep, unless
+                # it is still training (its lock: its record and TensorBoard files are in use)
+                _lock(folder)
                 log.info("%s holds no checkpoint of its earlier run; this run takes it over", folder)
                 _clear(folder)
             elif not empty and not same_run(found, self.record):

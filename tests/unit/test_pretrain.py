@@ -293,6 +293,35 @@ def test_a_checkpoint_folder_in_use_by_another_process_is_refused(kept_run, tmp_
     assert Checkpoints(checkpoints, record).resume.endswith("checkpoint-20")  # the holder is gone
 
 
+def test_a_live_run_before_its_first_checkpoint_is_not_taken_over(tmp_path):
+    """Another run's claim on a folder whose run trains but has saved nothing yet is refused, and
+    leaves that run's record and TensorBoard files alone (it deleted them, then refused: the
+    live run died at its next log write, and could not be resumed for want of its record)."""
+    from scratchbert.checkpoints import Checkpoints
+
+    folder = tmp_path / "c"
+    record = {"format": 1, "training": {"seed": 42}}
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from scratchbert.checkpoints import Checkpoints\n"
+        f"c = Checkpoints({str(folder)!r}, {record!r})\n"
+        f"Path({str(folder / 'runs')!r}).mkdir()\n"
+        "print('claimed', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        with pytest.raises(ScratchBertError, match="in use by another pretraining process"):
+            Checkpoints(folder, {"format": 1, "training": {"seed": 7}})
+        assert sorted(p.name for p in folder.iterdir()) == ["runs", RUN_RECORD]
+        assert json.loads((folder / RUN_RECORD).read_text()) == record
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert Checkpoints(folder, {"format": 1, "training": {"seed": 7}}).resume is None  # the holder is gone: taken over
+
+
 def test_the_s3_mirror_follows_the_same_rules(built_dataset, tmp_path, s3_env, s3_bucket):
     """A run mirrors its checkpoints with its record; a run with another seed is refused (one
     line naming the URI), and the same run on a fresh machine (no local checkpoints) resumes
