@@ -330,11 +330,13 @@ def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = N
     SHA-256 of each file, the version and the UTC creation time), then ``dest_uri/LATEST``
     holding the version. A reader that trusts only the manifest therefore never sees a
     half-published model. The bucket is created when missing. ``version`` defaults to
-    :func:`default_version`; an already published version is never overwritten.
+    :func:`default_version`; an already published version is never overwritten: publishing the
+    same files as it again (a retry of a publish stopped before ``LATEST``) only writes ``LATEST``.
 
     Raises:
         ScratchBertError: ``local_dir`` is not a folder of files or has its own
-            ``manifest.json``, the version name is invalid or already published, or S3 refuses.
+            ``manifest.json``, the version name is invalid or already published with other
+            files, or S3 refuses.
     """
     bucket, key = parse_s3_uri(dest_uri)
     client = client or client_from_env()
@@ -359,11 +361,13 @@ def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = N
     }
     with _s3_errors(dest_uri):
         _ensure_bucket(client, bucket)
-        if _exists(client, bucket, version_prefix + MANIFEST):
+        published = _get_bytes(client, bucket, version_prefix + MANIFEST)
+        if published is not None and not _same_files(published, entries):
             raise ScratchBertError(f"version {version} is already published at {final_uri}; choose another version")
-        _upload_files(client, bucket, version_prefix, files, f"publish {final_uri}")
-        _put_bytes(client, bucket, version_prefix + MANIFEST,
-                   (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), "application/json")
+        if published is None:  # else the same files: a publish stopped before LATEST, which this one completes
+            _upload_files(client, bucket, version_prefix, files, f"publish {final_uri}")
+            _put_bytes(client, bucket, version_prefix + MANIFEST,
+                       (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), "application/json")
         _put_bytes(client, bucket, base + LATEST, (version + "\n").encode(), "text/plain")
     return final_uri
 
@@ -644,6 +648,15 @@ def _get_bytes(client: Minio, bucket: str, name: str) -> bytes | None:
     finally:
         response.close()
         response.release_conn()
+
+
+def _same_files(manifest: bytes, entries: list[dict]) -> bool:
+    """Whether a published ``manifest.json`` lists exactly ``entries`` (path, size, SHA-256)."""
+    try:
+        files = json.loads(manifest)["files"]
+        return sorted(files, key=lambda f: f["path"]) == sorted(entries, key=lambda f: f["path"])
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _put_bytes(client: Minio, bucket: str, name: str, data: bytes, content_type: str) -> None:

@@ -310,6 +310,34 @@ def test_publish_then_fetch_published(s3_env, s3_bucket, tmp_path):
         storage.publish(tmp_path / "model", f"s3://{s3_bucket}/bert", version="v1")
 
 
+def test_a_publish_stopped_before_latest_is_completed_by_its_retry(s3_env, s3_bucket, tmp_path, monkeypatch):
+    """A publish whose files and manifest were written but not LATEST (the store dropped the
+    connection, or the task was killed): its retry with the same version said "already
+    published", so a retried publish task failed for good and LATEST stayed on the old version."""
+    make_model_dir(tmp_path / "model")
+    uri = f"s3://{s3_bucket}/bert"
+    storage.publish(tmp_path / "model", uri, version="v1")
+    (tmp_path / "model" / "config.json").write_bytes(b'{"hidden_size": 128}\n')
+    real = storage._put_bytes
+
+    def drop_latest(client, bucket, name, data, content_type):
+        if name.endswith(storage.LATEST):
+            raise ScratchBertError("could not reach S3 (the connection dropped)")
+        real(client, bucket, name, data, content_type)
+
+    monkeypatch.setattr(storage, "_put_bytes", drop_latest)
+    with pytest.raises(ScratchBertError, match="connection dropped"):
+        storage.publish(tmp_path / "model", uri, version="v2")
+    monkeypatch.setattr(storage, "_put_bytes", real)
+    assert storage.read_manifest(uri)["version"] == "v1"
+    assert storage.publish(tmp_path / "model", uri, version="v2") == f"{uri}/v2/"  # the retry
+    assert storage.read_manifest(uri)["version"] == "v2"
+    assert (storage.fetch_published(uri, tmp_path / "got") / "config.json").read_bytes() == b'{"hidden_size": 128}\n'
+    (tmp_path / "model" / "config.json").write_bytes(b'{"hidden_size": 256}\n')  # other files: still refused
+    with pytest.raises(ScratchBertError, match="already published"):
+        storage.publish(tmp_path / "model", uri, version="v2")
+
+
 def test_publish_rejects_bad_input(s3_env, tmp_path):
     make_model_dir(tmp_path / "model")
     for bad in ["", "a/b", "LATEST", "../x", "-v"]:
