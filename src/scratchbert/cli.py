@@ -200,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
               f"details in {write_crash_log(args.command, e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug: one line for the user, the traceback in a file for the report
+        refusal = _write_refused(e)
+        if refusal:  # the file system said no, through a library's own exception: not a bug either
+            print(f"scratchbert {args.command}: error: {refusal} ({type(e).__name__}); "
+                  f"details in {write_crash_log(args.command, e)}", file=sys.stderr)
+            return 2
         print(f"scratchbert {args.command}: internal error: {type(e).__name__}: {_one_line(str(e))}; "
               f"the traceback is in {write_crash_log(args.command, e)} (please report it)", file=sys.stderr)
         return 1
@@ -208,6 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         ascii_only = "utf" not in (getattr(sys.stdout, "encoding", None) or "").lower()
         print(json.dumps(result, indent=2, sort_keys=True, default=str, ensure_ascii=ascii_only))
     return 0
+
+
+# The file system's refusals as the writers of weights and checkpoints report them: safetensors
+# names the OS error in its SafetensorError; torch.save's RuntimeError says only that its stream
+# stopped short of what it wrote ("unexpected pos"), or that a write failed.
+_REFUSALS = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system")
+_TORCH_WRITE_FAILED = ("unexpected pos", "PytorchStreamWriter failed writing")
+
+
+def _write_refused(e: Exception) -> str | None:
+    """One line for an exception that is a write the file system refused (a full disk, a file
+    size limit), or None for any other."""
+    text = _one_line(str(e))
+    if any(phrase in text for phrase in _REFUSALS):
+        return text
+    if "inline_container" in text and any(phrase in text for phrase in _TORCH_WRITE_FAILED):
+        return (f"a file could not be written whole ({text.split('] ', 1)[-1].strip(' .')}): the disk is full or a "
+                "file size limit was reached; free some space, or write to another disk")
+    return None
 
 
 def _one_line(text: str, limit: int = 500) -> str:

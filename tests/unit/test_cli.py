@@ -310,6 +310,39 @@ def test_a_crash_log_keeps_a_command_line_that_is_not_utf8(monkeypatch, tmp_path
     assert "--corpus caf\\udce9.txt" in log.read_text() and "Traceback" in log.read_text()
 
 
+@pytest.mark.parametrize("writer", ["torch.save", "safetensors"])
+def test_a_write_the_file_system_refuses_inside_a_library_is_not_a_bug(monkeypatch, tmp_path, capsys, writer):
+    """A full disk (here a file size limit) while torch.save writes a checkpoint or safetensors a
+    model: their own exceptions (RuntimeError "unexpected pos", SafetensorError) were reported as
+    internal errors (exit 1, "please report it"); now they are the file system's refusal, exit 2."""
+    import resource
+
+    import torch
+    from safetensors.torch import save_file
+
+    import scratchbert.tokenizer
+
+    monkeypatch.setenv("SCRATCHBERT_LOG_DIR", str(tmp_path / "logs"))
+
+    def write(cfg):
+        weights = {"w": torch.zeros(200_000)}
+        if writer == "torch.save":
+            torch.save(weights, tmp_path / "optimizer.pt")
+        else:
+            save_file(weights, tmp_path / "model.safetensors")
+
+    monkeypatch.setattr(scratchbert.tokenizer, "train_tokenizer", write)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))  # Python ignores SIGXFSZ: writes fail with EFBIG
+    try:
+        code = cli.main(["tokenizer", "--corpus", "c.txt", "--out", str(tmp_path / "o")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "internal error" not in err, err
+    assert ("the disk is full" if writer == "torch.save" else "File too large") in err and "details in" in err
+
+
 def test_utf16_context_file_is_read(tmp_path, capsys, monkeypatch):
     """`ask --context @file` reads the file as the corpus reader does (UTF-16 with a BOM included)."""
     import scratchbert.qa
