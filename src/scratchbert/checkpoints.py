@@ -243,8 +243,9 @@ def _run_made(child: Path) -> bool:
 
 
 def _clear(folder: Path) -> None:
-    """Remove what pretraining runs wrote into ``folder``, and nothing else: a person's files stay."""
-    for child in folder.iterdir():
+    """Remove what pretraining runs wrote into ``folder``, and nothing else: a person's files stay.
+    The record goes last: a kill in between leaves checkpoints that their run still claims."""
+    for child in sorted(folder.iterdir(), key=lambda child: child.name == RUN_RECORD):
         if not _run_made(child):
             continue
         if child.is_dir() and not child.is_symlink():

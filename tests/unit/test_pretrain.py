@@ -322,6 +322,34 @@ def test_a_live_run_before_its_first_checkpoint_is_not_taken_over(tmp_path):
     assert Checkpoints(folder, {"format": 1, "training": {"seed": 7}}).resume is None  # the holder is gone: taken over
 
 
+def test_a_run_killed_while_it_removes_its_checkpoints_is_resumed_not_refused(tmp_path, monkeypatch):
+    """A run killed (Ctrl-C, a pod's end) while it removed its checkpoints after writing its model:
+    where the folder listed its record first, the record went first and the rerun was refused
+    ("were not written by a scratchbert pretraining run that recorded itself")."""
+    from pathlib import Path
+
+    from scratchbert import checkpoints
+
+    folder = tmp_path / "c"
+    record = {"format": 1, "training": {"seed": 42}}
+    claim = checkpoints.Checkpoints(folder, record)
+    (folder / "checkpoint-20").mkdir()
+    (folder / "checkpoint-20" / "trainer_state.json").write_text("{}")
+    listed = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: sorted(listed(self), key=lambda p: p.name != RUN_RECORD))
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        claim.finish(keep=False)
+    checkpoints._unlock(claim.folder)  # the killed process's lock is gone with it
+    monkeypatch.undo()
+    assert json.loads((folder / RUN_RECORD).read_text()) == record
+    assert checkpoints.Checkpoints(folder, record).folder == folder.resolve()  # the same run claims it again
+
+
 def test_the_s3_mirror_follows_the_same_rules(built_dataset, tmp_path, s3_env, s3_bucket):
     """A run mirrors its checkpoints with its record; a run with another seed is refused (one
     line naming the URI), and the same run on a fresh machine (no local checkpoints) resumes
