@@ -358,6 +358,26 @@ def _timed_by_budget(values: dict[str, Any], name: str) -> bool:
     return not float(values.get(name) or 0) > 0 and not int(values.get(STAGE_BUDGETS[name]) or -1) > 0
 
 
+def check_unpublished(values: dict[str, Any]) -> None:
+    """Raise when ``publish_version`` is already published at ``publish_uri``: publish never
+    replaces a version, so the run would train for nothing and fail at its end (a rerun of a run
+    that published). Looked up in the object store, by the validate task; a store that cannot
+    be reached from there is publish's to name."""
+    from scratchbert import storage
+    from scratchbert.errors import ScratchBertError
+
+    version = str(values.get("publish_version") or "")
+    if not version:  # the UTC time of the publish: a new version
+        return
+    uri = f"{str(values.get('publish_uri') or DEFAULT_PUBLISH_URI).rstrip('/')}/{version}"
+    try:
+        storage.read_manifest(uri)
+    except ScratchBertError:  # not published (NotFound), or the store cannot be read from here
+        return
+    raise ScratchBertError(f"pipeline parameters: publish_version {version} is already published at {uri}/, and a published "
+                           "version is never replaced; choose another publish_version, or leave it empty for the UTC time")
+
+
 def corpus_size(values: dict[str, Any]) -> int | None:
     """The bytes of text in ``values``' corpus, from its files' or objects' sizes
     (:func:`scratchbert.corpus.corpus_bytes`), for :func:`fixed_minutes`; None where no budget

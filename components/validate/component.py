@@ -4,7 +4,7 @@ The pipeline's first task. Each stage checks its own settings when it starts, bu
 stages start after the tokenizer, the dataset and pretraining have run; a bad value for them
 (a preset that does not exist, ``qa_max_steps=0``) would cost the whole run before its
 one-line error. This task builds every stage's config from the parameters and runs its
-checks, in seconds. KFP cannot skip the retries of a task for deterministic errors
+checks, in seconds, and looks up whether ``publish_version`` is published already. KFP cannot skip the retries of a task for deterministic errors
 (``set_retry`` retries every failure), so catching them here is what keeps a bad value from
 being retried.
 """
@@ -32,11 +32,12 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
     values = dict(locals())  # first: the parameters, nothing else
     from collections import namedtuple
 
-    from scratchbert_pipelines.parameters import budget_overrun, corpus_size, fixed_minutes
+    from scratchbert_pipelines.parameters import budget_overrun, check_unpublished, corpus_size, fixed_minutes
     from scratchbert_pipelines.parameters import validate as check_parameters
 
     text_bytes = corpus_size(values)
     full = run_stage(check_parameters, values, text_bytes)
+    run_stage(check_unpublished, full)
     print("every pipeline parameter is valid; time budgets (minutes): pretraining", full["time_budget_minutes"],
           "QA fine-tuning", full["qa_time_budget_minutes"], "" if not budget_minutes else
           f"(of {budget_minutes:g}: {fixed_minutes(full, text_bytes):.2f} kept for the rest of the run"

@@ -184,6 +184,25 @@ def test_validate_fails_a_bad_preset_in_one_line_and_passes_good_values(capfd):
     assert "Traceback" not in log and "every pipeline parameter is valid" in log
 
 
+def test_validate_refuses_a_publish_version_that_is_published(s3_env, tmp_path, capfd):
+    """A rerun with the publish_version of a run that published trained the whole pipeline, then
+    failed at its last task ("version v1 is already published"); the validate task refuses it."""
+    from scratchbert import storage
+    from scratchbert_pipelines import parameters
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    storage.publish(tmp_path / "model", "s3://models/rerun", version="v1")
+    op = validate_component.build(IMAGE)
+    op(**dict(parameters.defaults(), publish_uri="s3://models/rerun", publish_version="v2"))  # a new version passes
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match="FAILURE"):
+        op(**dict(parameters.defaults(), publish_uri="s3://models/rerun", publish_version="v1"))
+    log = "".join(capfd.readouterr())
+    assert "scratchbert error: pipeline parameters: publish_version v1 is already published at s3://models/rerun/v1/" in log
+    assert "Traceback" not in log
+
+
 def test_validate_plans_the_budget_with_the_size_of_an_s3_corpus_read_whole(s3_env, tmp_path, capfd):
     """max_corpus_bytes 0 reads all of the corpus: the validate task sizes it in the object store (a
     .gz by its trailer: 48 MB of text in a small object) and keeps its time out of the training budgets."""
