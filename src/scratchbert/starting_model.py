@@ -111,8 +111,15 @@ def _from_s3(uri: str, dest: Path, weights: bool) -> Path:
     keep = None if weights else (lambda name: any(fnmatch.fnmatchcase(name, p) for p in patterns))
     try:
         return storage.fetch_published(uri, dest, keep=keep)
-    except storage.NotPublished:  # a plain folder of model files
-        return storage.download(uri.rstrip("/") + "/", dest, keep=keep)
+    except storage.NotPublished:  # a plain folder of model files, unless it is a version whose publish did not finish
+        parent = uri.rstrip("/").rsplit("/", 1)[0]
+        try:
+            latest = storage.read_object(f"{parent}/{storage.LATEST}").decode("utf-8", "replace").strip()
+        except storage.NotFound:
+            return storage.download(uri.rstrip("/") + "/", dest, keep=keep)
+        raise ScratchBertError(f"{uri} has no manifest.json, but it is a version of the model published at "
+                               f"{parent} (LATEST {latest}): its publish did not finish, so its files are not read; publish "
+                               f"it again, or give {parent} or a complete version") from None
 
 
 def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | None = None):

@@ -89,6 +89,22 @@ def test_s3_folder_and_published_version_are_fetched_and_verified(start_model, s
     assert not {"d", "e"} & {p.name for p in tmp_path.iterdir()}
 
 
+def test_a_version_whose_publish_did_not_finish_is_not_read_as_a_plain_folder(start_model, s3_env, s3_bucket, tmp_path):
+    """A publish killed before its manifest leaves some of the version's files: given by its address,
+    that version was downloaded as a plain folder and used unverified (here without its
+    tokenizer_config.json, which no check noticed)."""
+    storage.publish(start_model, f"s3://{s3_bucket}/m", version="v1")
+    s3 = storage.client_from_env()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):  # the killed publish of v2
+        s3.fput_object(s3_bucket, f"m/v2/{name}", str(start_model / name))
+    for weights in (True, False):
+        with pytest.raises(ScratchBertError, match=f"s3://{s3_bucket}/m/v2 has no manifest.json, but it is a version of "
+                                                   f"the model published at s3://{s3_bucket}/m \\(LATEST v1\\): its publish did not finish"):
+            starting_model.fetch(f"s3://{s3_bucket}/m/v2", tmp_path / "a", weights=weights)
+    assert not (tmp_path / "a").exists()
+    assert (starting_model.fetch(f"s3://{s3_bucket}/m/v1", tmp_path / "b") / "tokenizer_config.json").is_file()
+
+
 def test_without_weights_only_the_config_and_tokenizer_are_fetched(start_model, s3_env, s3_bucket, tmp_path):
     """The tokenizer stage reads a starting model's tokenizer: BERT-base's 440 MB of weights stay
     in the store, published or not."""
