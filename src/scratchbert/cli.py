@@ -173,7 +173,11 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # loads every stage's settings: a second on a busy machine
+    except KeyboardInterrupt:
+        print("scratchbert: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

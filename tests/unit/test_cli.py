@@ -343,6 +343,19 @@ def test_a_write_the_file_system_refuses_inside_a_library_is_not_a_bug(monkeypat
     assert ("the disk is full" if writer == "torch.save" else "File too large") in err and "details in" in err
 
 
+def test_ctrl_c_while_the_command_line_is_read_is_one_line():
+    """Ctrl-C in the first moments of a command, while the stages' settings load to build its
+    options, printed a traceback through build_parser; now it is one line, exit 130, as later."""
+    code = ("import sys\n"
+            "from scratchbert import cli\n"
+            "def interrupted():\n"
+            "    raise KeyboardInterrupt\n"
+            "cli.build_parser = interrupted\n"
+            "sys.exit(cli.main(['pretrain', '--dataset', 'd', '--out', 'o']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr == "scratchbert: interrupted\n", done.stderr
+
+
 def test_utf16_context_file_is_read(tmp_path, capsys, monkeypatch):
     """`ask --context @file` reads the file as the corpus reader does (UTF-16 with a BOM included)."""
     import scratchbert.qa
