@@ -254,6 +254,15 @@ class Batch(list):
     mask_seed: int | None = None
 
 
+def _stamp(path: Path) -> tuple | None:
+    """What tells one file from another written in its place: its inode, size and change time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class ShardedExamples:
     """A split's examples by global index (shard by shard, in index order), for a ``DataLoader``.
 
@@ -272,6 +281,9 @@ class ShardedExamples:
         self.offsets = np.cumsum([0, *self.sizes])
         self.max_open = max(1, max_open)
         self._open: OrderedDict[int, _Shard] = OrderedDict()
+        # which files these are: a shard opened later must be the one indexed here, not one of
+        # a dataset written into the same folder since (a rerun of `scratchbert dataset`)
+        self.stamps = [_stamp(f) for f in self.files]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -286,6 +298,11 @@ class ShardedExamples:
     def shard(self, s: int) -> _Shard:
         shard = self._open.get(s)
         if shard is None:
+            if _stamp(self.files[s]) != self.stamps[s]:
+                raise ScratchBertError(f"dataset {self.folder} was replaced while this run read it ({self.files[s].name} is "
+                                       "another file now: a rerun of `scratchbert dataset` into it?); its examples would "
+                                       "mix two datasets, so this run stops; while a run reads a dataset, build others "
+                                       "into another --out")
             shard = self._open[s] = _Shard(self.files[s])
             while len(self._open) > self.max_open:
                 self._open.popitem(last=False)

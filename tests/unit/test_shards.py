@@ -58,6 +58,24 @@ def test_shards_stay_under_their_size_and_hold_every_example_in_order(tmp_path):
     assert np.concatenate([examples.lengths(s) for s in range(len(entries))]).tolist() == [r["length"] for r in rows]
 
 
+def test_a_dataset_replaced_while_a_run_reads_it_stops_the_run_in_one_line(tmp_path):
+    """A rerun of `scratchbert dataset` into the folder a pretraining run reads put new shards under
+    the old names: the run's reader opened them under its old index (an internal IndexError, or
+    examples of another dataset, silently). Now the first shard opened after it says so."""
+    from scratchbert.outputs import _swap_into_place
+
+    folder, new = tmp_path / "data", tmp_path / "new"
+    entries = _write(folder, [_examples(700, 0)[0]], shard_bytes=20_000)
+    assert len(entries) > 2
+    examples = shards.ShardedExamples(folder, "train", max_open=1)
+    first = examples[0]["input_ids"].tolist()
+    _write(new, [_examples(500, 1)[0]], shard_bytes=10_000)  # another dataset, put in place as a stage does
+    _swap_into_place(new, folder)
+    assert examples[0]["input_ids"].tolist() == first  # a shard mapped already reads as before
+    with pytest.raises(ScratchBertError, match=f"dataset {folder} was replaced while this run read it"):
+        examples[len(examples) - 1]
+
+
 def test_one_example_larger_than_a_shard_gets_a_shard_of_its_own(tmp_path):
     (block, rows) = _examples(3)
     entries = _write(tmp_path, [block], shard_bytes=1024)
