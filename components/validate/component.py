@@ -1,12 +1,12 @@
 """KFP component: check every pipeline parameter before any work starts (``scratchbert_pipelines.parameters.validate``).
 
 The pipeline's first task. Each stage checks its own settings when it starts, but the last
-stages start after the tokenizer, the dataset and pretraining have run; a bad value for them
-(a preset that does not exist, ``qa_max_steps=0``) would cost the whole run before its
-one-line error. This task builds every stage's config from the parameters and runs its
-checks, in seconds, and looks up whether ``publish_version`` is published already. KFP cannot skip the retries of a task for deterministic errors
-(``set_retry`` retries every failure), so catching them here is what keeps a bad value from
-being retried.
+stages start after the tokenizer, the dataset and pretraining have run; a bad value for them (a
+preset that does not exist, ``qa_max_steps=0``) would cost the whole run before its one-line
+error. This task builds every stage's config from the parameters and runs its checks, in
+seconds, and looks up whether ``publish_version`` is published already. KFP cannot skip the
+retries of a task for deterministic errors (``set_retry`` retries every failure), so catching
+them here is what keeps a bad value from being retried.
 """
 
 # No `from __future__ import annotations`: kfp reads the annotations as types.
