@@ -282,7 +282,7 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
                                "or more (0: unknown)")
     full.update(split_budget(full, text_bytes))
     positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
-    if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model is checked when fetched
+    if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model's: check_starting_positions
         raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
                                f"positions of the model pretrained with max_seq_len {full['max_seq_len']}; use {positions} "
                                "or less, or 0 for the default")
@@ -356,6 +356,31 @@ def _timed_by_budget(values: dict[str, Any], name: str) -> bool:
     """Whether ``budget_minutes`` sets the stage's time budget ``name``: the stage has no time
     budget of its own (non-zero) and no step count (positive)."""
     return not float(values.get(name) or 0) > 0 and not int(values.get(STAGE_BUDGETS[name]) or -1) > 0
+
+
+def check_starting_positions(values: dict[str, Any]) -> None:
+    """Raise when ``qa_max_seq_len`` is longer than the starting model's positions. On the
+    pretraining path no stage before QA fine-tuning knows both, so the run would fail after
+    pretraining (the starting-model task of ``skip_pretraining`` checks it itself). Only the
+    model's config is fetched; a model that cannot be read here is the stages' to name."""
+    import json
+    import tempfile
+
+    from scratchbert import starting_model
+    from scratchbert.errors import ScratchBertError
+
+    init, qa_len = str(values.get("init_model") or ""), int(values.get("qa_max_seq_len") or 0)
+    if not init or qa_len <= 0:
+        return
+    with tempfile.TemporaryDirectory(prefix="scratchbert-validate-") as tmp:
+        try:
+            folder = starting_model.fetch(init, tmp, weights=False)
+            positions = int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"])
+        except (ScratchBertError, OSError, ValueError, KeyError, TypeError):
+            return
+    if qa_len > positions:
+        raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {qa_len} is longer than the {positions} positions of "
+                               f"the starting model {init}; use {positions} or less, or 0 for the default")
 
 
 def check_unpublished(values: dict[str, Any]) -> None:

@@ -32,12 +32,19 @@ def validate(corpus: str, valid_corpus: str, squad_train: str, squad_dev: str, m
     values = dict(locals())  # first: the parameters, nothing else
     from collections import namedtuple
 
-    from scratchbert_pipelines.parameters import budget_overrun, check_unpublished, corpus_size, fixed_minutes
+    from scratchbert_pipelines.parameters import (
+        budget_overrun,
+        check_starting_positions,
+        check_unpublished,
+        corpus_size,
+        fixed_minutes,
+    )
     from scratchbert_pipelines.parameters import validate as check_parameters
 
     text_bytes = corpus_size(values)
     full = run_stage(check_parameters, values, text_bytes)
     run_stage(check_unpublished, full)
+    run_stage(check_starting_positions, full)
     print("every pipeline parameter is valid; time budgets (minutes): pretraining", full["time_budget_minutes"],
           "QA fine-tuning", full["qa_time_budget_minutes"], "" if not budget_minutes else
           f"(of {budget_minutes:g}: {fixed_minutes(full, text_bytes):.2f} kept for the rest of the run"

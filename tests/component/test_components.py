@@ -203,6 +203,23 @@ def test_validate_refuses_a_publish_version_that_is_published(s3_env, tmp_path, 
     assert "Traceback" not in log
 
 
+def test_validate_refuses_qa_windows_longer_than_the_starting_models_positions(tmp_path):
+    """init_model with 128 positions and qa_max_seq_len 256: the tokenizer, dataset and pretrain
+    tasks ran, then QA fine-tuning refused the windows; the validate task reads the model's config."""
+    from scratchbert.errors import ScratchBertError
+    from scratchbert_pipelines import parameters
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "bert", "max_position_embeddings": 128}))
+    values = dict(parameters.defaults(), init_model=str(model))
+    for fits in (0, 64, 128):  # 0: the default windows, which fit the model
+        parameters.check_starting_positions(dict(values, qa_max_seq_len=fits))
+    parameters.check_starting_positions(dict(values, init_model=str(tmp_path / "missing"), qa_max_seq_len=256))  # the stages say it
+    with pytest.raises(ScratchBertError, match=r"qa_max_seq_len 256 is longer than the 128 positions of the starting model "):
+        parameters.check_starting_positions(dict(values, qa_max_seq_len=256))
+
+
 def test_validate_plans_the_budget_with_the_size_of_an_s3_corpus_read_whole(s3_env, tmp_path, capfd):
     """max_corpus_bytes 0 reads all of the corpus: the validate task sizes it in the object store (a
     .gz by its trailer: 48 MB of text in a small object) and keeps its time out of the training budgets."""

@@ -173,6 +173,8 @@ def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(
     def run_stage(fn, values, text_bytes=None):
         if fn is parameters.check_unpublished:  # then the object store: publish_version not yet published
             return seen.setdefault("unpublished", values)
+        if fn is parameters.check_starting_positions:  # and the starting model's positions
+            return seen.setdefault("positions", values)
         seen.update(fn=fn, values=values, text_bytes=text_bytes)
         return {**values, "time_budget_minutes": 7.5, "qa_time_budget_minutes": 2.5}
 
@@ -181,6 +183,7 @@ def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(
     plan = validate_component.validate(**values)
     assert seen["fn"] is parameters.validate and seen["values"] == values
     assert seen["unpublished"]["publish_version"] == values["publish_version"]
+    assert seen["positions"]["init_model"] == values["init_model"]
     assert seen["text_bytes"] == parameters.corpus_size(values)  # the corpus's size, for the budget's split
     assert (plan.time_budget_minutes, plan.qa_time_budget_minutes) == (7.5, 2.5)  # the planned time budgets
 
