@@ -161,9 +161,10 @@ def _corpus_files(folder: Path) -> list[Path]:
     files = walk_files(folder, skip=_hidden)
     packed = [f for f in files if any(f.name.endswith(s + c) for s in (".txt", ".jsonl") for c in _UNREAD_COMPRESSIONS)]
     if packed:
-        raise ScratchBertError(f"corpus folder {folder} holds {len(packed)} text file{'s' if len(packed) > 1 else ''} compressed otherwise "
-                               f"than with gzip ({packed[0].relative_to(folder)}{', …' if len(packed) > 1 else ''}), which scratchbert "
-                               f"does not read; unpack {'them' if len(packed) > 1 else 'it'}, or recompress {'them' if len(packed) > 1 else 'it'} with gzip (.txt.gz and .jsonl.gz are read as they stream)")
+        files_, them, more = ("files", "them", ", …") if len(packed) > 1 else ("file", "it", "")
+        raise ScratchBertError(f"corpus folder {folder} holds {len(packed)} text {files_} compressed otherwise than with gzip "
+                               f"({packed[0].relative_to(folder)}{more}), which scratchbert does not read; unpack {them}, or "
+                               f"recompress {them} with gzip (.txt.gz and .jsonl.gz are read as they stream)")
     return [f for f in files if f.name.endswith(SUFFIXES)]
 
 
@@ -214,10 +215,10 @@ def _gzip_size(source: Source) -> int:
     return size
 
 
-# Compressed files scratchbert does not unpack (no gzip), by their names and their first bytes.
-_UNREAD_COMPRESSIONS = {".bz2": "bzip2", ".xz": "xz", ".zst": "zstd", ".lz4": "lz4", ".zip": "zip", ".7z": "7-Zip"}
-_MAGIC = ((b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x04\x22\x4d\x18", "lz4"),
-          (b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7-Zip"))
+# Compressed files scratchbert does not unpack (no gzip): suffix -> (name, first bytes).
+_UNREAD_COMPRESSIONS = {".bz2": ("bzip2", b"BZh"), ".xz": ("xz", b"\xfd7zXZ\x00"), ".zst": ("zstd", b"\x28\xb5\x2f\xfd"),
+                        ".lz4": ("lz4", b"\x04\x22\x4d\x18"), ".zip": ("zip", b"PK\x03\x04"),
+                        ".7z": ("7-Zip", b"7z\xbc\xaf\x27\x1c")}
 
 
 def _check_not_packed(stream, name: str) -> None:
@@ -227,7 +228,7 @@ def _check_not_packed(stream, name: str) -> None:
     if head.startswith(b"\x1f\x8b\x08"):
         raise ScratchBertError(f"corpus file {name} is compressed with gzip, but its name does not end in .gz (files are read "
                                "by their names); rename it to end in .txt.gz or .jsonl.gz")
-    for magic, packer in _MAGIC:  # bzip2: "BZh", the block size and the first block's (or the end's) signature
+    for packer, magic in _UNREAD_COMPRESSIONS.values():  # bzip2: "BZh", the block size and the first block's (or the end's) signature
         if head.startswith(magic) and (packer != "bzip2" or head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")):
             raise ScratchBertError(f"corpus file {name} is compressed with {packer}, which scratchbert does not read; unpack it, "
                                    "or recompress it with gzip (.txt.gz and .jsonl.gz are read as they stream)")
