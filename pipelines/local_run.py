@@ -304,7 +304,8 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
     reserve = "budget_qa_epoch_minutes" in settings and "budget_qa_epoch_minutes" not in given  # the recipe's QA data
     # a model the budget picked, to pretrain from scratch for the budget's time (not a step count the run gives)
     picked = "preset" not in given and sources.get("init_model") is None and not pretrains_by_steps(given)
-    while given.get("budget_minutes") and (reserve or picked and settings["preset"] in MIN_PRETRAIN_STEPS):
+    budget = {**settings, **given}.get("budget_minutes")  # the run's own default budget (REAL_DEFAULTS) is a budget too
+    while budget and (reserve or picked and settings["preset"] in MIN_PRETRAIN_STEPS):
         planned = {**settings, **given}
         preset = planned["preset"]
         step = probe_qa_step_seconds(preset, int(planned.get("vocab_size", parameters.BY_NAME["vocab_size"].default)),

@@ -542,3 +542,16 @@ def test_a_budget_reserves_the_qa_epoch_timed_on_this_machine(tmp_path, monkeypa
     assert probes == [("tiny4", 30522, 128), ("tiny4", 8000, 128), ("tiny4", 30522, 128)]
     assert [a.get("budget_qa_epoch_minutes") for a in seen] == [epoch, epoch, 5.0, None, local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]]
     assert epoch != local_run.QA_EPOCH_MINUTES["bf16"]["tiny"]
+
+
+def test_the_default_budget_times_the_qa_epoch_as_the_same_budget_given(tmp_path, monkeypatch):
+    """`run-local` without flags runs on its default budget (15 minutes): it times the QA epoch at
+    the start as `--budget-minutes 15` does (it reserved the table's slow-day epoch instead, so
+    the main job gave pretraining minutes less than the same budget given)."""
+    monkeypatch.setattr(local_run, "machine_precision", lambda: "bf16")
+    probes = []
+    seen = _pipeline_arguments(tmp_path, monkeypatch, {}, {"budget_minutes": local_run.REAL_DEFAULTS["budget_minutes"]},
+                               probes=probes)
+    epoch = local_run.qa_epoch_minutes_from_step(0.25)
+    assert probes == [("tiny", 30522, 128)] * 2
+    assert [a["budget_qa_epoch_minutes"] for a in seen] == [epoch, epoch]
