@@ -280,6 +280,10 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
     if not (finite(full["budget_qa_epoch_minutes"]) and full["budget_qa_epoch_minutes"] >= 0):
         raise ScratchBertError(f"pipeline parameters: budget_qa_epoch_minutes {full['budget_qa_epoch_minutes']} must be 0 "
                                "or more (0: unknown)")
+    for p in PARAMETERS:  # one a stage ignores (qa_epochs beside qa_max_steps) still travels as a protobuf Value
+        if p.type is float and not finite(full[p.name]):
+            raise ScratchBertError(f"pipeline parameters: {p.name} {full[p.name]} is not a finite number, and a pipeline "
+                                   "carries only finite ones; give a number")
     full.update(split_budget(full, text_bytes))
     positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
     if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model's: check_starting_positions

@@ -227,6 +227,9 @@ def test_a_terminated_run_stops_its_task_processes_and_says_so(tmp_path):
     (["--time-budget-minutes", "-5"], "time_budget_minutes -5.0 must be"),
     (["--qa-max-seq-len", "1024"], "qa_max_seq_len 1024 is longer than the 512 positions"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
+    # a value the QA stage ignores beside --qa-max-steps: kfp.local could not serialise it (an internal error, exit 1)
+    (["--qa-epochs", "nan"], "qa_epochs nan is not a finite number"),
+    (["--qa-epochs", "inf"], "qa_epochs inf is not a finite number"),
     (["--endpoint", "not-a-url"], "--endpoint 'not-a-url' is not an endpoint URL"),
     (["--workdir", "/proc/scratchbert-runs"], "cannot write --workdir /proc/scratchbert-runs: no folder can be created"),
     (["--workdir", "{tmp}/a-file/runs"], "a-file is a file, not a folder"),
