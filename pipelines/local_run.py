@@ -1023,8 +1023,8 @@ def _flag_default(name: str) -> str:
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
         text = (f"timed at the start of a run with a budget ({QA_PROBE_SECONDS:g} seconds of QA steps of its model) for "
                 + ", ".join(QA_EPOCH_MINUTES["bf16"]) + " with the recipe's QA data; else 0")
-    synthetic = SYNTHETIC_DEFAULTS.get(name, value)
-    if synthetic != value:
+    synthetic = SYNTHETIC_DEFAULTS.get(name, parameters.BY_NAME[name].default)  # --synthetic falls back on the pipeline's
+    if synthetic != value and name != "budget_qa_epoch_minutes":  # its text says where it is 0
         text += f"; with --synthetic {params.show(synthetic)}"
     return text
 

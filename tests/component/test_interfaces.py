@@ -591,3 +591,18 @@ def test_run_local_help_names_only_flags_it_has():
     text = " ".join(a.help or "" for a in actions)
     assert set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) <= flags
     assert not [n for n in parameters.NAMES if "_" in n and re.search(rf"(?<![\w-]){n}(?!\w)", text)]
+
+
+def test_run_local_help_names_every_default_that_synthetic_changes():
+    """--help's "with --synthetic X" for each run-local default that a --synthetic run replaces: a
+    value the synthetic recipe does not set is the pipeline's, not the CPU recipe's (the help said
+    --dupe-factor 5, --budget-pretrain-share 0.4, --eval-max-examples 2000 and --qa-max-eval-examples
+    1000 where a --synthetic run used 1, 0.9, 0 and 0)."""
+    parser = argparse.ArgumentParser()
+    local_run.add_arguments(parser)
+    flags = {a.dest: a.help for a in parser._actions}
+    real, synthetic = ({**parameters.defaults(), **recipe} for recipe in (local_run.REAL_DEFAULTS, local_run.SYNTHETIC_DEFAULTS))
+    differ = [name for name in flags if name in real and real[name] != synthetic[name] and name != "budget_qa_epoch_minutes"]
+    assert {"dupe_factor", "budget_pretrain_share", "eval_max_examples", "qa_max_eval_examples", "preset"} <= set(differ)
+    for name in differ:
+        assert f"; with --synthetic {params.show(synthetic[name])}." in flags[name], name
