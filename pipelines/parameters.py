@@ -363,18 +363,22 @@ def _timed_by_budget(values: dict[str, Any], name: str) -> bool:
 
 
 def check_starting_positions(values: dict[str, Any]) -> None:
-    """Raise when ``qa_max_seq_len`` is longer than the starting model's positions. On the
-    pretraining path no stage before QA fine-tuning knows both, so the run would fail after
-    pretraining (the starting-model task of ``skip_pretraining`` checks it itself). Only the
-    model's config is fetched; a model that cannot be read here is the stages' to name."""
+    """Raise when ``max_seq_len`` (where the run pretrains) or ``qa_max_seq_len`` is longer than the
+    starting model's positions. On the pretraining path no stage before pretraining knows the
+    first, nor one before QA fine-tuning the second, so the run would fail after the tokenizer and
+    dataset stages, or after pretraining (the starting-model task of ``skip_pretraining`` checks
+    the QA windows itself). Only the model's config is fetched; a model that cannot be read here
+    is the stages' to name."""
     import json
     import tempfile
 
     from scratchbert import starting_model
     from scratchbert.errors import ScratchBertError
 
-    init, qa_len = str(values.get("init_model") or ""), int(values.get("qa_max_seq_len") or 0)
-    if not init or qa_len <= 0:
+    init = str(values.get("init_model") or "")
+    lengths = {"max_seq_len": 0 if values.get("skip_pretraining") else int(values.get("max_seq_len") or 0),
+               "qa_max_seq_len": int(values.get("qa_max_seq_len") or 0)}
+    if not init or max(lengths.values()) <= 0:
         return
     with tempfile.TemporaryDirectory(prefix="scratchbert-validate-") as tmp:
         try:
@@ -382,9 +386,11 @@ def check_starting_positions(values: dict[str, Any]) -> None:
             positions = int(json.loads((folder / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"])
         except (ScratchBertError, OSError, ValueError, KeyError, TypeError):
             return
-    if qa_len > positions:
-        raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {qa_len} is longer than the {positions} positions of "
-                               f"the starting model {init}; use {positions} or less, or 0 for the default")
+    for name, length in lengths.items():
+        if length > positions:
+            raise ScratchBertError(f"pipeline parameters: {name} {length} is longer than the {positions} positions of "
+                                   f"the starting model {init}; use {positions} or less"
+                                   + (", or 0 for the default" if name == "qa_max_seq_len" else ""))
 
 
 def check_unpublished(values: dict[str, Any]) -> None:

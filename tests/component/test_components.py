@@ -220,6 +220,24 @@ def test_validate_refuses_qa_windows_longer_than_the_starting_models_positions(t
         parameters.check_starting_positions(dict(values, qa_max_seq_len=256))
 
 
+def test_validate_refuses_examples_longer_than_the_starting_models_positions(tmp_path):
+    """init_model with 128 positions and max_seq_len 256: the tokenizer and dataset tasks ran (the
+    dataset cut the whole corpus into 256-token examples), then pretraining refused the model; the
+    validate task reads the model's config. Fine-tuning it directly builds no such examples."""
+    from scratchbert.errors import ScratchBertError
+    from scratchbert_pipelines import parameters
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "bert", "max_position_embeddings": 128}))
+    values = dict(parameters.defaults(), init_model=str(model), qa_max_seq_len=0)
+    parameters.check_starting_positions(dict(values, max_seq_len=128))
+    parameters.check_starting_positions(dict(values, max_seq_len=256, skip_pretraining=True))
+    with pytest.raises(ScratchBertError, match=r"max_seq_len 256 is longer than the 128 positions of the starting model "
+                                               r".*; use 128 or less$"):
+        parameters.check_starting_positions(dict(values, max_seq_len=256))
+
+
 def test_validate_plans_the_budget_with_the_size_of_an_s3_corpus_read_whole(s3_env, tmp_path, capfd):
     """max_corpus_bytes 0 reads all of the corpus: the validate task sizes it in the object store (a
     .gz by its trailer: 48 MB of text in a small object) and keeps its time out of the training budgets."""
