@@ -387,7 +387,8 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
             raise ScratchBertError(f"{name} has no meaning in a local run (every task runs on this machine, "
                                    "pretraining in one process); leave it out")
     workdir = Path(workdir).resolve()
-    sources = {name: given.pop(name, None) for name in SOURCES}
+    # an empty input is one not given ("" is the pipeline's "none" for init_model and valid_corpus), not Path(""), the current folder
+    sources = {name: given.pop(name, None) or None for name in SOURCES}
     for name, value in sources.items():
         if value is not None and not is_remote(value) and not Path(value).exists():
             raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")

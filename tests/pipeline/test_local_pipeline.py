@@ -283,6 +283,32 @@ def test_two_runs_sharing_a_workdir_get_a_store_each(tmp_path, monkeypatch, caps
         os.close(held)
 
 
+def test_an_empty_input_is_one_not_given_not_the_current_folder(tmp_path, monkeypatch):
+    """`--init-model ''` (the help's "Empty: BERT from scratch") and `--valid-corpus ''` were taken
+    for the path '', the current folder: all of it was uploaded as the starting model and the
+    validation corpus."""
+    from scratchbert.objectstore import find_weed
+
+    if find_weed() is None:
+        pytest.skip("the `weed` command (SeaweedFS) is not installed")
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "notes.txt").write_text("A folder of the user's.\n\nNot a corpus.\n")
+    monkeypatch.chdir(here)
+    seen = []
+
+    def runner(arguments, outputs, **kw):
+        seen.append(arguments)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(local_run, "run_pipeline", runner)
+    with pytest.raises(RunFailed, match="stopped by the test"):
+        run_local(synthetic=True, workdir=tmp_path / "runs", keep_store=None, quiet=True, init_model="", valid_corpus="")
+    (arguments,) = seen
+    assert "init_model" not in arguments and "valid_corpus" not in arguments
+    assert arguments["corpus"].endswith("/corpus.txt")  # generated
+
+
 def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
     with pytest.raises(ScratchBertError, match="does not exist"):
         run_local(corpus=str(tmp_path / "nope.txt"), workdir=tmp_path / "runs", quiet=True)
