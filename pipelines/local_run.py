@@ -171,6 +171,9 @@ STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
 QA_MODEL_OUTPUT = "qa_model"
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = tuple(parameters.GPU_ONLY)
+# Parameters whose part a starting model (init_model) brings itself: the stages take its size and its
+# tokenizer and leave these unused. A run that gives one is refused (the pipeline cannot tell a default).
+STARTING_MODEL_OWN = {"preset": "its own size", "vocab_size": "its own tokenizer", "lowercase": "its own tokenizer"}
 # The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
 # dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
 # The pretrain stage's first task counts its GPUs (one pod, or a TrainJob).
@@ -392,6 +395,11 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     for name, value in sources.items():
         if value is not None and not is_remote(value) and not Path(value).exists():
             raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")
+    for name, what in STARTING_MODEL_OWN.items():
+        if sources["init_model"] is not None and name in given:
+            flag = "--" + ("no-" if given[name] is False else "") + name.replace("_", "-")
+            raise ScratchBertError(f"{flag} has no effect with --init-model, whose model brings {what}; leave {flag} out, "
+                                   "or leave out --init-model to train BERT from scratch")
     endpoint_env = _endpoint_env(endpoint) if endpoint is not None else None
     _check_runner()
     settings = run_settings(synthetic, given, sources)

@@ -309,6 +309,25 @@ def test_an_empty_input_is_one_not_given_not_the_current_folder(tmp_path, monkey
     assert arguments["corpus"].endswith("/corpus.txt")  # generated
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--preset", "base"], "--preset has no effect with --init-model, whose model brings its own size"),
+    (["--vocab-size", "8000"], "--vocab-size has no effect with --init-model, whose model brings its own tokenizer"),
+    (["--no-lowercase"], "--no-lowercase has no effect with --init-model"),
+])
+def test_what_a_starting_model_brings_itself_is_refused_beside_it(tmp_path, capsys, monkeypatch, flags, words):
+    """A starting model's size and tokenizer are its own: the tokenizer stage took its 500 tokens for
+    --vocab-size 8000 and its lower-casing for --no-lowercase, pretraining its size for --preset base,
+    silently. Refused before anything starts."""
+    monkeypatch.setattr(local_run, "run_pipeline", lambda *a, **kw: pytest.fail("the run started"))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "bert"}')
+    assert cli.main(["run-local", "--synthetic", "--workdir", str(tmp_path / "runs"), "--temporary-store",
+                     "--init-model", str(tmp_path / "model"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
     with pytest.raises(ScratchBertError, match="does not exist"):
         run_local(corpus=str(tmp_path / "nope.txt"), workdir=tmp_path / "runs", quiet=True)
