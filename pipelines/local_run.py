@@ -167,8 +167,10 @@ STAND_INS = {"corpus": "enwiki/train.txt", "squad_train": "squad/train-v1.1.json
 STAGE_OUTPUTS = {"tokenizer": "tokenizer", "dataset": "dataset", "pretrain": "logs", "evaluate": "evaluation",
                  "qa_finetune": "logs"}
 STAGES = ("starting_model", *STAGE_OUTPUTS, "publish")
-# The qa_finetune task's model artifact: the summary says how to ask it.
+# The qa_finetune task's model artifact: the summary says how to ask it, with a question and a passage
+# that holds its answer, so that the command runs as pasted (ask's --context also takes @FILE).
 QA_MODEL_OUTPUT = "qa_model"
+ASK_EXAMPLE = ("Who founded the town?", "The town was founded by Ada Brellon in 1820.")
 # Parameters that only mean something on a cluster (GPU nodes, a TrainJob): no flag, refused.
 CLUSTER_ONLY = tuple(parameters.GPU_ONLY)
 # Parameters whose part a starting model (init_model) brings itself: the stages take its size and its
@@ -607,7 +609,7 @@ def format_summary(summary: dict) -> str:
               f"log:        {summary['log']}"]
     if summary.get("qa_model"):
         lines.append(f"ask it:     scratchbert ask --model {shlex.quote(summary['qa_model'])} "
-                     "--question 'Who founded the town?' --context @passage.txt")
+                     f"--question {shlex.quote(ASK_EXAMPLE[0])} --context {shlex.quote(ASK_EXAMPLE[1])}")
     lines += [f"note:       {note}" for note in summary.get("notes", ())]
     return "\n".join(lines)
 

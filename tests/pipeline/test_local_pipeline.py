@@ -107,6 +107,26 @@ def test_published_model_is_readable_after_the_run_and_answers(run, tmp_path):
     assert answer(summary["qa_model"], "What is Brellon known for?", context) == [best]
 
 
+def test_the_ask_command_of_the_summary_runs_as_pasted(tmp_path, monkeypatch, capsys):
+    """The summary's `ask it:` line asked with `--context @passage.txt`, a file no run writes:
+    pasted, it failed (`context file passage.txt does not exist`). It now holds its passage."""
+    import shlex
+
+    from scratchbert import qa
+
+    asked = []
+    monkeypatch.setattr(qa, "answer", lambda model, question, context, top_k: asked.append((model, question, context)) or [])
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "run dir" / "qa_model"
+    summary = {"run_id": "r", "stages": {}, "total_seconds": 1.0, "store": None, "published_uri": None, "outputs": "o",
+               "log": "l", "qa_model": str(model)}
+    (line,) = [line for line in local_run.format_summary(summary).splitlines() if line.startswith("ask it:")]
+    command = shlex.split(line.removeprefix("ask it:"))
+    assert command[0] == "scratchbert" and cli.main(command[1:]) == 0, capsys.readouterr().err
+    ((got, question, context),) = asked
+    assert got == str(model) and question == "Who founded the town?" and "founded by" in context
+
+
 def _published_tokenizer_fingerprint(store: str, uri: str, dest: Path) -> str:
     from scratchbert import storage
     from scratchbert.objectstore import EmbeddedS3
