@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert.outputs import check_writable, is_remote, read_json, write_json
+from scratchbert.outputs import check_writable, is_remote, local_path, read_json, write_json
 from scratchbert_pipelines import parameters
 
 COMMAND = "run-local"
@@ -418,6 +418,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         if own_corpus is not None and corpus_bytes and "max_corpus_bytes" not in given and not quiet:
             _say_corpus_cut(str(own_corpus), corpus_bytes, given.get("budget_minutes", settings["budget_minutes"]), text_bytes)
     check_writable(workdir, "--workdir", inside=True)
+    _check_outside_inputs(workdir, "--workdir", sources)
     if not synthetic:
         settings = fit_to_machine(settings, given, sources, quiet, text_bytes)
     overrun = parameters.budget_overrun({**settings, **given}, text_bytes, lambda name: "--" + name.replace("_", "-"))
@@ -430,6 +431,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
         if store.exists() and not store.is_dir():
             raise ScratchBertError(f"--keep-store {store} is a file; give a folder for the S3 store")
         check_writable(store, "--keep-store", inside=True)
+        _check_outside_inputs(store, "--keep-store", sources)
         store_lock = _lock_store(store, shared_default=keep_store == "")
     run_id, run_dir = _new_run_dir(workdir)
     if store is not None and store_lock is None:  # the workdir's store is busy: this run gets its own
@@ -767,6 +769,18 @@ def _bar_progress(m: re.Match) -> str:
     count = m.group("count") + (f" {unit}" if unit and unit != "it" else "")
     extra = ", ".join(p.replace("=", " ", 1) for p in postfix if "=" in p)
     return f"{desc} {m.group('pct')}% {count}".strip() + (f", {extra}" if extra else "")
+
+
+def _check_outside_inputs(folder: Path, what: str, sources: dict) -> None:
+    """Raise where ``folder`` (the runs' folder, the S3 store) is a local input or inside one (``--corpus .``
+    with the default --workdir runs/local): the run would upload its own files with that input, the
+    store into itself and earlier runs' files into the corpus, which would read their text."""
+    for name, value in sources.items():
+        inp = local_path(value)
+        if inp is not None and (folder == inp or inp in folder.parents):
+            raise ScratchBertError(f"{what} {folder} {'is' if folder == inp else 'is inside'} the input {inp} "
+                                   f"(--{name.replace('_', '-')}); the run would upload its own files with it, so choose "
+                                   f"another {what}")
 
 
 def _lock_store(store: Path, *, shared_default: bool) -> int | None:

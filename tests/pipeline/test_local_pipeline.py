@@ -348,6 +348,23 @@ def test_what_a_starting_model_brings_itself_is_refused_beside_it(tmp_path, caps
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("where", ["workdir", "keep_store"])
+def test_a_run_folder_or_store_inside_an_input_is_refused_before_anything_starts(tmp_path, monkeypatch, where):
+    """`cd my-texts && scratchbert run-local --corpus .` (the default --workdir runs/local inside the
+    corpus): the corpus uploaded was the folder with the run's own S3 store and earlier runs in it
+    (the store into itself, each run's upload holding the last's), their .txt files read as text."""
+    monkeypatch.setattr(local_run, "run_pipeline", lambda *a, **kw: pytest.fail("the run started"))
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "mine.txt").write_text("My text.\n\nMore of my text.\n")
+    folders = {"workdir": tmp_path / "runs", "keep_store": tmp_path / "store"}
+    folders[where] = texts / "runs" / where
+    with pytest.raises(ScratchBertError, match=f"--{where.replace('_', '-')} {folders[where]} is inside the input {texts} "
+                                               r"\(--corpus\); the run would upload its own files"):
+        run_local(synthetic=True, corpus=str(texts), workdir=folders["workdir"], keep_store=folders["keep_store"], quiet=True)
+    assert not (texts / "runs").exists() and not (tmp_path / "runs").exists() and not (tmp_path / "store").exists()
+
+
 def test_missing_local_input_is_refused_before_anything_starts(tmp_path):
     with pytest.raises(ScratchBertError, match="does not exist"):
         run_local(corpus=str(tmp_path / "nope.txt"), workdir=tmp_path / "runs", quiet=True)
