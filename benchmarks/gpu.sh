@@ -39,11 +39,15 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 SCRATCHBERT_TENSORBOARD=0 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 
+# the checkout's code, installed or not: src/ is the library; pipelines/ is imported (by
+# benchmarks/common.py) under its installed name, scratchbert_pipelines, hence a link to it
+links=$(mktemp -d)
+ln -s "$PWD/pipelines" "$links/scratchbert_pipelines"
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=/tmp/site:$PWD/src:$links${PYTHONPATH:+:$PYTHONPATH}
 else
-  export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+  export PYTHONPATH=$PWD/src:$links${PYTHONPATH:+:$PYTHONPATH}
 fi
 
 # fail fast (before any long stage) when an import or the GPU is missing
@@ -54,7 +58,7 @@ import importlib
 for m in ("torch", "transformers", "tokenizers", "datasets", "accelerate", "pyarrow", "numpy"):
     print(m, importlib.import_module(m).__version__)
 import torch
-import scratchbert.pretrain, scratchbert.evaluation  # noqa: F401
+import scratchbert.pretrain, scratchbert.evaluation, scratchbert_pipelines.local_run  # noqa: F401
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "-")
 EOF
 } 2>&1 | tee "$OUT/env.txt"
