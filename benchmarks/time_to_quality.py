@@ -27,6 +27,10 @@ from common import ARTICLE, emit, prepared_data, require_shared_data
 os.environ.setdefault("SCRATCHBERT_TENSORBOARD", "0")
 
 
+# The PretrainConfig fields train_and_evaluate sets for both recipes alike.
+BOTH_RECIPES = ("time_budget_minutes", "eval_steps", "save_steps", "logging_steps")
+
+
 def train_and_evaluate(name: str, data_dir: Path, work: Path, minutes: float, **overrides) -> dict:
     from scratchbert.evaluation import EvalConfig, evaluate_model
     from scratchbert.pretrain import PretrainConfig, pretrain
@@ -60,8 +64,13 @@ def overrides(flags: str) -> dict:
     parser = argparse.ArgumentParser(prog="--pretrain-flags")
     add_dataclass_arguments(parser, PretrainConfig)
     parsed = vars(parser.parse_args(["--dataset", "-", "--out", "-", *shlex.split(flags)]))
-    return {f.name: parsed[f.name] for f in dataclasses.fields(PretrainConfig)
-            if f.name not in ("dataset", "out", "preset") and parsed[f.name] != f.default}
+    changed = {f.name: parsed[f.name] for f in dataclasses.fields(PretrainConfig)
+               if f.name not in ("dataset", "out", "preset") and parsed[f.name] != f.default}
+    fixed = [name for name in BOTH_RECIPES if name in changed]
+    if fixed:
+        raise ValueError(f"--pretrain-flags cannot set {', '.join('--' + n.replace('_', '-') for n in fixed)}: the benchmark "
+                         "sets it for both recipes (the time budget is --minutes)")
+    return changed
 
 
 def main() -> None:
@@ -79,6 +88,10 @@ def main() -> None:
     p.add_argument("--skip-article", action="store_true")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-bench"))
     args = p.parse_args()
+    try:
+        recipe = {"preset": args.preset, **overrides(args.pretrain_flags)}  # before minutes of data preparation
+    except ValueError as e:
+        p.error(str(e))
     require_shared_data()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -86,7 +99,6 @@ def main() -> None:
     result = {"benchmark": "time_to_quality", "minutes_each": args.minutes, "data_prep": prep,
               "dupe_factor": args.dupe_factor,
               "article_reported": {"mlm_accuracy": 0.149, "nsp_accuracy": 0.789, "note": "20 epochs, 2 GPU hours"}}
-    recipe = {"preset": args.preset, **overrides(args.pretrain_flags)}
     result["scratchbert"] = train_and_evaluate("scratchbert", data_dir, work, args.minutes, **recipe)
     if not args.skip_article:
         result["article"] = train_and_evaluate("article", data_dir, work, args.minutes, preset="base",
