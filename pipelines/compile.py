@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpu and (args.gpu_image or not args.node_selector):
         parser.error("--gpu-image and --no-node-selector are for GPU tasks, which --cpu has none of")
+    if args.output and not args.output.endswith((".yaml", ".yml")):  # kfp's ValueError, a traceback, after the compile
+        parser.error(f"--output {args.output} must name a .yaml file: the pipeline's Kubernetes settings are written only to YAML")
     out = compile_pipeline(args.output, image=args.image, gpu_image=args.gpu_image, pipeline_root=args.pipeline_root,
                            node_selector=args.node_selector, gpu=not args.cpu)
     print(f"wrote {out}")

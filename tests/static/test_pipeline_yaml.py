@@ -39,6 +39,15 @@ def compile_to(path: Path, **kwargs) -> tuple[dict, dict]:
     return load(path)
 
 
+@pytest.mark.parametrize("name", ["p.json", "out", "p.yaml.txt"])
+def test_compile_refuses_an_output_that_is_not_yaml_in_one_line(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as stop:
+        _compile_module().main(["--output", str(tmp_path / name)])
+    assert stop.value.code == 2
+    assert "must name a .yaml file" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / name).exists()
+
+
 def load(path: Path) -> tuple[dict, dict]:
     docs = list(yaml.safe_load_all(path.read_text()))
     spec = docs[0]
