@@ -1,6 +1,7 @@
 """The post-processing benchmark's expected-F1 and expected-EM arms (``benchmarks/qa_postprocess.py``)."""
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import pytest
 
 
 @pytest.fixture
-def bench(monkeypatch):
+def bench(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCRATCHBERT_SHARED_DATA", str(tmp_path / "no-shared-data"))  # as without ../shared/data
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # scripts, not a package
     yield importlib.import_module("qa_postprocess")
     for name in ("qa_postprocess", "common"):  # the scripts import each other by these plain names
@@ -29,3 +31,15 @@ def test_expected_em_adds_up_the_spans_that_are_the_same_answer(bench):
     # "the Marcus Loew." is "Marcus Loew" once normalised (0.3 + 0.2 > 0.4); the likeliest spelling is kept
     assert bench._expected_em_answer(candidates) == "Marcus Loew"
     assert bench._expected_em_answer(candidates[:2] + candidates[3:]) == "Metro-Goldwyn-Mayer"
+
+
+def test_a_dev_set_of_ones_own_is_scored_without_the_shared_data(bench, monkeypatch, tmp_path, capsys):
+    # it used to print {"skipped": ".../enwiki/train.txt not found"} and score nothing
+    dev = tmp_path / "dev.json"
+    dev.write_text('{"data": []}')
+    swept = []
+    monkeypatch.setattr(bench, "sweep", lambda model, squad_dev, *flags: swept.append((model, squad_dev)) or {"model": str(model)})
+    monkeypatch.setattr(sys, "argv", ["qa_postprocess.py", str(tmp_path / "qa"), "--squad-dev", str(dev)])
+    bench.main()
+    assert swept == [(tmp_path / "qa", dev)]
+    assert "skipped" not in json.loads(capsys.readouterr().out)
