@@ -61,6 +61,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "scratchbert-ddp-bench"))
     args = p.parse_args()
+    if args.batch_size < 2 or args.batch_size % 2:  # the two processes take half each: the same batch as one
+        p.error(f"--batch-size {args.batch_size} must be even (and at least 2): each of the two processes takes half of it")
     require_shared_data()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
