@@ -182,10 +182,22 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         if precision == "fp16" and not torch.cuda.is_available():
             raise ScratchBertError("fp16 needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
+        if precision == "bf16" and torch.cuda.is_available() and not gpu_has_bf16():
+            raise ScratchBertError("bf16 needs a GPU with bfloat16 arithmetic (compute capability 8.0 or newer), and this "
+                                   "one only emulates it; use --precision fp16 or auto")
         return precision
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if gpu_has_bf16() else "fp16"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def gpu_has_bf16() -> bool:
+    """True when the CUDA GPU computes in bfloat16 itself (compute capability 8.0 or newer).
+    ``torch.cuda.is_bf16_supported()`` alone also says True on a V100 or T4, which only
+    emulates it (many times slower than their fp16)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def step_arguments(num_workers: int = -1) -> dict:

@@ -636,6 +636,31 @@ def test_precision_on_a_cpu():
         resolve_attention("flash", "fp32")
 
 
+def test_precision_on_a_gpu_that_only_emulates_bf16(monkeypatch):
+    """A V100 or T4 (compute capability 7.x): torch.cuda.is_bf16_supported() says True there
+    (bf16 by emulation), but auto must pick fp16, and an explicit bf16 is refused in one line,
+    in pretraining and QA fine-tuning alike; an A100 or H100 trains in bf16."""
+    import torch
+
+    from scratchbert.qa import use_bf16
+
+    def is_bf16_supported(including_emulation=True):
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    native = False
+    assert resolve_precision("auto") == "fp16" and resolve_precision("fp16") == "fp16"
+    assert use_bf16("auto") is False
+    with pytest.raises(ScratchBertError, match="bf16 needs a GPU with bfloat16 arithmetic"):
+        resolve_precision("bf16")
+    with pytest.raises(ScratchBertError, match="this GPU has no bfloat16 support"):
+        use_bf16("true")
+    native = True
+    assert resolve_precision("auto") == "bf16" and resolve_precision("bf16") == "bf16"
+    assert use_bf16("auto") is True and use_bf16("true") is True
+
+
 def test_a_time_budget_with_a_step_cap_shows_one_bar_in_seconds_with_the_steps(built_dataset, tmp_path, capfd):
     """The clock or the steps may end the run: the bar counts the budget's seconds and says the step of
     the cap (the step bar would stop at half when the clock ends it)."""
