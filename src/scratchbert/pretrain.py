@@ -336,6 +336,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
         **step_arguments(cfg.num_workers),
     )
     rank, world_size = args.process_index, args.world_size  # sets up the process group under torchrun
+    # auto follows each process's own hardware: on nodes of different GPUs (an A100 and a T4) the
+    # processes would average gradients of different arithmetics, the fp16 ones loss-scaled
+    first = distributed.broadcast_object(precision)
+    distributed.raise_if_any(None if precision == first else (
+        f"the training processes would not compute alike: rank 0 trains in {first}, rank {rank} in {precision} "
+        f"(--precision {cfg.precision}); run every process on the same kind of GPU, or give "
+        f"--precision {'fp16' if 'fp16' in (first, precision) else 'fp32'}"))
     # the run is what it trains with: the recipe's learning rate and warmup where 0 / -1 picked them
     settings = dataclasses.replace(cfg, learning_rate=learning_rate, warmup_fraction=warmup_fraction)
     record = run_record(settings, model.config, info, info["id"], precision, world_size=world_size)

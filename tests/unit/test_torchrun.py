@@ -41,6 +41,9 @@ def traced(self, indices):
 shards.ShardedExamples.__getitems__ = traced
 if os.environ.get("FAST_CLOCK_RANK") == str(rank):  # this rank's clock runs three times as fast
     schedule.time = types.SimpleNamespace(monotonic=lambda: 3 * time.monotonic())
+if os.environ.get("NO_BF16_RANK"):  # that rank's hardware has no bf16, the others' has
+    from scratchbert import pretrain
+    pretrain.cpu_has_bf16 = lambda: os.environ["NO_BF16_RANK"] != str(rank)
 import transformers
 train = transformers.Trainer.train
 def recorded(self, *a, **kw):
@@ -278,6 +281,21 @@ def test_a_time_budget_stops_every_rank_on_the_same_step(built_dataset, tmp_path
     steps = [int((trace / f"rank{r}.steps").read_text()) for r in (0, 1)]
     assert steps[0] == steps[1] == _result(done)["steps"] > 0
     _assert_complete(tmp_path / "model")
+
+
+def test_processes_whose_hardware_picks_another_precision_are_refused_in_one_line(built_dataset, tmp_path):
+    """Nodes of different hardware (an A100 and a T4): auto picks each process's precision from its
+    own device, and the job trained in two arithmetics, silently (rank 0 in bf16, rank 1 in fp16
+    with loss scaling, their gradients averaged). Here rank 1's CPU has no bf16 while rank 0's has."""
+    command = _torchrun(built_dataset, tmp_path / "model", trace=tmp_path / "trace", preset="nano", batch_size=16,
+                        max_steps=3, eval_steps=0, logging_steps=1, num_workers=0)
+    done = _launch(command, timeout=120, NO_BF16_RANK="1")
+    assert done.returncode != 0
+    line = ("scratchbert pretrain: error: the training processes would not compute alike: rank 0 trains in bf16, "
+            "rank 1 in fp32 (--precision auto); run every process on the same kind of GPU, or give --precision fp32")
+    assert done.stderr.count(line) == 2, done.stderr[-3000:]  # every rank says it
+    assert "internal error" not in done.stderr
+    assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow
