@@ -180,7 +180,8 @@ def placement(job: TrainJobConfig, task_config=None) -> dict[str, Any]:
 
     env = [e for e in (_field(task_config, "env") or []) if e.get("name") not in RESERVED_ENV]
     have = {e.get("name") for e in env}
-    env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": settings.S3_SECRET_NAME, "key": key}}}
+    # optional, as on the pipeline's tasks: a Secret without static keys (IRSA) leaves the pods their identity
+    env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": settings.S3_SECRET_NAME, "key": key, "optional": True}}}
             for key in settings.S3_SECRET_KEYS if key not in have]
 
     tolerations = _field(task_config, "tolerations")

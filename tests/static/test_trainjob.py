@@ -235,6 +235,8 @@ def test_without_a_task_config_the_settings_place_the_pods(settings):
     trainer = job["spec"]["trainer"]
     assert trainer["resourcesPerNode"] == {"limits": {settings.GPU_RESOURCE: "1"}}
     assert {e["name"] for e in trainer["env"]} == set(settings.S3_SECRET_KEYS)
+    # optional, as on the task (a Secret without static keys would hold the pods in CreateContainerConfigError)
+    assert all(e["valueFrom"]["secretKeyRef"]["optional"] is True for e in trainer["env"])
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
         "template"]["spec"]["template"]["spec"]
     assert pod["tolerations"][0]["key"] == settings.GPU_TAINT_KEY
