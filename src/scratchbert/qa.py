@@ -902,6 +902,8 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             dataloader_pin_memory=torch.cuda.is_available(),
             disable_tqdm=progress.hidden(),
         )
+        if args.n_gpu > 1:  # one process seeing several GPUs: the Trainer would run DataParallel, --batch-size windows
+            args._n_gpu = 1  # on each (a step of several batches, a time budget's epochs as many times); one GPU, as in the pipeline
         trainer = budget.trainer_class(_trainer_base(cfg.group_by_length))(
             model=model,
             args=args,

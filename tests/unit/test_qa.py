@@ -858,6 +858,34 @@ def test_a_time_budget_trains_at_most_the_given_epochs(model_dir, squad_files, t
     assert lrs[-1] < 0.1 * max(lrs)
 
 
+def test_fine_tuning_on_a_machine_with_several_gpus_trains_the_batch_and_epochs_asked_for(model_dir, squad_files, tmp_path,
+                                                                                          monkeypatch):
+    """One process that sees two GPUs: the Trainer wrapped the model in DataParallel with batch_size
+    windows on each GPU, so a step took twice --batch-size (and a time budget's step limit, the steps
+    of --epochs at --batch-size, trained twice the epochs asked for). A fake: TrainingArguments finds
+    two GPUs (on a CPU, DataParallel runs the model as it is)."""
+    from functools import cached_property
+
+    from transformers import TrainingArguments
+
+    setup = TrainingArguments.__dict__["_setup_devices"].func
+
+    def two_gpus(self):
+        device = setup(self)
+        self._n_gpu = 2
+        return device
+
+    fake = cached_property(two_gpus)
+    fake.__set_name__(TrainingArguments, "_setup_devices")
+    monkeypatch.setattr(TrainingArguments, "_setup_devices", fake)
+    metrics = finetune_qa(QAConfig(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]),
+                                   out=str(tmp_path / "qa"), max_seq_len=64, batch_size=8, max_steps=4,
+                                   max_eval_examples=8, logging_steps=1))
+    # 4 steps of 8 windows: the share of an epoch of batches of 8 (of 16, it was twice that)
+    assert metrics["train_steps"] == 4
+    assert metrics["epochs"] == pytest.approx(4 / math.ceil(metrics["train_features"] / 8), abs=1e-3)
+
+
 def test_batches_of_similar_length_pad_less_than_random_ones(model_dir, tmp_path, monkeypatch):
     from transformers import DataCollatorWithPadding
 
