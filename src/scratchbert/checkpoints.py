@@ -188,6 +188,14 @@ def _zip_ok(path: Path) -> bool:
         return False
 
 
+def _step(checkpoint: str | os.PathLike | None) -> int:
+    """The step of a ``checkpoint-N`` folder or name (-1 for none)."""
+    if checkpoint is None:
+        return -1
+    tail = Path(checkpoint).name.split("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def latest_complete(checkpoint_dir: str | os.PathLike) -> str | None:
     """The newest complete ``checkpoint-N`` of a folder; newer damaged ones are removed with a warning."""
     folder = Path(checkpoint_dir)
@@ -275,8 +283,9 @@ class Checkpoints:
         remote = self._check_remote() if self.uri else None
         self._claim(overwrite)
         self.resume = latest_complete(self.folder)
-        if self.resume is None and remote is not None:
-            self.resume = self._fetch(remote)
+        # the mirror's when it is further on (a local copy lost or damaged since): never an older step
+        if remote is not None and _step(remote["version"]) > _step(self.resume):
+            self.resume = self._fetch(remote) or self.resume
 
     # the local folder
 
@@ -352,11 +361,11 @@ class Checkpoints:
 
         target = self.folder / manifest["version"]
         if target.exists():
-            shutil.rmtree(target)  # a damaged local copy: latest_complete found nothing usable
+            shutil.rmtree(target)  # a damaged local copy: latest_complete skipped it
         storage.fetch_published(manifest["uri"], target)
         problem = damage(target)
         if problem:
-            log.warning("the checkpoint mirrored at %s is damaged (%s); starting afresh", manifest["uri"], problem)
+            log.warning("the checkpoint mirrored at %s is damaged (%s); not resuming from it", manifest["uri"], problem)
             shutil.rmtree(target, ignore_errors=True)
             return None
         log.info("resuming from the checkpoint mirrored at %s", manifest["uri"])

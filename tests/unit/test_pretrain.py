@@ -367,6 +367,46 @@ def test_the_s3_mirror_follows_the_same_rules(built_dataset, tmp_path, s3_env, s
     assert again["resumed"] and again["steps"] == 20 and again["train_tokens"] == 0  # nothing left to train
 
 
+def test_a_run_resumes_from_the_furthest_of_its_local_and_mirrored_checkpoints(tmp_path, monkeypatch):
+    """The local folder kept checkpoint-100 while the mirror holds checkpoint-200 (the local 200 was
+    damaged and removed, or the node's disk is older): the run resumes from 200, not 100; where
+    the local copy is the further one, nothing is fetched."""
+    import zipfile
+
+    from scratchbert import checkpoints, storage
+
+    record = {"format": 1, "training": {"seed": 42}}
+
+    def complete(folder: Path, step: int) -> None:
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        with zipfile.ZipFile(folder / "pytorch_model.bin", "w") as z:
+            z.writestr("data", "weights")
+
+    fetched = []
+
+    def fetch_published(uri, target):
+        fetched.append(uri)
+        complete(Path(target), int(uri.rstrip("/").rsplit("-", 1)[1]))
+
+    mirrored = {"version": "checkpoint-200", "uri": "s3://ckpt/run/checkpoint-200/"}
+    monkeypatch.setattr(storage, "read_manifest", lambda uri: mirrored)
+    monkeypatch.setattr(storage, "read_object", lambda uri: json.dumps(record).encode())
+    monkeypatch.setattr(storage, "fetch_published", fetch_published)
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / RUN_RECORD).write_text(json.dumps(record))
+    complete(folder / "checkpoint-100", 100)
+    claim = checkpoints.Checkpoints(folder, record, uri="s3://ckpt/run")
+    assert Path(claim.resume).name == "checkpoint-200" and fetched == [mirrored["uri"]]
+    checkpoints._unlock(claim.folder)
+
+    mirrored = {"version": "checkpoint-100", "uri": "s3://ckpt/run/checkpoint-100/"}
+    claim = checkpoints.Checkpoints(folder, record, uri="s3://ckpt/run")
+    assert Path(claim.resume).name == "checkpoint-200" and len(fetched) == 1
+    checkpoints._unlock(claim.folder)
+
+
 def _cli_pretrain(dataset: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "scratchbert.cli", "pretrain", "--dataset", str(dataset), "--out", str(out),
             "--preset", "nano", "--max-steps", "120", "--save-steps", "10", "--batch-size", "16",
