@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert.outputs import check_writable, is_remote, local_path, read_json, write_json
+from scratchbert.outputs import check_writable, is_remote, local_path, read_json, relation_to, write_json
 from scratchbert_pipelines import parameters
 
 COMMAND = "run-local"
@@ -777,8 +777,9 @@ def _check_outside_inputs(folder: Path, what: str, sources: dict) -> None:
     store into itself and earlier runs' files into the corpus, which would read their text."""
     for name, value in sources.items():
         inp = local_path(value)
-        if inp is not None and (folder == inp or inp in folder.parents):
-            raise ScratchBertError(f"{what} {folder} {'is' if folder == inp else 'is inside'} the input {inp} "
+        relation = inp and relation_to(folder, inp)
+        if relation in ("is", "is inside"):  # a run folder that contains an input writes beside it, not into it
+            raise ScratchBertError(f"{what} {folder} {relation} the input {inp} "
                                    f"(--{name.replace('_', '-')}); the run would upload its own files with it, so choose "
                                    f"another {what}")
 

@@ -201,8 +201,7 @@ def latest_complete(checkpoint_dir: str | os.PathLike) -> str | None:
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         return None
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
-                   key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir() and _step(p) >= 0), key=_step, reverse=True)
     for checkpoint in found:
         problem = damage(checkpoint)
         if problem is None:

@@ -125,17 +125,9 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
     out = local_folder(out, what).expanduser().resolve()
     for given in inputs:
         inp = local_path(given)
-        if inp is None:
-            continue
-        if out == inp:
-            relation = "is"
-        elif inp in out.parents:
-            relation = "is inside"
-        elif out in inp.parents:
-            relation = "contains"
-        else:
-            continue
-        raise ScratchBertError(f"{what} {out} {relation} the input {inp}; writing there would destroy the input, so choose another {what}")
+        relation = inp and relation_to(out, inp)
+        if relation:
+            raise ScratchBertError(f"{what} {out} {relation} the input {inp}; writing there would destroy the input, so choose another {what}")
     cwd = Path.cwd().resolve()
     if cwd == out or out in cwd.parents:
         raise ScratchBertError(f"{what} {out} contains the current folder {cwd}; replacing it would delete the folder you work in, so choose another {what}")
@@ -154,6 +146,17 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
     check_writable(out, what)
     clean_orphans(out)  # what earlier, killed writers left, now rather than after this run's work
     return out
+
+
+def relation_to(path: Path, other: Path) -> str | None:
+    """How the resolved folder ``path`` stands to ``other``: "is", "is inside", "contains", or None (apart)."""
+    if path == other:
+        return "is"
+    if other in path.parents:
+        return "is inside"
+    if path in other.parents:
+        return "contains"
+    return None
 
 
 def check_distinct(paths: dict[str, str | os.PathLike]) -> None:
