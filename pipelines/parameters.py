@@ -22,6 +22,7 @@ from typing import Any
 
 from scratchbert import params
 from scratchbert.evaluation import EvalConfig
+from scratchbert.modeling import positions_for
 from scratchbert.params import finite
 from scratchbert.pretrain import PretrainConfig
 from scratchbert.pretraining_data import DatasetConfig
@@ -285,7 +286,7 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
             raise ScratchBertError(f"pipeline parameters: {p.name} {full[p.name]} is not a finite number, and a pipeline "
                                    "carries only finite ones; give a number")
     full.update(split_budget(full, text_bytes))
-    positions = max(512, full["max_seq_len"])  # scratchbert.modeling.build_config's position table
+    positions = positions_for(full["max_seq_len"])
     if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model's: check_starting_positions
         raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
                                f"positions of the model pretrained with max_seq_len {full['max_seq_len']}; use {positions} "

@@ -83,6 +83,15 @@ def resolve_attention(attention: str, precision: str) -> str:
     return "sdpa" if precision == "fp32" and not torch.cuda.is_available() else "eager"
 
 
+MIN_POSITIONS = 512  # BERT's position table; a longer max_seq_len gets as many
+
+
+def positions_for(max_seq_len: int) -> int:
+    """The positions a model pretrained on examples of ``max_seq_len`` tokens gets (BERT's 512, or
+    more for longer examples): what later QA windows may use."""
+    return max(MIN_POSITIONS, max_seq_len)
+
+
 def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size: int | None = None,
                  num_hidden_layers: int | None = None, num_attention_heads: int | None = None,
                  intermediate_size: int | None = None, max_position_embeddings: int | None = None,
@@ -93,7 +102,7 @@ def build_config(preset: str, vocab_size: int, max_seq_len: int, *, hidden_size:
     size = effective_size(preset, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
                           num_attention_heads=num_attention_heads, intermediate_size=intermediate_size)
     hidden, layers, heads, inter = size.hidden_size, size.num_hidden_layers, size.num_attention_heads, size.intermediate_size
-    positions = max_position_embeddings or max(512, max_seq_len)
+    positions = max_position_embeddings or positions_for(max_seq_len)
     if vocab_size <= 0:
         raise ScratchBertError("the vocabulary size must be positive")
     if positions < max_seq_len:
