@@ -182,9 +182,8 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         if precision == "fp16" and not torch.cuda.is_available():
             raise ScratchBertError("fp16 needs a CUDA GPU; use --precision bf16 or fp32 on a CPU")
-        if precision == "bf16" and torch.cuda.is_available() and not gpu_has_bf16():
-            raise ScratchBertError("bf16 needs a GPU with bfloat16 arithmetic (compute capability 8.0 or newer), and this "
-                                   "one only emulates it; use --precision fp16 or auto")
+        if precision == "bf16":
+            refuse_emulated_bf16("--precision bf16", "use --precision fp16 or auto")
         return precision
     if torch.cuda.is_available():
         return "bf16" if gpu_has_bf16() else "fp16"
@@ -198,6 +197,16 @@ def gpu_has_bf16() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def refuse_emulated_bf16(option: str, advice: str) -> None:
+    """Raise where ``option`` asks for bf16 on a GPU that only emulates it: many times slower
+    than its fp16, so never what a run wants (pretraining's and QA's flags alike)."""
+    import torch
+
+    if torch.cuda.is_available() and not gpu_has_bf16():
+        raise ScratchBertError(f"{option} needs a GPU with bfloat16 arithmetic (compute capability 8.0 or newer), and "
+                               f"this one only emulates it; {advice}")
 
 
 def step_arguments(num_workers: int = -1) -> dict:

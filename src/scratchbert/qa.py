@@ -738,13 +738,12 @@ def use_bf16(setting: str) -> bool:
     """Whether QA fine-tuning runs with bf16 autocast: ``true``, ``false``, or ``auto``, which
     follows pretraining's rule (:func:`scratchbert.pretrain.resolve_precision`): GPUs with
     bf16, CPUs with bf16 matrix instructions (AMX or AVX512-BF16)."""
-    import torch
 
-    from scratchbert.pretrain import gpu_has_bf16, resolve_precision
+    from scratchbert.pretrain import refuse_emulated_bf16, resolve_precision
 
     setting = str(setting).lower()
-    if setting == "true" and torch.cuda.is_available() and not gpu_has_bf16():
-        raise ScratchBertError("bf16 is true but this GPU has no bfloat16 support; use --bf16 auto or false")
+    if setting == "true":
+        refuse_emulated_bf16("--bf16 true", "use --bf16 auto or false")
     return setting == "true" or (setting == "auto" and resolve_precision("auto") == "bf16")
 
 

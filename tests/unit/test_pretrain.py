@@ -692,9 +692,9 @@ def test_precision_on_a_gpu_that_only_emulates_bf16(monkeypatch):
     native = False
     assert resolve_precision("auto") == "fp16" and resolve_precision("fp16") == "fp16"
     assert use_bf16("auto") is False
-    with pytest.raises(ScratchBertError, match="bf16 needs a GPU with bfloat16 arithmetic"):
+    with pytest.raises(ScratchBertError, match="--precision bf16 needs a GPU with bfloat16 arithmetic"):
         resolve_precision("bf16")
-    with pytest.raises(ScratchBertError, match="this GPU has no bfloat16 support"):
+    with pytest.raises(ScratchBertError, match="--bf16 true needs a GPU with bfloat16 arithmetic"):
         use_bf16("true")
     native = True
     assert resolve_precision("auto") == "bf16" and resolve_precision("bf16") == "bf16"
