@@ -42,6 +42,7 @@ PY=${PYTHON:-python3}
 # the checkout's code, installed or not: src/ is the library; pipelines/ is imported (by
 # benchmarks/common.py) under its installed name, scratchbert_pipelines, hence a link to it
 links=$(mktemp -d)
+trap 'rm -rf "$links"' EXIT
 ln -s "$PWD/pipelines" "$links/scratchbert_pipelines"
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
