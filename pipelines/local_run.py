@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from scratchbert import params
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert.outputs import check_writable, is_remote, local_path, read_json, relation_to, write_json
+from scratchbert.outputs import check_writable, is_remote, local_path, read_json, relation_to, walk_files, write_json
 from scratchbert_pipelines import parameters
 
 COMMAND = "run-local"
@@ -397,6 +397,9 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     for name, value in sources.items():
         if value is not None and not is_remote(value) and not Path(value).exists():
             raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")
+        if value is not None and not is_remote(value) and Path(value).is_dir() and not walk_files(value):
+            raise ScratchBertError(f"{name.replace('_', '-')} {value} is a folder without files; give the folder that "
+                                   "holds them, s3://... or hf://...")
     for name, what in STARTING_MODEL_OWN.items():
         if sources["init_model"] is not None and name in given:
             flag = "--" + ("no-" if given[name] is False else "") + name.replace("_", "-")

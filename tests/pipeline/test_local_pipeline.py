@@ -329,6 +329,19 @@ def test_an_empty_input_is_one_not_given_not_the_current_folder(tmp_path, monkey
     assert arguments["corpus"].endswith("/corpus.txt")  # generated
 
 
+@pytest.mark.parametrize("name", ["init_model", "corpus", "valid_corpus"])
+def test_an_input_folder_without_files_is_refused_before_the_run_folder_exists(tmp_path, monkeypatch, name):
+    """An empty --init-model folder was refused only by its upload, after the run's folder and
+    its S3 store existed: the run left an empty run folder behind."""
+    monkeypatch.setattr(local_run, "run_pipeline", lambda *a, **kw: pytest.fail("the run started"))
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)  # folders in it, no file
+    workdir = tmp_path / "runs"
+    with pytest.raises(ScratchBertError, match=f"{name.replace('_', '-')} {empty} is a folder without files"):
+        run_local(synthetic=True, workdir=workdir, quiet=True, **{name: str(empty)})
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--preset", "base"], "--preset has no effect with --init-model, whose model brings its own size"),
     (["--vocab-size", "8000"], "--vocab-size has no effect with --init-model, whose model brings its own tokenizer"),
