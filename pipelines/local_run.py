@@ -389,8 +389,7 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     given = parameters.check({k: v for k, v in params.items() if v is not None})
     for name in CLUSTER_ONLY:
         if name in given:
-            raise ScratchBertError(f"{name} has no meaning in a local run (every task runs on this machine, "
-                                   "pretraining in one process); leave it out")
+            raise ScratchBertError(_cluster_only(name))
     workdir = Path(workdir).resolve()
     # an empty input is one not given ("" is the pipeline's "none" for init_model and valid_corpus), not Path(""), the current folder
     sources = {name: given.pop(name, None) or None for name in SOURCES}
@@ -1076,7 +1075,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     store.add_argument("--temporary-store", action="store_true", help="use a throw-away S3 store instead (the published model is gone after the run)")
     group = p.add_argument_group("pipeline parameters", "The pipeline's parameters; local files and folders are accepted for the inputs.")
     for param in parameters.PARAMETERS:
-        if param.name in CLUSTER_ONLY:
+        if param.name in CLUSTER_ONLY:  # no flag, but a refusal that says why, not argparse's "unrecognized"
+            flags = ["--" + param.name.replace("_", "-")]
+            flags += ["--no-" + flags[0][2:]] if param.type is bool else []
+            p.add_argument(*flags, nargs="?", help=argparse.SUPPRESS, action=_ClusterOnly, dest="cluster_only",
+                           default=argparse.SUPPRESS)  # never set: the flag only refuses
             continue
         flag = "--" + param.name.replace("_", "-")
         if param.name in STAND_INS:
@@ -1094,6 +1097,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if param.choices:
             kwargs.update(choices=param.choices, metavar="{" + ",".join(param.choices) + "}")
         group.add_argument(flag, dest=param.name, default=None, **kwargs)
+
+
+class _ClusterOnly(argparse.Action):
+    """A flag for a parameter only a cluster has (:data:`CLUSTER_ONLY`): refused in one line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(_cluster_only(option_string))
+
+
+def _cluster_only(name: str) -> str:
+    """Why a parameter (or flag) of :data:`CLUSTER_ONLY` is refused here."""
+    return f"{name} has no meaning in a local run (every task runs on this machine, pretraining in one process); leave it out"
 
 
 def _run_from_args(args) -> None:

@@ -361,6 +361,21 @@ def test_what_a_starting_model_brings_itself_is_refused_beside_it(tmp_path, caps
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("flags", [["--gpus-per-node", "2"], ["--num-nodes=2"], ["--qa-on-gpu"], ["--no-qa-on-gpu"]])
+def test_a_cluster_only_flag_says_why_it_is_refused(tmp_path, capsys, monkeypatch, flags):
+    """The cluster's parameters (GPUs per node, nodes, QA on a GPU) have no run-local flag: argparse
+    answered 'unrecognized arguments', as for a typing error. Now one line says why."""
+    monkeypatch.setattr(local_run, "run_pipeline", lambda *a, **kw: pytest.fail("the run started"))
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error
+        cli.main(["run-local", "--synthetic", "--workdir", str(tmp_path / "runs"), *flags])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{flags[0].split('=')[0]} has no meaning in a local run" in err
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ScratchBertError, match="num_nodes has no meaning in a local run"):
+        run_local(synthetic=True, workdir=tmp_path / "runs", num_nodes=2)
+
+
 @pytest.mark.parametrize("where", ["workdir", "keep_store"])
 def test_a_run_folder_or_store_inside_an_input_is_refused_before_anything_starts(tmp_path, monkeypatch, where):
     """`cd my-texts && scratchbert run-local --corpus .` (the default --workdir runs/local inside the
