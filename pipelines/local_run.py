@@ -142,7 +142,7 @@ CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 30.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
     "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["bf16"]["tiny"],  # run_settings: the machine's
-    "max_steps": -1, "dupe_factor": 5, "qa_learning_rate": 2e-3, "qa_batch_size": 128,
+    "max_steps": -1, "dupe_factor": 5, "qa_batch_size": 128,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
 
@@ -150,10 +150,13 @@ REAL_DEFAULTS: dict[str, Any] = {
 # own value or input for any name listed drops the setting. budget_qa_epoch_minutes was timed with
 # the recipe's QA data and settings, for the models of QA_EPOCH_MINUTES (without it the share alone
 # splits the budget); 64-token examples were measured from scratch, so a run that continues a
-# starting model pretrains it with the pipeline's 128 (as BERT's first phase).
+# starting model pretrains it with the pipeline's 128 (as BERT's first phase); a starting model
+# is fine-tuned at the QA learning rate of its width (scratchbert.qa.learning_rate_for), not at
+# the one --synthetic's small models learn at.
 MEASURED_WITH = {
     "budget_qa_epoch_minutes": ("init_model", "squad_train", "qa_batch_size", "qa_max_seq_len", "qa_max_train_examples"),
     "max_seq_len": ("init_model",),
+    "qa_learning_rate": ("init_model",),
 }
 
 # With no inputs a run trains on the Hub's WikiText (hub_corpus) and SQuAD. When the Hub cannot

@@ -175,7 +175,7 @@ PARAMETERS: tuple[Parameter, ...] = (
 # The pipeline's defaults are a recipe for one GPU-hour: BERT at Turc et al.'s `medium` size (8
 # layers of 512) pretrained on a corpus big enough to feed it (WikiText-103) for 90% of the
 # training time, then SQuAD for at most two epochs at QA fine-tuning's own defaults (batch 32,
-# learning rate 5e-4). Chosen on a lent H200 (benchmarks/gpu_recipe.py; docs/performance.md, "The
+# the learning rate of medium's width, 5e-4). Chosen on a lent H200 (benchmarks/gpu_recipe.py; docs/performance.md, "The
 # GPU recipe, end to end"): with the same 1.5 minutes of pretraining and 1.25 of QA fine-tuning,
 # medium scored F1 27.8 on SQuAD dev against 18.6 for BERT-base at its usual settings (batch 256,
 # learning rate 5e-4 then 1e-4: the recipe before, from the literature), at twice the tokens a

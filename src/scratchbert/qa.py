@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,21 @@ SQUAD_COLUMNS = ("id", "title", "context", "question", "answers")
 # The window rule, used by fine-tuning, scoring and answer(): BERT's 384-token windows (or the
 # model's positions, if fewer) that overlap by a third of their length (BERT's 128 of 384).
 DEFAULT_WINDOW = 384
+
+
+# The peak learning rate by the model's width (hidden size), where --learning-rate is 0: the
+# widest entry not narrower than the model; wider models get WIDE_LEARNING_RATE. 128 (tiny, tiny4):
+# 2e-3, measured best at batch 128 (docs/performance.md, "QA settings at batch 128"); 256 (mini):
+# 1e-3, F1 29.1 against 2e-3's 25.0 on one pretrained model ("mini at two hours"); 512 (medium,
+# the GPU recipe's): 5e-4, the rate it was chosen with; BERT-base and wider: 5e-5, the top of the
+# BERT paper's range for SQuAD (run-local gave every model the CPU recipe's 2e-3 before, 40 times that).
+LEARNING_RATE_BY_WIDTH = ((128, 2e-3), (256, 1e-3), (512, 5e-4))
+WIDE_LEARNING_RATE = 5e-5
+
+
+def learning_rate_for(hidden_size: int) -> float:
+    """The peak learning rate QA fine-tuning gives a model ``hidden_size`` wide (:data:`LEARNING_RATE_BY_WIDTH`)."""
+    return next((rate for width, rate in LEARNING_RATE_BY_WIDTH if hidden_size <= width), WIDE_LEARNING_RATE)
 
 
 def window_settings(max_seq_len: int, doc_stride: int, model_positions: int,
@@ -113,8 +128,9 @@ class QAConfig:
     doc_stride: int = param(0, help="Tokens of overlap between consecutive windows of a long context; 0 uses a third of the window.")
     max_answer_len: int = _max_answer_len_param()
     n_best: int = _n_best_param()
-    learning_rate: float = param(5e-4, help="Peak AdamW learning rate (BERT-base: 5e-5; the CPU recipe's tiny model: 2e-3, "
-                                            "measured best in docs/performance.md).")
+    learning_rate: float = param(0.0, help="Peak AdamW learning rate; 0 picks it by the model's width (hidden size): 2e-3 "
+                                            "up to 128 and 1e-3 up to 256 (measured best for tiny and mini in "
+                                            "docs/performance.md), 5e-4 up to 512, 5e-5 wider (BERT-base's).")
     batch_size: int = param(32, help="Windows per training and prediction batch.")
     group_by_length: bool = param(True, help="Batch windows of similar length together (padded per batch) when there are 20,000 "
                                              "or more: on SQuAD about half the tokens of random batches, so about twice the "
@@ -691,7 +707,8 @@ def _validate(cfg: QAConfig) -> None:
         (cfg.doc_stride >= 0, f"--doc-stride {cfg.doc_stride} must not be negative (0 uses a third of the window)"),
         (cfg.max_answer_len >= 1, f"--max-answer-len {cfg.max_answer_len} must be at least 1"),
         (cfg.n_best >= 1, f"--n-best {cfg.n_best} must be at least 1"),
-        (finite(cfg.learning_rate) and cfg.learning_rate > 0, f"--learning-rate {cfg.learning_rate} must be positive"),
+        (finite(cfg.learning_rate) and cfg.learning_rate >= 0,
+         f"--learning-rate {cfg.learning_rate} must be positive, or 0 for the rate of the model's width"),
         (finite(cfg.max_grad_norm) and cfg.max_grad_norm >= 0, f"--max-grad-norm {cfg.max_grad_norm} must not be negative"),
         (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be at least 1"),
         (cfg.max_steps == -1 or cfg.max_steps > 0, f"--max-steps {cfg.max_steps} must be positive, or -1 to train --epochs"),
@@ -851,6 +868,9 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
     log.info("QA fine-tuning %s %s (%s)", "continues the QA model" if starts_from == "qa_model" else "starts from the pretrained model",
              cfg.model, ", ".join(config.architectures or ["no architecture recorded"]))
     bf16 = use_bf16(cfg.bf16)
+    if not cfg.learning_rate:  # 0: the rate of the model's width; the run's records say which
+        cfg = replace(cfg, learning_rate=learning_rate_for(config.hidden_size))
+        log.info("peak learning rate %g, the rate of a model %d wide", cfg.learning_rate, config.hidden_size)
 
     train_set, train_repaired = load_squad(cfg.squad_train, split="train", repair_answer_starts=cfg.repair_answer_starts,
                                            max_examples=cfg.max_train_examples or None)
@@ -935,6 +955,7 @@ def _finetune(cfg: QAConfig, model_dir: Path, logs: Path, inputs: list) -> dict:
             "eval_features": len(eval_features),
             "max_seq_len": max_seq_len,
             "doc_stride": doc_stride,
+            "learning_rate": cfg.learning_rate,
             "train_seconds": round(train_seconds, 3),
             "eval_seconds": round(eval_seconds, 3),
             "train_loss": float(train_result.training_loss),

@@ -193,7 +193,7 @@ def test_the_validate_component_takes_every_pipeline_parameter_by_name_and_type(
     ({"max_steps": 0}, "pretrain stage: max_steps 0 trains nothing"),
     ({"time_budget_minutes": -5.0}, "pretrain stage: time_budget_minutes -5.0 must be"),
     ({"qa_max_steps": 0}, "qa_finetune stage: QA fine-tuning: qa_max_steps 0 must be positive"),
-    ({"qa_learning_rate": 0.0}, "qa_learning_rate 0.0 must be positive"),
+    ({"qa_learning_rate": -1.0}, "qa_learning_rate -1.0 must be positive, or 0 for the rate of the model's width"),
     ({"qa_batch_size": 0}, "qa_batch_size 0 must be at least 1"),
     ({"qa_epochs": 0.0}, "qa_epochs 0.0 must be positive when qa_max_steps is -1"),
     ({"batch_size": 0}, "pretrain stage: batch_size 0 must be at least 1"),

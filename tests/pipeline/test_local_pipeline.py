@@ -17,7 +17,7 @@ import pytest
 
 from scratchbert import cli
 from scratchbert.errors import RunFailed, ScratchBertError
-from scratchbert_pipelines import local_run
+from scratchbert_pipelines import local_run, parameters
 from scratchbert_pipelines.local_run import run_local
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -340,6 +340,18 @@ def test_an_input_folder_without_files_is_refused_before_the_run_folder_exists(t
     with pytest.raises(ScratchBertError, match=f"{name.replace('_', '-')} {empty} is a folder without files"):
         run_local(synthetic=True, workdir=workdir, quiet=True, **{name: str(empty)})
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_a_starting_model_is_fine_tuned_at_the_learning_rate_of_its_width(synthetic):
+    """run-local gave every QA fine-tuning the CPU recipe's 2e-3 (--synthetic: 3e-3), a starting
+    BERT-base too, which the BERT paper fine-tunes at 5e-5: the pipeline's 0 now lets the QA stage
+    pick the rate of the model's width (scratchbert.qa.learning_rate_for)."""
+    starting = {name: None for name in local_run.SOURCES} | {"init_model": "hf://google-bert/bert-base-uncased"}
+    assert "qa_learning_rate" not in local_run.run_settings(synthetic, {}, starting)
+    assert parameters.BY_NAME["qa_learning_rate"].default == 0
+    if not synthetic:  # the CPU recipe's models are picked by width as well (tiny, tiny4: 128; mini: 256)
+        assert "qa_learning_rate" not in local_run.run_settings(False, {"budget_minutes": 120.0}, {})
 
 
 @pytest.mark.parametrize("flags, words", [

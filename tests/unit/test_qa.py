@@ -23,6 +23,7 @@ from scratchbert.qa import (
     check_answers,
     finetune_qa,
     fit_questions,
+    learning_rate_for,
     load_squad,
     postprocess_predictions,
     prepare_eval_features,
@@ -824,6 +825,26 @@ def test_a_plain_s3_folder_without_a_tokenizer_is_refused_by_its_address(model_d
         finetune_qa(QAConfig(model=address, squad_train=str(squad_files[1]), squad_dev=str(squad_files[1]),
                              out=str(tmp_path / "qa"), max_steps=1))
     assert not (tmp_path / "score").exists() and not (tmp_path / "qa").exists()
+
+
+@pytest.mark.parametrize("hidden, rate", [(64, 2e-3), (128, 2e-3), (256, 1e-3), (384, 5e-4), (512, 5e-4), (768, 5e-5),
+                                           (1024, 5e-5)])
+def test_the_learning_rate_by_width(hidden, rate):
+    """tiny's width trains best at 2e-3, mini's at 1e-3; BERT-base's 768 gets the BERT paper's 5e-5,
+    not the CPU recipe's 2e-3 that run-local gave every model before."""
+    assert learning_rate_for(hidden) == rate
+
+
+def test_no_learning_rate_given_trains_at_the_rate_of_the_models_width(model_dir, squad_files, tmp_path):
+    common = dict(model=str(model_dir), squad_train=str(squad_files[0]), squad_dev=str(squad_files[1]), max_seq_len=64,
+                  batch_size=8, max_steps=3, warmup_ratio=0.0, max_eval_examples=4, logging_steps=1)
+    for given, expected in ((0.0, learning_rate_for(64)), (1e-4, 1e-4)):
+        out = tmp_path / f"qa-{given}"
+        metrics = finetune_qa(QAConfig(**common, out=str(out), learning_rate=given))
+        history = json.loads((tmp_path / f"qa-{given}-logs" / "log_history.json").read_text())
+        first = next(h["learning_rate"] for h in history if "learning_rate" in h)
+        assert metrics["learning_rate"] == expected and first == pytest.approx(expected)  # trained at it, and said so
+        assert json.loads((tmp_path / f"qa-{given}-logs" / "qa_config.json").read_text())["learning_rate"] == expected
 
 
 def test_a_time_budget_stops_fine_tuning_on_the_clock(model_dir, squad_files, tmp_path):
