@@ -397,9 +397,11 @@ def run_local(*, synthetic: bool = False, endpoint: str | None = None, workdir: 
     # an empty input is one not given ("" is the pipeline's "none" for init_model and valid_corpus), not Path(""), the current folder
     sources = {name: given.pop(name, None) or None for name in SOURCES}
     for name, value in sources.items():
-        if value is not None and not is_remote(value) and not Path(value).exists():
+        if value is None or is_remote(value):
+            continue
+        if not Path(value).exists():
             raise ScratchBertError(f"{name.replace('_', '-')} {value} does not exist; give a local path, s3://... or hf://...")
-        if value is not None and not is_remote(value) and Path(value).is_dir() and not walk_files(value):
+        if Path(value).is_dir() and not walk_files(value):
             raise ScratchBertError(f"{name.replace('_', '-')} {value} is a folder without files; give the folder that "
                                    "holds them, s3://... or hf://...")
     for name, what in STARTING_MODEL_OWN.items():
