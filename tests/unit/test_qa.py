@@ -512,6 +512,23 @@ def test_answers_are_whole_words_unless_asked_for_tokens(tokenizer):
     assert features["word_offsets"][0][:ctx[0]] == [None] * ctx[0]  # the question is never an answer
 
 
+def test_a_word_cut_by_a_windows_edge_is_still_answered_whole(tokenizer):
+    """Where a window's edge falls inside a word, the window's pieces of it still map to the whole
+    word, so a long context's answer never ends or starts inside one."""
+    name = "Zorvexianquillbrandite"
+    context = " ".join(["It was built"] * 6) + f" by {name} in 1889, " + " ".join(["and it stands"] * 12)
+    at = context.index(name)
+    examples = {"id": ["e"], "question": ["Who built it?"], "context": [context]}
+    cut = 0
+    for max_seq_len in range(16, 40):
+        features = prepare_eval_features(examples, tokenizer, max_seq_len, 4)
+        for offsets, words in zip(features["offset_mapping"], features["word_offsets"]):
+            pieces = [w for o, w in zip(offsets, words) if o is not None and at <= o[0] < at + len(name)]
+            cut += 0 < len(pieces) < len(tokenizer.tokenize(name))  # a window holding some of the name's pieces
+            assert all(w == (at, at + len(name)) for w in pieces)
+    assert cut  # some windows did cut the name
+
+
 # ---------------------------------------------------------------- config validation
 
 
