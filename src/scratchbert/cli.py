@@ -148,7 +148,8 @@ def _run_ask(args) -> dict:
     from scratchbert.corpus import read_text
     from scratchbert.qa import answer
 
-    context = read_text(Path(args.context[1:]), what="context file") if args.context.startswith("@") else args.context
+    # "@~/f.txt": the shell expands no ~ after an @, so the path is expanded here
+    context = read_text(Path(args.context[1:]).expanduser(), what="context file") if args.context.startswith("@") else args.context
     return {"answers": answer(args.model, args.question, context, args.top_k)}
 
 

@@ -357,13 +357,17 @@ def test_ctrl_c_while_the_command_line_is_read_is_one_line():
 
 
 def test_utf16_context_file_is_read(tmp_path, capsys, monkeypatch):
-    """`ask --context @file` reads the file as the corpus reader does (UTF-16 with a BOM included)."""
+    """`ask --context @file` reads the file as the corpus reader does (UTF-16 with a BOM included), ~ too."""
     import scratchbert.qa
 
     seen = {}
     monkeypatch.setattr(scratchbert.qa, "answer", lambda model, q, context, k: seen.setdefault("context", context) and [])
     (tmp_path / "ctx.txt").write_bytes("Ada founded the town in 1820.\n".encode("utf-16"))
     assert cli.main(["ask", "--model", str(tmp_path), "--question", "Who?", "--context", f"@{tmp_path / 'ctx.txt'}"]) == 0
+    assert seen["context"] == "Ada founded the town in 1820.\n"
+    monkeypatch.setenv("HOME", str(tmp_path))  # "@~/ctx.txt": the shell leaves a ~ after an @ to us
+    seen.clear()
+    assert cli.main(["ask", "--model", str(tmp_path), "--question", "Who?", "--context", "@~/ctx.txt"]) == 0
     assert seen["context"] == "Ada founded the town in 1820.\n"
 
 
