@@ -377,6 +377,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
             if self.args.max_steps > 0 and self.state.global_step >= self.args.max_steps:
                 self.control.should_training_stop = True
                 return None
+            # The Trainer sets the epoch through the loader's samplers, but on a resume under
+            # torchrun accelerate's skipping and dealing wrappers hide ours from it: the rest of
+            # a later epoch would repeat the first epoch's order and masks.
+            sampler.set_epoch(kw["epoch"])
             return super()._run_epoch(*args, **kw)
 
         def get_train_dataloader(self):
@@ -509,7 +513,7 @@ def _evaluate_alone(trainer, evaluate, eval_dataset, ignore_keys, metric_key_pre
     process's whenever the set was not a whole number of batches). And the steps per second count
     every batch, which rank 0 ran alone, not a share of ``world_size`` processes.
     """
-    from transformers.trainer_pt_utils import find_batch_size
+    from transformers.trainer_pt_utils import find_batch_size, nested_truncate
 
     accelerator = trainer.accelerator
     size = {"batch": 0}
@@ -531,7 +535,7 @@ def _evaluate_alone(trainer, evaluate, eval_dataset, ignore_keys, metric_key_pre
     # instance attributes, removed below
     accelerator.pad_across_processes = lambda tensor, *a, **kw: tensor
     trainer.prediction_step, trainer.log = prediction_step, log_steps_per_second
-    trainer.gather_function = lambda tensor: tensor[:size["batch"]]
+    trainer.gather_function = lambda tensors: nested_truncate(tensors, size["batch"])  # each tensor of a tuple
     try:
         return evaluate(eval_dataset, ignore_keys, metric_key_prefix)
     finally:

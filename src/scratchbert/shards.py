@@ -482,7 +482,8 @@ def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSa
     """The training ``DataLoader`` of a Hugging Face ``Trainer`` over ``examples`` in ``sampler``'s
     order, with the Trainer's collator and DataLoader settings, prepared by its accelerator.
 
-    The Trainer sets the sampler's epoch at the start of each epoch and, on resume, skips the
+    The Trainer sets the sampler's epoch at the start of each epoch (pretrain's does it itself:
+    on a resume under torchrun accelerate's wrappers hide the sampler) and, on resume, skips the
     batches already trained by index (accelerate's ``skip_first_batches``), reading nothing.
     With several processes the sampler deals the batches itself (its ``rank`` and
     ``world_size`` must be the process's), so accelerate's own dealing is turned off, as the

@@ -237,19 +237,21 @@ def test_each_rank_reads_its_half_of_every_global_batch_of_the_real_shards(built
 @pytest.mark.slow
 def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(built_dataset, two_and_one, tmp_path):
     """The same 2-process run as in ``two_and_one``, killed (SIGKILL to torchrun and both ranks)
-    once its checkpoint at step 40 is complete. A single process refuses those checkpoints in
-    one line and leaves them; two processes resume and end with the uninterrupted run's weights."""
+    once its checkpoint at step 80, inside the second epoch, is complete. A single process
+    refuses those checkpoints in one line and leaves them; two processes resume and end with the
+    uninterrupted run's weights (the second epoch's order and masks, not the first's again)."""
     out = tmp_path / "model"
     checkpoints = Path(f"{out}-checkpoints")
     command = _torchrun(built_dataset, out, batch_size=16, **SETTINGS)
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # rank 0 writes data_position.json once every rank has saved its part: the checkpoint is complete
-    _kill_when(proc, checkpoints / "checkpoint-40" / shards.DATA_POSITION, kill=_kill_job)
+    _kill_when(proc, checkpoints / "checkpoint-80" / shards.DATA_POSITION, kill=_kill_job)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    position = json.loads((checkpoints / "checkpoint-40" / shards.DATA_POSITION).read_text())
-    assert position["batches"] == 40 and position["examples"] == 40 * 32 and position["order"]["world_size"] == 2
-    assert {p.name for p in (checkpoints / "checkpoint-40").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    position = json.loads((checkpoints / "checkpoint-80" / shards.DATA_POSITION).read_text())
+    assert position["batches"] == 80 and position["epoch"] == 1 and position["batch_in_epoch"] > 0
+    assert position["order"]["world_size"] == 2
+    assert {p.name for p in (checkpoints / "checkpoint-80").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
     before = sorted(p.name for p in checkpoints.rglob("*"))
     alone = _launch([sys.executable, "-m", "scratchbert.cli", "pretrain", "--dataset", str(built_dataset),
@@ -266,7 +268,7 @@ def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(bu
     assert expected.keys() == got.keys()
     for name in expected:  # the same computation in the same order: the same numbers
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    assert _losses(out)[-90:].tolist() == _losses(two_and_one["two"])[-90:].tolist()
+    assert _losses(out)[-50:].tolist() == _losses(two_and_one["two"])[-50:].tolist()
 
 
 @pytest.mark.slow
@@ -318,10 +320,12 @@ def test_runs_in_a_row_all_leave_complete_output_folders(built_dataset, tmp_path
 @pytest.mark.slow
 def test_evaluation_under_torchrun_gives_the_numbers_of_one_process(built_dataset, tmp_path):
     """Rank 0 evaluates the whole validation set alone, with the masks one process draws: the
-    same numbers. 300 examples are four batches of 64 and one of 44; the short batch's loss
-    counted 64 times under torchrun (val_loss 7.127 against one process's 7.133). One step at a
-    learning rate of 1e-30 leaves both runs the same seeded starting weights."""
-    settings = dict(preset="nano", max_steps=1, learning_rate=1e-30, batch_size=8, eval_steps=0, eval_examples=300,
+    same numbers. 257 examples are four batches of 64 and one of 1: a short batch's loss counted
+    64 times under torchrun (val_loss 7.127 against one process's 7.133 with a last batch of 44),
+    and a batch of one lost its next-sentence labels (the pair of label tensors was cut to its
+    first, not each tensor to the batch). One step at a learning rate of 1e-30 leaves both runs
+    the same seeded starting weights."""
+    settings = dict(preset="nano", max_steps=1, learning_rate=1e-30, batch_size=8, eval_steps=0, eval_examples=257,
                     logging_steps=1, num_workers=0, precision="fp32")
     two = _result(_run(_torchrun(built_dataset, tmp_path / "two" / "model", **settings)))
     one = _result(_run([sys.executable, "-m", "scratchbert.cli", "pretrain", "--dataset", str(built_dataset),
