@@ -110,6 +110,24 @@ class DatasetConfig:
               (0 <= self.corpus_part < max(self.corpus_parts, 1),
                f"--corpus-part {self.corpus_part} must lie in [0, {self.corpus_parts - 1}] (there are {self.corpus_parts} parts)"),
               (self.shard_bytes >= 4096, f"--shard-bytes {self.shard_bytes} must be at least 4096 (128000000 is usual)"))
+        overlap = self.valid_corpus and _overlap(str(self.valid_corpus), str(self.corpus))
+        if overlap:
+            raise ScratchBertError(f"--valid-corpus {self.valid_corpus} {overlap} --corpus {self.corpus}: its text would be "
+                                   "trained on as well as held out; give held-out text apart from the corpus, or leave "
+                                   "--valid-corpus out to hold out --validation-fraction of the corpus's documents")
+
+
+def _overlap(valid: str, corpus: str) -> str | None:
+    """How ``valid`` stands to ``corpus`` ("is", "is inside", "contains"), where one holds the
+    other's text (local paths resolved, s3:// addresses by their keys); None when apart."""
+    from scratchbert.outputs import relation_to
+
+    if local_path(valid) and local_path(corpus):
+        return relation_to(local_path(valid), local_path(corpus))
+    a, b = valid.rstrip("/"), corpus.rstrip("/")
+    if not (a.startswith("s3://") and b.startswith("s3://")):
+        return None  # hf:// datasets, or one local and one remote: apart
+    return "is" if a == b else "is inside" if a.startswith(b + "/") else "contains" if b.startswith(a + "/") else None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -126,6 +144,17 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
             del longer[0]
         else:
             longer.pop()
+
+
+def _pieces(ids: list[int], max_tokens: int) -> list[list[int]]:
+    """A sentence as examples take it: whole where it fits one example's ``max_tokens``, else cut in
+    pieces of half that. Text without stops the splitter knows (a transcript, Thai) is a sentence a
+    paragraph: whole, each example held one sentence, so every next sentence was a random one and
+    the rest of the paragraph was cut away, a token at a time."""
+    if len(ids) <= max_tokens:
+        return [ids]
+    half = max_tokens // 2
+    return [ids[i:i + half] for i in range(0, len(ids), half)]
 
 
 def _instances(doc_index: int, docs: list[list[list[int]]], max_seq_len: int, short_seq_prob: float,
@@ -215,7 +244,7 @@ def _group_examples(task: tuple[str, int, list[str], int]) -> dict:
                for e in tok.encode_batch_fast(flat[i:i + ENCODE_BATCH], add_special_tokens=False)]
     docs, k = [], 0
     for doc in sentences:
-        ids = [e for e in encoded[k:k + len(doc)] if e]
+        ids = [piece for e in encoded[k:k + len(doc)] if e for piece in _pieces(e, s.max_seq_len - 3)]
         k += len(doc)
         if ids:  # a document can normalise to nothing (e.g. only control characters)
             docs.append(ids)

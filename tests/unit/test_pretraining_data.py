@@ -224,6 +224,24 @@ def test_a_long_document_of_short_lines_is_cut_in_linear_time_and_bounded_memory
     assert len(result["labels"]) > 100 and set(result["ids"].tolist()) <= set(range(2, 7))
 
 
+def test_sentences_longer_than_an_example_are_paired_and_used_whole(monkeypatch):
+    """Text without sentence stops (a transcript) is one sentence a line: each longer than an
+    example, so every example's next segment was a random one and most words were cut away."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "red", "blue", "green"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    monkeypatch.setitem(pretraining_data._WORKER, "tokenizer", tokenizer)
+    monkeypatch.setitem(pretraining_data._WORKER, "settings", pretraining_data._Settings("", 2, 3, len(words), 16, 0.0, 0.5, 1))
+    rng = random.Random(0)
+    texts = ["\n".join(" ".join(rng.choice(words[4:]) for _ in range(200)) for _ in range(5)) for _ in range(4)]
+    result = pretraining_data._group_examples(("train", 0, texts, 1))
+    assert 0.3 < result["labels"].mean() < 0.7  # the next segment is the text's own about half the time
+    used = np.isin(result["ids"], [2, 3], invert=True).sum()
+    assert used >= 0.8 * 4 * 5 * 200  # the lines' words, not an example's worth of each
+
+
 def test_random_next_probability_controls_the_labels(marker_corpus, tmp_path):
     fractions = [_build(marker_corpus, tmp_path / f"ds{p}", random_next_prob=p)[0]["train_random_next_fraction"]
                  for p in (0.0, 0.5, 1.0)]
@@ -387,6 +405,23 @@ def test_a_validation_corpus_that_gives_no_examples_is_an_error(marker_corpus, t
     with pytest.raises(ScratchBertError, match=r"validation corpus .*valid.txt produced no validation examples"):
         _build(marker_corpus, tmp_path / "ds", valid_corpus=str(empty))
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("corpus, valid, relation", [
+    ("{root}", "{root}/valid.txt", "is inside"),  # WikiText's files in one folder, that folder the corpus
+    ("{root}/train.txt", "{root}/./train.txt", "is"),
+    ("{root}/train.txt", "{root}", "contains"),
+    ("s3://corpora/wiki/", "s3://corpora/wiki/valid.txt", "is inside"),
+    ("s3://corpora/wiki/train.txt", "s3://corpora/wiki/train.txt/", "is"),
+])
+def test_held_out_text_inside_the_corpus_is_refused_before_any_work(marker_corpus, tmp_path, corpus, valid, relation):
+    """The corpus's text would be read for training and again as validation: a validation loss
+    measured on trained text, said nowhere."""
+    corpus, valid = (x.format(root=marker_corpus) for x in (corpus, valid))
+    with pytest.raises(ScratchBertError, match=f"--valid-corpus .* {relation} --corpus .* trained on as well as held out"):
+        _build(marker_corpus, tmp_path / "ds", corpus=corpus, valid_corpus=valid)
+    assert not (tmp_path / "ds").exists()
+    assert pretraining_data._overlap("s3://corpora/wiki-valid/", "s3://corpora/wiki") is None  # a name's prefix is not a folder's
 
 
 @pytest.mark.parametrize("kw, words", [
