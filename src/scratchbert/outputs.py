@@ -131,6 +131,8 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
     cwd = Path.cwd().resolve()
     if cwd == out or out in cwd.parents:
         raise ScratchBertError(f"{what} {out} contains the current folder {cwd}; replacing it would delete the folder you work in, so choose another {what}")
+    if os.path.ismount(out):  # written beside it and swapped in: a mount point cannot be renamed (EBUSY)
+        raise ScratchBertError(f"{what} {out} is a mount point, which cannot be replaced whole; give a folder inside it")
     if out.exists() and not out.is_dir():
         if not out.is_file():
             raise ScratchBertError(f"{what} {out} exists and is neither a folder nor a file; choose another {what}")

@@ -261,8 +261,8 @@ def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = N
             is not empty.
     """
     bucket, key = parse_s3_uri(uri)
-    client = client or client_from_env()
     out = _check_out_dir(local_dir, overwrite)
+    client = client or client_from_env()
     with _s3_errors(uri):
         stat = _stat(client, bucket, key) if key and not key.endswith("/") else None
         if stat is not None:
@@ -585,6 +585,8 @@ def _resolve_manifest(client: Minio, bucket: str, prefix: str, uri: str) -> tupl
     try:
         manifest = json.loads(raw)
         files = manifest["files"]
+        if not (isinstance(manifest["version"], str) and _VERSION_RE.fullmatch(manifest["version"])):
+            raise TypeError(manifest["version"])  # a folder name where checkpoints are fetched: never a path
         for entry in files:
             if not (isinstance(entry["path"], str) and isinstance(entry["size"], int) and isinstance(entry["sha256"], str)):
                 raise TypeError(entry)
@@ -698,6 +700,8 @@ def _local_files(local_dir: str | os.PathLike) -> dict[str, Path]:
 
 def _check_out_dir(local_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(local_dir).resolve()
+    if os.path.ismount(out):  # downloaded beside it and swapped in: a mount point cannot be renamed (EBUSY)
+        raise ScratchBertError(f"{out} is a mount point, which cannot be replaced whole; give a folder inside it to download into")
     if out.exists() and not out.is_dir():
         raise ScratchBertError(f"{out} exists and is not a folder; give a folder to download into")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

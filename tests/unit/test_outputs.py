@@ -133,6 +133,24 @@ def test_the_current_folder_is_never_an_output(tmp_path, monkeypatch):
             check_output(out, stage="pretrain", overwrite=True)
 
 
+def test_a_mount_point_is_never_an_output(tmp_path, monkeypatch):
+    """An output is written beside its folder and renamed into place, and a mount point (a volume at
+    /mnt/models) cannot be renamed: the run ended with its finished output left beside it, and the
+    next run deleted that as a killed writer's. Refused first, with what to give instead; a
+    download into one likewise."""
+    from scratchbert import storage
+
+    mount = tmp_path / "models"
+    mount.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == os.fspath(mount) or real(p))
+    with pytest.raises(ScratchBertError, match="is a mount point, which cannot be replaced whole; give a folder inside it"):
+        check_output(mount, stage="pretrain", overwrite=True)
+    assert check_output(mount / "bert", stage="pretrain") == mount / "bert"
+    with pytest.raises(ScratchBertError, match="is a mount point"):
+        storage.download("s3://models/bert/", mount, overwrite=True)
+
+
 @pytest.mark.parametrize("where, words", [
     ("/proc/scratchbert-out", "no folder can be created in /proc"),
     ("{file}/out", "is a file, not a folder"),

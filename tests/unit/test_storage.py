@@ -371,6 +371,21 @@ def test_fetch_published_detects_damage(s3_env, s3_bucket, tmp_path, damage):
     assert not list(tmp_path.glob(".out.tmp-*")), "a failed fetch left a temporary folder"
 
 
+@pytest.mark.parametrize("version", ["../../elsewhere", "/data/checkpoint-900", None])
+def test_a_manifest_whose_version_is_not_a_name_is_refused(s3_env, s3_bucket, tmp_path, version):
+    """The version names the folder a mirrored checkpoint is fetched into, and the folder that is
+    removed first: a damaged or edited manifest must not name a path outside it."""
+    make_model_dir(tmp_path / "model")
+    uri = storage.publish(tmp_path / "model", f"s3://{s3_bucket}/bert", version="v1")
+    manifest = json.loads(storage.read_object(uri + "manifest.json"))
+    manifest["version"] = version
+    data = json.dumps(manifest).encode()
+    storage.client_from_env().put_object(s3_bucket, "bert/v1/manifest.json", io.BytesIO(data), len(data))
+    for address in (uri, f"s3://{s3_bucket}/bert"):
+        with pytest.raises(ScratchBertError, match="is not a valid scratchbert manifest"):
+            storage.read_manifest(address)
+
+
 def test_fetch_published_without_manifest_says_incomplete(s3_env, s3_bucket, tmp_path):
     make_model_dir(tmp_path / "model")
     storage.upload_dir(tmp_path / "model", f"s3://{s3_bucket}/bert/v9")  # files, but never a manifest
