@@ -68,11 +68,11 @@ class Source:
 
     @property
     def compressed(self) -> bool:
-        return self.name.endswith(".gz")
+        return self.name.lower().endswith(".gz")
 
     @property
     def jsonl(self) -> bool:
-        return self.name.removesuffix(".gz").endswith(".jsonl")
+        return self.name.lower().removesuffix(".gz").endswith(".jsonl")
 
 
 def iter_documents(uri: str, max_bytes: int | None = None) -> Iterator[str]:
@@ -156,16 +156,22 @@ def sources(uri: str) -> list[Source]:
 
 def _corpus_files(folder: Path) -> list[Path]:
     """The corpus files in ``folder`` and its subfolders, linked ones too, sorted, leaving out
-    hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``. Text
-    packed otherwise than with gzip (``a.txt.bz2``) is an error, not left out unread."""
+    hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``; suffixes
+    in any case (``BOOK.TXT``). Text packed otherwise than with gzip (``a.txt.bz2``) is an error,
+    not left out unread; other files (``notes.md``) are left out, and said so."""
     files = walk_files(folder, skip=_hidden)
-    packed = [f for f in files if any(f.name.endswith(s + c) for s in (".txt", ".jsonl") for c in _UNREAD_COMPRESSIONS)]
+    packed = [f for f in files if any(f.name.lower().endswith(s + c) for s in (".txt", ".jsonl") for c in _UNREAD_COMPRESSIONS)]
     if packed:
         files_, them, more = ("files", "them", ", …") if len(packed) > 1 else ("file", "it", "")
         raise ScratchBertError(f"corpus folder {folder} holds {len(packed)} text {files_} compressed otherwise than with gzip "
                                f"({packed[0].relative_to(folder)}{more}), which scratchbert does not read; unpack {them}, or "
                                f"recompress {them} with gzip (.txt.gz and .jsonl.gz are read as they stream)")
-    return [f for f in files if f.name.endswith(SUFFIXES)]
+    kept = [f for f in files if f.name.lower().endswith(SUFFIXES)]
+    left = [f for f in files if not f.name.lower().endswith(SUFFIXES)]
+    if kept and left:
+        log.warning("corpus folder %s: left out %d file%s not named %s (%s%s)", folder, len(left), "s" if len(left) > 1 else "",
+                    ", ".join(SUFFIXES), ", ".join(str(f.relative_to(folder)) for f in left[:3]), ", …" if len(left) > 3 else "")
+    return kept
 
 
 def _hidden(relative: str) -> bool:
@@ -293,7 +299,7 @@ def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            if name.endswith(".gz"):  # its checksum is only read at its end: damage shows up as bad text first
+            if name.lower().endswith(".gz"):  # its checksum is only read at its end: damage shows up as bad text first
                 raise ScratchBertError(f"corpus file {name} unpacks to text that is not UTF-8 (bad byte at offset "
                                        f"{offset + e.start}), or is damaged; check it with `gzip -t`, or convert the text to UTF-8") from None
             raise ScratchBertError(f"corpus file {name} is not UTF-8 text (bad byte at offset {offset + e.start}); convert it to UTF-8") from None
@@ -494,13 +500,19 @@ def _hf_documents(uri: str) -> Iterator[str]:
         for row in ds:
             if column not in row:
                 raise ScratchBertError(f"dataset {uri} has no column {column!r} (it has {sorted(row)}); add ?column=NAME to the URI")
-            yield row[column]
+            text = row[column]
+            if text is None:  # a missing value: no text
+                continue
+            if not isinstance(text, str):
+                raise ScratchBertError(f"dataset {uri}'s column {column!r} holds {type(text).__name__} values, not text; "
+                                       "give a column of strings with ?column=NAME")
+            yield text
 
     if address.repo.rsplit("/", 1)[-1] == "wikitext":  # "wikitext" or its current home "Salesforce/wikitext"
         yield from _wikitext_documents(rows())
         return
     for text in rows():
-        yield from _pieces(p for p in (s.strip() for s in (text or "").split("\n")) if p)
+        yield from _pieces(p for p in (s.strip() for s in text.split("\n")) if p)
 
 
 def _hf_bytes(uri: str) -> int | None:

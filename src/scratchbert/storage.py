@@ -452,7 +452,7 @@ def read_object(uri: str, *, client: Minio | None = None) -> bytes:
 def list_objects(uri: str, *, client: Minio | None = None, suffixes: tuple[str, ...] = (),
                  skip: Callable[[str], bool] | None = None) -> list[tuple[str, int]]:
     """``(s3://bucket/key, size)`` of the object ``uri`` names, or of every object under the
-    prefix ``uri`` whose name ends with one of ``suffixes`` (all of them when empty) and whose
+    prefix ``uri`` whose name ends with one of ``suffixes`` in any case (all when empty) and whose
     name below the prefix ``skip`` does not leave out (hidden ones, as a folder's walk does),
     sorted by name. Nothing is downloaded.
 
@@ -472,7 +472,7 @@ def list_objects(uri: str, *, client: Minio | None = None, suffixes: tuple[str, 
     if not found:
         raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
     chosen = [(f"s3://{bucket}/{name}", size) for name, size in found
-              if (not suffixes or name.endswith(suffixes)) and not (skip and skip(name[len(prefix):]))]
+              if (not suffixes or name.lower().endswith(suffixes)) and not (skip and skip(name[len(prefix):]))]
     if not chosen:
         raise ScratchBertError(f"no object under {uri} ends with {', '.join(suffixes)}"
                                + (" (hidden names left out)" if skip else "") + "; point at such objects or at one object")

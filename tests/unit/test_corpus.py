@@ -35,13 +35,17 @@ def test_split_documents_handles_crlf_and_surrounding_blank_lines():
     assert split_documents(text) == ["a b\nc", "d"]
 
 
-def test_folder_is_read_in_sorted_order_and_only_txt(tmp_path):
+def test_folder_is_read_in_sorted_order_and_only_txt(tmp_path, caplog):
+    """Suffixes in any case (a DOS-era BOOK.TXT); other files left out, and the log says which."""
     (tmp_path / "b.txt").write_text("B one.\n\nB two.\n")
     (tmp_path / "a.txt").write_text("A one.\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.txt").write_text("C one.\n")
+    (tmp_path / "D.TXT").write_text("D one.\n")
     (tmp_path / "notes.md").write_text("not a corpus file\n")
-    assert load_documents(str(tmp_path)) == ["A one.", "B one.", "B two.", "C one."]
+    with caplog.at_level("WARNING", logger="scratchbert.corpus"):
+        assert load_documents(str(tmp_path)) == ["D one.", "A one.", "B one.", "B two.", "C one."]
+    assert "left out 1 file not named .txt, .txt.gz, .jsonl, .jsonl.gz (notes.md)" in caplog.text
 
 
 def test_max_bytes_takes_a_prefix_at_a_document_boundary(tmp_path):
@@ -473,6 +477,9 @@ def test_hf_errors_are_one_sentence(fake_hub):
     tables["someone/table"] = {"body": ["x"]}
     with pytest.raises(ScratchBertError, match=r"no column 'text'.*\?column="):
         load_documents("hf://someone/table")
+    tables["someone/sentences"] = {"text": [["One sentence.", "Another."]]}  # a list a row: not text to split
+    with pytest.raises(ScratchBertError, match=r"column 'text' holds list values, not text; give a column of strings"):
+        load_documents("hf://someone/sentences")
 
 
 # --- s3:// (a real embedded S3 server, see tests/unit/conftest.py) ------------------------
