@@ -147,11 +147,13 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
 
 
 def _pieces(ids: list[int], max_tokens: int) -> list[list[int]]:
-    """A sentence as examples take it: whole where it fits one example's ``max_tokens``, else cut in
-    pieces of half that. Text without stops the splitter knows (a transcript, Thai) is a sentence a
+    """A sentence as examples take it: whole up to two examples' ``max_tokens``, else cut in pieces
+    of half an example. Text without stops the splitter knows (a transcript, Thai) is a sentence a
     paragraph: whole, each example held one sentence, so every next sentence was a random one and
-    the rest of the paragraph was cut away, a token at a time."""
-    if len(ids) <= max_tokens:
+    the rest of the paragraph was cut away, a token at a time. Sentences of one or two examples
+    stay whole, as in BERT's recipe (1.1% of the tokens of enwiki at 64-token examples are in
+    longer ones, 11% in sentences longer than one example)."""
+    if len(ids) <= 2 * max_tokens:
         return [ids]
     half = max_tokens // 2
     return [ids[i:i + half] for i in range(0, len(ids), half)]
