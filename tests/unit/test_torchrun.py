@@ -237,7 +237,7 @@ def test_each_rank_reads_its_half_of_every_global_batch_of_the_real_shards(built
 @pytest.mark.slow
 def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(built_dataset, two_and_one, tmp_path):
     """The same 2-process run as in ``two_and_one``, killed (SIGKILL to torchrun and both ranks)
-    once its checkpoint at step 80, inside the second epoch, is complete. A single process
+    once its checkpoint at step 120, inside the second epoch, is complete. A single process
     refuses those checkpoints in one line and leaves them; two processes resume and end with the
     uninterrupted run's weights (the second epoch's order and masks, not the first's again)."""
     out = tmp_path / "model"
@@ -245,13 +245,13 @@ def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(bu
     command = _torchrun(built_dataset, out, batch_size=16, **SETTINGS)
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # rank 0 writes data_position.json once every rank has saved its part: the checkpoint is complete
-    _kill_when(proc, checkpoints / "checkpoint-80" / shards.DATA_POSITION, kill=_kill_job)
+    _kill_when(proc, checkpoints / "checkpoint-120" / shards.DATA_POSITION, kill=_kill_job)
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    position = json.loads((checkpoints / "checkpoint-80" / shards.DATA_POSITION).read_text())
-    assert position["batches"] == 80 and position["epoch"] == 1 and position["batch_in_epoch"] > 0
+    position = json.loads((checkpoints / "checkpoint-120" / shards.DATA_POSITION).read_text())
+    assert position["batches"] == 120 and position["epoch"] == 1 and position["batch_in_epoch"] > 0, position
     assert position["order"]["world_size"] == 2
-    assert {p.name for p in (checkpoints / "checkpoint-80").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    assert {p.name for p in (checkpoints / "checkpoint-120").glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
     before = sorted(p.name for p in checkpoints.rglob("*"))
     alone = _launch([sys.executable, "-m", "scratchbert.cli", "pretrain", "--dataset", str(built_dataset),
@@ -268,7 +268,7 @@ def test_a_killed_two_process_run_resumes_exactly_and_only_with_two_processes(bu
     assert expected.keys() == got.keys()
     for name in expected:  # the same computation in the same order: the same numbers
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-    assert _losses(out)[-50:].tolist() == _losses(two_and_one["two"])[-50:].tolist()
+    assert _losses(out)[-10:].tolist() == _losses(two_and_one["two"])[-10:].tolist()
 
 
 @pytest.mark.slow
