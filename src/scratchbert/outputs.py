@@ -131,8 +131,6 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
     cwd = Path.cwd().resolve()
     if cwd == out or out in cwd.parents:
         raise ScratchBertError(f"{what} {out} contains the current folder {cwd}; replacing it would delete the folder you work in, so choose another {what}")
-    if os.path.ismount(out):  # written beside it and swapped in: a mount point cannot be renamed (EBUSY)
-        raise ScratchBertError(f"{what} {out} is a mount point, which cannot be replaced whole; give a folder inside it")
     if out.exists() and not out.is_dir():
         if not out.is_file():
             raise ScratchBertError(f"{what} {out} exists and is neither a folder nor a file; choose another {what}")
@@ -173,9 +171,12 @@ def check_distinct(paths: dict[str, str | os.PathLike]) -> None:
 
 
 def check_writable(out: Path, what: str = "--out", *, inside: bool = False) -> None:
-    """Raise when no folder can be created at ``out``'s place (checked with a real probe folder);
-    ``inside``: ``out`` is a folder to write into (probed inside it when it exists)."""
+    """Raise when no folder can be created at ``out``'s place (checked with a real probe folder),
+    nor swapped in there (a mount point cannot be renamed: EBUSY); ``inside``: ``out`` is a folder
+    to write into (probed inside it when it exists)."""
     out = Path(out)
+    if not inside and os.path.ismount(out):
+        raise ScratchBertError(f"{what} {out} is a mount point, which cannot be replaced whole; give a folder inside it")
     anchor = out if inside else out.parent
     while not anchor.exists() and not anchor.is_symlink():
         anchor = anchor.parent

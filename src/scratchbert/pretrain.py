@@ -377,10 +377,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
             if self.args.max_steps > 0 and self.state.global_step >= self.args.max_steps:
                 self.control.should_training_stop = True
                 return None
-            # The Trainer sets the epoch through the loader's samplers, but on a resume under
-            # torchrun accelerate's skipping and dealing wrappers hide ours from it: the rest of
-            # a later epoch would repeat the first epoch's order and masks.
-            sampler.set_epoch(kw["epoch"])
             return super()._run_epoch(*args, **kw)
 
         def get_train_dataloader(self):

@@ -120,14 +120,16 @@ class DatasetConfig:
 def _overlap(valid: str, corpus: str) -> str | None:
     """How ``valid`` stands to ``corpus`` ("is", "is inside", "contains"), where one holds the
     other's text (local paths resolved, s3:// addresses by their keys); None when apart."""
+    from pathlib import PurePosixPath
+
     from scratchbert.outputs import relation_to
 
-    if local_path(valid) and local_path(corpus):
-        return relation_to(local_path(valid), local_path(corpus))
-    a, b = valid.rstrip("/"), corpus.rstrip("/")
-    if not (a.startswith("s3://") and b.startswith("s3://")):
-        return None  # hf:// datasets, or one local and one remote: apart
-    return "is" if a == b else "is inside" if a.startswith(b + "/") else "contains" if b.startswith(a + "/") else None
+    a, b = local_path(valid), local_path(corpus)
+    if a and b:
+        return relation_to(a, b)
+    if valid.startswith("s3://") and corpus.startswith("s3://"):  # keys compare as paths (a trailing / dropped)
+        return relation_to(PurePosixPath(valid), PurePosixPath(corpus))
+    return None  # hf:// datasets, or one local and one remote: apart
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

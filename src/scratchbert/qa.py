@@ -484,12 +484,13 @@ def prepare_eval_features(examples: dict, tokenizer: PreTrainedTokenizerFast, ma
     sample_mapping = tokenized.pop("overflow_to_sample_mapping")
     tokenized["example_id"] = [examples["id"][s] for s in sample_mapping]
     masks = [_context_mask(tokenized, i) for i in range(len(sample_mapping))]
+    word_ids = [tokenized.word_ids(i) for i in range(len(sample_mapping))]
     # A window's edge can cut a word, and the tokenizer's word_to_chars sees only the pieces in
     # that window; word ids number the words of the whole context, so a word's characters are
     # the span of its pieces over all windows of its question.
     words: dict[tuple[int, int], tuple[int, int]] = {}
     for i, in_ctx in enumerate(masks):
-        for w in {w for w, c in zip(tokenized.word_ids(i), in_ctx) if c and w is not None}:
+        for w in {w for w, c in zip(word_ids[i], in_ctx) if c and w is not None}:
             start, end = tokenized.word_to_chars(i, w, sequence_index=1)
             first, last = words.get((sample_mapping[i], w), (start, end))
             words[sample_mapping[i], w] = (min(first, start), max(last, end))
@@ -497,7 +498,7 @@ def prepare_eval_features(examples: dict, tokenizer: PreTrainedTokenizerFast, ma
     for i, (offsets, in_ctx) in enumerate(zip(tokenized["offset_mapping"], masks)):
         offset_maps.append([tuple(o) if c else None for o, c in zip(offsets, in_ctx)])
         word_maps.append([words[sample_mapping[i], w] if c and w is not None else None
-                          for w, c in zip(tokenized.word_ids(i), in_ctx)])
+                          for w, c in zip(word_ids[i], in_ctx)])
     tokenized["offset_mapping"], tokenized["word_offsets"] = offset_maps, word_maps
     return tokenized
 

@@ -482,8 +482,7 @@ def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSa
     """The training ``DataLoader`` of a Hugging Face ``Trainer`` over ``examples`` in ``sampler``'s
     order, with the Trainer's collator and DataLoader settings, prepared by its accelerator.
 
-    The Trainer sets the sampler's epoch at the start of each epoch (pretrain's does it itself:
-    on a resume under torchrun accelerate's wrappers hide the sampler) and, on resume, skips the
+    The Trainer sets the sampler's epoch at the start of each epoch and, on resume, skips the
     batches already trained by index (accelerate's ``skip_first_batches``), reading nothing.
     With several processes the sampler deals the batches itself (its ``rank`` and
     ``world_size`` must be the process's), so accelerate's own dealing is turned off, as the
@@ -508,6 +507,9 @@ def trainer_dataloader(trainer, examples: ShardedExamples, sampler: ShardBatchSa
     if getattr(dealer, "batch_sampler", None) is sampler:  # accelerate's BatchSamplerShard: a pass-through
         # even_batches off: it would fill an epoch's smaller last batch up with the epoch's first examples
         dealer.num_processes, dealer.process_index, dealer.even_batches = 1, 0, False
+        # the Trainer reaches a sampler one wrapper down; on a resume accelerate's skipping wrapper
+        # goes over this one, which then passes the epoch on (else a later epoch replays the first's order)
+        dealer.set_epoch = sampler.set_epoch
     return prepared
 
 

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from scratchbert.errors import ScratchBertError
 from scratchbert.outputs import MARKER as OUTPUT_MARKER
-from scratchbert.outputs import atomic_output_dir, walk_files
+from scratchbert.outputs import atomic_output_dir, check_writable, walk_files
 from scratchbert.params import param
 
 if TYPE_CHECKING:  # minio is imported lazily: importing this module must stay cheap
@@ -700,8 +700,7 @@ def _local_files(local_dir: str | os.PathLike) -> dict[str, Path]:
 
 def _check_out_dir(local_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(local_dir).resolve()
-    if os.path.ismount(out):  # downloaded beside it and swapped in: a mount point cannot be renamed (EBUSY)
-        raise ScratchBertError(f"{out} is a mount point, which cannot be replaced whole; give a folder inside it to download into")
+    check_writable(out, "download folder")
     if out.exists() and not out.is_dir():
         raise ScratchBertError(f"{out} exists and is not a folder; give a folder to download into")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
