@@ -13,9 +13,10 @@ A corpus URI is one of:
 
 Files and objects are read by their name: ``.txt`` (and any other name given on its own) is
 the classic BERT layout, one paragraph per line and a blank line between documents;
-``.jsonl`` holds one JSON object per line whose ``text`` field is a document; a ``.gz`` after
-either is decompressed as it is read. A folder or prefix contributes its ``.txt``, ``.txt.gz``,
-``.jsonl`` and ``.jsonl.gz`` files.
+``.jsonl`` and ``.json`` (JSON Lines, as Hugging Face's json loader reads a ``.json`` file) hold one
+JSON object per line whose ``text`` field is a document; a ``.gz`` after any of them is
+decompressed as it is read. A folder or prefix contributes its files of these :data:`SUFFIXES`
+and says which others it left out; text packed otherwise (``.bz2``, ``.zst``...) is an error.
 
 :func:`iter_documents` yields one document at a time (a string whose lines are paragraphs),
 so memory does not depend on the corpus size: a document longer than
@@ -34,12 +35,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from scratchbert.errors import ScratchBertError, cause
 from scratchbert.outputs import walk_files
 
-SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")
+# Text as it is read: plain (a paragraph a line) or JSON Lines (the document in "text"; .json as
+# Hugging Face's json loader reads it), each also gzipped.
+TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
+SUFFIXES = tuple(s + gz for s in TEXT_SUFFIXES for gz in ("", ".gz"))
 # A document is cut into pieces of at most this size (at paragraph boundaries) while it is
 # read: a corpus file without blank lines is otherwise one document the size of the file.
 MAX_DOCUMENT_BYTES = 4 << 20
@@ -56,6 +60,7 @@ GZIP_TEXT_RATIO = 3
 GZIP_MAX_RATIO = 10
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Source:
 
     @property
     def jsonl(self) -> bool:
-        return self.name.lower().removesuffix(".gz").endswith(".jsonl")
+        return self.name.lower().removesuffix(".gz").endswith((".jsonl", ".json"))
 
 
 def iter_documents(uri: str, max_bytes: int | None = None) -> Iterator[str]:
@@ -139,14 +144,15 @@ def sources(uri: str) -> list[Source]:
         from scratchbert import storage
 
         client = storage.client_from_env()
-        # one object named on its own: any name; a prefix's objects leave out hidden names, as a folder's files do
-        objects = storage.list_objects(uri, client=client, suffixes=SUFFIXES, skip=_hidden)
+        objects = storage.list_objects(uri, client=client, skip=_hidden)
+        bucket, key = storage.parse_s3_uri(uri)
+        if [name for name, _ in objects] != [f"s3://{bucket}/{key}"]:  # a prefix's objects, chosen as a folder's files are
+            prefix = f"s3://{bucket}/{key.rstrip('/')}/" if key else f"s3://{bucket}/"  # (one object named on its own: any name)
+            objects = _choose([(name[len(prefix):], (name, size)) for name, size in objects], uri, "prefix", "objects")
         return [Source(name, size, lambda name=name: storage.open_object(name, client=client)) for name, size in objects]
     path = Path(uri)
     if path.is_dir():
-        files = _corpus_files(path)
-        if not files:
-            raise ScratchBertError(f"corpus folder {path} has no {', '.join(SUFFIXES)} files; put the text in such files or point --corpus at a file")
+        files = _choose([(str(f.relative_to(path)), f) for f in walk_files(path, skip=_hidden)], str(path), "folder", "files")
     elif path.is_file():
         files = [path]
     else:
@@ -154,23 +160,26 @@ def sources(uri: str) -> list[Source]:
     return [Source(str(f), f.stat().st_size, lambda f=f: open(f, "rb")) for f in files]
 
 
-def _corpus_files(folder: Path) -> list[Path]:
-    """The corpus files in ``folder`` and its subfolders, linked ones too, sorted, leaving out
-    hidden files and folders: macOS's ``._*`` copies, ``.ipynb_checkpoints``, ``.git``; suffixes
-    in any case (``BOOK.TXT``). Text packed otherwise than with gzip (``a.txt.bz2``) is an error,
-    not left out unread; other files (``notes.md``) are left out, and said so."""
-    files = walk_files(folder, skip=_hidden)
-    packed = [f for f in files if any(f.name.lower().endswith(s + c) for s in (".txt", ".jsonl") for c in _UNREAD_COMPRESSIONS)]
+def _choose(members: list[tuple[str, T]], where: str, kind: str, nouns: str) -> list[T]:
+    """The corpus files of a folder (or objects of an ``s3://`` prefix), given as (name below it,
+    member) pairs, hidden ones already left out: suffixes in any case (``BOOK.TXT``). Text packed
+    otherwise than with gzip (``a.txt.bz2``) is an error, not left out unread; other files
+    (``notes.md``) are left out, and said so; none at all is an error."""
+    names = [name for name, _ in members]
+    packed = [n for n in names if any(n.lower().endswith(s + c) for s in TEXT_SUFFIXES for c in _UNREAD_COMPRESSIONS)]
     if packed:
-        files_, them, more = ("files", "them", ", …") if len(packed) > 1 else ("file", "it", "")
-        raise ScratchBertError(f"corpus folder {folder} holds {len(packed)} text {files_} compressed otherwise than with gzip "
-                               f"({packed[0].relative_to(folder)}{more}), which scratchbert does not read; unpack {them}, or "
-                               f"recompress {them} with gzip (.txt.gz and .jsonl.gz are read as they stream)")
-    kept = [f for f in files if f.name.lower().endswith(SUFFIXES)]
-    left = [f for f in files if not f.name.lower().endswith(SUFFIXES)]
-    if kept and left:
-        log.warning("corpus folder %s: left out %d file%s not named %s (%s%s)", folder, len(left), "s" if len(left) > 1 else "",
-                    ", ".join(SUFFIXES), ", ".join(str(f.relative_to(folder)) for f in left[:3]), ", …" if len(left) > 3 else "")
+        noun, them, more = (nouns, "them", ", …") if len(packed) > 1 else (nouns[:-1], "it", "")
+        raise ScratchBertError(f"corpus {kind} {where} holds {len(packed)} text {noun} compressed otherwise than with gzip "
+                               f"({packed[0]}{more}), which scratchbert does not read; unpack {them}, or recompress {them} "
+                               "with gzip (.txt.gz and .jsonl.gz are read as they stream)")
+    kept = [member for name, member in members if name.lower().endswith(SUFFIXES)]
+    left = [name for name in names if not name.lower().endswith(SUFFIXES)]
+    if not kept:
+        raise ScratchBertError(f"corpus {kind} {where} has no {', '.join(SUFFIXES)} {nouns}; name the text's {nouns} so, "
+                               f"or point --corpus at one {nouns[:-1]} (read whatever its name)")
+    if left:
+        log.warning("corpus %s %s: left out %d %s not named %s (%s%s)", kind, where, len(left), nouns if len(left) > 1 else nouns[:-1],
+                    ", ".join(SUFFIXES), ", ".join(left[:3]), ", …" if len(left) > 3 else "")
     return kept
 
 
@@ -393,17 +402,28 @@ def _text_documents(lines: Iterable[tuple[int, str]], name: str = "") -> Iterato
 
 
 def _jsonl_documents(lines: Iterable[tuple[int, str]], name: str) -> Iterator[str]:
+    first = True
     for number, line in lines:
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError:
-            raise ScratchBertError(f"line {number} of {name} is not JSON; a .jsonl corpus holds one JSON object per line") from None
+            row = _NOT_JSON
+        if first and (isinstance(row, list) or row is _NOT_JSON and (line.lstrip().startswith("[") or line.strip() == "{")):
+            raise ScratchBertError(f"{name} is one JSON document (an array, or an object over many lines), not the JSON Lines "
+                                   "a .json or .jsonl corpus file holds: one object a line, its document in 'text' (jq -c '.[]' "
+                                   "writes an array's objects so)")
+        first = False
+        if row is _NOT_JSON:
+            raise ScratchBertError(f"line {number} of {name} is not JSON; a .jsonl corpus holds one JSON object per line")
         text = row.get("text") if isinstance(row, dict) else None
         if text is None or not isinstance(text, str):
             raise ScratchBertError(f"line {number} of {name} has no string field 'text'; each JSON line needs the document in 'text'")
         yield from _pieces(p for p in (s.strip() for s in _without_surrogates(text).split("\n")) if p)
+
+
+_NOT_JSON = object()
 
 
 def _without_surrogates(text: str) -> str:

@@ -449,15 +449,14 @@ def read_object(uri: str, *, client: Minio | None = None) -> bytes:
     return data
 
 
-def list_objects(uri: str, *, client: Minio | None = None, suffixes: tuple[str, ...] = (),
+def list_objects(uri: str, *, client: Minio | None = None,
                  skip: Callable[[str], bool] | None = None) -> list[tuple[str, int]]:
     """``(s3://bucket/key, size)`` of the object ``uri`` names, or of every object under the
-    prefix ``uri`` whose name ends with one of ``suffixes`` in any case (all when empty) and whose
-    name below the prefix ``skip`` does not leave out (hidden ones, as a folder's walk does),
-    sorted by name. Nothing is downloaded.
+    prefix ``uri`` whose name below the prefix ``skip`` does not leave out (hidden ones, as a
+    folder's walk does), sorted by name. Nothing is downloaded.
 
     Raises:
-        ScratchBertError: nothing (suitable) is stored there, the bucket is missing, or S3 refuses.
+        ScratchBertError: nothing (but what ``skip`` leaves out) is stored there, the bucket is missing, or S3 refuses.
     """
     bucket, key = parse_s3_uri(uri)
     client = client or client_from_env()
@@ -471,11 +470,9 @@ def list_objects(uri: str, *, client: Minio | None = None, suffixes: tuple[str, 
                         if not o.object_name.endswith("/")), key=lambda item: item[0].split("/"))
     if not found:
         raise ScratchBertError(f"nothing is stored at {uri}; check the bucket and prefix (an object or a folder of objects)")
-    chosen = [(f"s3://{bucket}/{name}", size) for name, size in found
-              if (not suffixes or name.lower().endswith(suffixes)) and not (skip and skip(name[len(prefix):]))]
+    chosen = [(f"s3://{bucket}/{name}", size) for name, size in found if not (skip and skip(name[len(prefix):]))]
     if not chosen:
-        raise ScratchBertError(f"no object under {uri} ends with {', '.join(suffixes)}"
-                               + (" (hidden names left out)" if skip else "") + "; point at such objects or at one object")
+        raise ScratchBertError(f"only hidden objects (names starting with a dot) are stored under {uri}; point at others")
     return chosen
 
 

@@ -45,7 +45,32 @@ def test_folder_is_read_in_sorted_order_and_only_txt(tmp_path, caplog):
     (tmp_path / "notes.md").write_text("not a corpus file\n")
     with caplog.at_level("WARNING", logger="scratchbert.corpus"):
         assert load_documents(str(tmp_path)) == ["D one.", "A one.", "B one.", "B two.", "C one."]
-    assert "left out 1 file not named .txt, .txt.gz, .jsonl, .jsonl.gz (notes.md)" in caplog.text
+    assert "left out 1 file not named .txt, .txt.gz, .jsonl, .jsonl.gz, .json, .json.gz (notes.md)" in caplog.text
+
+
+def test_json_files_are_read_as_json_lines_as_the_hub_reads_them(tmp_path):
+    """Hugging Face's json loader reads JSON Lines from a .json file, and exports write them so: a
+    .json file given alone was read as raw text (its braces and keys trained on) and one in a folder
+    left out. A .json file that is one JSON document is one clear line, not a corpus of syntax."""
+    docs = ["First doc.\nIts second paragraph.", "Second doc."]
+    rows = "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(docs))
+    (tmp_path / "a.json").write_text(rows)
+    assert load_documents(str(tmp_path / "a.json")) == docs
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.json").write_text(rows)
+    (folder / "b.JSON.gz").write_bytes(gzip.compress(rows.encode()))
+    assert load_documents(str(folder)) == docs + docs
+    for name, text in [("array.json", json.dumps([{"text": d} for d in docs])),
+                       ("lines.json", "[\n" + ",\n".join(json.dumps({"text": d}) for d in docs) + "\n]\n"),
+                       ("pretty.json", json.dumps({"data": [{"text": d} for d in docs]}, indent=2))]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ScratchBertError, match=r"is one JSON document .*, not the JSON Lines a \.json or \.jsonl corpus file holds") as e:
+            load_documents(str(tmp_path / name))
+        assert _one_sentence(str(e.value))
+    (tmp_path / "text.json").write_text("Plain text in a .json file.\n")
+    with pytest.raises(ScratchBertError, match=r"line 1 of .*text\.json is not JSON"):
+        load_documents(str(tmp_path / "text.json"))
 
 
 def test_max_bytes_takes_a_prefix_at_a_document_boundary(tmp_path):
@@ -354,7 +379,7 @@ def test_missing_path_and_folder_without_txt(tmp_path):
         load_documents(str(tmp_path / "nope.txt"))
     assert _one_sentence(str(e.value))
     (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(ScratchBertError, match=r"no \.txt, \.txt\.gz, \.jsonl, \.jsonl\.gz files"):
+    with pytest.raises(ScratchBertError, match=r"no \.txt, \.txt\.gz, \.jsonl, \.jsonl\.gz, \.json, \.json\.gz files"):
         load_documents(str(tmp_path))
 
 
@@ -551,6 +576,26 @@ def test_an_object_stored_with_content_encoding_gzip_is_read_whole(tmp_path, s3_
     s3_server.client().put_object(s3_bucket, "ce/part.txt.gz", io.BytesIO(packed), len(packed),
                                   metadata={"Content-Encoding": "gzip"})
     assert load_documents(f"s3://{s3_bucket}/ce") == load_documents(_write(tmp_path / "part.txt", body))
+
+
+def test_an_s3_prefix_chooses_its_objects_as_a_folder_chooses_its_files(tmp_path, s3_env, s3_server, s3_bucket, caplog):
+    """Text packed otherwise than with gzip under a prefix was left out unread and unsaid (in a
+    folder it is an error), and so were other objects; a prefix of none of its suffixes says so."""
+    client = s3_server.client()
+    client.fput_object(s3_bucket, "mixed/a.txt", _write(tmp_path / "a.txt", "Alpha.\n"))
+    client.fput_object(s3_bucket, "mixed/b.json", _write(tmp_path / "b.json", json.dumps({"text": "Beta."}) + "\n"))
+    client.fput_object(s3_bucket, "mixed/_SUCCESS", _write(tmp_path / "s", ""))
+    with caplog.at_level("WARNING", logger="scratchbert.corpus"):
+        assert load_documents(f"s3://{s3_bucket}/mixed") == ["Alpha.", "Beta."]
+    assert f"corpus prefix s3://{s3_bucket}/mixed: left out 1 object not named" in caplog.text and "(_SUCCESS)" in caplog.text
+    client.fput_object(s3_bucket, "mixed/sub/c.txt.zst", _write(tmp_path / "c", "packed"))
+    with pytest.raises(ScratchBertError, match=r"holds 1 text object compressed otherwise than with gzip \(sub/c\.txt\.zst\)") as e:
+        corpus_bytes(f"s3://{s3_bucket}/mixed/")
+    assert _one_sentence(str(e.value))
+    client.fput_object(s3_bucket, "csv/rows.csv", _write(tmp_path / "r.csv", "a,b\n"))
+    with pytest.raises(ScratchBertError, match=r"corpus prefix s3://.*/csv has no \.txt, .* objects"):
+        load_documents(f"s3://{s3_bucket}/csv")
+    assert load_documents(f"s3://{s3_bucket}/csv/rows.csv") == ["a,b"]  # one object named on its own: any name
 
 
 def _write(path, text) -> str:
