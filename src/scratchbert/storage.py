@@ -284,13 +284,42 @@ def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = N
 
 
 def _fetch(client: Minio, bucket: str, name: str, target: Path, size: int) -> None:
-    """Download one object to ``target`` and check it arrived whole: minio's ``fget_object``
-    keeps what a connection cut inside the reply's headers delivered (an empty file) as the object."""
-    client.fget_object(bucket, name, str(target))
-    got = target.stat().st_size
+    """Download one object to ``target``, checked whole: its stored bytes are counted against its
+    size (minio's ``fget_object`` kept what a connection cut inside the reply's headers delivered,
+    an empty file, as the object, and failed on an object stored gzipped), and one stored with
+    ``Content-Encoding: gzip`` (``gsutil cp -z``) is unpacked as HTTP clients do, its checksum
+    checked, unless its name says it is a gzip file (``.gz``)."""
+    uri = f"s3://{bucket}/{name}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    response = client.get_object(bucket, name)
+    got = 0
+    try:
+        gzipped = (response.headers.get("Content-Encoding") or "").strip().lower() == "gzip"
+        with open(target, "wb") as f:
+            for chunk in response.stream(_CHUNK, decode_content=False):
+                got += f.write(chunk)
+    finally:
+        response.close()
+        response.release_conn()
     if got != size:
-        raise ScratchBertError(f"the download of s3://{bucket}/{name} ended after {got:,} of its {size:,} bytes; the "
-                               "connection broke, try again")
+        raise ScratchBertError(f"the download of {uri} ended after {got:,} of its {size:,} bytes; the connection broke, try again")
+    if gzipped and not name.lower().endswith(".gz"):
+        _gunzip_in_place(target, uri)
+
+
+def _gunzip_in_place(path: Path, uri: str) -> None:
+    import gzip
+    import shutil
+    import zlib
+
+    unpacked = path.with_name(path.name + ".unpacked")
+    try:
+        with gzip.open(path, "rb") as src, open(unpacked, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ScratchBertError(f"{uri} is stored with Content-Encoding: gzip but does not unpack ({type(e).__name__}: {e}); "
+                               "upload it again") from None
+    os.replace(unpacked, path)
 
 
 def upload_dir(local_dir: str | os.PathLike, uri: str, *, client: Minio | None = None,

@@ -248,11 +248,42 @@ def test_a_download_cut_short_is_an_error_not_a_file(s3_env, s3_bucket, tmp_path
     storage.upload_dir(tmp_path / "src", f"s3://{s3_bucket}/m")
     from minio import Minio
 
-    monkeypatch.setattr(Minio, "fget_object", lambda self, bucket, name, path, **kw: Path(path).write_bytes(b""))
+    class Cut:  # the reply's headers, then no body
+        headers = {}
+
+        def stream(self, amt, decode_content=True):
+            return iter(())
+
+        def close(self):
+            pass
+
+        def release_conn(self):
+            pass
+
+    monkeypatch.setattr(Minio, "get_object", lambda self, bucket, name, **kw: Cut())
     for uri in (f"s3://{s3_bucket}/m", f"s3://{s3_bucket}/m/config.json"):
         with pytest.raises(ScratchBertError, match=r"ended after 0 of its .* bytes; the connection broke"):
             storage.download(uri, tmp_path / "got")
         assert not (tmp_path / "got").exists()
+
+
+def test_an_object_stored_gzipped_downloads_as_its_content(s3_env, s3_server, s3_bucket, tmp_path):
+    """``gsutil cp -z`` (or ``aws s3 cp --content-encoding gzip``) stores gzip bytes that HTTP
+    clients unpack on the way: the download failed, `ended after` more bytes than the object's size.
+    A name ending in .gz keeps its gzip bytes (the reader unpacks it); damaged ones are one line."""
+    import gzip
+
+    body = json.dumps({"version": "1.1", "data": ["x" * 5000]}).encode()
+    packed = gzip.compress(body)
+    client = s3_server.client()
+    for key, data in (("ce/dev.json", packed), ("ce/part.txt.gz", packed), ("bad/dev.json", packed[:-9])):
+        client.put_object(s3_bucket, key, io.BytesIO(data), len(data), metadata={"Content-Encoding": "gzip"})
+    assert storage.download(f"s3://{s3_bucket}/ce/dev.json", tmp_path / "one").read_bytes() == body
+    got = storage.download(f"s3://{s3_bucket}/ce", tmp_path / "all")
+    assert tree(got) == {"dev.json": body, "part.txt.gz": packed}
+    with pytest.raises(ScratchBertError, match=r"bad/dev.json is stored with Content-Encoding: gzip but does not unpack .*; upload it again") as e:
+        storage.download(f"s3://{s3_bucket}/bad", tmp_path / "bad")
+    assert "\n" not in str(e.value) and not (tmp_path / "bad").exists()
 
 
 def test_upload_dir_creates_bucket_and_download_reports_missing_bucket(s3_env, tmp_path):
