@@ -231,6 +231,26 @@ def _readable(folder: Path) -> None:
                 os.chmod(path, stat.S_IMODE(mode) | bits)
 
 
+def _sync(folder: Path) -> None:
+    """Put ``folder``'s files and folders on the disk (fsync), before it replaces the output: a
+    rename is atomic for other processes, not for a machine that loses power, which can come back
+    with the new folder's names over files whose data never reached the disk."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                _fsync(path, os.O_RDONLY)
+        _fsync(root, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str | os.PathLike, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _lock(folder: Path) -> int:
     """Hold an exclusive lock on ``folder`` (its fd) for as long as this process writes it."""
     fd = os.open(folder, os.O_RDONLY)
@@ -356,10 +376,12 @@ def atomic_output_dir(out: str | os.PathLike, *, stage: str | None = None, overw
             if stage is not None:
                 write_marker(tmp, stage, marker)
             _readable(tmp)
+            _sync(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _swap_into_place(tmp, out)
+        _fsync(out.parent, os.O_RDONLY | os.O_DIRECTORY)  # the rename itself
     finally:
         os.close(fd)
 

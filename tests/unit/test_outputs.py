@@ -253,6 +253,31 @@ def test_without_an_atomic_exchange_a_kill_between_the_renames_is_repaired(tmp_p
     assert outputs.clean_orphans(out) == [] and _names(out) == sorted([MARKER, "new.txt"])
 
 
+def test_an_output_is_on_the_disk_before_it_replaces_the_old_one(tmp_path, monkeypatch):
+    """A rename is atomic for processes, not for a machine that loses power: every file and folder
+    of the new output is synced before the swap, and the folder holding it after."""
+    out = tmp_path / "out"
+    with atomic_output_dir(out, stage="pretrain") as tmp:
+        (tmp / "old.txt").write_text("old")
+    events, fsync, swap = [], os.fsync, outputs._swap_into_place
+
+    def recorded_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(outputs, "_swap_into_place", lambda a, b: (events.append(("swap", str(a))), swap(a, b)))
+    with atomic_output_dir(out, stage="pretrain") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "w.bin").write_bytes(b"weights")
+        (tmp / "link").symlink_to("sub/w.bin")
+    swapped = events.index(("swap", str(tmp)))
+    before = {path for kind, path in events[:swapped]}
+    assert before == {str(tmp), str(tmp / "sub"), str(tmp / "sub" / "w.bin"), str(tmp / MARKER)}
+    assert events[swapped + 1:] == [("fsync", str(tmp_path))]
+    assert (out / "link").read_bytes() == b"weights"
+
+
 def test_json_round_trip_is_sorted_and_newline_terminated(tmp_path):
     path = tmp_path / "m.json"
     write_json(path, {"b": 1, "a": [1.5, "x"], "c": {"z": None}})
