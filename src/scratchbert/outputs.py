@@ -128,6 +128,11 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
         relation = inp and relation_to(out, inp)
         if relation:
             raise ScratchBertError(f"{what} {out} {relation} the input {inp}; writing there would destroy the input, so choose another {what}")
+        for target in _linked_folders(inp) if inp and inp.is_dir() else ():
+            relation = relation_to(out, target)
+            if relation:
+                raise ScratchBertError(f"{what} {out} {relation} {target}, which a link in the input {inp} leads to (it is read as "
+                                       f"part of the input); writing there would destroy the input, so choose another {what}")
     cwd = Path.cwd().resolve()
     if cwd == out or out in cwd.parents:
         raise ScratchBertError(f"{what} {out} contains the current folder {cwd}; replacing it would delete the folder you work in, so choose another {what}")
@@ -146,6 +151,20 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
     check_writable(out, what)
     clean_orphans(out)  # what earlier, killed writers left, now rather than after this run's work
     return out
+
+
+def _linked_folders(folder: Path) -> list[Path]:
+    """The real folders that links inside ``folder`` lead to: a corpus reads them as its own
+    (:func:`walk_files`), so they are inputs too."""
+    found, seen = [], set()
+    for root, dirs, _ in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(os.path.realpath(os.path.join(root, d))) for d in dirs if os.path.islink(os.path.join(root, d))]
+    return found
 
 
 def relation_to(path: Path, other: Path) -> str | None:

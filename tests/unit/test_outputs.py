@@ -126,6 +126,25 @@ def test_an_output_that_is_inside_or_holds_an_input_is_refused_even_with_overwri
     assert (tmp_path / "data" / "part.arrow").read_text() == "examples" and (tmp_path / "corpus.txt").read_text() == "text"
 
 
+def test_a_folder_that_a_link_in_an_input_leads_to_is_an_input_too(tmp_path):
+    """A corpus folder reads its linked subfolders as its own: an output there (or around them)
+    passed the check, and with --overwrite replaced text the corpus reads."""
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "deep" / "more.txt").write_text("linked text")
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("text")
+    (tmp_path / "corpus" / "sub").mkdir()
+    (tmp_path / "corpus" / "sub" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for out, words in (("elsewhere", "is .*elsewhere, which a link in the input .*corpus leads to"),
+                       ("elsewhere/deep/tok", "is inside"), (".", "contains")):
+        for overwrite in (False, True):
+            with pytest.raises(ScratchBertError, match=words) as e:
+                check_output(tmp_path / out, stage="tokenizer", inputs=[tmp_path / "corpus"], overwrite=overwrite)
+            assert "\n" not in str(e.value)
+    assert check_output(tmp_path / "tok", stage="tokenizer", inputs=[tmp_path / "corpus"]) == tmp_path / "tok"
+    assert (tmp_path / "elsewhere" / "deep" / "more.txt").read_text() == "linked text"
+
+
 def test_the_current_folder_is_never_an_output(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for out in (tmp_path, tmp_path.parent):
