@@ -583,7 +583,7 @@ _ABBREVIATIONS = frozenset(
 )
 _NUMERO = frozenset({"no", "nos"})
 _BOUNDARY = re.compile(r"(?P<stop>[.!?\u061f\u06d4\u0964\u0965])(?P<close>[\"'”’»)\]]*)\s+(?=[\"'“‘«¿¡(\[]?(?P<next>\w))"
-                       r"|(?P<wide>[。！？])(?P<wide_close>[」』”’）]*)\s*(?=\S)")
+                       r"|(?P<wide>[。！？][。！？!?]*)(?P<wide_close>[」』”’）]*)\s*(?=\S)")  # a run of stops ends one sentence: "何？！"
 
 
 def split_sentences(text: str) -> list[str]:

@@ -408,6 +408,7 @@ def test_missing_path_and_folder_without_txt(tmp_path):
     ("ذهب الولد. جاء الرجل.", ["ذهب الولد.", "جاء الرجل."]),
     ("वह गया। वह आया।", ["वह गया।", "वह आया।"]),
     ("猫が座った。犬が走った。", ["猫が座った。", "犬が走った。"]),
+    ("你好吗？！我很好。。。真的？!」他说。", ["你好吗？！", "我很好。。。", "真的？!」", "他说。"]),  # runs of stops, not sentences of them
     ("¿Qué? ¡Sí! «Bien». Hola.", ["¿Qué?", "¡Sí!", "«Bien».", "Hola."]),
     ("Он сказал это. потом ушёл.", ["Он сказал это. потом ушёл."]),  # a cased text: lower-case goes on
     # a lower-cased text (no capital in the paragraph): lower-case starts a sentence, abbreviations still do not
