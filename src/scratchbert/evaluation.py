@@ -89,7 +89,8 @@ def mlm_nsp_metrics(model, tokenizer, dataset, batch_size: int = 128, mlm_probab
 
     from scratchbert.pretraining_data import MlmNspCollator
 
-    collator = MlmNspCollator(tokenizer, mlm_probability, seed=seed, mlm_positions=True)
+    collator = MlmNspCollator(tokenizer, mlm_probability, seed=seed, mlm_positions=True,
+                              max_length=model.config.max_position_embeddings)
     device = next(model.parameters()).device
     correct = total = nsp_correct = 0
     loss_sum = nsp_loss_sum = 0.0
@@ -111,6 +112,20 @@ def mlm_nsp_metrics(model, tokenizer, dataset, batch_size: int = 128, mlm_probab
     return {"mlm_accuracy": correct / max(total, 1), "nsp_accuracy": nsp_correct / max(n, 1),
             "mlm_loss": mlm_loss, "nsp_loss": nsp_loss_sum / max(n, 1),
             "perplexity": math.exp(min(mlm_loss, 700)), "examples": n, "masked_tokens": total}
+
+
+def _check_positions(model, tokenizer, info: dict, cfg: EvalConfig) -> None:
+    """The dataset's examples and the fill-mask sentences must fit the model's positions: one line
+    before any work, not a shape error after the whole evaluation."""
+    positions = model.config.max_position_embeddings
+    if info["max_seq_len"] > positions:
+        raise ScratchBertError(f"dataset {cfg.dataset} holds examples of up to {info['max_seq_len']} tokens, but model {cfg.model} "
+                               f"has {positions} positions; evaluate on a dataset built with --max-seq-len {positions} or less")
+    for sentence in cfg.sentences():
+        n = len(tokenizer(sentence)["input_ids"])
+        if n > positions:
+            raise ScratchBertError(f"fill-mask sentence {sentence[:40]!r}… is {n} tokens long, more than the {positions} "
+                                   f"positions of model {cfg.model}; give a shorter one")
 
 
 def fill_mask(model, tokenizer, sentences, top_k: int = 5) -> list[dict]:
@@ -160,6 +175,7 @@ def evaluate_model(cfg: EvalConfig) -> dict:
         raise ScratchBertError(f"model {cfg.model} was trained with a different tokenizer than dataset {cfg.dataset}; evaluate on a dataset built with the model's tokenizer")
     if cfg.split not in ds:
         raise ScratchBertError(f"dataset {cfg.dataset} has no split {cfg.split!r} (it has {list(ds)})")
+    _check_positions(model, tokenizer, info, cfg)
     data = ds[cfg.split]
     if cfg.max_examples:
         data = data.select(range(min(cfg.max_examples, len(data))))

@@ -395,7 +395,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                                 batch_size=self.args.eval_batch_size, pin_memory=self.args.dataloader_pin_memory,
                                 collate_fn=MlmNspCollator(tokenizer, cfg.mlm_probability, seed=cfg.seed,
                                                           pad_to_multiple_of=collator.pad_to_multiple_of,
-                                                          mlm_positions=cfg.sparse_head))
+                                                          mlm_positions=cfg.sparse_head, max_length=collator.max_length))
             return loader if world_size > 1 else self.accelerator.prepare(loader)
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
@@ -413,7 +413,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     collator = MlmNspCollator(tokenizer, cfg.mlm_probability,
                               pad_to_multiple_of=info["max_seq_len"] if cfg.pad_to_max_length else 8,
-                              mlm_positions=cfg.sparse_head)
+                              mlm_positions=cfg.sparse_head, max_length=model.config.max_position_embeddings)
     callbacks = [rank_states_callback(), shards.data_position_callback(sampler, info["id"], resume),
                  *(run.callbacks() if run else [])]
     trainer = _Trainer(model=model, args=args, train_dataset=train_examples, eval_dataset=eval_ds,

@@ -605,11 +605,12 @@ class MlmNspCollator:
     whenever the batch is read, so a resumed run continues exactly), and any other from the
     process's (each DataLoader worker's) random numbers. ``mlm_positions``: also return the sparse
     prediction head's rows (:func:`scratchbert.modeling.masked_positions`), found here on the
-    CPU rather than by the model on the device.
+    CPU rather than by the model on the device. ``max_length``: the model's positions, which the
+    padding to a multiple never passes (examples of 700 tokens padded to 704 do not fit 700).
     """
 
     def __init__(self, tokenizer, mlm_probability: float = 0.15, pad_to_multiple_of: int | None = 8,
-                 seed: int | None = None, mlm_positions: bool = False):
+                 seed: int | None = None, mlm_positions: bool = False, max_length: int | None = None):
         import torch
         from transformers import DataCollatorForLanguageModeling
 
@@ -620,6 +621,7 @@ class MlmNspCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.mlm_positions = mlm_positions
+        self.max_length = max_length
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
@@ -627,7 +629,8 @@ class MlmNspCollator:
         longest = max(len(e["input_ids"]) for e in examples)
         m = self.pad_to_multiple_of
         if m:
-            longest = (longest + m - 1) // m * m
+            rounded = (longest + m - 1) // m * m
+            longest = min(rounded, max(self.max_length, longest)) if self.max_length else rounded
         # Filled in numpy: examples come as lists (datasets rows) or numpy views of the shards.
         ids = np.full((len(examples), longest), self.pad_id, dtype=np.int64)
         types = np.zeros((len(examples), longest), dtype=np.int64)

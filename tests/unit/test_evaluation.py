@@ -116,6 +116,25 @@ def test_bad_inputs_are_errors(pretrained_nano, built_dataset, tmp_path, kw, wor
     assert not (tmp_path / "e").exists()
 
 
+def test_examples_or_sentences_longer_than_the_models_positions_are_refused_first(pretrained_nano, built_dataset, tmp_path):
+    """They failed with an internal shape error (the sentences after the whole evaluation)."""
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    short = tmp_path / "short"
+    config = BertConfig.from_pretrained(pretrained_nano)
+    config.max_position_embeddings = 32  # the dataset's examples are up to 64 tokens
+    BertForPreTraining(config).save_pretrained(short)
+    AutoTokenizer.from_pretrained(pretrained_nano).save_pretrained(short)
+    with pytest.raises(ScratchBertError, match=r"holds examples of up to 64 tokens, but model .*short has 32 positions; "
+                                               r"evaluate on a dataset built with --max-seq-len 32 or less"):
+        evaluate_model(EvalConfig(model=str(short), dataset=str(built_dataset), out=str(tmp_path / "e")))
+    long_sentence = "the town " * 300 + "is known for its [MASK]."
+    with pytest.raises(ScratchBertError, match=r"fill-mask sentence 'the town .* is 60\d tokens long, more than the 512 positions"):
+        evaluate_model(EvalConfig(model=str(pretrained_nano), dataset=str(built_dataset), out=str(tmp_path / "e"),
+                                  fill_mask=long_sentence))
+    assert not (tmp_path / "e").exists()
+
+
 def test_a_qa_model_is_refused(pretrained_nano, built_dataset, tmp_path):
     """A fine-tuned QA model has no masked-LM or NSP heads: they would be scored at random."""
     from transformers import AutoTokenizer, BertForQuestionAnswering

@@ -520,6 +520,9 @@ def test_collator_pads_to_a_multiple_of_8_and_builds_masks(trained_tokenizer, ex
     assert batch["next_sentence_label"].tolist() == [e["next_sentence_label"] for e in batch_examples]
     unpadded = MlmNspCollator(tok, pad_to_multiple_of=None, seed=0)(batch_examples)
     assert unpadded["input_ids"].shape == (5, max(lengths))
+    # never past the model's positions: examples of 700 tokens padded to 704 did not fit a model of 700
+    assert MlmNspCollator(tok, seed=0, max_length=max(lengths))(batch_examples)["input_ids"].shape == (5, max(lengths))
+    assert MlmNspCollator(tok, seed=0, max_length=width + 8)(batch_examples)["input_ids"].shape == (5, width)
 
 
 def test_collator_seed_fixes_the_masks(trained_tokenizer, examples):
