@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILES = ["config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]
-WEIGHT_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "pytorch_model.bin",
-                "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+# safetensors where a model has them (transformers loads those first); the pickled files only otherwise
+SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+PICKLE_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
 SUPPORTED_MODEL_TYPES = ("bert",)
 EXAMPLE = "hf://google-bert/bert-base-uncased"
 
@@ -69,6 +70,15 @@ def fetch(uri: str, workdir: str | os.PathLike, *, weights: bool = True) -> Path
     return path
 
 
+def _hub_http_error() -> type[Exception]:
+    """The base error of the HTTP library huggingface_hub downloads with (httpx's, which is not an
+    OSError, from huggingface_hub 1.0; requests' before, which is)."""
+    from huggingface_hub import errors
+
+    base = getattr(errors, "HTTPError", OSError)
+    return base if isinstance(base, type) and issubclass(base, Exception) else OSError
+
+
 def _from_hub(uri: str, weights: bool) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
@@ -79,17 +89,19 @@ def _from_hub(uri: str, weights: bool) -> Path:
     )
 
     address = hub.parse(uri)
-    offline = constants.HF_HUB_OFFLINE
-    if not offline and not hub.reachable():
-        raise ScratchBertError(f"the Hugging Face Hub cannot be reached for {uri}; check the network, or give a local "
-                               "or s3:// copy of the model (save_pretrained folder)")
-    patterns = CONFIG_FILES + TOKENIZER_FILES + (WEIGHT_FILES if weights else [])
+    # unreachable: the local cache may still hold it, as transformers' from_pretrained would find
+    offline = constants.HF_HUB_OFFLINE or not hub.reachable()
     try:
-        return Path(snapshot_download(address.repo, revision=address.revision, allow_patterns=patterns,
-                                      local_files_only=offline))
+        folder = Path(snapshot_download(address.repo, revision=address.revision, local_files_only=offline,
+                                        allow_patterns=CONFIG_FILES + TOKENIZER_FILES + (SAFETENSORS_FILES if weights else [])))
+        if weights and not any(folder.glob("*.safetensors")):  # an older model: its pickled weights
+            folder = Path(snapshot_download(address.repo, revision=address.revision, local_files_only=offline,
+                                            allow_patterns=PICKLE_FILES))
+        return folder
     except LocalEntryNotFoundError:
-        raise ScratchBertError(f"{uri} is not in the local Hugging Face cache and the Hub is offline (HF_HUB_OFFLINE=1); "
-                               "download it once online, or give a local or s3:// copy") from None
+        why = "the Hub is offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached"
+        raise ScratchBertError(f"{uri} is not in the local Hugging Face cache and {why}; check the network (or download it "
+                               "once online), or give a local or s3:// copy of the model (save_pretrained folder)") from None
     except GatedRepoError:
         raise ScratchBertError(f"{uri} is gated on the Hub; accept its terms there and set HF_TOKEN") from None
     except RepositoryNotFoundError:
@@ -97,7 +109,7 @@ def _from_hub(uri: str, weights: bool) -> Path:
                                f"check the name, e.g. {EXAMPLE}") from None
     except RevisionNotFoundError:
         raise ScratchBertError(f"{address.repo} has no revision {address.revision!r}; check ?revision=") from None
-    except OSError as e:  # a connection that broke half-way
+    except (OSError, _hub_http_error()) as e:  # a connection that broke half-way
         raise ScratchBertError(f"could not download {uri} from the Hub ({type(e).__name__}); try again") from None
 
 
@@ -112,6 +124,8 @@ def _from_s3(uri: str, dest: Path, weights: bool) -> Path:
     try:
         return storage.fetch_published(uri, dest, keep=keep)
     except storage.NotPublished:  # a plain folder of model files, unless it is a version whose publish did not finish
+        if not storage.parse_s3_uri(uri)[1].strip("/"):  # a bucket's root: no parent to have published it
+            return storage.download(uri.rstrip("/") + "/", dest, keep=keep)
         parent = uri.rstrip("/").rsplit("/", 1)[0]
         try:
             latest = storage.read_object(f"{parent}/{storage.LATEST}").decode("utf-8", "replace").strip()
@@ -144,7 +158,14 @@ def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | N
                                f"encoders (model type bert), such as {EXAMPLE}")
     # the rule every later stage applies to the model written from this one (evaluate, qa-finetune,
     # ask): refused here, not after pretraining
-    check_tokenizer_matches(config, load_tokenizer(path), where)
+    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise ScratchBertError(f"starting model {where} has no tokenizer (tokenizer.json or vocab.txt); save the tokenizer "
+                               "it was trained with beside it (tokenizer.save_pretrained)")
+    try:
+        tokenizer = load_tokenizer(path)
+    except ScratchBertError as e:  # named by the address given, not a temporary copy
+        raise ScratchBertError(str(e).replace(str(path), where)) from None
+    check_tokenizer_matches(config, tokenizer, where, model_dir=path)
     if max_seq_len and config.max_position_embeddings < max_seq_len:
         raise ScratchBertError(f"starting model {where} has {config.max_position_embeddings} positions, fewer than the "
                                f"{max_seq_len} tokens per example asked for; use --max-seq-len "

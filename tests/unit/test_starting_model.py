@@ -133,7 +133,29 @@ def test_hub_models_go_through_snapshot_download(start_model, monkeypatch):
     assert (repo, revision, offline) == ("someone/tiny-bert", "v2", True)
     assert "config.json" in patterns and "vocab.txt" in patterns and "model.safetensors" not in patterns
     starting_model.fetch("hf://someone/tiny-bert", "unused")
-    assert "model.safetensors" in calls[-1][2]
+    assert "model.safetensors" in calls[-1][2] and "pytorch_model.bin" not in calls[-1][2] and len(calls) == 2
+    # a model with safetensors got its pickled weights too (880 MB for BERT-base, not 440); one without gets them
+    older = start_model.parent / "older"
+    shutil.copytree(start_model, older, ignore=shutil.ignore_patterns("*.safetensors"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: (calls.append(k["allow_patterns"]), str(older))[1])
+    assert starting_model.fetch("hf://someone/older-bert", "unused") == older
+    assert "pytorch_model.bin" not in calls[-2] and calls[-1] == starting_model.PICKLE_FILES
+
+
+def test_a_cached_hub_model_is_used_where_the_hub_cannot_be_reached(start_model, monkeypatch, tmp_path):
+    """The reachability probe refused a model the cache held, as from_pretrained would have used."""
+    import huggingface_hub
+
+    from scratchbert import hub
+
+    def cache_only(repo_id, revision=None, allow_patterns=None, local_files_only=False):
+        assert local_files_only
+        return str(start_model)
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=5.0: False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cache_only)
+    assert starting_model.fetch("hf://someone/tiny-bert", tmp_path) == start_model
 
 
 def test_hub_offline_and_not_cached_fails_at_once_in_one_line(monkeypatch, tmp_path):
@@ -152,9 +174,46 @@ def test_hub_unreachable_fails_at_once_in_one_line(monkeypatch, tmp_path):
     from scratchbert import hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(hub, "reachable", lambda timeout=5.0: False)
-    with pytest.raises(ScratchBertError, match="the Hugging Face Hub cannot be reached"):
+    with pytest.raises(ScratchBertError, match="is not in the local Hugging Face cache and the Hugging Face Hub cannot be reached"):
         starting_model.fetch("hf://google-bert/bert-base-uncased", tmp_path)
+
+
+def test_a_model_at_a_buckets_root_or_without_a_tokenizer_is_named_by_its_address(start_model, s3_env, s3_server, tmp_path):
+    """At a bucket's root the look-up of a parent's LATEST asked for s3://LATEST (an invalid bucket);
+    a model without a tokenizer was named by the temporary folder it was fetched into."""
+    from scratchbert.starting_model import StartingModelConfig, prepare_starting_model
+
+    client = s3_server.client()
+    for bucket, skip in (("root-model", ()), ("root-no-tokenizer", ("tokenizer.json", "vocab.txt"))):
+        client.make_bucket(bucket)
+        for f in start_model.iterdir():
+            if f.is_file() and f.name not in skip:
+                client.fput_object(bucket, f.name, str(f))
+    facts = prepare_starting_model(StartingModelConfig(init_model="s3://root-model", out=str(tmp_path / "a")))
+    assert facts["vocab_size"] == len(load_tokenizer(start_model)) and (tmp_path / "a" / "model.safetensors").is_file()
+    with pytest.raises(ScratchBertError, match=r"^starting model s3://root-no-tokenizer/ has no tokenizer \(tokenizer.json or vocab.txt\)") as e:
+        prepare_starting_model(StartingModelConfig(init_model="s3://root-no-tokenizer/", out=str(tmp_path / "b")))
+    assert "scratchbert-start-" not in str(e.value) and not (tmp_path / "b").exists()
+
+
+def test_a_tokenizer_swapped_for_another_of_its_size_is_refused(start_model, other_tokenizer, tmp_path):
+    """The model folder records its tokenizer's fingerprint; continuing it with another vocabulary of
+    the same size trained on the wrong token ids, silently."""
+    from transformers import BertConfig, BertForPreTraining
+
+    other = load_tokenizer(other_tokenizer)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(start_model, swapped)
+    config = BertConfig.from_pretrained(start_model)
+    config.vocab_size = len(other)
+    BertForPreTraining(config).save_pretrained(swapped)  # the marker's fingerprint stays the model's
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (swapped / name).unlink(missing_ok=True)
+    other.save_pretrained(swapped)
+    with pytest.raises(ScratchBertError, match="is not the one its model was trained with"):
+        starting_model.check_model(swapped, where="the swapped model")
 
 
 def _corpus_and_dataset(tmp_path: Path, init_model: str) -> tuple[Path, Path]:
