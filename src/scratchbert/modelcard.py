@@ -52,10 +52,12 @@ def write_model_card(folder: str | os.PathLike, *, task: str, datasets: list[str
                                    dataset_split=(address.split or "validation") if address else None,
                                    metric_type=key, metric_value=round(float(metrics[key]), 2))
                         for key in ("exact_match", "f1")]
-    data = ModelCardData(language="en", license=LICENSE, library_name="transformers", pipeline_tag=pipeline_tag,
+    # no language: the pretraining text may be any (Russian, Thai), and the card would claim English
+    data = ModelCardData(license=LICENSE, library_name="transformers", pipeline_tag=pipeline_tag,
                          tags=["bert", "scratchbert", task], datasets=hub_ids or None,
                          model_name=f"scratchbert-{task}" if eval_results else None, eval_results=eval_results)
     sources = "\n".join(f"- `{d}`" for d in datasets if d)
+    licences = " (Wikipedia text and SQuAD are CC BY-SA)" if any(w in str(d).lower() for d in datasets for w in ("wiki", "squad")) else ""
     numbers = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if isinstance(v, (int, float)))
     base = ""
     if base_model:
@@ -81,7 +83,7 @@ model = {auto_class}.from_pretrained("path/to/this/folder")
 
 {sources or "- (not recorded)"}
 
-The data keeps its own licence (Wikipedia text and SQuAD are CC BY-SA).
+The data keeps its own licence{licences}.
 
 ## Results
 

@@ -653,6 +653,10 @@ def test_the_fine_tuned_folder_is_a_hugging_face_model_with_a_card(model_dir, sq
     assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results} == \
         {("rajpurkar/squad", "rajpurkar/squad, 10,570 questions", "validation")}
     assert "starts from `hf://google-bert/bert-base-uncased`" in card.text
+    # no language or licence claimed for data the card knows nothing of (a Russian corpus was tagged English)
+    assert card.data.language is None and "CC BY-SA" not in card.text
+    write_model_card(tmp_path, task="fill-mask", datasets=["hf://Salesforce/wikitext?config=wikitext-2-raw-v1"], metrics={})
+    assert "(Wikipedia text and SQuAD are CC BY-SA)" in ModelCard.load(tmp_path / "README.md").text
 
 
 def test_fine_tuning_says_whether_it_starts_from_a_pretrained_or_a_qa_model(model_dir, squad_files, tmp_path, caplog):
