@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +37,9 @@ DESCRIPTION = "Train BERT from scratch: tokenizer, MLM+NSP data, pretraining, ev
 VERSIONS_PAGE = 200
 # Seconds between two looks at a waited-for run.
 POLL_SECONDS = 10.0
+# How long --wait keeps asking after a look fails (a port-forward or API server restarting) before
+# it says the run's state is unknown: the run goes on without us, and a resubmit would repeat it.
+POLL_PATIENCE_SECONDS = 300.0
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -124,7 +128,8 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT")
     if host:
         _check_host(host)
-    with _api_errors(host), _quiet_http_retries(), warnings.catch_warnings():
+    # kfp prints "Run details: ..." links to stdout, where the summary goes as JSON (submit | jq)
+    with _api_errors(host), _quiet_http_retries(), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later": KFP_VERSION is later
         warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
         client = client or kfp.Client(host=host, existing_token=existing_token or os.environ.get("KF_PIPELINES_TOKEN"))
@@ -149,8 +154,22 @@ def wait_for_run(client, run_id: str, timeout_minutes: float) -> str:
     """The state a run ends in (one of :data:`FINAL_STATES`), looking every :data:`POLL_SECONDS`;
     raises :class:`RunFailed` when it has not ended after ``timeout_minutes``."""
     deadline = time.monotonic() + timeout_minutes * 60
+    failing_since, state = None, "not yet seen"
     while True:
-        state = str(getattr(client.get_run(run_id), "state", None)).rsplit(".", 1)[-1]  # "RuntimeStateEnum.FAILED" too
+        try:
+            found = client.get_run(run_id)
+        except Exception as e:
+            if not _passing(e):
+                raise
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since >= POLL_PATIENCE_SECONDS or time.monotonic() >= deadline:
+                raise RunFailed(f"run {run_id} was started, but its state could not be read for "
+                                f"{(time.monotonic() - failing_since) / 60:.0f} minutes ({type(e).__name__}; last seen {state}); "
+                                "it may still be running: see the Kubeflow UI, and do not submit it again") from None
+            time.sleep(POLL_SECONDS)
+            continue
+        failing_since = None
+        state = str(getattr(found, "state", None)).rsplit(".", 1)[-1]  # "RuntimeStateEnum.FAILED" too
         if state in FINAL_STATES:
             return state
         left = deadline - time.monotonic()
@@ -158,6 +177,16 @@ def wait_for_run(client, run_id: str, timeout_minutes: float) -> str:
             raise RunFailed(f"the run did not finish in time ({timeout_minutes:g} minutes, last seen {state}); "
                             "it may still be running")
         time.sleep(min(POLL_SECONDS, left))
+
+
+def _passing(error: Exception) -> bool:
+    """Whether a failed look at a run may pass: no connection, or the API server's own failure (5xx)."""
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
+
+    if isinstance(error, ApiException):
+        return (error.status or 0) >= 500
+    return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, OSError))
 
 
 def _package_defaults(package: Path) -> dict | None:

@@ -190,6 +190,59 @@ def test_a_run_that_outlasts_the_wait_is_reported_so_and_a_bad_wait_is_refused_f
         assert client.calls == []  # nothing started
 
 
+class FlakyClient(FakeClient):
+    """get_run fails as a dying port-forward makes it fail, ``failures`` times, then answers."""
+
+    def __init__(self, failures, error, **kw):
+        super().__init__(**kw)
+        self.failures, self.error = failures, error
+
+    def get_run(self, run_id):
+        if self.failures:
+            self.failures -= 1
+            self.calls.append(("get_run failed", run_id))
+            raise self.error
+        return super().get_run(run_id)
+
+
+def test_a_look_at_the_run_that_fails_is_retried_and_then_said_so(package, monkeypatch):
+    """A port-forward that died during a long --wait was 'could not reach Kubeflow Pipelines' (exit 2)
+    while the run went on, which led to submitting the GPU run again."""
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
+
+    for error in (urllib3.exceptions.ProtocolError("Connection aborted."), ApiException(status=503, reason="Service Unavailable")):
+        client = FlakyClient(3, error, states=("RUNNING", "SUCCEEDED"))
+        assert submit_mod.submit(None, "exp", {}, package, wait=True, client=client)["state"] == "SUCCEEDED"
+        assert [c[0] for c in client.calls].count("get_run failed") == 3
+    monkeypatch.setattr(submit_mod, "POLL_PATIENCE_SECONDS", 0.05)
+    client = FlakyClient(10**6, ConnectionRefusedError(111, "Connection refused"))
+    with pytest.raises(RunFailed, match=r"run r-1 was started, but its state could not be read .*ConnectionRefusedError; "
+                                        r"last seen not yet seen\); it may still be running: see the Kubeflow UI"):
+        submit_mod.submit(None, "exp", {}, package, wait=True, client=client)
+    client = FlakyClient(1, ApiException(status=401, reason="Unauthorized"))  # not one that passes
+    with pytest.raises(ScratchBertError, match="refused the request \\(401 Unauthorized\\)"):
+        submit_mod.submit(None, "exp", {}, package, wait=True, client=client)
+
+
+def test_the_summary_on_stdout_is_json_whatever_kfp_prints(package, monkeypatch, capsys):
+    """kfp's client prints 'Experiment details: …' and 'Run details: …' links to stdout, so
+    `scratchbert submit | jq .run_id` failed."""
+    import kfp
+
+    from scratchbert import cli
+
+    class Chatty(FakeClient):
+        def run_pipeline(self, *a, **k):
+            print("Run details: http://localhost:8080/#/runs/details/r-1")
+            return super().run_pipeline(*a, **k)
+
+    monkeypatch.setattr(kfp, "Client", lambda **kw: Chatty())
+    assert cli.main(["submit", "--package", str(package)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["run_id"] == "r-1" and "Run details" in captured.err
+
+
 def test_shipped_package_is_the_default(monkeypatch):
     assert submit_mod.DEFAULT_YAML.is_file() and submit_mod.DEFAULT_YAML.name == "bert_pipeline.yaml"
 
