@@ -137,7 +137,7 @@ def _resources(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
 def _s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Expose the object-store Secret's keys, each where the Secret has it, as same-named environment variables."""
     return kubernetes.use_secret_as_env(task, secret_name=settings.S3_SECRET_NAME,
-                                        secret_key_to_env={key: key for key in settings.S3_SECRET_KEYS}, optional=True)
+                                        secret_key_to_env={key: key for key in settings.S3_ENV_KEYS}, optional=True)
 
 
 def _on_gpu(task: dsl.PipelineTask, node_selector: bool, gpus=1) -> dsl.PipelineTask:

@@ -65,6 +65,10 @@ GPU_TAINT_EFFECT = "NoSchedule"
 # the pipeline YAML.
 S3_SECRET_NAME = "scratchbert-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+# Keys a Secret may add (docs/cluster.md), passed the same way where it has them: the store's
+# region (AWS wants it to create a bucket) and the STS endpoint of a web identity.
+S3_OPTIONAL_KEYS = ("AWS_REGION", "AWS_ENDPOINT_URL_STS")
+S3_ENV_KEYS = S3_SECRET_KEYS + S3_OPTIONAL_KEYS
 
 # Where the publish step puts the fine-tuned QA model by default.
 PUBLISH_BUCKET = "models"

@@ -182,7 +182,7 @@ def placement(job: TrainJobConfig, task_config=None) -> dict[str, Any]:
     have = {e.get("name") for e in env}
     # optional, as on the pipeline's tasks: a Secret without static keys (IRSA) leaves the pods their identity
     env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": settings.S3_SECRET_NAME, "key": key, "optional": True}}}
-            for key in settings.S3_SECRET_KEYS if key not in have]
+            for key in settings.S3_ENV_KEYS if key not in have]
 
     tolerations = _field(task_config, "tolerations")
     if tolerations is None:

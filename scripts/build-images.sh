@@ -13,7 +13,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<EOF
-Usage: scripts/build-images.sh [--push | --kind-load CLUSTER] [--only cpu|cuda] [--dry-run]
+Usage: scripts/build-images.sh [--push | --kind-load CLUSTER [--gpu-nodes NODES]] [--only cpu|cuda] [--dry-run]
 
 Builds images/Dockerfile (CPU) and images/Dockerfile.cuda (GPU) from the repository root and
 tags them <IMAGE_REGISTRY>/<name>:<version> (pipelines/settings.py, pyproject.toml):
@@ -22,6 +22,8 @@ tags them <IMAGE_REGISTRY>/<name>:<version> (pipelines/settings.py, pyproject.to
 
   --push               push both tags to the registry (log in first: docker login ghcr.io)
   --kind-load CLUSTER  load the images into the nodes of kind cluster CLUSTER
+  --gpu-nodes NODES    load the CUDA image (about 6 GB) only into these nodes (comma-separated;
+                       kind-up.sh passes its GPU workers), not every node of the cluster
   --only cpu|cuda      build just one of the two images
   --dry-run            print the commands instead of running them
   -h, --help           this text
@@ -34,12 +36,16 @@ EOF
 mode=build
 cluster=""
 only=""
+gpu_nodes=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --push) mode=push ;;
         --kind-load)
             [[ $# -ge 2 && -n "$2" ]] || die "--kind-load needs a cluster name (see --help)."
             mode=kind; cluster="$2"; shift ;;
+        --gpu-nodes)
+            [[ $# -ge 2 && -n "$2" ]] || die "--gpu-nodes needs a comma-separated list of node names (see --help)."
+            gpu_nodes="$2"; shift ;;
         --only)
             [[ "${2:-}" == cpu || "${2:-}" == cuda ]] || die "--only takes 'cpu' or 'cuda', not '${2:-}'."
             only="$2"; shift ;;
@@ -69,7 +75,9 @@ for t in "${targets[@]}"; do
     case "$mode" in
         push) log "pushing $image"; run docker push "$image" ;;
         kind) log "loading $image into kind cluster $cluster"
-              run kind load docker-image --name "$cluster" "$image" ;;
+              nodes=()
+              [[ "$dockerfile" != *.cuda || -z "$gpu_nodes" ]] || nodes=(--nodes "$gpu_nodes")
+              run kind load docker-image --name "$cluster" ${nodes[@]+"${nodes[@]}"} "$image" ;;
         build) ;;
     esac
 done

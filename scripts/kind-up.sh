@@ -127,13 +127,14 @@ kc wait --for condition=established --timeout=120s crd --all
 kc apply -k "${KFP_MANIFESTS}/env/platform-agnostic?ref=${KFP_VERSION}"
 
 # ---- 4. our images --------------------------------------------------------------------------
-only=(); [[ "$mode" == gpu ]] || only=(--only cpu)
+# the CUDA image (about 6 GB) only onto the GPU workers, which alone run it
+only=(--only cpu); [[ "$mode" != gpu ]] || only=(--gpu-nodes "${gpu_nodes// /,}")
 if [[ "$build" == 1 ]]; then
-    run "$ROOT/scripts/build-images.sh" --kind-load "$name" ${only[@]+"${only[@]}"}
+    run "$ROOT/scripts/build-images.sh" --kind-load "$name" "${only[@]}"
 else
     log "loading prebuilt images into $name"
     run kind load docker-image --name "$name" "${REGISTRY}/${CPU_IMAGE}:${VERSION}"
-    [[ "$mode" != gpu ]] || run kind load docker-image --name "$name" "${REGISTRY}/${GPU_IMAGE}:${VERSION}"
+    [[ "$mode" != gpu ]] || run kind load docker-image --name "$name" --nodes "${gpu_nodes// /,}" "${REGISTRY}/${GPU_IMAGE}:${VERSION}"
 fi
 
 # ---- 5. object-store credentials (the in-cluster SeaweedFS, unless the Secret already exists) -

@@ -136,6 +136,9 @@ def test_secret_keys_are_what_the_library_reads(settings):
     storage = pytest.importorskip("scratchbert.storage")
     assert set(settings.S3_SECRET_KEYS) == {storage.ENV_ENDPOINT, storage.ENV_ACCESS_KEY,
                                             storage.ENV_SECRET_KEY}
+    # the keys the docs let a Secret add reach the tasks too (AWS_REGION was dropped on the way)
+    assert storage.ENV_REGION in settings.S3_OPTIONAL_KEYS and "AWS_ENDPOINT_URL_STS" in settings.S3_OPTIONAL_KEYS
+    assert "AWS_ENDPOINT_URL_STS" in Path(storage.__file__).read_text()
 
 
 def test_gpu_overlay_device_plugin(render_kustomization, settings):

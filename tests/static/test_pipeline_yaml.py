@@ -280,7 +280,7 @@ def test_toleration_node_selector_and_shm(compiled, settings):
 
 def test_secrets_by_name_only(compiled, settings):
     spec, platform = compiled
-    expected = [{"envVar": k, "secretKey": k} for k in settings.S3_SECRET_KEYS]
+    expected = [{"envVar": k, "secretKey": k} for k in settings.S3_ENV_KEYS]
     for name in executors(spec):
         if function_of(executors(spec)[name]) in {"evaluate", GPU_COUNT_FUNCTION} | FAN_OUT_FUNCTIONS:  # no object storage
             assert "secretAsEnv" not in platform.get(name, {})

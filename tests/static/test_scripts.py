@@ -66,6 +66,10 @@ def test_build_images_dry_run(settings):
         f"+ docker build --file images/Dockerfile.cuda --build-arg VERSION={version} --tag {gpu} .",
         f"+ kind load docker-image --name test-cluster {gpu}",
     ]
+    # the CUDA image only onto the GPU workers (it went onto the control plane and CPU worker too)
+    nodes = sh("scripts/build-images.sh", "--kind-load", "test-cluster", "--gpu-nodes", "w1,w2", "--dry-run")
+    assert [line for line in nodes.stdout.splitlines() if line.startswith("+ kind load")] == [
+        f"+ kind load docker-image --name test-cluster {cpu}", f"+ kind load docker-image --name test-cluster --nodes w1,w2 {gpu}"]
     push = sh("scripts/build-images.sh", "--push", "--only", "cuda", "--dry-run")
     assert push.returncode == 0
     assert [line for line in push.stdout.splitlines() if line.startswith("+ ")][-1] == f"+ docker push {gpu}"
@@ -93,7 +97,7 @@ def test_kind_up_gpu_dry_run(settings):
     assert "wait --for condition=established" in cmds[i + 1]
     assert f"-l {settings.GPU_NODE_LABEL_KEY}={settings.GPU_NODE_LABEL_VALUE}" in text
     assert "nvidia-ctk runtime configure --runtime=containerd --set-as-default" in out
-    assert "scripts/build-images.sh --kind-load t" in text and "--only cpu" not in text
+    assert "scripts/build-images.sh --kind-load t --gpu-nodes dry-run" in text and "--only cpu" not in text
     assert re.search(r"apply -k \S+/manifests/overlays/kind-gpu$", text, re.M)
     assert f"-n {settings.NAMESPACE} wait --for=condition=complete job/scratchbert-create-bucket" in text
     assert "rollout status daemonset/nvidia-device-plugin-daemonset" in text

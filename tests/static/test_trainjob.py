@@ -141,7 +141,7 @@ def kfp_task_config(optional_secret: bool = True):
         resources={"limits": {"cpu": r.cpu_limit, "memory": r.memory_limit, s.GPU_RESOURCE: "0"},
                    "requests": {"cpu": r.cpu_request, "memory": r.memory_request}},
         env=[{"name": k, "valueFrom": {"secretKeyRef": {"name": s.S3_SECRET_NAME, "key": k, "optional": optional_secret}}}
-             for k in s.S3_SECRET_KEYS],
+             for k in s.S3_ENV_KEYS],
         tolerations=[{"key": s.GPU_TAINT_KEY, "operator": "Equal", "value": s.GPU_TAINT_VALUE,
                       "effect": s.GPU_TAINT_EFFECT}],
         node_selector={s.GPU_NODE_LABEL_KEY: s.GPU_NODE_LABEL_VALUE})
@@ -213,7 +213,7 @@ def test_trainjob_pods_get_the_tasks_settings(job_2x8, settings):
     assert trainer["resourcesPerNode"]["limits"]["memory"] == f"{8 * int(r.memory_limit[:-2])}Gi"
     # The object-store Secret, by reference only.
     env = {e["name"]: e for e in trainer["env"]}
-    assert set(env) == set(settings.S3_SECRET_KEYS)
+    assert set(env) == set(settings.S3_ENV_KEYS)
     assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env.values()} == {settings.S3_SECRET_NAME}
     assert not [e for e in env.values() if "value" in e]
     (patch,) = spec["runtimePatches"]
@@ -234,7 +234,7 @@ def test_without_a_task_config_the_settings_place_the_pods(settings):
                             TrainJobConfig(num_nodes=2, gpus_per_node=1), None, "s3://b/p/")
     trainer = job["spec"]["trainer"]
     assert trainer["resourcesPerNode"] == {"limits": {settings.GPU_RESOURCE: "1"}}
-    assert {e["name"] for e in trainer["env"]} == set(settings.S3_SECRET_KEYS)
+    assert {e["name"] for e in trainer["env"]} == set(settings.S3_ENV_KEYS)
     # optional, as on the task (a Secret without static keys would hold the pods in CreateContainerConfigError)
     assert all(e["valueFrom"]["secretKeyRef"]["optional"] is True for e in trainer["env"])
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
@@ -482,7 +482,7 @@ def real_node(tmp_path: Path, s3_env: dict):
         trainer = job["spec"]["trainer"]
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in trainer["env"]}
         assert {r["name"] for r in refs.values()} == {s.S3_SECRET_NAME}
-        env = {**os.environ, **{name: s3_env[ref["key"]] for name, ref in refs.items()},
+        env = {**os.environ, **{name: s3_env[ref["key"]] for name, ref in refs.items() if ref["key"] in s3_env},  # optional keys
                "PET_NNODES": "1", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "0",
                "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port()), "SCRATCHBERT_TENSORBOARD": "0"}
         work = tmp_path / "node-work"
