@@ -34,13 +34,19 @@ Answerer = Callable[[str, str], dict]
 
 
 def make_answerer(model_dir: str | Path) -> Answerer:
-    """Load the model once (fails here, not on the first request) and return an answerer."""
+    """Load the model once (fails here, not on the first request) and return an answerer that
+    answers one question at a time: the pod's memory and CPU are sized for one forward pass (a
+    long context's windows take hundreds of MB), not one per connection's thread; the others queue."""
+    import threading
+
     from scratchbert.qa import answer
 
     answer(model_dir, "warm up", "warm up")  # loads and caches model and tokenizer
+    one_at_a_time = threading.Lock()
 
     def best(question: str, context: str) -> dict:
-        return answer(model_dir, question, context, top_k=1)[0]
+        with one_at_a_time:
+            return answer(model_dir, question, context, top_k=1)[0]
 
     return best
 
@@ -131,12 +137,15 @@ def make_handler(model_name: str, answerer: Answerer) -> type[BaseHTTPRequestHan
                 self._send(HTTPStatus.NOT_FOUND, {
                     "error": f"no model at {self.path}; POST /v1/models/{model_name}:predict"})
                 return
+            k = 0
             try:
-                preds = [answerer(question, context) for question, context in read_instances(self.headers, self.rfile)]
+                preds = []
+                for k, (question, context) in enumerate(read_instances(self.headers, self.rfile)):
+                    preds.append(answerer(question, context))
             except BadRequest as exc:
                 self._send(exc.status, {"error": str(exc)})
-            except ScratchBertError as exc:  # an empty question, a context with no words
-                self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            except ScratchBertError as exc:  # an empty question, a context with no words: which instance
+                self._send(HTTPStatus.BAD_REQUEST, {"error": f"instance {k}: {exc}"})
             except Exception as exc:  # a bug: the client gets an answer, the log the details
                 self.log_error("internal error: %s: %s", type(exc).__name__, exc)
                 self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error ({type(exc).__name__})"})

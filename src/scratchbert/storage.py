@@ -283,10 +283,11 @@ def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = N
     return out
 
 
-def _fetch(client: Minio, bucket: str, name: str, target: Path, size: int) -> None:
+def _fetch(client: Minio, bucket: str, name: str, target: Path, size: int | None) -> None:
     """Download one object to ``target``, checked whole: its stored bytes are counted against its
-    size (minio's ``fget_object`` kept what a connection cut inside the reply's headers delivered,
-    an empty file, as the object, and failed on an object stored gzipped), and one stored with
+    size (None: the reply's Content-Length; minio's ``fget_object`` kept what a connection cut
+    inside the reply's headers delivered, an empty file, as the object, and failed on an object
+    stored gzipped), and one stored with
     ``Content-Encoding: gzip`` (``gsutil cp -z``) is unpacked as HTTP clients do, its checksum
     checked, unless its name says it is a gzip file (``.gz``)."""
     uri = f"s3://{bucket}/{name}"
@@ -295,13 +296,15 @@ def _fetch(client: Minio, bucket: str, name: str, target: Path, size: int) -> No
     got = 0
     try:
         gzipped = (response.headers.get("Content-Encoding") or "").strip().lower() == "gzip"
+        if size is None:
+            size = int(response.headers.get("Content-Length") or -1)
         with open(target, "wb") as f:
             for chunk in response.stream(_CHUNK, decode_content=False):
                 got += f.write(chunk)
     finally:
         response.close()
         response.release_conn()
-    if got != size:
+    if got != size and size >= 0:
         raise ScratchBertError(f"the download of {uri} ended after {got:,} of its {size:,} bytes; the connection broke, try again")
     if gzipped and not name.lower().endswith(".gz"):
         _gunzip_in_place(target, uri)
@@ -452,7 +455,8 @@ def fetch_published(uri: str, local_dir: str | os.PathLike, *, client: Minio | N
                 rel = entry["path"]
                 target = tmp / _safe_relative(rel, version_uri)
                 try:
-                    client.fget_object(bucket, version_prefix + rel, str(target))  # checked against the manifest below
+                    # whole, or "try again"; then against the manifest ("changed after publishing")
+                    _fetch(client, bucket, version_prefix + rel, target, None)
                 except S3Error as exc:
                     if exc.code not in _MISSING:
                         raise

@@ -191,3 +191,6 @@ def test_inference_service(render_kustomization, containers_of, settings, root):
     assert args["http_port"] == str(port)
     assert c["readinessProbe"]["httpGet"]["port"] == port
     assert c["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{args['model_name']}"
+    # PyTorch's threads as many as the CPU limit, not the node's cores (CFS throttling)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["OMP_NUM_THREADS"] == str(int(float(c["resources"]["limits"]["cpu"])))

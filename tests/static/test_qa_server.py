@@ -85,10 +85,33 @@ def test_http_protocol(qa_server, model_dir):
         status, body = call("/v1/models/scratchbert-qa:predict", {"instances": [{"question": "x"}]})
         assert status == 400 and "instance 0 is not" in body["error"]
         status, body = call("/v1/models/scratchbert-qa:predict",
-                            {"instances": [{"question": " ", "context": CONTEXT}]})
-        assert status == 400 and "the question (--question) is empty" in body["error"]
+                            {"instances": [{"question": "who sat", "context": CONTEXT}, {"question": " ", "context": CONTEXT}]})
+        assert status == 400 and body["error"].startswith("instance 1: the question (--question) is empty")
         status, body = call("/v1/models/other:predict", {"instances": []})
         assert status == 404 and "/v1/models/scratchbert-qa:predict" in body["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_requests_at_the_same_time_get_the_answers_they_get_alone(qa_server, model_dir):
+    """Requests at once share one model and tokenizer, which the server lets answer one at a time:
+    each gets the answer it gets alone, long contexts (hundreds of windows) among short ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    answerer = qa_server.make_answerer(model_dir)
+    server = qa_server.Server(("127.0.0.1", 0), qa_server.make_handler("scratchbert-qa", answerer))
+    _, call = serve(server)
+    long_context = " ".join(WORDS * 300)  # hundreds of windows of the model's 64 positions: a long tokenization
+    questions = [(q, c) for q in ("who sat on the mat", "where did the dog run", "what is the capital of france")
+                 for c in (CONTEXT, long_context)]
+    try:
+        alone = [call("/v1/models/scratchbert-qa:predict", {"instances": [{"question": q, "context": c}]}) for q, c in questions]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda qc: call("/v1/models/scratchbert-qa:predict",
+                                                     {"instances": [{"question": qc[0], "context": qc[1]}]}), questions * 4))
+        assert all(status == 200 for status, _ in alone)
+        assert together == alone * 4
     finally:
         server.shutdown()
         server.server_close()

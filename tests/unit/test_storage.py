@@ -249,7 +249,7 @@ def test_a_download_cut_short_is_an_error_not_a_file(s3_env, s3_bucket, tmp_path
     from minio import Minio
 
     class Cut:  # the reply's headers, then no body
-        headers = {}
+        headers = {"Content-Length": "75"}
 
         def stream(self, amt, decode_content=True):
             return iter(())
@@ -260,11 +260,19 @@ def test_a_download_cut_short_is_an_error_not_a_file(s3_env, s3_bucket, tmp_path
         def release_conn(self):
             pass
 
-    monkeypatch.setattr(Minio, "get_object", lambda self, bucket, name, **kw: Cut())
+    storage.publish(tmp_path / "src", f"s3://{s3_bucket}/pub", version="v1")
+    real = Minio.get_object  # the publish's manifest and LATEST still read whole
+    monkeypatch.setattr(Minio, "get_object", lambda self, bucket, name, **kw:
+                        real(self, bucket, name, **kw) if name.endswith(("manifest.json", "LATEST")) else Cut())
     for uri in (f"s3://{s3_bucket}/m", f"s3://{s3_bucket}/m/config.json"):
         with pytest.raises(ScratchBertError, match=r"ended after 0 of its .* bytes; the connection broke"):
             storage.download(uri, tmp_path / "got")
         assert not (tmp_path / "got").exists()
+    # a served model's fetch: "try again", not "changed after publishing, publish it again" (a server
+    # pod crash-looping on a network fault told its operator to republish)
+    with pytest.raises(ScratchBertError, match=r"ended after 0 of its 75 bytes; the connection broke, try again"):
+        storage.fetch_published(f"s3://{s3_bucket}/pub", tmp_path / "got")
+    assert not (tmp_path / "got").exists()
 
 
 def test_an_object_stored_gzipped_downloads_as_its_content(s3_env, s3_server, s3_bucket, tmp_path):
