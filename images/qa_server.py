@@ -111,9 +111,18 @@ def read_instances(headers, rfile) -> list[tuple[str, str]]:
     return pairs
 
 
+def _answer_instance(answerer: Answerer, k: int, question: str, context: str) -> dict:
+    """Instance ``k``'s answer; an empty question or a context with no words is a 400 that names it."""
+    from scratchbert.errors import ScratchBertError
+
+    try:
+        return answerer(question, context)
+    except ScratchBertError as exc:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"instance {k}: {exc}") from None
+
+
 def make_handler(model_name: str, answerer: Answerer) -> type[BaseHTTPRequestHandler]:
     """Build the request handler class bound to one model."""
-    from scratchbert.errors import ScratchBertError
 
     class Handler(BaseHTTPRequestHandler):
         timeout = REQUEST_TIMEOUT_S  # a client that stops sending is dropped, not waited for
@@ -137,15 +146,11 @@ def make_handler(model_name: str, answerer: Answerer) -> type[BaseHTTPRequestHan
                 self._send(HTTPStatus.NOT_FOUND, {
                     "error": f"no model at {self.path}; POST /v1/models/{model_name}:predict"})
                 return
-            k = 0
             try:
-                preds = []
-                for k, (question, context) in enumerate(read_instances(self.headers, self.rfile)):
-                    preds.append(answerer(question, context))
+                preds = [_answer_instance(answerer, k, question, context)
+                         for k, (question, context) in enumerate(read_instances(self.headers, self.rfile))]
             except BadRequest as exc:
                 self._send(exc.status, {"error": str(exc)})
-            except ScratchBertError as exc:  # an empty question, a context with no words: which instance
-                self._send(HTTPStatus.BAD_REQUEST, {"error": f"instance {k}: {exc}"})
             except Exception as exc:  # a bug: the client gets an answer, the log the details
                 self.log_error("internal error: %s: %s", type(exc).__name__, exc)
                 self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error ({type(exc).__name__})"})
