@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 import unicodedata
@@ -494,13 +495,22 @@ def prepare_eval_features(examples: dict, tokenizer: PreTrainedTokenizerFast, ma
             start, end = tokenized.word_to_chars(i, w, sequence_index=1)
             first, last = words.get((sample_mapping[i], w), (start, end))
             words[sample_mapping[i], w] = (min(first, start), max(last, end))
+    for (sample, w), (start, end) in words.items():  # a "word" of a script without spaces is often a clause
+        if _UNSPACED.search(examples["context"][sample], start, end):
+            words[sample, w] = None
     offset_maps, word_maps = [], []
     for i, (offsets, in_ctx) in enumerate(zip(tokenized["offset_mapping"], masks)):
         offset_maps.append([tuple(o) if c else None for o, c in zip(offsets, in_ctx)])
-        word_maps.append([words[sample_mapping[i], w] if c and w is not None else None
-                          for w, c in zip(word_ids[i], in_ctx)])
+        word_maps.append([(words[sample_mapping[i], w] or tuple(o)) if c and w is not None else None
+                          for w, o, c in zip(word_ids[i], offsets, in_ctx)])
     tokenized["offset_mapping"], tokenized["word_offsets"] = offset_maps, word_maps
     return tokenized
+
+
+# Scripts written without spaces between words (Thai, Lao, Tibetan, Myanmar, Khmer): BERT's
+# pre-tokenizer keeps all between two spaces or stops as one "word", often a clause, which
+# widening an answer to whole words would return; their answers keep their pieces' own ends.
+_UNSPACED = re.compile("[\u0e00-\u0fff\u1000-\u109f\u1780-\u17ff]")
 
 
 def question_token_limit(tokenizer: PreTrainedTokenizerFast, max_seq_len: int, doc_stride: int) -> int:

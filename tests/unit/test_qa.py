@@ -529,6 +529,33 @@ def test_a_word_cut_by_a_windows_edge_is_still_answered_whole(tokenizer):
     assert cut  # some windows did cut the name
 
 
+def test_answers_in_a_script_without_spaces_keep_their_own_ends():
+    """BERT's pre-tokenizer keeps a Thai clause between two spaces as one "word": an answer inside
+    it was widened to the whole clause. Answers in spaced text still widen to whole words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    context = "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย and Bangkok is big"
+    thai = sorted(set(context[:context.index(" ")]))  # its characters, each a piece: the clause cut into many
+    vocab = [*SPECIALS, *thai, *("##" + c for c in thai), "where", "is", "it", "and", "bangkok", "big"]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                             cls_token="[CLS]", mask_token="[MASK]", do_lower_case=True)
+    features = prepare_eval_features({"id": ["e"], "question": ["where is it"], "context": [context]}, fast, 64, 16)
+    pairs = [(o, w) for o, w in zip(features["offset_mapping"][0], features["word_offsets"][0]) if o is not None]
+    clause = len("กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย")
+    pieces = [(o, w) for o, w in pairs if o[1] <= clause]
+    assert len(pieces) > 1 and all(w == o for o, w in pieces)  # each piece its own ends, not (0, clause)
+    bangkok = context.index("Bangkok")
+    assert [w for o, w in pairs if o[0] >= bangkok and o[1] <= bangkok + 7] and all(
+        w == (bangkok, bangkok + 7) for o, w in pairs if o[0] >= bangkok and o[1] <= bangkok + 7)
+
+
 # ---------------------------------------------------------------- config validation
 
 
