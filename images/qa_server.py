@@ -56,6 +56,7 @@ def make_answerer(model_dir: str | Path) -> Answerer:
 # would hold its thread forever.
 MAX_BODY_BYTES = 1_000_000
 MAX_INSTANCES = 64
+MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # a larger body is refused unread (the client may see a reset)
 REQUEST_TIMEOUT_S = 60
 EXPECTED = '{"instances": [{"question": "...", "context": "..."}]}'
 
@@ -87,6 +88,8 @@ def read_instances(headers, rfile) -> list[tuple[str, str]]:
     if length < 0:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"Content-Length {headers['Content-Length']!r} is not a byte count")
     if length > MAX_BODY_BYTES:
+        if length <= MAX_DRAINED_BYTES:  # read and dropped: closed unread, the socket resets and the client never sees the 413
+            _drain(rfile, length)
         raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                          f"the body is {length:,} bytes; this server takes at most {MAX_BODY_BYTES:,} a request")
     try:
@@ -119,6 +122,18 @@ def _answer_instance(answerer: Answerer, k: int, question: str, context: str) ->
         return answerer(question, context)
     except ScratchBertError as exc:
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"instance {k}: {exc}") from None
+
+
+def _drain(rfile, length: int) -> None:
+    """Read and drop ``length`` bytes of a body (or what comes of it before the timeout)."""
+    while length > 0:
+        try:
+            chunk = rfile.read(min(length, 1 << 16))
+        except TimeoutError:
+            return
+        if not chunk:
+            return
+        length -= len(chunk)
 
 
 def make_handler(model_name: str, answerer: Answerer) -> type[BaseHTTPRequestHandler]:
