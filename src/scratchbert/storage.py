@@ -284,12 +284,12 @@ def download(uri: str, local_dir: str | os.PathLike, *, client: Minio | None = N
 
 
 def _fetch(client: Minio, bucket: str, name: str, target: Path, size: int | None) -> None:
-    """Download one object to ``target``, checked whole: its stored bytes are counted against its
-    size (None: the reply's Content-Length; minio's ``fget_object`` kept what a connection cut
-    inside the reply's headers delivered, an empty file, as the object, and failed on an object
-    stored gzipped), and one stored with
-    ``Content-Encoding: gzip`` (``gsutil cp -z``) is unpacked as HTTP clients do, its checksum
-    checked, unless its name says it is a gzip file (``.gz``)."""
+    """Download one object to ``target``, checked whole: its stored bytes are counted against
+    ``size`` (None: the reply's Content-Length). One stored with ``Content-Encoding: gzip``
+    (``gsutil cp -z``) is then unpacked as HTTP clients do, its checksum checked, unless its name
+    says it is a gzip file (``.gz``). Not minio's ``fget_object``: it kept what a connection cut
+    inside the reply's headers delivered (an empty file) as the object, and it unpacked a gzipped
+    object on the way, so its size could not be checked."""
     uri = f"s3://{bucket}/{name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     response = client.get_object(bucket, name)
