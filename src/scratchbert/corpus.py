@@ -13,7 +13,7 @@ A corpus URI is one of:
 
 Files and objects are read by their name: ``.txt`` (and any other name given on its own) is
 the classic BERT layout, one paragraph per line and a blank line between documents;
-``.jsonl`` and ``.json`` (JSON Lines, as Hugging Face's json loader reads a ``.json`` file) hold one
+``.jsonl`` (and ``.json`` named on its own, as Hugging Face's json loader reads it) holds one
 JSON object per line whose ``text`` field is a document; a ``.gz`` after any of them is
 decompressed as it is read. A folder or prefix contributes its files of these :data:`SUFFIXES`
 and says which others it left out; text packed otherwise (``.bz2``, ``.zst``...) is an error.
@@ -40,9 +40,11 @@ from typing import BinaryIO, TypeVar
 from scratchbert.errors import ScratchBertError, cause
 from scratchbert.outputs import walk_files
 
-# Text as it is read: plain (a paragraph a line) or JSON Lines (the document in "text"; .json as
-# Hugging Face's json loader reads it), each also gzipped.
-TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
+# The files a folder (or prefix) gives: plain text (a paragraph a line) or JSON Lines (the document
+# in "text"), each also gzipped. A .json file is read as JSON Lines, as Hugging Face's json loader
+# reads it, where it is named on its own; in a folder it is left out (and said so), where it is
+# more often metadata beside the text than text.
+TEXT_SUFFIXES = (".txt", ".jsonl")
 SUFFIXES = tuple(s + gz for s in TEXT_SUFFIXES for gz in ("", ".gz"))
 # A document is cut into pieces of at most this size (at paragraph boundaries) while it is
 # read: a corpus file without blank lines is otherwise one document the size of the file.

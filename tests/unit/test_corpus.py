@@ -45,22 +45,27 @@ def test_folder_is_read_in_sorted_order_and_only_txt(tmp_path, caplog):
     (tmp_path / "notes.md").write_text("not a corpus file\n")
     with caplog.at_level("WARNING", logger="scratchbert.corpus"):
         assert load_documents(str(tmp_path)) == ["D one.", "A one.", "B one.", "B two.", "C one."]
-    assert "left out 1 file not named .txt, .txt.gz, .jsonl, .jsonl.gz, .json, .json.gz (notes.md)" in caplog.text
+    assert "left out 1 file not named .txt, .txt.gz, .jsonl, .jsonl.gz (notes.md)" in caplog.text
 
 
-def test_json_files_are_read_as_json_lines_as_the_hub_reads_them(tmp_path):
+def test_json_files_are_read_as_json_lines_as_the_hub_reads_them(tmp_path, caplog):
     """Hugging Face's json loader reads JSON Lines from a .json file, and exports write them so: a
-    .json file given alone was read as raw text (its braces and keys trained on) and one in a folder
-    left out. A .json file that is one JSON document is one clear line, not a corpus of syntax."""
+    .json file given alone was read as raw text (its braces and keys trained on). A .json file that
+    is one JSON document is one clear line, not a corpus of syntax; in a folder, where a .json is
+    more often metadata beside the text, it is left out and named."""
     docs = ["First doc.\nIts second paragraph.", "Second doc."]
     rows = "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(docs))
     (tmp_path / "a.json").write_text(rows)
     assert load_documents(str(tmp_path / "a.json")) == docs
+    (tmp_path / "b.JSON.gz").write_bytes(gzip.compress(rows.encode()))
+    assert load_documents(str(tmp_path / "b.JSON.gz")) == docs
     folder = tmp_path / "folder"
     folder.mkdir()
-    (folder / "a.json").write_text(rows)
-    (folder / "b.JSON.gz").write_bytes(gzip.compress(rows.encode()))
-    assert load_documents(str(folder)) == docs + docs
+    (folder / "text.jsonl").write_text(rows)
+    (folder / "dataset_info.json").write_text(json.dumps({"features": {"text": "string"}}, indent=2))
+    with caplog.at_level("WARNING", logger="scratchbert.corpus"):
+        assert load_documents(str(folder)) == docs
+    assert "left out 1 file not named .txt, .txt.gz, .jsonl, .jsonl.gz (dataset_info.json)" in caplog.text
     for name, text in [("array.json", json.dumps([{"text": d} for d in docs])),
                        ("lines.json", "[\n" + ",\n".join(json.dumps({"text": d}) for d in docs) + "\n]\n"),
                        ("pretty.json", json.dumps({"data": [{"text": d} for d in docs]}, indent=2))]:
@@ -379,7 +384,7 @@ def test_missing_path_and_folder_without_txt(tmp_path):
         load_documents(str(tmp_path / "nope.txt"))
     assert _one_sentence(str(e.value))
     (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(ScratchBertError, match=r"no \.txt, \.txt\.gz, \.jsonl, \.jsonl\.gz, \.json, \.json\.gz files"):
+    with pytest.raises(ScratchBertError, match=r"no \.txt, \.txt\.gz, \.jsonl, \.jsonl\.gz files"):
         load_documents(str(tmp_path))
 
 
@@ -584,7 +589,7 @@ def test_an_s3_prefix_chooses_its_objects_as_a_folder_chooses_its_files(tmp_path
     folder it is an error), and so were other objects; a prefix of none of its suffixes says so."""
     client = s3_server.client()
     client.fput_object(s3_bucket, "mixed/a.txt", _write(tmp_path / "a.txt", "Alpha.\n"))
-    client.fput_object(s3_bucket, "mixed/b.json", _write(tmp_path / "b.json", json.dumps({"text": "Beta."}) + "\n"))
+    client.fput_object(s3_bucket, "mixed/b.jsonl", _write(tmp_path / "b.jsonl", json.dumps({"text": "Beta."}) + "\n"))
     client.fput_object(s3_bucket, "mixed/_SUCCESS", _write(tmp_path / "s", ""))
     with caplog.at_level("WARNING", logger="scratchbert.corpus"):
         assert load_documents(f"s3://{s3_bucket}/mixed") == ["Alpha.", "Beta."]
