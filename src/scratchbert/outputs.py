@@ -73,8 +73,13 @@ def walk_files(folder: str | os.PathLike, skip: Callable[[str], bool] = lambda n
     """The files under ``folder``, in linked subfolders too (each real folder once: a link back up
     the tree ends there), sorted by their parts, leaving out the files and folders whose names
     ``skip`` says. ``Path.rglob`` does not follow links to folders."""
+    return sorted(Path(root) / n for root, _, names in _walk_linked(folder, skip)
+                  for n in names if not skip(n) and (Path(root) / n).is_file())
+
+
+def _walk_linked(folder: str | os.PathLike, skip: Callable[[str], bool] = lambda name: False):
+    """``os.walk`` into linked folders too, each real folder once, leaving out the folders ``skip`` says."""
     seen: set[str] = set()
-    found = []
     for root, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
         if real in seen:  # a link back up the tree, or a second link to a folder already read
@@ -82,8 +87,7 @@ def walk_files(folder: str | os.PathLike, skip: Callable[[str], bool] = lambda n
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not skip(d)]
-        found += [Path(root) / n for n in names if not skip(n) and (Path(root) / n).is_file()]
-    return sorted(found)
+        yield root, dirs, names
 
 
 def local_path(path) -> Path | None:
@@ -156,15 +160,8 @@ def check_output(out: str | os.PathLike, *, stage: str | None, inputs: Iterable 
 def _linked_folders(folder: Path) -> list[Path]:
     """The real folders that links inside ``folder`` lead to: a corpus reads them as its own
     (:func:`walk_files`), so they are inputs too."""
-    found, seen = [], set()
-    for root, dirs, _ in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        found += [Path(os.path.realpath(os.path.join(root, d))) for d in dirs if os.path.islink(os.path.join(root, d))]
-    return found
+    return [Path(os.path.realpath(os.path.join(root, d))) for root, dirs, _ in _walk_linked(folder)
+            for d in dirs if os.path.islink(os.path.join(root, d))]
 
 
 def relation_to(path: Path, other: Path) -> str | None:
@@ -237,27 +234,22 @@ def _open_permissions(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~_umask())
 
 
-def _readable(folder: Path) -> None:
-    """Let whoever the umask lets read ``folder``'s files and folders read them: some writers make
-    their files private (safetensors saves weights 0600), and a serving container of another user
-    must read the model."""
+def _readable_and_synced(folder: Path) -> None:
+    """Let whoever the umask lets read ``folder``'s files and folders read them (some writers make
+    their files private: safetensors saves weights 0600, and a serving container of another user
+    must read the model), and put them on the disk (fsync) before the folder replaces the output:
+    a rename is atomic for other processes, not for a machine that loses power, which can come
+    back with the new folder's names over files whose data never reached the disk. One walk."""
     readable = 0o444 & ~_umask()
     for root, dirs, files in os.walk(folder):
         for name, bits in [(d, readable | readable >> 2) for d in dirs] + [(f, readable) for f in files]:
             path = os.path.join(root, name)
             mode = os.lstat(path).st_mode
-            if not stat.S_ISLNK(mode) and mode & bits != bits:
+            if stat.S_ISLNK(mode):
+                continue
+            if mode & bits != bits:
                 os.chmod(path, stat.S_IMODE(mode) | bits)
-
-
-def _sync(folder: Path) -> None:
-    """Put ``folder``'s files and folders on the disk (fsync), before it replaces the output: a
-    rename is atomic for other processes, not for a machine that loses power, which can come back
-    with the new folder's names over files whose data never reached the disk."""
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
+            if stat.S_ISREG(mode):
                 _fsync(path, os.O_RDONLY)
         _fsync(root, os.O_RDONLY | os.O_DIRECTORY)
 
@@ -394,8 +386,7 @@ def atomic_output_dir(out: str | os.PathLike, *, stage: str | None = None, overw
             yield tmp
             if stage is not None:
                 write_marker(tmp, stage, marker)
-            _readable(tmp)
-            _sync(tmp)
+            _readable_and_synced(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
