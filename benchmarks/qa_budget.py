@@ -52,7 +52,10 @@ def run(minutes: float, preset: str | None, workdir: Path, share: float | None =
     return {"minutes": minutes, "preset": preset, "share": share, "corpus": corpus, "command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
             "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
             "pretrain_steps": stages.get("pretrain", {}).get("steps"),
+            "pretrain_seconds": stages.get("pretrain", {}).get("train_seconds"),
+            "pretrain_reserved_seconds": stages.get("pretrain", {}).get("reserved_seconds"),  # a paced split's
             "qa_steps": stages.get("qa_finetune", {}).get("train_steps"),
+            "qa_seconds": stages.get("qa_finetune", {}).get("train_seconds"),
             "mlm_accuracy": stages.get("evaluate", {}).get("mlm_accuracy"),
             "nsp_accuracy": stages.get("evaluate", {}).get("nsp_accuracy"),
             "run_exact_match": stages.get("qa_finetune", {}).get("exact_match"),

@@ -82,7 +82,7 @@ from scratchbert_pipelines import parameters, settings
 FINE_TUNE_NAMES = tuple(n for n in parameters.NAMES
                         if parameters.stages_of(n) & {"qa_finetune", "publish"} or n == "qa_on_gpu")
 PRETRAIN_NAMES = tuple(n for n in parameters.NAMES if n not in ("skip_pretraining", "budget_minutes", "budget_pretrain_share",
-                                                                "budget_qa_epoch_minutes"))
+                                                                "budget_qa_epoch_minutes", "budget_qa_epoch_pretrain_steps"))
 
 PIPELINE_NAME = "scratchbert"
 PIPELINE_DESCRIPTION = ("Train BERT from scratch: WordPiece tokenizer, MLM+NSP dataset, pretraining on {where}, "
@@ -288,7 +288,7 @@ def build_pipeline(image: str | None = None, gpu_image: str | None = None, *, gp
         check.set_display_name("validate the parameters, plan the time budget").set_caching_options(False)
         _s3_credentials(_resources(check, "validate"))  # to size an s3:// corpus for the budget
         # the stages' time budgets as the validate task planned them (budget_minutes split)
-        planned = {name: check.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
+        planned = {name: check.outputs[name] for name in validate_component.PLAN}
 
         def given(names: tuple[str, ...]) -> dict:
             return {name: planned.get(name, p[name]) for name in names}

@@ -108,6 +108,13 @@ WIKITEXT_103 = "hf://Salesforce/wikitext?config=wikitext-103-raw-v1"  # about 54
 # one with a time times its own epoch at the start (fit_to_machine), and these stay what
 # budget_minutes_for scales by.
 QA_EPOCH_MINUTES = {"bf16": {"tiny": 4.2, "tiny4": 7.1, "mini": 21.9}, "fp32": {"tiny": 8.8, "tiny4": 14.8, "mini": 36.5}}
+# One QA epoch of the recipe in pretraining steps of the recipe (batches of 64 examples of 64
+# tokens), by precision and model: 628 QA steps times how much longer a QA step took than the
+# run's own mean pretraining step in whole runs (docs/performance.md, "A QA epoch from
+# pretraining's pace"): mini 4.23, 3.88, 4.11 and 4.58 in four two-hour runs (4.2 chosen);
+# tiny4 3.12 and 3.32 at 30 minutes (3.2); tiny 2.25 to 2.93 in six runs of 15 and 30 minutes
+# (2.6). With it the budget's split is paced (parameters.RESERVES). Not measured in fp32.
+QA_EPOCH_PRETRAIN_STEPS = {"bf16": {"tiny": round(628 * 2.6), "tiny4": round(628 * 3.2), "mini": round(628 * 4.2)}}
 # The model by budget on a machine that trains in bf16, from so many minutes up (docs/performance.md,
 # "F1 against the whole run's budget"): tiny4 (tiny's width, 4 layers) from 30 minutes, where it
 # scored F1 25.09, 25.67 and 25.31 on 64 MB against tiny's 20.06 to 25.06 (mean 23.5), and 26.78
@@ -142,6 +149,7 @@ CORPUS_BYTES_FROM_BUDGET = {0.0: WIKITEXT2_BYTES, 30.0: 64_000_000}
 REAL_DEFAULTS: dict[str, Any] = {
     "preset": "tiny", "max_seq_len": 64, "batch_size": 64, "learning_rate": 0.0, "budget_minutes": 15.0,
     "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": QA_EPOCH_MINUTES["bf16"]["tiny"],  # run_settings: the machine's
+    "budget_qa_epoch_pretrain_steps": QA_EPOCH_PRETRAIN_STEPS["bf16"]["tiny"],  # as budget_qa_epoch_minutes
     "max_steps": -1, "dupe_factor": 5, "qa_batch_size": 128,
     "qa_max_eval_examples": 1000, "eval_max_examples": 2000,
 }
@@ -155,6 +163,8 @@ REAL_DEFAULTS: dict[str, Any] = {
 # the one --synthetic's small models learn at.
 MEASURED_WITH = {
     "budget_qa_epoch_minutes": ("init_model", "squad_train", "qa_batch_size", "qa_max_seq_len", "qa_max_train_examples"),
+    "budget_qa_epoch_pretrain_steps": ("init_model", "squad_train", "qa_batch_size", "qa_max_seq_len",
+                                       "qa_max_train_examples", "batch_size", "max_seq_len"),
     "max_seq_len": ("init_model",),
     "qa_learning_rate": ("init_model",),
 }
@@ -210,13 +220,18 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     for setting, names in MEASURED_WITH.items():
         if any(departs(name) for name in names):
             settings.pop(setting, None)
-    if "budget_qa_epoch_minutes" in settings:  # the epoch time of the model the run trains here, where timed
-        minutes = qa_epoch_minutes(given.get("preset", settings["preset"]), precision)
-        if minutes:
-            settings["budget_qa_epoch_minutes"] = minutes
-        else:
-            del settings["budget_qa_epoch_minutes"]
+    for name, table in (("budget_qa_epoch_minutes", QA_EPOCH_MINUTES), ("budget_qa_epoch_pretrain_steps", QA_EPOCH_PRETRAIN_STEPS)):
+        if name in settings:  # the QA epoch of the model the run trains here, where measured
+            settings[name] = recipe_value(table, given.get("preset", settings["preset"]), precision)
+            if not settings[name]:
+                del settings[name]
     return settings
+
+
+def recipe_value(table: dict[str, dict[str, float]], preset: str, precision: str | None = None) -> float | None:
+    """``table``'s value (precision -> model -> value) for ``preset`` where training runs in
+    ``precision`` (this machine's unless given); None where not measured."""
+    return table.get(precision or machine_precision(), {}).get(preset)
 
 
 def cpu_pipeline_defaults() -> dict[str, Any]:
@@ -268,7 +283,7 @@ def qa_epoch_minutes(preset: str, precision: str | None = None) -> float | None:
     ``precision`` (this one's unless given), where timed (:data:`QA_EPOCH_MINUTES`); an epoch in
     fp32 takes about twice one in bf16. The plan :func:`run_settings` holds; a budgeted run times
     its own at the start (:func:`fit_to_machine`), on a GPU too."""
-    return QA_EPOCH_MINUTES.get(precision or machine_precision(), {}).get(preset)
+    return recipe_value(QA_EPOCH_MINUTES, preset, precision)
 
 
 # How long a QA epoch takes moves with the machine's speed that day (tiny's: 2.44 to 4.74 minutes
@@ -324,21 +339,39 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
         said = f"{COMMAND}: timed {preset} here now: " + \
                (f"a QA epoch should take {settings['budget_qa_epoch_minutes']:g} minutes; " if reserve else "")
         needed = MIN_PRETRAIN_STEPS.get(preset, 0) if picked else 0
-        steps = pretrain_steps_in(split["time_budget_minutes"], preset, step) if needed else None
+        # pretraining's minutes as the probe predicts them (a paced split's are known only as it trains)
+        minutes = parameters.split_budget({**settings, **given, "budget_qa_epoch_pretrain_steps": 0},
+                                          text_bytes)["time_budget_minutes"]
+        steps = pretrain_steps_in(minutes, preset, step) if needed else None
         if steps is not None and steps < needed:  # too slow a machine today for this model: the next turn times the one below
             settings["preset"] = smaller_preset(preset)
+            if "budget_qa_epoch_pretrain_steps" in settings and "budget_qa_epoch_pretrain_steps" not in given:
+                settings["budget_qa_epoch_pretrain_steps"] = recipe_value(QA_EPOCH_PRETRAIN_STEPS, settings["preset"])
+                if not settings["budget_qa_epoch_pretrain_steps"]:
+                    del settings["budget_qa_epoch_pretrain_steps"]
             if not quiet:
-                print(f"{said}about {steps:,} pretraining steps in {split['time_budget_minutes']:g} minutes, fewer than "
+                print(f"{said}about {steps:,} pretraining steps in {minutes:g} minutes, fewer than "
                       f"the {needed:,} it needs; training {settings['preset']} instead", file=sys.stderr, flush=True)
             continue
         if not quiet:
-            print(f"{said}{split['time_budget_minutes']:g} minutes of pretraining"
-                  + (f" (about {steps:,} steps)" if steps is not None else "")
-                  + f", {split['qa_time_budget_minutes']:g} of QA fine-tuning, "
-                  f"{planned['budget_minutes'] - split['time_budget_minutes'] - split['qa_time_budget_minutes']:.2f} "
-                  "for the rest of the run", file=sys.stderr, flush=True)
+            print(said + describe_split(split, planned["budget_minutes"], steps), file=sys.stderr, flush=True)
         break
     return settings
+
+
+def describe_split(split: dict[str, float], budget: float, steps: int | None = None) -> str:
+    """How ``split`` (:func:`scratchbert_pipelines.parameters.split_budget`'s) spends ``budget``
+    minutes, in words; ``steps``: the pretraining steps predicted, if any."""
+    training = split["time_budget_minutes"] + (0.0 if split.get("reserve_steps") else split["qa_time_budget_minutes"])
+    if split.get("reserve_steps"):
+        head = (f"{training:g} minutes of training: pretraining until the time of {split['reserve_steps']:,.0f} of its own "
+                f"steps is left, at the pace it measures (at least {training - split['reserve_max_minutes']:g} minutes"
+                + (f"; about {steps:,} steps at the pace timed now" if steps is not None else "")
+                + f"), then QA fine-tuning for its epochs (at most {split['qa_time_budget_minutes']:g} minutes)")
+    else:
+        head = (f"{split['time_budget_minutes']:g} minutes of pretraining" + (f" (about {steps:,} steps)" if steps is not None else "")
+                + f", {split['qa_time_budget_minutes']:g} of QA fine-tuning")
+    return f"{head}, {budget - training:.2f} for the rest of the run"
 
 
 def pretrain_steps_in(minutes: float, preset: str, probe_step: float) -> int:
@@ -1056,8 +1089,11 @@ def _flag_default(name: str) -> str:
     elif name == "budget_qa_epoch_minutes":  # the epoch time of the model the run trains (run_settings)
         text = (f"timed at the start of a run with a budget ({QA_PROBE_SECONDS:g} seconds of QA steps of its model) for "
                 + ", ".join(QA_EPOCH_MINUTES["bf16"]) + " with the recipe's QA data; else 0")
+    elif name == "budget_qa_epoch_pretrain_steps":  # measured per model, where training runs in bf16 (run_settings)
+        text = (", ".join(f"{preset} {steps:g}" for preset, steps in QA_EPOCH_PRETRAIN_STEPS["bf16"].items())
+                + " where training runs in bf16, with the recipe's data and batches; else 0")
     synthetic = SYNTHETIC_DEFAULTS.get(name, parameters.BY_NAME[name].default)  # --synthetic falls back on the pipeline's
-    if synthetic != value and name != "budget_qa_epoch_minutes":  # its text says where it is 0
+    if synthetic != value and name not in ("budget_qa_epoch_minutes", "budget_qa_epoch_pretrain_steps"):  # its text says where it is 0
         text += f"; with --synthetic {params.show(synthetic)}"
     return text
 

@@ -139,6 +139,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     stage_parameter(("pretrain", "preset")),
     stage_parameter(("pretrain", "max_steps")),
     stage_parameter(("pretrain", "time_budget_minutes")),
+    stage_parameter(("pretrain", "reserve_steps")),
+    stage_parameter(("pretrain", "reserve_max_minutes")),
     Parameter("budget_minutes", float, 0.0, "One time budget for the whole run, in minutes: split between pretraining "
                                             "and QA fine-tuning by budget_pretrain_share, after the work around "
                                             "training (longer for more text or dev questions); a stage's own time "
@@ -152,6 +154,12 @@ PARAMETERS: tuple[Parameter, ...] = (
                                                      "more of budget_minutes than its qa_epochs need (it stops there) and "
                                                      "pretraining the rest. 0: unknown, budget_pretrain_share alone splits "
                                                      "the budget."),
+    Parameter("budget_qa_epoch_pretrain_steps", float, 0.0, "How many pretraining steps' time one epoch of QA "
+                                                            "fine-tuning takes where it runs, if known: pretraining then "
+                                                            "takes all of budget_minutes' training time but the "
+                                                            "qa_epochs' worth of its own steps at the pace it measures "
+                                                            "(reserve_steps), and QA fine-tuning the rest. 0: unknown, "
+                                                            "the split is fixed before training."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),
@@ -278,9 +286,9 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
         raise ScratchBertError(f"pipeline parameters: budget_minutes {full['budget_minutes']} must be 0 or more (0: no budget)")
     if not (finite(full["budget_pretrain_share"]) and 0 <= full["budget_pretrain_share"] <= 1):
         raise ScratchBertError(f"pipeline parameters: budget_pretrain_share {full['budget_pretrain_share']} must lie in [0, 1]")
-    if not (finite(full["budget_qa_epoch_minutes"]) and full["budget_qa_epoch_minutes"] >= 0):
-        raise ScratchBertError(f"pipeline parameters: budget_qa_epoch_minutes {full['budget_qa_epoch_minutes']} must be 0 "
-                               "or more (0: unknown)")
+    for name in ("budget_qa_epoch_minutes", "budget_qa_epoch_pretrain_steps"):
+        if not (finite(full[name]) and full[name] >= 0):
+            raise ScratchBertError(f"pipeline parameters: {name} {full[name]} must be 0 or more (0: unknown)")
     for p in PARAMETERS:  # one a stage ignores (qa_epochs beside qa_max_steps) still travels as a protobuf Value
         if p.type is float and not finite(full[p.name]):
             raise ScratchBertError(f"pipeline parameters: {p.name} {full[p.name]} is not a finite number, and a pipeline "
@@ -315,6 +323,15 @@ SQUAD_DEV_QUESTIONS = 10_570  # SQuAD v1.1's dev set: what qa_max_eval_examples 
 
 
 STAGE_BUDGETS = {"time_budget_minutes": "max_steps", "qa_time_budget_minutes": "qa_max_steps"}  # a stage's own, and its steps
+# A split fixed before training must guess how fast QA fine-tuning will run; the machine's pace
+# moves within a run, and pretraining's own mean step predicted QA's within 9% over four two-hour
+# runs, where a probe before the run missed by up to 42% (docs/performance.md, "A QA epoch from
+# pretraining's pace"). So where budget_qa_epoch_pretrain_steps says what a QA epoch costs in
+# pretraining steps, the split is paced: pretraining gets all of the training time and keeps
+# reserve_steps (qa_epochs of that) of its own measured steps at its end, never more than QA's
+# share (reserve_max_minutes, budget_pretrain_share's rest); QA fine-tuning then stops after its
+# epochs, with that share as its clock's limit.
+RESERVES = ("reserve_steps", "reserve_max_minutes")
 
 
 def fixed_minutes(values: dict[str, Any], text_bytes: int | None = None) -> float:
@@ -443,22 +460,31 @@ def _value(values: dict[str, Any], name: str) -> float:
 def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[str, float]:
     """``time_budget_minutes`` and ``qa_time_budget_minutes`` as ``budget_minutes`` sets them (a
     stage's own non-zero time budget is kept, and a stage given a step count gets no time budget
-    from the split; ``text_bytes``: the corpus's size, :func:`fixed_minutes`); without a budget, as given."""
+    from the split; ``text_bytes``: the corpus's size, :func:`fixed_minutes`), and pretraining's
+    ``reserve_steps`` and ``reserve_max_minutes`` where ``budget_qa_epoch_pretrain_steps`` paces
+    the split (:data:`RESERVES`); without a budget, as given."""
     budget = float(values.get("budget_minutes") or 0)
-    given = {name: float(values.get(name) or 0) for name in STAGE_BUDGETS}
+    given = {name: float(values.get(name) or 0) for name in (*STAGE_BUDGETS, *RESERVES)}
     if budget <= 0:
-        return given
+        return {name: given[name] for name in STAGE_BUDGETS}
     training = max(budget - fixed_minutes(values, text_bytes), budget / 2)  # the fixed work never takes more than half
     pretrain_share = 0.0 if values.get("skip_pretraining") else _value(values, "budget_pretrain_share")
     qa = training * (1 - pretrain_share)
     epoch_minutes = _value(values, "budget_qa_epoch_minutes")
     epochs = _value(values, "qa_epochs")
-    if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0:  # what QA fine-tuning cannot use, pretraining can
+    epoch_steps = _value(values, "budget_qa_epoch_pretrain_steps")
+    paced = (epoch_steps > 0 and epochs > 0 and training * pretrain_share >= 0.01 and not any(given[name] for name in RESERVES)
+             and all(_timed_by_budget(values, name) for name in STAGE_BUDGETS))
+    if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0 and not paced:  # what QA cannot use, pretraining can
         qa = min(qa, epochs * epoch_minutes)
     # to the hundredth of a minute, but never down to 0, which would mean no budget at all
     split = {name: max(0.01, round(minutes, 2)) if minutes > 0 else 0.0
-             for name, minutes in (("time_budget_minutes", training - qa), ("qa_time_budget_minutes", qa))}
-    return {name: split[name] if _timed_by_budget(values, name) else given[name] for name in split}
+             for name, minutes in (("time_budget_minutes", training if paced else training - qa),
+                                   ("qa_time_budget_minutes", qa))}
+    split = {name: split[name] if _timed_by_budget(values, name) else given[name] for name in split}
+    if paced:
+        return {**split, "reserve_steps": float(round(epochs * epoch_steps)), "reserve_max_minutes": split["qa_time_budget_minutes"]}
+    return split
 
 
 def signature(names: tuple[str, ...] = NAMES, *, artifacts: dict[str, Any] | None = None,

@@ -20,7 +20,8 @@ TASK_CONFIG_PASSTHROUGHS = [dsl.TaskConfigPassthrough(field=field, apply_to_task
     dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR)]
 
 
-def pretrain(dataset: Input[Dataset], preset: str, max_steps: int, time_budget_minutes: float, learning_rate: float,
+def pretrain(dataset: Input[Dataset], preset: str, max_steps: int, time_budget_minutes: float, reserve_steps: float,
+             reserve_max_minutes: float, learning_rate: float,
              batch_size: int, checkpoint_uri: str, init_model: str, num_nodes: int, gpus_per_node: int, image: str,
              model: Output[Model], logs: Output[Artifact], metrics: Output[Metrics], task_config: dsl.TaskConfig):
     """Pretrain a BERT model on the MLM+NSP dataset, from scratch or continuing a starting model.
@@ -36,7 +37,8 @@ def pretrain(dataset: Input[Dataset], preset: str, max_steps: int, time_budget_m
     from scratchbert_pipelines.trainjob import TrainJobConfig, pretrain_here_or_as_trainjob
 
     config = PretrainConfig(dataset=dataset.path, out=model.path, logs=logs.path, preset=preset, max_steps=max_steps,
-                            time_budget_minutes=time_budget_minutes, learning_rate=learning_rate,
+                            time_budget_minutes=time_budget_minutes, reserve_steps=reserve_steps,
+                            reserve_max_minutes=reserve_max_minutes, learning_rate=learning_rate,
                             batch_size=batch_size, checkpoint_uri=checkpoint_uri, init_model=init_model,
                             logging_steps=logging_interval(max_steps))
     job = TrainJobConfig(num_nodes=num_nodes, gpus_per_node=gpus_per_node, image=image)

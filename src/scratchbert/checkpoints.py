@@ -56,6 +56,7 @@ RECORD_FORMAT = 1
 TRAINING_FIELDS = ("seed", "learning_rate", "batch_size", "max_steps", "epochs", "time_budget_minutes",
                    "warmup_fraction", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
                    "dropout", "unigram_bias", "mlm_probability", "optimizer", "group_by_length", "init_model")
+RESERVE_FIELDS = ("reserve_steps", "reserve_max_minutes")
 MODEL_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size")
 
@@ -75,6 +76,9 @@ def run_record(cfg, model_config, dataset_info: dict, dataset_fingerprint: str, 
         del record["training"]["epochs"]
     if world_size > 1:  # left out of a single process's record, which stays as it was before torchrun
         record["training"]["world_size"] = world_size
+    for name in RESERVE_FIELDS:  # where set: they move the run's end (a record without them stays as it was)
+        if getattr(cfg, name, 0):
+            record["training"][name] = getattr(cfg, name)
     return json.loads(json.dumps(record))  # as it reads back from the file
 
 
@@ -83,8 +87,10 @@ def differences(old: dict | None, new: dict) -> list[str]:
     if not isinstance(old, dict):
         return ["no record of the run that wrote them"]
     flat_old, flat_new = _flatten(old), _flatten(new)
-    for flat in (flat_old, flat_new):  # a single process's record leaves its world size out
+    for flat in (flat_old, flat_new):  # a single process's record leaves its world size out, a run without a reserve its reserve
         flat.setdefault("training.world_size", 1)
+        for name in RESERVE_FIELDS:
+            flat.setdefault(f"training.{name}", 0.0)
     names = {"dataset": "dataset", "tokenizer": "tokenizer"}
     labels = {"training.world_size": "training processes"}
     out = []

@@ -66,6 +66,11 @@ class PretrainConfig:
     max_steps: int = param(-1, help="Optimizer steps; -1 trains --epochs, or until the time budget when one is set.")
     epochs: float = param(1.0, help="Passes over the training set when --max-steps is -1 and there is no time budget.")
     time_budget_minutes: float = param(0.0, help="Stop training after this many minutes, the learning-rate schedule following the clock; 0 means no budget.")
+    reserve_steps: float = param(0.0, help="Keep time at the end of the time budget for what follows (a run's QA "
+                                           "fine-tuning), in this run's own mean steps: training stops that many of "
+                                           "them before the budget ends, as the pace it measures says; 0: none.")
+    reserve_max_minutes: float = param(0.0, help="The most minutes --reserve-steps may keep, less than the time budget; "
+                                                 "0: half of it.")
     batch_size: int = param(32, help="Examples per optimizer step and device (under torchrun the step's batch is this times the processes).")
     learning_rate: float = param(0.0, help="Peak learning rate; 0 picks the recipe's: 2e-3 from scratch (chosen for the small "
                                            "presets; BERT-base wants 1e-4 to 5e-4), 1e-4 continuing a starting model.")
@@ -116,6 +121,12 @@ class PretrainConfig:
                "--epochs or until --time-budget-minutes"),
               (finite(budget) and budget >= 0,
                f"--time-budget-minutes {budget} must be a number of minutes, 0 or more (0: no budget)"),
+              (finite(self.reserve_steps) and self.reserve_steps >= 0,
+               f"--reserve-steps {self.reserve_steps} must be a number of steps, 0 or more (0: none)"),
+              (finite(self.reserve_max_minutes) and 0 <= self.reserve_max_minutes
+               and (self.reserve_max_minutes < budget or not self.reserve_max_minutes),
+               f"--reserve-max-minutes {self.reserve_max_minutes} must be 0 or more and less than --time-budget-minutes "
+               f"{budget}, whose end it would otherwise keep for what follows (0: half of it)"),
               (self.max_steps > 0 or budget > 0 or (finite(self.epochs) and self.epochs > 0),
                f"--epochs {self.epochs} gives nothing to train: give --max-steps, a positive finite --epochs or "
                "--time-budget-minutes"),
@@ -322,7 +333,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     eval_ds = shards.load_split(cfg.dataset, "validation", info)
     if cfg.eval_examples and len(eval_ds) > cfg.eval_examples:
         eval_ds = eval_ds.select(range(cfg.eval_examples))
-    budget = Budget(cfg.max_steps, cfg.time_budget_minutes, warmup_fraction, label="pretrain")
+    budget = Budget(cfg.max_steps, cfg.time_budget_minutes, warmup_fraction, label="pretrain",
+                    reserve_steps=cfg.reserve_steps, reserve_max_minutes=cfg.reserve_max_minutes)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -440,6 +452,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     metrics = {
         "train_loss": train_loss, "steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 2), "train_tokens": tokens_total,
+        # what --reserve-steps kept of the time budget for what follows, at the pace measured
+        **({"reserved_seconds": round(budget.seconds - budget.end(), 2)} if budget.reserve_steps else {}),
         "tokens_per_second": tokens_total / train_seconds if tokens_total else math.nan,  # nan: left out below
         "world_size": world_size,
         "parameters": count_parameters(model), "precision": precision, "attention": attention,

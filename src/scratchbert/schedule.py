@@ -12,10 +12,17 @@ the same step and applies the same learning rate (DDP needs both; each process's
 starts and runs a little apart). Each checkpoint keeps the clock's reading (in its
 ``trainer_state.json``), so a run resumed from it goes on from those seconds: its schedule
 continues and it trains only the minutes left, as a retried pipeline task must.
+
+A run may keep the end of its minutes for what comes after it (``reserve_steps``: a pipeline's QA
+fine-tuning, timed in this run's own steps): it then ends that many of its own mean steps before
+the clock runs out, the mean read anew each step (so a machine that speeds up or slows down
+moves the end with it), and its schedule anneals to that end. The mean is the clock over the
+steps done, both kept in checkpoints, so a resumed run reckons the same end.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -35,13 +42,30 @@ def lr_lambda(progress: float, warmup_fraction: float) -> float:
 class Budget:
     """``max_steps`` (-1: none) and ``minutes`` (0: none) of one run, with its warmup fraction."""
 
-    def __init__(self, max_steps: int, minutes: float, warmup_fraction: float, label: str = "train"):
+    def __init__(self, max_steps: int, minutes: float, warmup_fraction: float, label: str = "train",
+                 reserve_steps: float = 0.0, reserve_max_minutes: float = 0.0):
         self.max_steps = max_steps
         self.seconds = minutes * 60 if minutes else None
         self.warmup_fraction = warmup_fraction
         self.label = label
+        self.reserve_steps = reserve_steps if self.seconds else 0.0
+        # the most the reserve may take (half of the minutes unless given), so that the first
+        # steps, slow while the process warms up, cannot end the run at its start
+        self.reserve_max = min(reserve_max_minutes * 60 or (self.seconds or 0.0) / 2, self.seconds or 0.0)
         self.start: float | None = None
         self.clock = 0.0  # seconds of training at the end of the last step, as rank 0 read them
+        self.steps = 0  # steps done at that reading
+        self.progress = 0.0  # the furthest the schedule has gone: a later end never turns it back
+
+    def end(self) -> float | None:
+        """Seconds of the clock at which the run stops: its minutes, less ``reserve_steps`` of its
+        mean step so far (at most ``reserve_max``, which it is before the first step); None without minutes."""
+        if not self.seconds:
+            return None
+        if not self.reserve_steps:
+            return self.seconds
+        reserve = self.reserve_steps * self.clock / self.steps if self.steps else math.inf
+        return self.seconds - min(reserve, self.reserve_max)
 
     @property
     def open_ended(self) -> bool:
@@ -62,7 +86,8 @@ class Budget:
         def schedule(step: int) -> float:
             progress = step / total if total else 0.0
             if self.seconds:
-                progress = max(progress, self.clock / self.seconds)
+                progress = max(progress, self.clock / max(self.end(), 1e-9))
+                self.progress = progress = max(progress, self.progress)
             return lr_lambda(min(progress, 1.0), self.warmup_fraction)
 
         return schedule
@@ -106,12 +131,14 @@ class Budget:
                 spent = float(((saved or {}).get("attributes") or {}).get("clock") or 0.0)  # 0: a fresh run
                 budget.start = time.monotonic() - spent
                 budget.clock = spent
+                budget.steps = state.global_step
 
             def on_step_end(self, args, state, control, **kw):
                 if not budget.seconds:
                     return
                 budget.clock = distributed.broadcast_float(budget.elapsed())  # one message per step, no GPU sync
-                if budget.clock >= budget.seconds:
+                budget.steps = state.global_step
+                if budget.clock >= budget.end():
                     control.should_training_stop = True
                     control.should_save = False
 
@@ -163,17 +190,18 @@ def _time_progress(budget: Budget):
             if not state.is_world_process_zero:  # one bar for a torchrun job, as the Trainer's own
                 return
             # mininterval: one redraw a second, not one per step (pod logs keep every redraw)
-            self.bar = progress.bar(total=int(budget.seconds), unit="s", desc=f"{budget.label} (time budget)",
+            self.bar = progress.bar(total=int(budget.end()), unit="s", desc=f"{budget.label} (time budget)",
                                     mininterval=1.0)
 
         def on_step_end(self, args, state, control, **kw):
-            if self.bar is not None and min(int(budget.clock), int(budget.seconds)) > self.bar.n:
+            if self.bar is not None and min(int(budget.clock), int(budget.end())) > self.bar.n:
                 self._show(state)  # redraws at most once per mininterval
 
         def _show(self, state) -> None:
             step = f"{state.global_step}/{budget.max_steps}" if budget.max_steps > 0 else state.global_step
             self.bar.set_postfix(ordered_dict={"step": step, "loss": self.loss}, refresh=False)
-            self.bar.update(min(int(budget.clock), int(budget.seconds)) - self.bar.n)
+            self.bar.total = int(budget.end())  # with a reserve, the end moves with the run's pace
+            self.bar.update(min(int(budget.clock), self.bar.total) - self.bar.n)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:

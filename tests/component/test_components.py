@@ -254,10 +254,11 @@ def test_validate_plans_the_budget_with_the_size_of_an_s3_corpus_read_whole(s3_e
     size = 48 * 37_449 * 27
     storage.upload_dir(folder, "s3://corpora/whole")
     values = dict(parameters.defaults(), corpus="s3://corpora/whole", max_corpus_bytes=0, budget_minutes=30.0,
-                  budget_qa_epoch_minutes=0.0)
+                  budget_qa_epoch_minutes=0.0, budget_qa_epoch_pretrain_steps=1000.0)
     task = validate_component.build(IMAGE)(**values)
-    planned = {name: task.outputs[name] for name in ("time_budget_minutes", "qa_time_budget_minutes")}
+    planned = {name: task.outputs[name] for name in validate_component.PLAN}  # paced: pretraining keeps 2,000 steps
     assert planned == parameters.split_budget(values, size) != parameters.split_budget(values)
+    assert planned["reserve_steps"] == 2000.0 and 0 < planned["reserve_max_minutes"] < planned["time_budget_minutes"]
     out = capfd.readouterr().out
     assert f"whose corpus holds {size:,} bytes" in out and "is short" not in out
     # 5 minutes: the 2.95 that its text and the rest take are more than the half that training keeps

@@ -235,9 +235,18 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
     none = dict.fromkeys(local_run.SOURCES)
     recipe = local_run.run_settings(False, {"budget_minutes": 60.0, "preset": "tiny"}, none)
     assert recipe["budget_qa_epoch_minutes"] == local_run.REAL_DEFAULTS["budget_qa_epoch_minutes"] > 0
+    assert recipe["budget_qa_epoch_pretrain_steps"] == local_run.REAL_DEFAULTS["budget_qa_epoch_pretrain_steps"] > 0
     planned = parameters.validate({**recipe, "budget_minutes": 60.0})
-    # the recipe's QA epochs, pretraining the rest
-    assert planned["qa_time_budget_minutes"] == pytest.approx(planned["qa_epochs"] * recipe["budget_qa_epoch_minutes"])
+    training = 60.0 - parameters.fixed_minutes(planned)
+    # paced: pretraining holds all of the training time but QA's epochs, in its own steps, at
+    # most QA's share, which is QA's limit
+    assert planned["time_budget_minutes"] == pytest.approx(training, abs=0.01)
+    assert planned["reserve_steps"] == planned["qa_epochs"] * recipe["budget_qa_epoch_pretrain_steps"]
+    assert planned["reserve_max_minutes"] == planned["qa_time_budget_minutes"] == pytest.approx(training * 0.6, abs=0.01)
+    # unpaced: the recipe's QA epochs, pretraining the rest
+    unpaced = parameters.validate({**recipe, "budget_minutes": 60.0, "budget_qa_epoch_pretrain_steps": 0})
+    assert unpaced["qa_time_budget_minutes"] == pytest.approx(planned["qa_epochs"] * recipe["budget_qa_epoch_minutes"])
+    assert unpaced["reserve_steps"] == unpaced["reserve_max_minutes"] == 0
     # a model whose epoch was timed too: its own time (mini's is five times tiny's)
     mini = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "mini"}, none)
     assert mini["budget_qa_epoch_minutes"] == local_run.QA_EPOCH_MINUTES["bf16"]["mini"] > 4 * recipe["budget_qa_epoch_minutes"]
@@ -245,7 +254,7 @@ def test_run_local_times_qa_epochs_only_for_its_own_recipe(bf16_machine):
     for given, sources in (({"preset": "small"}, none), ({"preset": "mini", "qa_batch_size": 64}, none),
                            ({"qa_batch_size": 64}, none), ({}, {**none, "squad_train": "my.json"})):
         settings = local_run.run_settings(False, {"budget_minutes": 60.0, **given}, sources)
-        assert "budget_qa_epoch_minutes" not in settings
+        assert "budget_qa_epoch_minutes" not in settings and "budget_qa_epoch_pretrain_steps" not in settings
         assert parameters.validate({**settings, "budget_minutes": 60.0, **given})["qa_time_budget_minutes"] == \
             pytest.approx((60.0 - parameters.fixed_minutes(settings)) * (1 - settings["budget_pretrain_share"]), abs=0.01)
 
@@ -260,9 +269,15 @@ def test_run_local_trains_deeper_models_from_30_minutes_and_two_hours_of_budget(
     # the run's own model wins, with its own epoch time; generated data keeps its nano model
     assert local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, none)["budget_qa_epoch_minutes"] == 4.2
     assert local_run.run_settings(True, {"budget_minutes": 120.0}, none)["preset"] == "nano"
-    planned = parameters.validate({**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0})
-    # 120 minutes less 2.5 fixed and 0.64 for 64 MB of text, QA's two epochs, pretraining the rest
-    assert (planned["preset"], planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == ("mini", 73.06, 43.8)
+    two_hours = {**local_run.run_settings(False, {"budget_minutes": 120.0}, none), "budget_minutes": 120.0}
+    planned = parameters.validate(two_hours)
+    # 120 minutes less 2.5 fixed and 0.64 for 64 MB of text: pretraining until mini's two QA epochs
+    # are left in its own steps, at least 40% of them
+    assert (planned["preset"], planned["time_budget_minutes"], planned["reserve_steps"], planned["reserve_max_minutes"],
+            planned["qa_time_budget_minutes"]) == ("mini", 116.86, 2 * 2638, 70.12, 70.12)
+    # unpaced: QA's two epochs by the table, pretraining the rest
+    planned = parameters.validate({**two_hours, "budget_qa_epoch_pretrain_steps": 0})
+    assert (planned["time_budget_minutes"], planned["qa_time_budget_minutes"]) == (73.06, 43.8)
     # and --help says so, from the same tables
     parser = argparse.ArgumentParser()
     local_run.add_arguments(parser)
@@ -340,7 +355,9 @@ def test_run_local_reserves_the_qa_epochs_a_machine_like_this_one_takes(monkeypa
     monkeypatch.setattr(local_run, "machine_precision", lambda: precision)
     none = dict.fromkeys(local_run.SOURCES)
     settings = local_run.run_settings(False, {"budget_minutes": 30.0, "preset": "tiny"}, none)
-    planned = parameters.validate({**settings, "budget_minutes": 30.0, "preset": "tiny"})
+    # unpaced (a QA epoch in pretraining steps is known in bf16 alone)
+    assert ("budget_qa_epoch_pretrain_steps" in settings) == (precision == "bf16")
+    planned = parameters.validate({**settings, "budget_minutes": 30.0, "preset": "tiny", "budget_qa_epoch_pretrain_steps": 0})
     split = planned["time_budget_minutes"], planned["qa_time_budget_minutes"]
     # (64 MB of text from 30 minutes where the scale is bf16's: 0.64 minutes of its 30 kept for it)
     assert split == {"bf16": (18.46, 8.4), "fp32": (11.0, 16.5), "fp16": (10.75, 16.12)}[precision]
@@ -369,11 +386,16 @@ def test_a_budget_trains_its_model_only_where_this_machine_pretrains_it_enough_s
     assert (slow["preset"], slow["budget_qa_epoch_minutes"], timed) == ("tiny", 5.8, ["tiny4", "tiny"])
     err = capsys.readouterr().err
     assert "about 2,150 pretraining steps in 10.75 minutes, fewer than the 4,500 it needs; training tiny instead" in err
-    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 15.26 minutes of pretraining, 11.6 of QA fine-tuning, " \
-        "3.14 for the rest of the run" in err
-    hour = fit({"budget_minutes": 60.0})  # 33.66 minutes of pretraining: about 6,732 steps
+    # the split paced by tiny's own QA epoch in its pretraining steps (2 x 1,633), and the probe's epoch for
+    # scoring's time
+    assert slow["budget_qa_epoch_pretrain_steps"] == local_run.QA_EPOCH_PRETRAIN_STEPS["bf16"]["tiny"]
+    assert "timed tiny here now: a QA epoch should take 5.8 minutes; 26.86 minutes of training: pretraining until the time " \
+        "of 3,266 of its own steps is left, at the pace it measures (at least 10.74 minutes), then QA fine-tuning for its " \
+        "epochs (at most 16.12 minutes), 3.14 for the rest of the run" in err
+    hour = fit({"budget_minutes": 60.0})  # 33.66 minutes of pretraining by the probe: about 6,732 steps
     assert (hour["preset"], hour["budget_qa_epoch_minutes"], timed) == ("tiny4", 11.6, ["tiny4"])
-    assert "(about 6,732 steps)" in capsys.readouterr().err
+    assert hour["budget_qa_epoch_pretrain_steps"] == local_run.QA_EPOCH_PRETRAIN_STEPS["bf16"]["tiny4"]
+    assert "about 6,732 steps at the pace timed now" in capsys.readouterr().err
     # the same hour reading a 1 GB corpus whole keeps 12 minutes for its text: 22.3 of pretraining, too few for tiny4
     whole = fit({"budget_minutes": 60.0, "max_corpus_bytes": 0}, text_bytes=1_011_000_000)
     assert (whole["preset"], timed) == ("tiny", ["tiny4", "tiny"])
@@ -411,6 +433,9 @@ def test_run_local_knows_the_precision_it_trains_in():
 
 def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_otherwise(bf16_machine):
     recipe = local_run.run_settings(False, {"budget_minutes": 120.0, "preset": "tiny"}, dict.fromkeys(local_run.SOURCES))
+    # a split paced by pretraining's steps gives QA the time its epochs take: nothing to advise
+    assert local_run.qa_epoch_advice({**recipe, "budget_minutes": 120.0}, {"epoch_minutes": 21.87}) is None
+    recipe["budget_qa_epoch_pretrain_steps"] = 0.0  # unpaced, as where that is not known
     # tiny's reservation (4.2) and an epoch that took 21.87 minutes (mini at two hours)
     note = local_run.qa_epoch_advice({**recipe, "budget_minutes": 120.0}, {"epoch_minutes": 21.87})
     assert "a QA epoch took 21.87 minutes here (4.2 were reserved); --budget-qa-epoch-minutes 21.9" in note
@@ -438,6 +463,33 @@ def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_ot
     assert local_run.format_summary(summary).endswith(f"note:       {note}")
 
 
+def test_a_paced_split_gives_way_to_what_a_run_sets_itself():
+    """A QA epoch's cost in pretraining steps paces the split (pretraining holds all of the training
+    time and keeps QA's epochs of its own steps); a stage's own time budget or step count, a reserve
+    of the run's own, no QA epochs or no pretraining share leave the split fixed before training."""
+    paced = {"budget_minutes": 60.0, "budget_pretrain_share": 0.4, "budget_qa_epoch_minutes": 8.0,
+             "budget_qa_epoch_pretrain_steps": 1500.0, "max_corpus_bytes": 11_000_000, "qa_max_eval_examples": 1000}
+    assert parameters.split_budget(paced) == {"time_budget_minutes": 57.5, "qa_time_budget_minutes": 34.5,
+                                              "reserve_steps": 3000.0, "reserve_max_minutes": 34.5}
+    assert parameters.split_budget({**paced, "qa_epochs": 1.5})["reserve_steps"] == 2250.0
+    fixed = {"time_budget_minutes": 41.5, "qa_time_budget_minutes": 16.0}  # QA's two epochs of 8 minutes, pretraining the rest
+    for own, split in (({"time_budget_minutes": 30.0}, {**fixed, "time_budget_minutes": 30.0}),
+                       ({"max_steps": 1000}, {**fixed, "time_budget_minutes": 0.0}),
+                       ({"qa_time_budget_minutes": 10.0}, {**fixed, "qa_time_budget_minutes": 10.0}),
+                       ({"qa_max_steps": 500}, {**fixed, "qa_time_budget_minutes": 0.0}),
+                       ({"reserve_steps": 100.0}, fixed), ({"budget_pretrain_share": 0.0}, {"time_budget_minutes": 0.0,
+                                                                                          "qa_time_budget_minutes": 57.5}),
+                       ({"budget_qa_epoch_pretrain_steps": 0.0}, fixed)):
+        assert parameters.split_budget({**paced, **own}) == split, own
+    # what the pipeline checks: the stage's own reserve is a pretraining setting, and the pace a number
+    assert parameters.validate({**paced, "reserve_steps": 100.0})["reserve_steps"] == 100.0
+    with pytest.raises(ScratchBertError, match=r"budget_qa_epoch_pretrain_steps -1.0 must be 0 or more \(0: unknown\)$"):
+        parameters.validate({**paced, "budget_qa_epoch_pretrain_steps": -1.0})
+    with pytest.raises(ScratchBertError, match="pretrain stage: reserve_max_minutes 30.0 must be 0 or more and less than "
+                                               "time_budget_minutes 20.0"):
+        parameters.validate({"time_budget_minutes": 20.0, "reserve_steps": 10.0, "reserve_max_minutes": 30.0})
+
+
 def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monkeypatch):
     """The fixed 2.5 minutes were measured reading 11 MB and scoring 1,000 questions: a run that reads
     64 MB or scores all 10,570 keeps their time out of training, else it ends past its budget."""
@@ -459,11 +511,13 @@ def test_a_budget_keeps_the_time_that_more_text_and_more_dev_questions_take(monk
     for change in ({"max_corpus_bytes": 5_000_000, "qa_max_eval_examples": 200}, {"max_corpus_bytes": 0},
                    {"qa_max_eval_examples": 0, "budget_qa_epoch_minutes": 0.0}):
         assert parameters.fixed_minutes({**main, **change}) == 2.5
-    # the main job keeps its split, and the fixed work never takes more than half of a budget
-    for precision in ("bf16", "fp32"):
+    # the main job keeps its split (paced where training runs in bf16: pretraining at least its 5 minutes), and
+    # the fixed work never takes more than half of a budget
+    for precision, split in (("bf16", {"time_budget_minutes": 12.5, "reserve_steps": 3266.0, "reserve_max_minutes": 7.5}),
+                             ("fp32", {"time_budget_minutes": 5.0})):
         monkeypatch.setattr(local_run, "machine_precision", lambda precision=precision: precision)
         settings = local_run.run_settings(False, {}, dict.fromkeys(local_run.SOURCES))
-        assert parameters.split_budget(settings) == {"time_budget_minutes": 5.0, "qa_time_budget_minutes": 7.5}
+        assert parameters.split_budget(settings) == {**split, "qa_time_budget_minutes": 7.5}
     tiny = parameters.split_budget({**main, "budget_minutes": 10.0, "max_corpus_bytes": 2_000_000_000, "budget_qa_epoch_minutes": 0})
     assert tiny == {"time_budget_minutes": 2.0, "qa_time_budget_minutes": 3.0}
     # a budget of seconds still limits both stages: a share rounded to 0 minutes would mean no limit
@@ -602,7 +656,8 @@ def test_run_local_help_names_every_default_that_synthetic_changes():
     local_run.add_arguments(parser)
     flags = {a.dest: a.help for a in parser._actions}
     real, synthetic = ({**parameters.defaults(), **recipe} for recipe in (local_run.REAL_DEFAULTS, local_run.SYNTHETIC_DEFAULTS))
-    differ = [name for name in flags if name in real and real[name] != synthetic[name] and name != "budget_qa_epoch_minutes"]
+    differ = [name for name in flags if name in real and real[name] != synthetic[name]
+              and name not in ("budget_qa_epoch_minutes", "budget_qa_epoch_pretrain_steps")]
     assert {"dupe_factor", "budget_pretrain_share", "eval_max_examples", "qa_max_eval_examples", "preset"} <= set(differ)
     for name in differ:
         assert f"; with --synthetic {params.show(synthetic[name])}." in flags[name], name

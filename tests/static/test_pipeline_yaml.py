@@ -334,6 +334,14 @@ def test_validate_runs_first_with_every_parameter(compiled):
     assert {name: src["componentInputParameter"] for name, src in check["inputs"]["parameters"].items()} == \
         {name: name for name in parameters.NAMES}
     assert set(root) == {"validate", "condition-branches-1"} and root["condition-branches-1"]["dependentTasks"] == ["validate"]
+    # what it plans (the budget's split, a paced one's reserve) goes on in place of the parameters
+    from scratchbert_components.validate.component import PLAN
+
+    branches = root["condition-branches-1"]["inputs"]["parameters"]
+    assert set(PLAN) == {"time_budget_minutes", "qa_time_budget_minutes", "reserve_steps", "reserve_max_minutes"}
+    for name in PLAN:
+        assert branches[f"pipelinechannel--validate-{name}"]["taskOutputParameter"] == \
+            {"outputParameterKey": name, "producerTask": "validate"}
     train = _dag(spec, "comp-pretrain-and-fine-tune")
 
     def upstream(name: str) -> set[str]:

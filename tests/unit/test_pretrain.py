@@ -537,6 +537,9 @@ def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_to
     ({"max_steps": -5}, "--max-steps -5 trains nothing"),
     ({"time_budget_minutes": -5.0}, "--time-budget-minutes -5.0 must be"),
     ({"time_budget_minutes": float("nan")}, "--time-budget-minutes nan must be"),
+    ({"max_steps": 5, "reserve_steps": -1.0}, "--reserve-steps -1.0 must be a number of steps, 0 or more"),
+    ({"time_budget_minutes": 5.0, "reserve_max_minutes": 5.0}, "--reserve-max-minutes 5.0 must be 0 or more and less "
+                                                                "than --time-budget-minutes 5.0"),
     ({"max_steps": 5, "learning_rate": -1.0}, "--learning-rate -1.0 must be positive, or 0 for the recipe's"),
     ({"max_steps": 5, "batch_size": 0}, "--batch-size 0 must be at least 1"),
     ({"max_steps": 5, "preset": "huge"}, "--preset 'huge' is not one of"),
@@ -632,6 +635,56 @@ def test_a_time_budgeted_run_resumed_goes_on_from_its_clock(built_dataset, tmp_p
     history = json.loads((tmp_path / "model-logs" / "log_history.json").read_text())["log_history"]
     after = [h["learning_rate"] for h in history if "learning_rate" in h and h["step"] > at]
     assert after and max(after) <= lr_then * 1.001 and after == sorted(after, reverse=True)  # on down, no new warmup
+
+
+def test_a_reserve_ends_training_its_own_steps_early_and_anneals_to_that_end(built_dataset, tmp_path):
+    """--reserve-steps 40 keeps the time of 40 of the run's own mean steps (at most half of the 12
+    seconds) at the end of its budget for what follows: training stops that much early, and its
+    learning rate decays to about 0 there, not at the budget's end (where it would stop at 2/3 of the peak)."""
+    metrics = pretrain(_config(built_dataset, tmp_path / "model", time_budget_minutes=0.2, reserve_steps=40,
+                               logging_steps=2))
+    reserved, seconds, steps = metrics["reserved_seconds"], metrics["train_seconds"], metrics["steps"]
+    assert 0 < reserved <= 6.0
+    assert reserved == pytest.approx(min(40 * seconds / steps, 6.0), rel=0.3)  # its own mean step, as it measured it
+    assert 12.0 <= seconds + reserved < 12.0 + 6.0
+    lrs = [h["learning_rate"] for h in json.loads((tmp_path / "model-logs" / "log_history.json").read_text())["log_history"]
+           if "learning_rate" in h]
+    assert lrs[-1] < 0.2 * max(lrs)
+
+
+def test_a_reserve_moves_the_end_with_the_measured_pace_never_turning_the_schedule_back():
+    from scratchbert.schedule import Budget
+
+    budget = Budget(-1, 1.0, 0.25, reserve_steps=100, reserve_max_minutes=0.5)
+    assert budget.end() == 30.0  # before a step: the most it may keep
+    budget.clock, budget.steps = 10.0, 100  # 0.1 s a step: 10 s kept
+    assert budget.end() == 50.0
+    budget.clock, budget.steps = 10.0, 10  # 1 s a step: 100 s, more than the 30 it may keep
+    assert budget.end() == 30.0
+    schedule = budget.multiplier(0)
+    budget.clock, budget.steps = 40.0, 400  # end 50: 80% of the way, decaying from 1 at 25%
+    assert schedule(400) == pytest.approx(0.2 / 0.75)
+    budget.clock, budget.steps = 41.0, 820  # faster now: end 55, 75% of the way; the schedule holds
+    assert budget.end() == 55.0 and schedule(820) == pytest.approx(0.2 / 0.75)
+    # half of the minutes unless limited; no reserve, or no minutes, the minutes as they were
+    unlimited = Budget(-1, 1.0, 0.25, reserve_steps=1e9)
+    unlimited.clock, unlimited.steps = 1.0, 1
+    assert unlimited.end() == 30.0
+    assert Budget(-1, 1.0, 0.25).end() == 60.0 and Budget(100, 0.0, 0.25, reserve_steps=10).end() is None
+
+
+def test_a_reserve_is_recorded_where_set_so_older_checkpoints_still_resume():
+    from types import SimpleNamespace
+
+    from scratchbert.checkpoints import differences, run_record
+
+    model = SimpleNamespace(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8,
+                            max_position_embeddings=16, type_vocab_size=2)
+    plain, reserved = (run_record(PretrainConfig(dataset="d", out="o", time_budget_minutes=10.0, **kw), model, {}, "f", "fp32")
+                       for kw in ({}, {"reserve_steps": 500.0}))
+    assert "reserve_steps" not in plain["training"] and reserved["training"]["reserve_steps"] == 500.0
+    assert differences(plain, reserved) == ["reserve_steps 0.0 -> 500.0"]
+    assert differences(plain, plain) == []
 
 
 def test_unigram_bias_starts_training_below_the_uniform_loss(built_dataset, tmp_path):
