@@ -487,6 +487,8 @@ def _pipeline_arguments(tmp_path, monkeypatch, *runs: dict, hub: bool = False, p
     seen = []
 
     def runner(arguments, outputs, **kw):
+        # each of the pipeline's type (kfp refuses an int for a float input: an int in a recipe table once did)
+        assert not [name for name, value in arguments.items() if type(value) is not parameters.BY_NAME[name].type]
         uploaded = arguments["corpus"].startswith(f"s3://{local_run.INPUT_BUCKET}/")
         got = storage.download(arguments["corpus"], tmp_path / f"got-{len(seen)}") if uploaded else None  # one object
         seen.append(dict(arguments, corpus_bytes=got.stat().st_size if got else None, corpus_file=got))
