@@ -157,14 +157,16 @@ REAL_DEFAULTS: dict[str, Any] = {
 # Recipe settings that hold only for runs like those they were measured on: a run that gives its
 # own value or input for any name listed drops the setting. budget_qa_epoch_minutes was timed with
 # the recipe's QA data and settings, for the models of QA_EPOCH_MINUTES (without it the share alone
-# splits the budget); 64-token examples were measured from scratch, so a run that continues a
-# starting model pretrains it with the pipeline's 128 (as BERT's first phase); a starting model
-# is fine-tuned at the QA learning rate of its width (scratchbert.qa.learning_rate_for), not at
-# the one --synthetic's small models learn at.
+# splits the budget), and budget_qa_epoch_pretrain_steps with both stages' batches too (an epoch
+# time or a reserve the run gives splits it its own way); 64-token examples were measured from
+# scratch, so a run that continues a starting model pretrains it with the pipeline's 128 (as
+# BERT's first phase); a starting model is fine-tuned at the QA learning rate of its width
+# (scratchbert.qa.learning_rate_for), not at the one --synthetic's small models learn at.
 MEASURED_WITH = {
     "budget_qa_epoch_minutes": ("init_model", "squad_train", "qa_batch_size", "qa_max_seq_len", "qa_max_train_examples"),
     "budget_qa_epoch_pretrain_steps": ("init_model", "squad_train", "qa_batch_size", "qa_max_seq_len",
-                                       "qa_max_train_examples", "batch_size", "max_seq_len"),
+                                       "qa_max_train_examples", "batch_size", "max_seq_len", "vocab_size",
+                                       "budget_qa_epoch_minutes", "reserve_steps"),
     "max_seq_len": ("init_model",),
     "qa_learning_rate": ("init_model",),
 }

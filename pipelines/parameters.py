@@ -152,14 +152,17 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("budget_qa_epoch_minutes", float, 0.0, "Minutes one epoch of QA fine-tuning takes where it runs, if known "
                                                      "(the QA stage's epoch_minutes metric): QA fine-tuning then gets no "
                                                      "more of budget_minutes than its qa_epochs need (it stops there) and "
-                                                     "pretraining the rest. 0: unknown, budget_pretrain_share alone splits "
-                                                     "the budget."),
+                                                     "pretraining the rest, unless budget_qa_epoch_pretrain_steps paces "
+                                                     "the split; it also times the scoring of more dev questions. 0: "
+                                                     "unknown, budget_pretrain_share alone splits the budget."),
     Parameter("budget_qa_epoch_pretrain_steps", float, 0.0, "How many pretraining steps' time one epoch of QA "
                                                             "fine-tuning takes where it runs, if known: pretraining then "
                                                             "takes all of budget_minutes' training time but the "
                                                             "qa_epochs' worth of its own steps at the pace it measures "
-                                                            "(reserve_steps), and QA fine-tuning the rest. 0: unknown, "
-                                                            "the split is fixed before training."),
+                                                            "(reserve_steps), at least budget_pretrain_share of it, and QA "
+                                                            "fine-tuning the rest, at most its share. It depends on the "
+                                                            "model (preset) and both stages' batches. 0: unknown, the "
+                                                            "split is fixed before training."),
     stage_parameter(("pretrain", "learning_rate")),
     stage_parameter(("pretrain", "batch_size")),
     stage_parameter(("pretrain", "checkpoint_uri")),
@@ -258,17 +261,31 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
     The values are checked by :func:`check` (names, types, choices), completed with the
     defaults, and turned into every stage's config (the artifact paths the pipeline fills in
     later stand in as placeholders), whose ``validate()`` runs: the checks each stage makes at
-    its start, now made in seconds at the start of the run. Then what spans stages: the QA
-    windows must fit the pretrained model's positions. ``budget_minutes`` is split into the two
-    training stages' time budgets (:func:`split_budget`; ``text_bytes``: the corpus's size where
-    known, :func:`corpus_size`). A failure is one line in the
+    its start, now made in seconds at the start of the run, with ``budget_minutes`` split into the
+    two training stages' time budgets first (:func:`split_budget`; ``text_bytes``: the corpus's
+    size where known, :func:`corpus_size`). Then what spans stages: the QA windows must fit the
+    pretrained model's positions. A failure is one line in the
     pipeline's names (``qa_max_steps``, not ``--max-steps``).
     """
     from scratchbert.errors import ScratchBertError
 
     full = {**defaults(), **check(values)}
+    if not (finite(full["budget_minutes"]) and full["budget_minutes"] >= 0):
+        raise ScratchBertError(f"pipeline parameters: budget_minutes {full['budget_minutes']} must be 0 or more (0: no budget)")
+    if not (finite(full["budget_pretrain_share"]) and 0 <= full["budget_pretrain_share"] <= 1):
+        raise ScratchBertError(f"pipeline parameters: budget_pretrain_share {full['budget_pretrain_share']} must lie in [0, 1]")
+    for name in ("budget_qa_epoch_minutes", "budget_qa_epoch_pretrain_steps"):
+        if not (finite(full[name]) and full[name] >= 0):
+            raise ScratchBertError(f"pipeline parameters: {name} {full[name]} must be 0 or more (0: unknown)")
+    for p in PARAMETERS:  # one a stage ignores (qa_epochs beside qa_max_steps) still travels as a protobuf Value
+        if p.type is float and not finite(full[p.name]):
+            raise ScratchBertError(f"pipeline parameters: {p.name} {full[p.name]} is not a finite number, and a pipeline "
+                                   "carries only finite ones; give a number")
+    split = split_budget(full, text_bytes)
+    # the stages check the time budgets and reserve the split gives them in place of those not given
+    staged = {**full, **{name: value for name, value in split.items() if not full[name]}}
     for stage in STAGE_CONFIGS:
-        given = stage_arguments(stage, full)
+        given = stage_arguments(stage, staged)
         for cls in stage_configs(stage):
             fields = params.fields(cls)
             args = {name: value for name, value in given.items() if name in fields}
@@ -282,18 +299,7 @@ def validate(values: dict[str, Any], text_bytes: int | None = None) -> dict[str,
     if full["skip_pretraining"] and not full["init_model"]:
         raise ScratchBertError("pipeline parameters: skip_pretraining fine-tunes the starting model, but init_model is "
                                "empty; give init_model (hf://owner/name, s3://... or a path), or leave skip_pretraining off")
-    if not (finite(full["budget_minutes"]) and full["budget_minutes"] >= 0):
-        raise ScratchBertError(f"pipeline parameters: budget_minutes {full['budget_minutes']} must be 0 or more (0: no budget)")
-    if not (finite(full["budget_pretrain_share"]) and 0 <= full["budget_pretrain_share"] <= 1):
-        raise ScratchBertError(f"pipeline parameters: budget_pretrain_share {full['budget_pretrain_share']} must lie in [0, 1]")
-    for name in ("budget_qa_epoch_minutes", "budget_qa_epoch_pretrain_steps"):
-        if not (finite(full[name]) and full[name] >= 0):
-            raise ScratchBertError(f"pipeline parameters: {name} {full[name]} must be 0 or more (0: unknown)")
-    for p in PARAMETERS:  # one a stage ignores (qa_epochs beside qa_max_steps) still travels as a protobuf Value
-        if p.type is float and not finite(full[p.name]):
-            raise ScratchBertError(f"pipeline parameters: {p.name} {full[p.name]} is not a finite number, and a pipeline "
-                                   "carries only finite ones; give a number")
-    full.update(split_budget(full, text_bytes))
+    full.update(split)
     positions = positions_for(full["max_seq_len"])
     if not full["init_model"] and full["qa_max_seq_len"] > positions:  # a starting model's: check_starting_positions
         raise ScratchBertError(f"pipeline parameters: qa_max_seq_len {full['qa_max_seq_len']} is longer than the {positions} "
@@ -472,8 +478,9 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
     qa = training * (1 - pretrain_share)
     epoch_minutes = _value(values, "budget_qa_epoch_minutes")
     epochs = _value(values, "qa_epochs")
-    epoch_steps = _value(values, "budget_qa_epoch_pretrain_steps")
-    paced = (epoch_steps > 0 and epochs > 0 and training * pretrain_share >= 0.01 and not any(given[name] for name in RESERVES)
+    # the steps to keep: the run's own reserve_steps, else qa_epochs of budget_qa_epoch_pretrain_steps
+    reserve = given["reserve_steps"] or epochs * _value(values, "budget_qa_epoch_pretrain_steps")
+    paced = (reserve > 0 and epochs > 0 and min(training * pretrain_share, qa) >= 0.01
              and all(_timed_by_budget(values, name) for name in STAGE_BUDGETS))
     if epoch_minutes > 0 and pretrain_share > 0 and epochs > 0 and not paced:  # what QA cannot use, pretraining can
         qa = min(qa, epochs * epoch_minutes)
@@ -482,8 +489,9 @@ def split_budget(values: dict[str, Any], text_bytes: int | None = None) -> dict[
              for name, minutes in (("time_budget_minutes", training if paced else training - qa),
                                    ("qa_time_budget_minutes", qa))}
     split = {name: split[name] if _timed_by_budget(values, name) else given[name] for name in split}
-    if paced:
-        return {**split, "reserve_steps": float(round(epochs * epoch_steps)), "reserve_max_minutes": split["qa_time_budget_minutes"]}
+    if paced:  # at most QA's share unless the run limits it itself
+        return {**split, "reserve_steps": float(round(reserve)),
+                "reserve_max_minutes": given["reserve_max_minutes"] or split["qa_time_budget_minutes"]}
     return split
 
 

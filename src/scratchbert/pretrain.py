@@ -123,6 +123,9 @@ class PretrainConfig:
                f"--time-budget-minutes {budget} must be a number of minutes, 0 or more (0: no budget)"),
               (finite(self.reserve_steps) and self.reserve_steps >= 0,
                f"--reserve-steps {self.reserve_steps} must be a number of steps, 0 or more (0: none)"),
+              (not (self.reserve_steps or self.reserve_max_minutes) or budget > 0,
+               "--reserve-steps and --reserve-max-minutes keep time at the end of a time budget; give "
+               "--time-budget-minutes, or leave them out"),
               (finite(self.reserve_max_minutes) and 0 <= self.reserve_max_minutes
                and (self.reserve_max_minutes < budget or not self.reserve_max_minutes),
                f"--reserve-max-minutes {self.reserve_max_minutes} must be 0 or more and less than --time-budget-minutes "

@@ -16,8 +16,9 @@ continues and it trains only the minutes left, as a retried pipeline task must.
 A run may keep the end of its minutes for what comes after it (``reserve_steps``: a pipeline's QA
 fine-tuning, timed in this run's own steps): it then ends that many of its own mean steps before
 the clock runs out, the mean read anew each step (so a machine that speeds up or slows down
-moves the end with it), and its schedule anneals to that end. The mean is the clock over the
-steps done, both kept in checkpoints, so a resumed run reckons the same end.
+moves the end with it), and its schedule anneals to that end, never turning back. The mean is
+the clock over the steps done, kept in checkpoints with how far the schedule had gone, so a
+resumed run reckons the same end and goes on from the same learning rate.
 """
 
 from __future__ import annotations
@@ -124,13 +125,15 @@ class Budget:
 
         class _Clock(TrainerCallback, ExportableState):
             def state(self) -> dict:  # saved into each checkpoint's trainer_state.json
-                return {"args": {}, "attributes": {"clock": budget.clock}}
+                return {"args": {}, "attributes": {"clock": budget.clock, "progress": budget.progress}}
 
             def on_train_begin(self, args, state, control, **kw):
                 saved = (state.stateful_callbacks or {}).get(type(self).__name__) if state.global_step else None
-                spent = float(((saved or {}).get("attributes") or {}).get("clock") or 0.0)  # 0: a fresh run
+                attributes = (saved or {}).get("attributes") or {}
+                spent = float(attributes.get("clock") or 0.0)  # 0: a fresh run
                 budget.start = time.monotonic() - spent
                 budget.clock = spent
+                budget.progress = float(attributes.get("progress") or 0.0)  # where the schedule had gone
                 budget.steps = state.global_step
 
             def on_step_end(self, args, state, control, **kw):
@@ -200,7 +203,7 @@ def _time_progress(budget: Budget):
         def _show(self, state) -> None:
             step = f"{state.global_step}/{budget.max_steps}" if budget.max_steps > 0 else state.global_step
             self.bar.set_postfix(ordered_dict={"step": step, "loss": self.loss}, refresh=False)
-            self.bar.total = int(budget.end())  # with a reserve, the end moves with the run's pace
+            self.bar.total = max(int(budget.end()), self.bar.n)  # with a reserve, the end moves with the run's pace
             self.bar.update(min(int(budget.clock), self.bar.total) - self.bar.n)
 
         def on_log(self, args, state, control, logs=None, **kw):

@@ -477,12 +477,19 @@ def test_a_paced_split_gives_way_to_what_a_run_sets_itself():
                        ({"max_steps": 1000}, {**fixed, "time_budget_minutes": 0.0}),
                        ({"qa_time_budget_minutes": 10.0}, {**fixed, "qa_time_budget_minutes": 10.0}),
                        ({"qa_max_steps": 500}, {**fixed, "qa_time_budget_minutes": 0.0}),
-                       ({"reserve_steps": 100.0}, fixed), ({"budget_pretrain_share": 0.0}, {"time_budget_minutes": 0.0,
-                                                                                          "qa_time_budget_minutes": 57.5}),
+                       ({"budget_pretrain_share": 0.0}, {"time_budget_minutes": 0.0, "qa_time_budget_minutes": 57.5}),
+                       # all to pretraining: QA has no share to keep (its reserve would read as "half")
+                       ({"budget_pretrain_share": 1.0}, {"time_budget_minutes": 57.5, "qa_time_budget_minutes": 0.0}),
                        ({"budget_qa_epoch_pretrain_steps": 0.0}, fixed)):
         assert parameters.split_budget({**paced, **own}) == split, own
-    # what the pipeline checks: the stage's own reserve is a pretraining setting, and the pace a number
-    assert parameters.validate({**paced, "reserve_steps": 100.0})["reserve_steps"] == 100.0
+    # the run's own reserve paces the split in place of the epochs', its own limit in place of QA's share
+    assert parameters.split_budget({**paced, "reserve_steps": 100.0, "reserve_max_minutes": 20.0}) == \
+        {"time_budget_minutes": 57.5, "qa_time_budget_minutes": 34.5, "reserve_steps": 100.0, "reserve_max_minutes": 20.0}
+    assert parameters.split_budget({**paced, "budget_qa_epoch_pretrain_steps": 0.0, "reserve_steps": 100.0})["reserve_steps"] == 100
+    # what the pipeline checks, with the split in place: the stage's own limit beside a budget is a pretraining setting
+    assert parameters.validate({**paced, "reserve_max_minutes": 20.0})["reserve_max_minutes"] == 20.0
+    with pytest.raises(ScratchBertError, match="reserve_max_minutes 60.0 must be 0 or more and less than time_budget_minutes 57.5"):
+        parameters.validate({**paced, "reserve_max_minutes": 60.0})
     with pytest.raises(ScratchBertError, match=r"budget_qa_epoch_pretrain_steps -1.0 must be 0 or more \(0: unknown\)$"):
         parameters.validate({**paced, "budget_qa_epoch_pretrain_steps": -1.0})
     with pytest.raises(ScratchBertError, match="pretrain stage: reserve_max_minutes 30.0 must be 0 or more and less than "

@@ -540,6 +540,8 @@ def test_a_tokenizer_other_than_the_datasets_is_an_error(built_dataset, other_to
     ({"max_steps": 5, "reserve_steps": -1.0}, "--reserve-steps -1.0 must be a number of steps, 0 or more"),
     ({"time_budget_minutes": 5.0, "reserve_max_minutes": 5.0}, "--reserve-max-minutes 5.0 must be 0 or more and less "
                                                                 "than --time-budget-minutes 5.0"),
+    ({"max_steps": 5, "reserve_steps": 10.0}, "--reserve-steps and --reserve-max-minutes keep time at the end of a time "
+                                              "budget; give --time-budget-minutes"),
     ({"max_steps": 5, "learning_rate": -1.0}, "--learning-rate -1.0 must be positive, or 0 for the recipe's"),
     ({"max_steps": 5, "batch_size": 0}, "--batch-size 0 must be at least 1"),
     ({"max_steps": 5, "preset": "huge"}, "--preset 'huge' is not one of"),
@@ -597,9 +599,11 @@ def test_time_budget_stops_training_on_the_clock(built_dataset, tmp_path):
     assert max(lrs) > lrs[-1]  # the schedule follows the clock and decays towards the end
 
 
-def test_a_time_budgeted_run_resumed_goes_on_from_its_clock(built_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reserve", [{}, {"reserve_steps": 5.0}], ids=["budget", "reserve"])
+def test_a_time_budgeted_run_resumed_goes_on_from_its_clock(built_dataset, tmp_path, monkeypatch, reserve):
     """A run that dies halfway through its 6 seconds and is run again trains the seconds left, its
-    learning rate going on down from where it was (it used to warm up again and spend 6 more)."""
+    learning rate going on down from where it was (it used to warm up again and spend 6 more); with
+    a reserve, from where its moving end had taken the schedule."""
     from transformers import TrainerCallback
 
     from scratchbert import schedule
@@ -619,7 +623,7 @@ def test_a_time_budgeted_run_resumed_goes_on_from_its_clock(built_dataset, tmp_p
         return callbacks(budget) + [Kill()]
 
     checkpoints = tmp_path / "checkpoints"
-    settings = dict(time_budget_minutes=0.1, save_steps=10, logging_steps=2, checkpoint_dir=str(checkpoints))
+    settings = dict(time_budget_minutes=0.1, save_steps=10, logging_steps=2, checkpoint_dir=str(checkpoints), **reserve)
     monkeypatch.setattr(schedule.Budget, "callbacks", dying)
     with pytest.raises(RuntimeError, match="killed"):
         pretrain(_config(built_dataset, tmp_path / "model", **settings))
@@ -671,6 +675,16 @@ def test_a_reserve_moves_the_end_with_the_measured_pace_never_turning_the_schedu
     unlimited.clock, unlimited.steps = 1.0, 1
     assert unlimited.end() == 30.0
     assert Budget(-1, 1.0, 0.25).end() == 60.0 and Budget(100, 0.0, 0.25, reserve_steps=10).end() is None
+    # a checkpoint keeps how far the schedule went, and a resumed run goes on from there
+    from types import SimpleNamespace
+
+    clock = budget.callbacks()[0]
+    saved = clock.state()
+    assert saved["attributes"] == {"clock": 41.0, "progress": pytest.approx(0.8)}
+    resumed = Budget(-1, 1.0, 0.25, reserve_steps=100, reserve_max_minutes=0.5)
+    resumed.callbacks()[0].on_train_begin(None, SimpleNamespace(global_step=820, stateful_callbacks={"_Clock": saved}), None)
+    assert (resumed.clock, resumed.steps, resumed.progress) == (41.0, 820, pytest.approx(0.8))
+    assert resumed.multiplier(0)(820) == pytest.approx(0.2 / 0.75)  # not the 75% its end alone would give
 
 
 def test_a_reserve_is_recorded_where_set_so_older_checkpoints_still_resume():
