@@ -191,6 +191,7 @@ CLUSTER_ONLY = tuple(parameters.GPU_ONLY)
 # Parameters whose part a starting model (init_model) brings itself: the stages take its size and its
 # tokenizer and leave these unused. A run that gives one is refused (the pipeline cannot tell a default).
 STARTING_MODEL_OWN = {"preset": "its own size", "vocab_size": "its own tokenizer", "lowercase": "its own tokenizer"}
+TOKENIZER_OWN = tuple(name for name, what in STARTING_MODEL_OWN.items() if what == "its own tokenizer")
 # The dataset stage's fan-out: the part numbers, one "dataset" task per corpus part inside a
 # dsl.ParallelFor, and the merge, whose output is the stage's dataset and whose end ends the stage.
 # The pretrain stage's first task counts its GPUs (one pod, or a TrainJob).
@@ -204,6 +205,9 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     :data:`PRESET_FROM_BUDGET`, the text's size by :data:`CORPUS_BYTES_FROM_BUDGET`) as they
     apply to a run given the parameters ``given`` and the inputs ``sources`` (name -> value or None)."""
     settings = dict(SYNTHETIC_DEFAULTS if synthetic else REAL_DEFAULTS)
+    if sources.get("init_model") is not None:  # a starting model's tokenizer is its own (not --synthetic's 2,000 words)
+        for name in TOKENIZER_OWN:
+            settings.pop(name, None)
     precision = None if synthetic else machine_precision()  # the recipe's times and model are by it
     if given.get("budget_minutes"):  # one budget: the run's own step and time limits give way to it
         for name in BUDGET_GOVERNS:

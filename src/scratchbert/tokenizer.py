@@ -37,7 +37,7 @@ from pathlib import Path
 from scratchbert import progress
 from scratchbert.errors import ScratchBertError, cause
 from scratchbert.outputs import atomic_output_dir, check_output, local_folder, write_json
-from scratchbert.params import check, check_source, finite, param
+from scratchbert.params import check, check_source, default, finite, param
 
 STAGE = "tokenizer"
 
@@ -92,6 +92,15 @@ class TokenizerConfig:
               (self.sample_bytes >= 0, f"--sample-bytes {self.sample_bytes} must be 0 (the whole corpus) or more"),
               (finite(self.heldout_fraction) and 0 <= self.heldout_fraction < 1,
                f"--heldout-fraction {self.heldout_fraction} must lie in [0, 1)"))
+        if self.init_model:  # a starting model's tokenizer is taken as it is: a training option would be ignored
+            changed = [name for name in TRAINING_ONLY if getattr(self, name) != default(TokenizerConfig, name)]
+            flag = "--" + changed[0].replace("_", "-") if changed else ""
+            check((not changed, f"{flag} has no effect with --init-model, whose tokenizer is taken as it is; leave {flag} "
+                                "out, or leave out --init-model to train a tokenizer on the corpus"))
+
+
+# What trains a tokenizer, and does nothing where a starting model brings its own.
+TRAINING_ONLY = ("vocab_size", "lowercase", "strip_accents", "min_frequency", "limit_alphabet", "sample_bytes")
 
 
 # The tokenizer of a starting model is scored on this much of the corpus (its first documents).

@@ -463,6 +463,18 @@ def test_run_local_says_what_a_qa_epoch_took_when_that_would_split_the_budget_ot
     assert local_run.format_summary(summary).endswith(f"note:       {note}")
 
 
+def test_a_starting_model_keeps_its_own_tokenizer_in_run_local_and_the_pipeline():
+    """--synthetic's 2,000-word vocabulary is not passed beside a starting model (its tokenizer is
+    taken as it is), and the pipeline refuses a vocabulary size given beside one."""
+    sources = {**dict.fromkeys(local_run.SOURCES), "init_model": "hf://owner/bert"}
+    settings = local_run.run_settings(True, {}, sources)
+    assert "vocab_size" not in settings and "lowercase" not in settings
+    assert local_run.run_settings(True, {}, dict.fromkeys(local_run.SOURCES))["vocab_size"] == 2000
+    parameters.validate({**settings, "init_model": "hf://owner/bert"})
+    with pytest.raises(ScratchBertError, match="tokenizer stage: vocab_size has no effect with init_model"):
+        parameters.validate({**settings, "init_model": "hf://owner/bert", "vocab_size": 2000})
+
+
 def test_a_paced_split_gives_way_to_what_a_run_sets_itself():
     """A QA epoch's cost in pretraining steps paces the split (pretraining holds all of the training
     time and keeps QA's epochs of its own steps); a stage's own time budget or step count, a reserve

@@ -245,3 +245,14 @@ def test_training_is_reproducible_across_processes(tmp_path, accent_docs):
     assert "##." not in vocab and "##," not in vocab
     assert set(tok.all_special_tokens) == set(SPECIAL_TOKENS)
     assert tok.tokenize("##e") == [tok.unk_token, tok.unk_token, "e"]  # "#" is not in this small alphabet
+
+
+@pytest.mark.parametrize("option, flag", [({"vocab_size": 8000}, "--vocab-size"), ({"lowercase": False}, "--lowercase"),
+                                          ({"sample_bytes": 0}, "--sample-bytes")])
+def test_a_training_option_beside_a_starting_model_is_refused_not_ignored(option, flag, tmp_path):
+    """A starting model's tokenizer is taken as it is: an option that would train another one did nothing."""
+    cfg = TokenizerConfig(corpus=str(tmp_path / "c.txt"), out=str(tmp_path / "tok"), init_model="hf://owner/bert", **option)
+    with pytest.raises(ScratchBertError, match=f"^{flag} has no effect with --init-model, whose tokenizer is taken as it is"):
+        cfg.validate()
+    TokenizerConfig(corpus=str(tmp_path / "c.txt"), out=str(tmp_path / "tok"), **option).validate()  # training one: fine
+    TokenizerConfig(corpus=str(tmp_path / "c.txt"), out=str(tmp_path / "tok"), init_model="hf://owner/bert").validate()
