@@ -161,10 +161,7 @@ def check_model(path: str | os.PathLike, *, max_seq_len: int = 0, where: str | N
     if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         raise ScratchBertError(f"starting model {where} has no tokenizer (tokenizer.json or vocab.txt); save the tokenizer "
                                "it was trained with beside it (tokenizer.save_pretrained)")
-    try:
-        tokenizer = load_tokenizer(path)
-    except ScratchBertError as e:  # named by the address given, not a temporary copy
-        raise ScratchBertError(str(e).replace(str(path), where)) from None
+    tokenizer = load_tokenizer(path, where=where)  # named by the address given, not a temporary copy
     check_tokenizer_matches(config, tokenizer, where, model_dir=path)
     if max_seq_len and config.max_position_embeddings < max_seq_len:
         raise ScratchBertError(f"starting model {where} has {config.max_position_embeddings} positions, fewer than the "

@@ -265,7 +265,7 @@ def _starting_model_tokenizer(cfg: TokenizerConfig, documents: list[str] | None)
     with tempfile.TemporaryDirectory(prefix="scratchbert-start-") as tmp:
         folder = starting_model.fetch(cfg.init_model, tmp, weights=False)
         starting_model.check_model(folder, where=cfg.init_model)
-        tok = load_tokenizer(folder)
+        tok = load_tokenizer(folder, where=cfg.init_model)
         if documents is None:
             from scratchbert.corpus import load_documents
 
@@ -397,14 +397,16 @@ def casing_of(path: str | Path) -> dict:
     return {"do_lower_case": bool(bert.get("lowercase", True)), "strip_accents": bert.get("strip_accents")}
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | Path, where: str | None = None):
     """Load a tokenizer folder written by :func:`train_tokenizer`, or a BERT folder with only a
-    ``vocab.txt`` (Google's originals), with a clear error if it is neither."""
+    ``vocab.txt`` (Google's originals), with a clear error if it is neither; ``where`` names it in
+    that error (a starting model's address, not the temporary copy read; default: the folder)."""
     from transformers import AutoTokenizer, BertTokenizerFast
 
     path = local_folder(path, "--tokenizer")
+    where = where or str(path)
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
-        raise ScratchBertError(f"{path} is not a tokenizer folder (no tokenizer.json or vocab.txt); give the folder written by "
+        raise ScratchBertError(f"{where} is not a tokenizer folder (no tokenizer.json or vocab.txt); give the folder written by "
                                "`scratchbert tokenizer`, or a model folder saved with its tokenizer")
     # AutoTokenizer cannot tell which tokenizer a bare vocab.txt is for (no tokenizer.json, often no
     # config); BertTokenizerFast builds its fast tokenizer from it (and tokenizer_config.json, if any).
@@ -412,9 +414,9 @@ def load_tokenizer(path: str | Path):
     try:
         tok = load.from_pretrained(str(path), **casing_of(path))
     except Exception as e:  # a broken JSON file, a vocabulary that is not text; the tokenizers library raises a bare Exception
-        raise ScratchBertError(f"the tokenizer in {path} cannot be read ({cause(e)}); train it again "
+        raise ScratchBertError(f"the tokenizer in {where} cannot be read ({cause(e)}); train it again "
                                "with `scratchbert tokenizer`, or give a folder saved with save_pretrained") from None
     missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != "[UNK]"]
     if missing:
-        raise ScratchBertError(f"tokenizer {path} lacks the BERT special tokens {missing}; train it with `scratchbert tokenizer`")
+        raise ScratchBertError(f"tokenizer {where} lacks the BERT special tokens {missing}; train it with `scratchbert tokenizer`")
     return tok

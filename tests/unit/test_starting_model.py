@@ -473,3 +473,15 @@ def test_a_model_with_relative_positions_is_refused(start_model, tmp_path):
     with pytest.raises(ScratchBertError, match="has relative_key position embeddings"):
         finetune_qa(QAConfig(model=str(folder), squad_train="train.json", squad_dev="dev.json",
                              out=str(tmp_path / "qa"), max_steps=1))
+
+
+def test_a_starting_models_unreadable_tokenizer_is_named_by_its_address(tmp_path):
+    """check_model reads a temporary copy: its tokenizer's errors name the address the run gave."""
+    from transformers import BertConfig
+
+    folder = tmp_path / "copy"
+    BertConfig(vocab_size=10).save_pretrained(folder)
+    (folder / "tokenizer.json").write_text('{"x"')
+    with pytest.raises(ScratchBertError, match="the tokenizer in s3://b/model cannot be read") as e:
+        starting_model.check_model(folder, where="s3://b/model")
+    assert str(folder) not in str(e.value)
