@@ -125,6 +125,8 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
                                    f"none of {', '.join(parameters.GPU_ONLY)}); leave it out, or submit the pipeline that has it")
     # as the pipeline's validate task will, with the package's own defaults: fail here, not on the cluster
     parameters.validate({**{k: v for k, v in (given or {}).items() if v is not None}, **params})
+    from scratchbert.storage import MANIFEST_TIME
+
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT")
     if host:
         _check_host(host)
@@ -133,6 +135,7 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
         # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later": KFP_VERSION is later
         warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
         client = client or kfp.Client(host=host, existing_token=existing_token or os.environ.get("KF_PIPELINES_TOKEN"))
+        submitted = time.strftime(MANIFEST_TIME, time.gmtime())  # a version published before this is not this run's
         pipeline_id, version_id = ensure_pipeline(client, package)
         exp = client.create_experiment(experiment)
         run = client.run_pipeline(experiment_id=exp.experiment_id,
@@ -146,7 +149,7 @@ def submit(host: str | None, experiment: str, params: dict, package: Path = DEFA
     summary["state"] = state
     if state != SUCCEEDED:
         raise RunFailed(f"run {run.run_id} ended {state}; its tasks' logs are in the Kubeflow UI (experiment {experiment})")
-    summary.update(_published_metrics(params))
+    summary.update(_published_metrics(params, submitted))
     return summary
 
 
@@ -250,17 +253,24 @@ class _api_errors:
         return False
 
 
-def _published_metrics(params: dict) -> dict:
-    """The published model's EM/F1 from its model card, when AWS_* credentials reach the store from here."""
+def _published_metrics(params: dict, submitted: str) -> dict:
+    """The EM/F1 of the model this run published, from its model card, when AWS_* credentials reach
+    the store from here: its ``publish_version``, or where the run leaves that to the time of the
+    publish, the latest version, if published after ``submitted`` (UTC, as a manifest's
+    ``created``): an older one is another run's. A run submitted beside it may still publish later."""
     uri = params.get("publish_uri", parameters.BY_NAME["publish_uri"].default)
     if not os.environ.get("AWS_ENDPOINT_URL"):
         return {"published_uri": uri}
     from scratchbert import storage
     from scratchbert.modelcard import CARD_FILE, card_results
 
+    version = params.get("publish_version") or ""
     try:
-        version = storage.read_manifest(uri)["uri"]
-        return {"published_uri": version, "metrics": card_results(storage.read_object(version + CARD_FILE).decode())}
+        manifest = storage.read_manifest(f"{uri.rstrip('/')}/{version}" if version else uri)
+        if not version and str(manifest.get("created") or "") < submitted:
+            return {"published_uri": uri, "metrics_error": f"the latest version at {uri}, {manifest['uri']}, was published "
+                                                           f"before this run was submitted ({submitted}): another run's"}
+        return {"published_uri": manifest["uri"], "metrics": card_results(storage.read_object(manifest["uri"] + CARD_FILE).decode())}
     except Exception as e:  # metrics are a convenience: never fail a finished run
         return {"published_uri": uri, "metrics_error": str(e).splitlines()[0]}
 

@@ -69,6 +69,7 @@ ENV_REGION = "AWS_REGION"
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+MANIFEST_TIME = "%Y-%m-%dT%H:%M:%SZ"  # a manifest's "created", UTC (its text sorts as its time)
 MANIFEST_FORMAT = "scratchbert-published-model/1"
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _CHUNK = 1 << 20
@@ -388,7 +389,7 @@ def publish(local_dir: str | os.PathLike, dest_uri: str, version: str | None = N
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": version,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(timezone.utc).strftime(MANIFEST_TIME),
         "files": entries,
     }
     with _s3_errors(dest_uri):

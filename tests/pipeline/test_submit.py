@@ -281,3 +281,35 @@ def test_parameters_are_checked_against_the_package_submitted(monkeypatch):
     assert defaults["batch_size"] == 64 and isinstance(defaults["batch_size"], int) and "num_nodes" not in defaults
     out = submit_mod.submit(None, "exp", {"max_steps": 5}, DEFAULT_CPU_OUTPUT, client=client)
     assert out["params"] == {"max_steps": 5}
+
+
+def test_wait_reports_the_metrics_of_the_version_this_run_published(package, monkeypatch):
+    """--wait reads the published model card: the run's own publish_version, else the latest, but
+    not a latest published before the run was submitted (another run's, as it once reported)."""
+    from scratchbert import modelcard, storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    published = {"s3://models/scratchbert-qa/v1/": "2020-01-01T00:00:00Z", "s3://models/scratchbert-qa/v2/": "2999-01-01T00:00:00Z"}
+    latest = {"s3://models/scratchbert-qa": "s3://models/scratchbert-qa/v1/"}
+    read = []
+
+    def read_manifest(uri):
+        read.append(uri)
+        version = latest.get(uri, uri.rstrip("/") + "/")
+        return {"uri": version, "created": published[version]}
+
+    monkeypatch.setattr(storage, "read_manifest", read_manifest)
+    monkeypatch.setattr(storage, "read_object", lambda uri: b"---\nmodel-index: []\n---\n")
+    monkeypatch.setattr(modelcard, "card_results", lambda text: {"f1": 40.0})
+
+    def submitted(params):
+        return submit_mod.submit(None, "exp", params, package, wait=True, timeout_minutes=1, client=FakeClient())
+
+    old = submitted({})  # the latest predates the run
+    assert old["published_uri"] == "s3://models/scratchbert-qa" and "metrics" not in old
+    assert "s3://models/scratchbert-qa/v1/, was published before this run was submitted" in old["metrics_error"]
+    own = submitted({"publish_version": "v2"})
+    assert read[-1] == "s3://models/scratchbert-qa/v2" and own["published_uri"] == "s3://models/scratchbert-qa/v2/"
+    assert own["metrics"] == {"f1": 40.0}
+    latest["s3://models/scratchbert-qa"] = "s3://models/scratchbert-qa/v2/"  # published after it was submitted
+    assert submitted({})["published_uri"] == "s3://models/scratchbert-qa/v2/"
