@@ -1229,8 +1229,12 @@ def _cached_qa_model(path: str, _stamp: float, name: str):
     check_model_kind(path, config, "question-answering",
                      f"fine-tune it first (`scratchbert qa-finetune --model {name} ...`) and ask the model that writes", name)
     check_tokenizer_matches(config, tokenizer, name, path)
+    import torch
+
     with progress.no_loading_bar():
         model = BertForQuestionAnswering.from_pretrained(path, local_files_only=True)
+    if torch.cuda.is_available():  # a GPU answers a book-long context in a fraction of a CPU's time
+        model = model.to("cuda")
     model.eval()
     return tokenizer, model
 

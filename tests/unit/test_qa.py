@@ -1161,3 +1161,31 @@ def test_training_step_seconds_times_real_steps_of_the_stages_model(bf16, monkey
     (model, before), = models
     assert model.config.vocab_size == 300 and model.config.hidden_size == 64
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())  # its optimizer stepped
+
+
+def test_answers_are_computed_on_the_gpu_where_there_is_one(monkeypatch):
+    """ask and the QA server load the model onto CUDA when a GPU is there (they ran on the CPU beside it)."""
+    import torch
+    import transformers
+
+    from scratchbert import modeling, qa
+
+    moved = []
+
+    class Model:
+        def to(self, device):
+            moved.append(device)
+            return self
+
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(qa, "_load_tokenizer_and_config", lambda *a: ("tokenizer", "config"))
+    monkeypatch.setattr(modeling, "check_model_kind", lambda *a: None)
+    monkeypatch.setattr(modeling, "check_tokenizer_matches", lambda *a: None)
+    monkeypatch.setattr(transformers.BertForQuestionAnswering, "from_pretrained", lambda *a, **k: Model())
+    for gpu, device in ((True, ["cuda"]), (False, [])):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        moved.clear()
+        qa._cached_qa_model.__wrapped__("folder", 0.0, "m")
+        assert moved == device
