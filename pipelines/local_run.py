@@ -226,12 +226,23 @@ def run_settings(synthetic: bool, given: dict[str, Any], sources: dict[str, Any]
     for setting, names in MEASURED_WITH.items():
         if any(departs(name) for name in names):
             settings.pop(setting, None)
-    for name, table in (("budget_qa_epoch_minutes", QA_EPOCH_MINUTES), ("budget_qa_epoch_pretrain_steps", QA_EPOCH_PRETRAIN_STEPS)):
+    for name in RECIPE_TABLES:
         if name in settings:  # the QA epoch of the model the run trains here, where measured
-            settings[name] = recipe_value(table, given.get("preset", settings["preset"]), precision)
-            if not settings[name]:
-                del settings[name]
+            set_recipe_value(settings, name, given.get("preset", settings["preset"]), precision)
     return settings
+
+
+# The recipe's values measured per model and precision, by the pipeline parameter they set.
+RECIPE_TABLES = {"budget_qa_epoch_minutes": QA_EPOCH_MINUTES, "budget_qa_epoch_pretrain_steps": QA_EPOCH_PRETRAIN_STEPS}
+
+
+def set_recipe_value(settings: dict[str, Any], name: str, preset: str, precision: str | None = None) -> None:
+    """``settings[name]`` as :data:`RECIPE_TABLES` has it for ``preset``; left out where not measured."""
+    value = recipe_value(RECIPE_TABLES[name], preset, precision)
+    if value:
+        settings[name] = value
+    else:
+        settings.pop(name, None)
 
 
 def recipe_value(table: dict[str, dict[str, float]], preset: str, precision: str | None = None) -> float | None:
@@ -352,9 +363,7 @@ def fit_to_machine(settings: dict[str, Any], given: dict[str, Any], sources: dic
         if steps is not None and steps < needed:  # too slow a machine today for this model: the next turn times the one below
             settings["preset"] = smaller_preset(preset)
             if "budget_qa_epoch_pretrain_steps" in settings and "budget_qa_epoch_pretrain_steps" not in given:
-                settings["budget_qa_epoch_pretrain_steps"] = recipe_value(QA_EPOCH_PRETRAIN_STEPS, settings["preset"])
-                if not settings["budget_qa_epoch_pretrain_steps"]:
-                    del settings["budget_qa_epoch_pretrain_steps"]
+                set_recipe_value(settings, "budget_qa_epoch_pretrain_steps", settings["preset"])
             if not quiet:
                 print(f"{said}about {steps:,} pretraining steps in {minutes:g} minutes, fewer than "
                       f"the {needed:,} it needs; training {settings['preset']} instead", file=sys.stderr, flush=True)
