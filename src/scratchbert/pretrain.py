@@ -380,7 +380,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
                                        lengths=train_examples.lengths if cfg.group_by_length else None,
                                        rank=rank, world_size=world_size)
-    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window) + 1
+    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window, sampler.block) + 1
 
     tokens = {"count": 0}
 

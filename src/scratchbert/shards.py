@@ -21,10 +21,10 @@ Readers, none of which loads a split into memory:
 * :class:`ShardedExamples`: the training examples by global index, read from memory-mapped
   shards of which only the few in use are kept open, so resident memory stays bounded
   however large the split;
-* :class:`ShardBatchSampler`: the training order, a pure function of (seed, epoch): shards in
-  a shuffled order, cut into windows of ``window`` examples that are shuffled within (the
-  shuffle buffer), grouped by length within each window; batches dealt to ``rank`` of
-  ``world_size``. A run resumed at step N re-creates the same order and starts at batch N,
+* :class:`ShardBatchSampler`: the training order, a pure function of (seed, epoch): blocks
+  of ``BLOCK`` consecutive examples from anywhere in the split, in a shuffled order, cut into
+  windows of ``window`` examples that are shuffled within (the shuffle buffer), grouped by
+  length within each window; batches dealt to ``rank`` of ``world_size``. A run resumed at step N re-creates the same order and starts at batch N,
   with nothing read for the skipped batches.
 """
 
@@ -51,6 +51,12 @@ SPLITS = ("train", "validation")
 # are what the reader keeps resident: about 2^18 x 0.6 KB = 170 MB at sequence length 128,
 # and the whole dataset of a WikiText-2-sized corpus cut five times fits in one window.
 DEFAULT_WINDOW = 1 << 18
+# Consecutive examples the order keeps together (about 300 KB at sequence length 64): a window
+# gathers its blocks from the whole split, so it mixes every part of the corpus, yet reads
+# whole pages. Whole shards in a row instead (this order before) trained on a fifth of a 64 MB
+# corpus at a time, each group's five dupes together, and a run that stopped short of an epoch
+# never saw the tail of that order at all.
+BLOCK = 1024
 MEGABATCH = 50  # batches sorted by length together (transformers' LengthGroupedSampler uses 50)
 _BATCH_OVERHEAD = 512  # about the bytes of Arrow metadata per record batch (the exact size is then checked)
 _END_OF_STREAM = 8
@@ -234,9 +240,10 @@ class _Shard:
         return {"input_ids": id_val[id_off[k]:id_off[k + 1]], "token_type_ids": ty_val[ty_off[k]:ty_off[k + 1]],
                 "next_sentence_label": int(labels[k])}
 
-    def lengths(self) -> np.ndarray:
-        return np.concatenate([c.to_numpy() for c in self.table.column("length").chunks]).astype(np.int16) \
-            if self.table.num_rows else np.zeros(0, np.int16)
+    def lengths(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        column = self.table.column("length").slice(start, None if stop is None else max(stop - start, 0))
+        return np.concatenate([c.to_numpy() for c in column.chunks]).astype(np.int16) \
+            if len(column) else np.zeros(0, np.int16)
 
 
 class Batch(list):
@@ -245,13 +252,14 @@ class Batch(list):
 
     :class:`ShardBatchSampler` gives each batch of an epoch its own seed (from the run's seed,
     the epoch, the step and the rank), and :meth:`ShardedExamples.__getitems__` passes it on to
-    the examples. A batch is then masked alike whenever it is read: a resumed run masks as the
+    the examples; ``window`` tells the reader when the order has moved on to another window. A batch is then masked alike whenever it is read: a resumed run masks as the
     uninterrupted run did, although the DataLoader reads ahead of the step that a checkpoint
     records (masks drawn from the process's random numbers would be drawn before the save and
     again after the resume), and however many DataLoader workers there are.
     """
 
     mask_seed: int | None = None
+    window: tuple[int, int] | None = None  # (epoch, window) the batch's examples are drawn from
 
 
 def _stamp(path: Path) -> tuple | None:
@@ -267,8 +275,9 @@ class ShardedExamples:
     """A split's examples by global index (shard by shard, in index order), for a ``DataLoader``.
 
     Shards are memory-mapped when first needed and the least recently used is closed once
-    more than ``max_open`` are open, so the resident memory is bounded by the shards in use,
-    not by the split. Examples come as dicts of numpy views (``input_ids``,
+    more than ``max_open`` are open; all are closed when the batches come from a new window
+    of :class:`ShardBatchSampler`'s order, so the resident memory is bounded by the window's
+    pages, not by the split. Examples come as dicts of numpy views (``input_ids``,
     ``token_type_ids``) and an int ``next_sentence_label``; :class:`MlmNspCollator` takes them.
     Picklable without its open shards, so every DataLoader worker opens its own.
     """
@@ -281,6 +290,7 @@ class ShardedExamples:
         self.offsets = np.cumsum([0, *self.sizes])
         self.max_open = max(1, max_open)
         self._open: OrderedDict[int, _Shard] = OrderedDict()
+        self._window = None
         # which files these are: a shard opened later must be the one indexed here, not one of
         # a dataset written into the same folder since (a rerun of `scratchbert dataset`)
         self.stamps = [_stamp(f) for f in self.files]
@@ -309,15 +319,22 @@ class ShardedExamples:
         self._open.move_to_end(s)
         return shard
 
-    def lengths(self, s: int) -> np.ndarray:
-        """Token counts of shard ``s``'s examples (read from its ``length`` column)."""
-        return self.shard(s).lengths()
+    def lengths(self, s: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Token counts of shard ``s``'s examples ``start:stop`` (read from its ``length`` column)."""
+        return self.shard(s).lengths(start, stop)
 
     def __getitem__(self, i: int) -> dict:
         s, j = self.locate(int(i))
         return self.shard(s).example(j)
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
+        window = getattr(indices, "window", None)
+        if window is not None and window != self._window:
+            # a window's blocks lie all over the split: the shards opened for the last one are
+            # unmapped, so their pages leave the resident memory (examples still in use keep
+            # their buffers alive)
+            self._open.clear()
+            self._window = window
         examples = Batch(self[i] for i in indices)
         examples.mask_seed = getattr(indices, "mask_seed", None)
         return examples
@@ -336,11 +353,13 @@ class ShardBatchSampler:
 
     The order of an epoch depends only on ``seed`` and the epoch (:meth:`set_epoch`):
 
-    1. the shards are put in a random order;
-    2. their examples, one shard after the other, are cut into windows of ``window``
+    1. every shard is cut into blocks of ``block`` consecutive examples, and the blocks of all
+       shards are put in one random order;
+    2. their examples, one block after the other, are cut into windows of ``window``
        examples (a multiple of the global batch, 4.), and each window is shuffled: the shuffle
-       buffer, whose memory-mapped pages are all the reader keeps resident;
-    3. with ``lengths`` (a function: shard -> its examples' token counts), each window is
+       buffer, whose memory-mapped pages are all the reader keeps resident. A window thus
+       draws on the whole split, not on the few shards in a row that the old order read;
+    3. with ``lengths`` (a function: shard, start, stop -> those examples' token counts), each window is
        grouped by length as transformers' ``LengthGroupedSampler`` does: megabatches of
        50 batches sorted longest first (the epoch's longest example leads, so an
        out-of-memory error comes early), so batches are padded little;
@@ -360,9 +379,10 @@ class ShardBatchSampler:
     """
 
     def __init__(self, shard_sizes: Sequence[int], batch_size: int, *, seed: int = 0, window: int = DEFAULT_WINDOW,
-                 lengths: Callable[[int], np.ndarray] | None = None, rank: int = 0, world_size: int = 1):
-        if batch_size < 1 or window < 1:
-            raise ScratchBertError(f"batch size {batch_size} and shuffle window {window} must be positive")
+                 lengths: Callable[[int, int, int], np.ndarray] | None = None, rank: int = 0, world_size: int = 1,
+                 block: int = BLOCK):
+        if batch_size < 1 or window < 1 or block < 1:
+            raise ScratchBertError(f"batch size {batch_size}, shuffle window {window} and block {block} must be positive")
         if not 0 <= rank < world_size:
             raise ScratchBertError(f"rank {rank} must lie in [0, world size {world_size})")
         self.sizes = [int(n) for n in shard_sizes]
@@ -373,6 +393,10 @@ class ShardBatchSampler:
         self.batch_size, self.seed, self.lengths = batch_size, seed, lengths
         self.rank, self.world_size = rank, world_size
         self.window = max(self.global_batch, window // self.global_batch * self.global_batch)
+        self.block = block
+        # (shard, first example within it) of every block, in shard order
+        self.blocks = np.array([(s, a) for s, n in enumerate(self.sizes) for a in range(0, n, block)],
+                               dtype=np.int64).reshape(-1, 2)
         self.epoch = 0
 
     @property
@@ -394,7 +418,7 @@ class ShardBatchSampler:
 
     def describe(self) -> dict:
         """What fixes the order (recorded with the data position in every checkpoint)."""
-        return {"seed": self.seed, "batch_size": self.batch_size, "window": self.window,
+        return {"seed": self.seed, "batch_size": self.batch_size, "window": self.window, "block": self.block,
                 "group_by_length": self.lengths is not None, "world_size": self.world_size,
                 "examples": self.examples, "shards": len(self.sizes)}
 
@@ -415,13 +439,14 @@ class ShardBatchSampler:
     def _batch(self, global_batch: np.ndarray, step: int) -> Batch:
         batch = Batch(global_batch[self.rank::self.world_size].tolist())
         batch.mask_seed = int(np.random.SeedSequence([self.seed, self.epoch, step, self.rank]).generate_state(1)[0])
+        batch.window = (self.epoch, step * self.global_batch // self.window)
         return batch
 
     def global_batches(self) -> Iterator[np.ndarray]:
         """The epoch's global batches (``global_batch`` examples, the last one maybe fewer), all ranks together."""
         rng = np.random.default_rng([self.seed, self.epoch])
         first = True
-        for ids, lengths in self._windows(rng.permutation(len(self.sizes))):
+        for ids, lengths in self._windows(rng.permutation(len(self.blocks))):
             perm = rng.permutation(len(ids))
             ids = ids[perm]
             if lengths is not None:
@@ -430,18 +455,18 @@ class ShardBatchSampler:
             for a in range(0, len(ids), self.global_batch):
                 yield ids[a:a + self.global_batch]
 
-    def _windows(self, shard_order) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def _windows(self, block_order) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         ids: list[np.ndarray] = []
         lens: list[np.ndarray] = []
         n = 0
-        for s in shard_order:
-            size, pos = self.sizes[s], 0
-            shard_lengths = self.lengths(int(s)) if self.lengths is not None and size else None
-            while pos < size:
-                take = min(size - pos, self.window - n)
+        for b in block_order:
+            s, pos = (int(x) for x in self.blocks[b])
+            end = min(pos + self.block, self.sizes[s])
+            while pos < end:
+                take = min(end - pos, self.window - n)
                 ids.append(np.arange(self.offsets[s] + pos, self.offsets[s] + pos + take))
-                if shard_lengths is not None:
-                    lens.append(shard_lengths[pos:pos + take])
+                if self.lengths is not None:
+                    lens.append(self.lengths(s, pos, pos + take))
                 n, pos = n + take, pos + take
                 if n == self.window:
                     yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
@@ -450,14 +475,16 @@ class ShardBatchSampler:
             yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
 
 
-def shards_per_window(shard_sizes: Sequence[int], window: int) -> int:
-    """The most shards one window of ``window`` consecutive examples can touch (for the reader's open-shard limit)."""
+def shards_per_window(shard_sizes: Sequence[int], window: int, block: int = BLOCK) -> int:
+    """The most shards one window of ``window`` examples in :class:`ShardBatchSampler`'s order
+    can touch (for the reader's open-shard limit): one per block it holds (the shortest blocks,
+    shards' last ones, make the most), at most every shard."""
     total, count = 0, 0
-    for size in sorted(n for n in shard_sizes if n):
+    for size in sorted(min(block, n - a) for n in shard_sizes for a in range(0, n, block)):
         if total >= window:
             break
         total, count = total + size, count + 1
-    return count + 1
+    return min(count + 1, sum(1 for n in shard_sizes if n))
 
 
 def group_by_length(ids: np.ndarray, lengths: np.ndarray, batch_size: int, longest_first: bool) -> np.ndarray:

@@ -102,7 +102,7 @@ SIZES = [300, 1, 0, 257, 64, 500]
 def _lengths(seed: int = 1):
     rng = np.random.default_rng(seed)
     per_shard = [rng.integers(10, 129, size=n) for n in SIZES]
-    return lambda s: per_shard[s]
+    return lambda s, start, stop: per_shard[s][start:stop]
 
 
 def _epoch(sampler, epoch):
@@ -127,20 +127,33 @@ def test_every_example_once_per_epoch_and_the_order_is_a_function_of_seed_and_ep
     assert _epoch(make(8), 0) != first
 
 
-def test_windows_shuffle_within_and_keep_the_shard_order():
-    sizes = [100, 100, 100, 100]
-    sampler = shards.ShardBatchSampler(sizes, 10, seed=3, window=100)
+def test_every_window_draws_its_blocks_from_the_whole_split():
+    """A window holds blocks from all over the split, not the few shards in a row the old
+    order read: a corpus laid out in order (topics, sources, a group's dupes side by side) is
+    mixed from the first step, and a run that stops short of an epoch has seen all of it."""
+    sizes = [1000] * 10
+    sampler = shards.ShardBatchSampler(sizes, 10, seed=3, window=500, block=50)
     batches = list(sampler)
-    shard_of_batch = [{i // 100 for i in b} for b in batches]
-    # a window of 100 examples is exactly one shard here: its 10 batches hold only that shard's examples
-    assert all(len(s) == 1 for s in shard_of_batch)
-    assert sorted({next(iter(s)) for s in shard_of_batch}) == [0, 1, 2, 3]
-    assert [i for b in batches[:10] for i in b] != sorted(i for b in batches[:10] for i in b)  # shuffled inside
+    windows = [np.concatenate(batches[k:k + 50]) for k in range(0, len(batches), 50)]
+    assert [len(w) for w in windows] == [500] * 20
+    touched = [len(set(w // 1000)) for w in windows]  # in the old order 1, or 2 at a seam
+    assert min(touched) >= 4 and np.mean(touched) >= 6, touched  # 10 blocks of 10 shards
+    for w in windows:
+        assert np.ptp(w) > 5000  # spread over more than half the split
+        assert list(w) != sorted(w)  # shuffled inside
+    # a block is read together: its examples lie in one window, or two where a window's edge cuts it
+    window_of = np.empty(sum(sizes), int)
+    for k, w in enumerate(windows):
+        window_of[w] = k
+    assert all(len(set(window_of[a:a + 50])) <= 2 for a in range(0, sum(sizes), 50))
+    assert sum(len(set(window_of[a:a + 50])) == 1 for a in range(0, sum(sizes), 50)) >= 190
+    # the first tenth of an epoch already reaches every shard (the old order: one shard)
+    assert set(np.concatenate(batches[:100]) // 1000) == set(range(10))
 
 
 def test_length_grouping_pads_less_and_leads_with_the_longest_example():
     lengths = _lengths()
-    all_lengths = np.concatenate([lengths(s) for s in range(len(SIZES))])
+    all_lengths = np.concatenate([lengths(s, 0, None) for s in range(len(SIZES))])
 
     def padded(sampler):
         return sum(len(b) * int(all_lengths[b].max()) for b in sampler)
@@ -169,7 +182,7 @@ def test_ranks_see_every_example_once_per_epoch_in_steps_of_the_job_batch(sizes,
 
     def sampler(rank, size, batch_size):
         return shards.ShardBatchSampler(sizes, batch_size, seed=5, window=64, rank=rank, world_size=size,
-                                        lengths=lambda s: lengths[s])
+                                        lengths=lambda s, start, stop: lengths[s][start:stop])
 
     ranks = [sampler(r, world, batch) for r in range(world)]
     single = sampler(0, 1, batch * world)
@@ -245,7 +258,32 @@ def test_the_trainer_dataloader_leaves_the_dealing_to_the_sampler():
 def test_the_open_shard_limit_covers_any_window():
     assert shards.shards_per_window([100, 100, 100], 150) == 3  # two shards hold 150 examples; one more at a seam
     assert shards.shards_per_window([1000, 10, 10, 0], 15) == 3
-    assert shards.shards_per_window([5, 5], 1000) == 3
+    assert shards.shards_per_window([5, 5], 1000) == 2  # never more than the shards there are
+    assert shards.shards_per_window([1000] * 10, 500, block=50) == 10  # ten blocks: ten shards at most
+    assert shards.shards_per_window([1000] * 40, 500, block=50) == 11  # ... and a seam
+    # and it holds: no window of that order touches more
+    sampler = shards.ShardBatchSampler([1000] * 40, 10, seed=1, window=500, block=50)
+    batches = list(sampler)
+    assert max(len(set(np.concatenate(batches[k:k + 50]) // 1000)) for k in range(0, len(batches), 50)) <= 11
+
+
+def test_the_reader_unmaps_the_last_windows_shards_when_a_new_window_starts(tmp_path):
+    """A window's blocks lie all over the split, so shards kept open from window to window
+    would map the whole split over an epoch: the reader closes them when the order moves on."""
+    entries = _write(tmp_path, [_examples(2000, 0)[0]], shard_bytes=20_000)
+    assert len(entries) >= 6
+    examples = shards.ShardedExamples(tmp_path, "train", max_open=len(entries) + 1)
+    sampler = shards.ShardBatchSampler(examples.sizes, 16, seed=2, window=64, block=8)
+    batches = list(sampler)
+    assert [b.window for b in batches[:5]] == [(0, 0)] * 4 + [(0, 1)]
+    open_after = []
+    for b in batches[:8]:
+        examples.__getitems__(b)
+        open_after.append(set(examples._open))
+    shards_of = [{examples.locate(i)[0] for i in b} for b in batches[:8]]
+    assert open_after[3] == set().union(*shards_of[:4])  # a window's shards stay open while it lasts
+    assert open_after[4] == shards_of[4]  # ... and the next window's first batch has only its own
+    assert open_after[7] == set().union(*shards_of[4:8])
 
 
 def test_data_position_is_checked_on_resume(tmp_path):
@@ -259,6 +297,8 @@ def test_data_position_is_checked_on_resume(tmp_path):
     assert shards.check_data_position(tmp_path, sampler, "abc") == position
     with pytest.raises(ScratchBertError, match=r"another data order \(batch_size changed\)"):
         shards.check_data_position(tmp_path, shards.ShardBatchSampler(SIZES, 8, seed=5), "abc")
+    with pytest.raises(ScratchBertError, match=r"another data order \(block changed\)"):  # e.g. the order before blocks
+        shards.check_data_position(tmp_path, shards.ShardBatchSampler(SIZES, 16, seed=5, block=64), "abc")
     with pytest.raises(ScratchBertError, match=r"another data order \(dataset changed\)"):
         shards.check_data_position(tmp_path, sampler, "another")
     assert shards.check_data_position(tmp_path / "nothing", sampler, "abc") is None
