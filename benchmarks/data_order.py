@@ -69,7 +69,7 @@ def memory(folder: Path, batch_size: int, window: int, windows: int, unmap: bool
             file_mb.append(resident_mb()["RssFile"])
         if step + 1 == windows * per_window:
             break
-    return {"unmap_each_window": unmap, "file_backed_mb_at_each_window_end": file_mb, "peak_file_backed_mb": max(file_mb)}
+    return {"unmap_each_window": unmap, "file_backed_mb_at_each_window_end": file_mb, "peak_file_backed_mb": max(file_mb, default=None)}
 
 
 def main() -> None:

@@ -24,8 +24,9 @@ Readers, none of which loads a split into memory:
 * :class:`ShardBatchSampler`: the training order, a pure function of (seed, epoch): blocks
   of ``BLOCK`` consecutive examples from anywhere in the split, in a shuffled order, cut into
   windows of ``window`` examples that are shuffled within (the shuffle buffer), grouped by
-  length within each window; batches dealt to ``rank`` of ``world_size``. A run resumed at step N re-creates the same order and starts at batch N,
-  with nothing read for the skipped batches.
+  length within each window; batches dealt to ``rank`` of ``world_size``. A run resumed at
+  step N re-creates the same order and starts at batch N, with nothing read for the skipped
+  batches.
 """
 
 from __future__ import annotations
@@ -52,10 +53,8 @@ SPLITS = ("train", "validation")
 # and the whole dataset of a WikiText-2-sized corpus cut five times fits in one window.
 DEFAULT_WINDOW = 1 << 18
 # Consecutive examples the order keeps together (about 300 KB at sequence length 64): a window
-# gathers its blocks from the whole split, so it mixes every part of the corpus, yet reads
-# whole pages. Whole shards in a row instead (this order before) trained on a fifth of a 64 MB
-# corpus at a time, each group's five dupes together, and a run that stopped short of an epoch
-# never saw the tail of that order at all.
+# gathers its blocks from the whole split, so it mixes every part of the corpus (a group's
+# dupes, written side by side, included), yet reads whole pages.
 BLOCK = 1024
 MEGABATCH = 50  # batches sorted by length together (transformers' LengthGroupedSampler uses 50)
 _BATCH_OVERHEAD = 512  # about the bytes of Arrow metadata per record batch (the exact size is then checked)
@@ -252,10 +251,11 @@ class Batch(list):
 
     :class:`ShardBatchSampler` gives each batch of an epoch its own seed (from the run's seed,
     the epoch, the step and the rank), and :meth:`ShardedExamples.__getitems__` passes it on to
-    the examples; ``window`` tells the reader when the order has moved on to another window. A batch is then masked alike whenever it is read: a resumed run masks as the
-    uninterrupted run did, although the DataLoader reads ahead of the step that a checkpoint
-    records (masks drawn from the process's random numbers would be drawn before the save and
-    again after the resume), and however many DataLoader workers there are.
+    the examples; ``window`` tells the reader when the order has moved on to another window. A
+    batch is then masked alike whenever it is read: a resumed run masks as the uninterrupted
+    run did, although the DataLoader reads ahead of the step that a checkpoint records (masks
+    drawn from the process's random numbers would be drawn before the save and again after the
+    resume), and however many DataLoader workers there are.
     """
 
     mask_seed: int | None = None
@@ -330,10 +330,7 @@ class ShardedExamples:
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         window = getattr(indices, "window", None)
         if window is not None and window != self._window:
-            # a window's blocks lie all over the split: the shards opened for the last one are
-            # unmapped, so their pages leave the resident memory (examples still in use keep
-            # their buffers alive)
-            self._open.clear()
+            self._open.clear()  # examples still in use keep their buffers alive
             self._window = window
         examples = Batch(self[i] for i in indices)
         examples.mask_seed = getattr(indices, "mask_seed", None)
@@ -358,9 +355,9 @@ class ShardBatchSampler:
     2. their examples, one block after the other, are cut into windows of ``window``
        examples (a multiple of the global batch, 4.), and each window is shuffled: the shuffle
        buffer, whose memory-mapped pages are all the reader keeps resident. A window thus
-       draws on the whole split, not on the few shards in a row that the old order read;
-    3. with ``lengths`` (a function: shard, start, stop -> those examples' token counts), each window is
-       grouped by length as transformers' ``LengthGroupedSampler`` does: megabatches of
+       draws on the whole split;
+    3. with ``lengths`` (a function: shard, start, stop -> those examples' token counts), each
+       window is grouped by length as transformers' ``LengthGroupedSampler`` does: megabatches of
        50 batches sorted longest first (the epoch's longest example leads, so an
        out-of-memory error comes early), so batches are padded little;
     4. with ``world_size`` processes, the order is cut into *global* batches of
@@ -395,8 +392,10 @@ class ShardBatchSampler:
         self.window = max(self.global_batch, window // self.global_batch * self.global_batch)
         self.block = block
         # (shard, first example within it) of every block, in shard order
-        self.blocks = np.array([(s, a) for s, n in enumerate(self.sizes) for a in range(0, n, block)],
-                               dtype=np.int64).reshape(-1, 2)
+        counts = -(-np.asarray(self.sizes, dtype=np.int64) // block)
+        shard = np.repeat(np.arange(len(self.sizes)), counts)
+        first = (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)) * block
+        self.blocks = np.stack([shard, first], axis=1)
         self.epoch = 0
 
     @property
@@ -456,34 +455,47 @@ class ShardBatchSampler:
                 yield ids[a:a + self.global_batch]
 
     def _windows(self, block_order) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        ids: list[np.ndarray] = []
-        lens: list[np.ndarray] = []
+        pieces: list[tuple[int, int, int]] = []  # (shard, start, stop) in the window's order
         n = 0
         for b in block_order:
             s, pos = (int(x) for x in self.blocks[b])
             end = min(pos + self.block, self.sizes[s])
             while pos < end:
                 take = min(end - pos, self.window - n)
-                ids.append(np.arange(self.offsets[s] + pos, self.offsets[s] + pos + take))
-                if self.lengths is not None:
-                    lens.append(self.lengths(s, pos, pos + take))
+                pieces.append((s, pos, pos + take))
                 n, pos = n + take, pos + take
                 if n == self.window:
-                    yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
-                    ids, lens, n = [], [], 0
+                    yield self._window_of(pieces)
+                    pieces, n = [], 0
         if n:
-            yield np.concatenate(ids), (np.concatenate(lens) if lens else None)
+            yield self._window_of(pieces)
+
+    def _window_of(self, pieces: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The window's example ids and, with ``lengths``, their token counts, read shard by shard
+        (each shard opened once, not once per block)."""
+        ids = np.concatenate([np.arange(self.offsets[s] + a, self.offsets[s] + b) for s, a, b in pieces])
+        if self.lengths is None:
+            return ids, None
+        lens: list[np.ndarray | None] = [None] * len(pieces)
+        for k in sorted(range(len(pieces)), key=lambda k: pieces[k]):
+            lens[k] = self.lengths(*pieces[k])
+        return ids, np.concatenate(lens)
 
 
 def shards_per_window(shard_sizes: Sequence[int], window: int, block: int = BLOCK) -> int:
     """The most shards one window of ``window`` examples in :class:`ShardBatchSampler`'s order
     can touch (for the reader's open-shard limit): one per block it holds (the shortest blocks,
     shards' last ones, make the most), at most every shard."""
+    # only a shard's last block can be short: the rest are whole
+    short = sorted(n - (n - 1) // block * block for n in shard_sizes if n)
+    whole = sum((n - 1) // block for n in shard_sizes if n)
     total, count = 0, 0
-    for size in sorted(min(block, n - a) for n in shard_sizes for a in range(0, n, block)):
+    for size in short:
         if total >= window:
             break
         total, count = total + size, count + 1
+    if total < window and whole:
+        count += min(whole, -(-(window - total) // block))
     return min(count + 1, sum(1 for n in shard_sizes if n))
 
 
@@ -557,6 +569,10 @@ def check_data_position(checkpoint: str | os.PathLike, sampler: ShardBatchSample
     if not path.is_file():
         return None
     recorded = read_json(path)
+    if "block" not in recorded.get("order", {}):
+        raise ScratchBertError(
+            f"checkpoint {checkpoint} was trained in the order of an earlier scratchbert (whole shards in a row), "
+            "which this one no longer reads; start afresh with another --checkpoint-dir")
     expected = {"dataset": dataset_id, **sampler.describe()}
     changed = sorted(k for k in expected if recorded.get("order", {}).get(k) != expected[k])
     if changed:

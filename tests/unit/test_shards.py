@@ -105,6 +105,13 @@ def _lengths(seed: int = 1):
     return lambda s, start, stop: per_shard[s][start:stop]
 
 
+def _index_lengths(sizes):
+    """Lengths that name their example (global index mod 30000 + 1): a length passed for the
+    wrong example shows in the grouping."""
+    offsets = np.cumsum([0, *sizes])
+    return lambda s, start, stop: (np.arange(offsets[s] + start, offsets[s] + stop) % 30000 + 1).astype(np.int16)
+
+
 def _epoch(sampler, epoch):
     sampler.set_epoch(epoch)
     return list(sampler)
@@ -112,9 +119,11 @@ def _epoch(sampler, epoch):
 
 @pytest.mark.parametrize("window", [64, 256, shards.DEFAULT_WINDOW])
 @pytest.mark.parametrize("grouped", [False, True])
-def test_every_example_once_per_epoch_and_the_order_is_a_function_of_seed_and_epoch(window, grouped):
+@pytest.mark.parametrize("block", [shards.BLOCK, 50, 7])  # one block a shard; several, short last ones, cut by windows
+def test_every_example_once_per_epoch_and_the_order_is_a_function_of_seed_and_epoch(window, grouped, block):
     def make(seed):
-        return shards.ShardBatchSampler(SIZES, 32, seed=seed, window=window, lengths=_lengths() if grouped else None)
+        return shards.ShardBatchSampler(SIZES, 32, seed=seed, window=window, lengths=_lengths() if grouped else None,
+                                        block=block)
 
     sampler = make(7)
     n = sum(SIZES)
@@ -132,23 +141,39 @@ def test_every_window_draws_its_blocks_from_the_whole_split():
     order read: a corpus laid out in order (topics, sources, a group's dupes side by side) is
     mixed from the first step, and a run that stops short of an epoch has seen all of it."""
     sizes = [1000] * 10
-    sampler = shards.ShardBatchSampler(sizes, 10, seed=3, window=500, block=50)
+    sampler = shards.ShardBatchSampler(sizes, 10, seed=3, window=480, block=50)
     batches = list(sampler)
-    windows = [np.concatenate(batches[k:k + 50]) for k in range(0, len(batches), 50)]
-    assert [len(w) for w in windows] == [500] * 20
+    windows = [np.concatenate(batches[k:k + 48]) for k in range(0, len(batches), 48)]
+    assert [len(w) for w in windows] == [480] * 20 + [400]
     touched = [len(set(w // 1000)) for w in windows]  # in the old order 1, or 2 at a seam
     assert min(touched) >= 4 and np.mean(touched) >= 6, touched  # 10 blocks of 10 shards
     for w in windows:
         assert np.ptp(w) > 5000  # spread over more than half the split
         assert list(w) != sorted(w)  # shuffled inside
-    # a block is read together: its examples lie in one window, or two where a window's edge cuts it
+    # a block is read together: its examples lie in one window, or two where a window's edge
+    # cuts it: of the 20 edges at multiples of 480, those at multiples of 2,400 fall between blocks
     window_of = np.empty(sum(sizes), int)
     for k, w in enumerate(windows):
         window_of[w] = k
-    assert all(len(set(window_of[a:a + 50])) <= 2 for a in range(0, sum(sizes), 50))
-    assert sum(len(set(window_of[a:a + 50])) == 1 for a in range(0, sum(sizes), 50)) >= 190
+    spans = [len(set(window_of[a:a + 50])) for a in range(0, sum(sizes), 50)]
+    assert max(spans) == 2 and spans.count(2) == 16
     # the first tenth of an epoch already reaches every shard (the old order: one shard)
     assert set(np.concatenate(batches[:100]) // 1000) == set(range(10))
+
+
+@pytest.mark.parametrize("block", [shards.BLOCK, 50, 7])
+def test_each_example_is_grouped_by_its_own_length(block):
+    """The lengths read for a window's blocks line up with their examples: sorted within each
+    pool of batches, longest first, by lengths that name their example."""
+    sampler = shards.ShardBatchSampler(SIZES, 16, seed=4, window=128, lengths=_index_lengths(SIZES), block=block)
+    batches = list(sampler)
+    named = [[i % 30000 + 1 for i in b] for b in batches]
+    assert named[0][0] == max(n for b in named[:8] for n in b)  # the first window's longest leads
+    full = len(batches) // 8 * 8
+    assert full >= 48
+    for a in range(8, full, 2):  # the later whole windows of 128 = 8 batches: pools of 2 batches (128 // 64)
+        pool = named[a] + named[a + 1]
+        assert pool == sorted(pool, reverse=True), a
 
 
 def test_length_grouping_pads_less_and_leads_with_the_longest_example():
@@ -165,6 +190,7 @@ def test_length_grouping_pads_less_and_leads_with_the_longest_example():
     assert all_lengths[first[0]] == all_lengths.max()
 
 
+@pytest.mark.parametrize("block", [shards.BLOCK, 7])
 @pytest.mark.parametrize("sizes, batch, world, last", [
     (SIZES, 16, 3, [6, 6, 6]),  # 1122 = 23 x 48 + 18: a smaller last step
     (SIZES, 16, 2, [1, 1]),  # 1122 = 35 x 32 + 2: one example each
@@ -173,7 +199,7 @@ def test_length_grouping_pads_less_and_leads_with_the_longest_example():
     ([62], 10, 3, [11, 11, 10]),  # 62 = 2 x 30 + 2
     ([60], 10, 3, [10, 10, 10]),  # even
 ])
-def test_ranks_see_every_example_once_per_epoch_in_steps_of_the_job_batch(sizes, batch, world, last):
+def test_ranks_see_every_example_once_per_epoch_in_steps_of_the_job_batch(sizes, batch, world, last, block):
     """Rank r's batches over two epochs: together, every example exactly once per epoch; the same
     number of steps on every rank; each step is a global batch of the single-process order with
     the job's batch size (batch x world), dealt out."""
@@ -182,7 +208,7 @@ def test_ranks_see_every_example_once_per_epoch_in_steps_of_the_job_batch(sizes,
 
     def sampler(rank, size, batch_size):
         return shards.ShardBatchSampler(sizes, batch_size, seed=5, window=64, rank=rank, world_size=size,
-                                        lengths=lambda s, start, stop: lengths[s][start:stop])
+                                        lengths=lambda s, start, stop: lengths[s][start:stop], block=block)
 
     ranks = [sampler(r, world, batch) for r in range(world)]
     single = sampler(0, 1, batch * world)
@@ -261,10 +287,20 @@ def test_the_open_shard_limit_covers_any_window():
     assert shards.shards_per_window([5, 5], 1000) == 2  # never more than the shards there are
     assert shards.shards_per_window([1000] * 10, 500, block=50) == 10  # ten blocks: ten shards at most
     assert shards.shards_per_window([1000] * 40, 500, block=50) == 11  # ... and a seam
-    # and it holds: no window of that order touches more
-    sampler = shards.ShardBatchSampler([1000] * 40, 10, seed=1, window=500, block=50)
-    batches = list(sampler)
-    assert max(len(set(np.concatenate(batches[k:k + 50]) // 1000)) for k in range(0, len(batches), 50)) <= 11
+    assert shards.shards_per_window([1003] * 40, 480, block=50) == 40  # 40 last blocks of 3 fit in any window
+    assert shards.shards_per_window([1003] * 40, 96, block=50) == 33  # 32 blocks of 3 hold 96; one more at a seam
+    # and it holds: no window of such an order touches more; where every block is short, some touch that many
+    for sizes, window in (([1003] * 40, 96), ([1000] * 40, 480), ([1003] * 6 + [1000] * 34, 480), ([5] * 40, 96)):
+        bound = shards.shards_per_window(sizes, window, block=50)
+        most = 0
+        for seed in range(8):
+            batches = list(shards.ShardBatchSampler(sizes, 16, seed=seed, window=window, block=50))
+            per_window = window // 16
+            most = max(most, *(len(set(np.searchsorted(np.cumsum(sizes), np.concatenate(batches[k:k + per_window]),
+                                                       side="right")))
+                               for k in range(0, len(batches), per_window)))
+        assert most <= bound, (sizes, window, most, bound)
+    assert (most, bound) == (20, 21)  # blocks of 5 in windows of 96: 20 pieces at most; the bound within one
 
 
 def test_the_reader_unmaps_the_last_windows_shards_when_a_new_window_starts(tmp_path):
@@ -297,8 +333,12 @@ def test_data_position_is_checked_on_resume(tmp_path):
     assert shards.check_data_position(tmp_path, sampler, "abc") == position
     with pytest.raises(ScratchBertError, match=r"another data order \(batch_size changed\)"):
         shards.check_data_position(tmp_path, shards.ShardBatchSampler(SIZES, 8, seed=5), "abc")
-    with pytest.raises(ScratchBertError, match=r"another data order \(block changed\)"):  # e.g. the order before blocks
+    with pytest.raises(ScratchBertError, match=r"another data order \(block changed\)"):
         shards.check_data_position(tmp_path, shards.ShardBatchSampler(SIZES, 16, seed=5, block=64), "abc")
     with pytest.raises(ScratchBertError, match=r"another data order \(dataset changed\)"):
         shards.check_data_position(tmp_path, sampler, "another")
     assert shards.check_data_position(tmp_path / "nothing", sampler, "abc") is None
+    del position["order"]["block"]  # a checkpoint of the order before blocks
+    write_json(tmp_path / shards.DATA_POSITION, position)
+    with pytest.raises(ScratchBertError, match="order of an earlier scratchbert .* start afresh with another --checkpoint-dir"):
+        shards.check_data_position(tmp_path, sampler, "abc")
