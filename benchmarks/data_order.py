@@ -29,13 +29,10 @@ from scratchbert import shards
 WHOLE_SHARDS = 1 << 62
 
 
-def resident_mb() -> dict:
-    out = {}
-    for line in open("/proc/self/status"):
-        key = line.split(":")[0]
-        if key in ("RssFile", "RssAnon"):
-            out[key] = int(line.split()[1]) // 1024
-    return out
+def file_backed_mb() -> int:
+    """This process's resident file-backed memory (the memory-mapped shards and the libraries)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("RssFile:"))
 
 
 def coverage(sizes: list[int], batch_size: int, window: int, block: int, seed: int) -> dict:
@@ -57,8 +54,7 @@ def coverage(sizes: list[int], batch_size: int, window: int, block: int, seed: i
 
 def memory(folder: Path, batch_size: int, window: int, windows: int, unmap: bool, seed: int) -> dict:
     examples = shards.ShardedExamples(folder, "train")
-    sampler = shards.ShardBatchSampler(examples.sizes, batch_size, seed=seed, window=window, lengths=examples.lengths)
-    examples.max_open = shards.shards_per_window(examples.sizes, sampler.window, sampler.block) + 1
+    sampler = examples.order(batch_size, seed=seed, window=window)
     per_window = sampler.window // sampler.global_batch
     file_mb = []
     for step, batch in enumerate(sampler):
@@ -66,7 +62,7 @@ def memory(folder: Path, batch_size: int, window: int, windows: int, unmap: bool
             batch.window = None
         sum(int(e["input_ids"].sum()) + int(e["token_type_ids"].sum()) for e in examples.__getitems__(batch))
         if step % per_window == per_window - 1:
-            file_mb.append(resident_mb()["RssFile"])
+            file_mb.append(file_backed_mb())
         if step + 1 == windows * per_window:
             break
     return {"unmap_each_window": unmap, "file_backed_mb_at_each_window_end": file_mb, "peak_file_backed_mb": max(file_mb, default=None)}

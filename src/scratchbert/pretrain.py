@@ -377,10 +377,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if cfg.unigram_bias and resume is None and not cfg.init_model:  # a resumed or starting model has its trained bias
         set_mlm_bias_to_unigram(model, stored_token_counts(cfg.dataset, len(tokenizer), tokenizer.all_special_ids))
     train_examples = shards.ShardedExamples(cfg.dataset, "train")
-    sampler = shards.ShardBatchSampler(train_examples.sizes, cfg.batch_size, seed=cfg.seed, window=cfg.shuffle_window,
-                                       lengths=train_examples.lengths if cfg.group_by_length else None,
-                                       rank=rank, world_size=world_size)
-    train_examples.max_open = shards.shards_per_window(train_examples.sizes, sampler.window, sampler.block) + 1
+    sampler = train_examples.order(cfg.batch_size, group_by_length=cfg.group_by_length, seed=cfg.seed,
+                                   window=cfg.shuffle_window, rank=rank, world_size=world_size)
 
     tokens = {"count": 0}
 

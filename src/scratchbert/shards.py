@@ -323,6 +323,13 @@ class ShardedExamples:
         """Token counts of shard ``s``'s examples ``start:stop`` (read from its ``length`` column)."""
         return self.shard(s).lengths(start, stop)
 
+    def order(self, batch_size: int, *, group_by_length: bool = True, **kw) -> ShardBatchSampler:
+        """The training order over these examples (:class:`ShardBatchSampler`, ``kw`` passed on),
+        with the open-shard limit raised to what its windows touch, and a seam more."""
+        sampler = ShardBatchSampler(self.sizes, batch_size, lengths=self.lengths if group_by_length else None, **kw)
+        self.max_open = shards_per_window(self.sizes, sampler.window, sampler.block) + 1
+        return sampler
+
     def __getitem__(self, i: int) -> dict:
         s, j = self.locate(int(i))
         return self.shard(s).example(j)
@@ -569,12 +576,13 @@ def check_data_position(checkpoint: str | os.PathLike, sampler: ShardBatchSample
     if not path.is_file():
         return None
     recorded = read_json(path)
-    if "block" not in recorded.get("order", {}):
-        raise ScratchBertError(
-            f"checkpoint {checkpoint} was trained in the order of an earlier scratchbert (whole shards in a row), "
-            "which this one no longer reads; start afresh with another --checkpoint-dir")
     expected = {"dataset": dataset_id, **sampler.describe()}
-    changed = sorted(k for k in expected if recorded.get("order", {}).get(k) != expected[k])
+    missing = [k for k in expected if k not in recorded.get("order", {})]  # e.g. block: whole shards in a row
+    if missing:
+        raise ScratchBertError(
+            f"checkpoint {checkpoint} was trained in the order of an earlier scratchbert (no {', '.join(missing)} "
+            "recorded), which this one no longer reads; start afresh with another --checkpoint-dir")
+    changed = sorted(k for k in expected if recorded["order"][k] != expected[k])
     if changed:
         raise ScratchBertError(
             f"checkpoint {checkpoint} was trained with another data order ({', '.join(changed)} changed); "
